@@ -1,0 +1,1 @@
+"""PBX event gateway: phone systems to RabbitMQ and back."""

@@ -1,0 +1,436 @@
+"""Command intake: validate -> de-duplicate -> execute -> reply -> ack, or dead-letter.
+
+One channel and consumer per tenant, so a slow or unreachable PBX never holds up another. While
+a tenant's link is not connected its consumer is cancelled and commands wait in their queue;
+those that expire there are dead-lettered by the broker and answered ``expired`` from
+``pbx.commands.expired``. Replies are published with confirms before the command is acked, so
+a crash between the two redelivers the command and the ledger answers it again without running
+it twice. With a :class:`CommandJournal`, a lane first replays the ledger records of the PBX's
+previous owners, and journals every id before the PBX is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aio_pika
+import orjson
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from gateway.bus.idempotency import CommandLedger
+from gateway.bus.journal import CommandJournal, JournalError
+from gateway.bus.publisher import EventPublisher
+from gateway.bus.topology import (
+    CommandNames,
+    declare_command_exchanges,
+    declare_tenant_queue,
+)
+from gateway.connectors.base import Connector
+from gateway.logging import get_logger
+from gateway.runtime.metrics import COMMANDS
+from gateway.schema.commands import (
+    Command,
+    CommandError,
+    CommandFailed,
+    CommandInvalid,
+    CommandResult,
+    ErrorCode,
+    parse_command,
+)
+from gateway.schema.events import CommandResultData, NormalizeContext, make_event
+
+RESULT_CONTENT_TYPE = "application/json"
+#: Ids put back unstarted while a link was down, remembered so their redelivery is not "unknown".
+PUT_BACK_MEMORY = 10_000
+
+
+def failure(command_id: str, code: ErrorCode, message: str, **extra: Any) -> CommandResult:
+    return CommandResult(
+        command_id=command_id, ok=False, error=CommandError(code=code, message=message, **extra)
+    )
+
+
+class CommandConsumer:
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        names: CommandNames,
+        connectors: dict[str, Connector],
+        ledger: CommandLedger,
+        publisher: EventPublisher,
+        *,
+        journal: CommandJournal | None = None,
+        prefetch: int = 8,
+        execute_timeout_s: float = 20.0,
+        drain_timeout_s: float = 10.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._connection = connection
+        self._names = names
+        self._connectors = connectors
+        self._ledger = ledger
+        self._publisher = publisher
+        self._journal = journal
+        self._prefetch = prefetch
+        self._execute_timeout_s = execute_timeout_s
+        self._drain_timeout_s = drain_timeout_s
+        self._clock = clock
+        self._channels: list[AbstractChannel] = []
+        self._reply_channel: AbstractChannel | None = None
+        self._lanes: dict[str, tuple[asyncio.Task[None], AbstractChannel]] = {}
+        self._consumers: dict[str, tuple[AbstractQueue, str]] = {}
+        self._running: dict[tuple[str, str], asyncio.Future[CommandResult]] = {}
+        self._put_back: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._log = get_logger("bus.commands")
+
+    async def start(self) -> None:
+        setup = await self._connection.channel()
+        await declare_command_exchanges(setup, self._names)
+        await setup.close()
+        self._reply_channel = await self._connection.channel(publisher_confirms=True)
+        channel = await self._open_channel()
+        # Every configured tenant's queue exists from the start, owned here or not, so commands
+        # published before any instance takes the PBX wait instead of being unroutable.
+        for tenant in self._connectors:
+            await declare_tenant_queue(channel, self._names, tenant)
+        expired = await channel.get_queue(self._names.expired)
+        self._consumers["expired"] = (expired, await expired.consume(self._on_expired))
+
+    async def add_tenant(self, tenant: str) -> None:
+        """Take this tenant's commands (while its link is up): this instance owns the PBX."""
+        if tenant in self._lanes:
+            return
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        queue = await declare_tenant_queue(channel, self._names, tenant)
+        task = asyncio.create_task(
+            self._lane(tenant, self._connectors[tenant], queue), name=f"commands-{tenant}"
+        )
+        self._lanes[tenant] = (task, channel)
+
+    async def remove_tenant(self, tenant: str) -> None:
+        """Stop taking this tenant's commands; the ones already taken still finish."""
+        lane = self._lanes.pop(tenant, None)
+        if lane is None:
+            return
+        task, channel = lane
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await self._drain()  # answer what was taken before another instance may take over
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+    async def stop(self) -> None:
+        """Stop taking commands, let in-flight ones finish (bounded), close the channels."""
+        for tenant in list(self._lanes):
+            await self.remove_tenant(tenant)
+        for queue, tag in list(self._consumers.values()):
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        self._consumers.clear()
+        await self._drain()
+        for channel in [*self._channels, self._reply_channel]:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        self._channels.clear()
+
+    async def _drain(self) -> None:
+        try:
+            async with asyncio.timeout(self._drain_timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            self._log.warning("commands_still_running", count=self._in_flight)
+
+    async def _open_channel(self) -> AbstractChannel:
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        self._channels.append(channel)
+        return channel
+
+    async def _lane(self, tenant: str, connector: Connector, queue: AbstractQueue) -> None:
+        """Consume while the tenant's PBX link is up; leave commands queued while it is not."""
+        log = self._log.bind(tenant=tenant)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._on_message(tenant, connector, message)
+
+        caught_up = self._journal is None
+        while True:
+            await connector.link.wait_for(lambda state: state == "connected")
+            if not caught_up:
+                caught_up = await self._catch_up(tenant)
+                if not caught_up:
+                    await asyncio.sleep(1.0)
+                continue  # the link may have gone down during the replay
+            tag = await queue.consume(on_message)
+            self._consumers[tenant] = (queue, tag)
+            log.info("commands_consuming")
+            try:
+                state = await connector.link.wait_for(lambda state: state != "connected")
+            finally:
+                del self._consumers[tenant]
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(queue.cancel(tag))
+            log.warning("commands_paused", link=state)
+
+    async def _catch_up(self, tenant: str) -> bool:
+        """Load what earlier owners of this PBX executed; no command is taken before that."""
+        assert self._journal is not None
+        try:
+            entries = await self._journal.replay(tenant)
+        except JournalError as exc:
+            self._log.warning("ledger_replay_failed", tenant=tenant, error=str(exc))
+            return False
+        merged = self._ledger.merge(tenant, entries)
+        self._log.info("ledger_replayed", tenant=tenant, records=len(entries), merged=merged)
+        return True
+
+    async def _journal_result(self, tenant: str, name: str, result: CommandResult) -> None:
+        if self._journal is None:
+            return
+        try:
+            await self._journal.record(tenant, result.command_id, name, result)
+        except JournalError as exc:  # answered all the same; a takeover sees it as started
+            self._log.warning("ledger_journal_failed", tenant=tenant, error=str(exc))
+
+    # --- one command -------------------------------------------------------------------------
+
+    async def _on_message(
+        self, tenant: str, connector: Connector, message: AbstractIncomingMessage
+    ) -> None:
+        if connector.link.value != "connected":
+            # Delivered just as the link went down, before the lane stopped consuming: put it
+            # back to wait for the PBX (and remember it was never started here).
+            if not message.redelivered:  # (a redelivered one may have run elsewhere)
+                self._put_back[(tenant, message.message_id or "")] = None
+                while len(self._put_back) > PUT_BACK_MEMORY:
+                    self._put_back.popitem(last=False)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            result, name, dead = await self._process(tenant, connector, message)
+            await self._reply(tenant, connector.vendor, message, result, name)
+            COMMANDS.labels(tenant, name or "invalid", _outcome(result)).inc()
+            if dead:
+                await message.reject(requeue=False)
+            else:
+                await message.ack()
+        except Exception:
+            # Not journaled (so not executed), or the reply could not be confirmed: leave the
+            # command to be redelivered; the ledger answers it then without executing it again.
+            self._log.exception(
+                "command_not_answered", tenant=tenant, command_id=message.message_id
+            )
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _process(
+        self, tenant: str, connector: Connector, message: AbstractIncomingMessage
+    ) -> tuple[CommandResult, str | None, bool]:
+        """The result, the command name, and whether the message goes to the dead letters."""
+        command_id = message.message_id or ""
+        log = self._log.bind(tenant=tenant, command_id=command_id)
+        try:
+            if not command_id:
+                raise CommandInvalid(
+                    [{"field": "message_id", "message": "the command id is required"}]
+                )
+            command = parse_command(message.body)
+            expected = f"{tenant}.{command.command}"
+            if message.routing_key and message.routing_key != expected:
+                raise CommandInvalid(
+                    [
+                        {
+                            "field": "routing_key",
+                            "message": f"{message.routing_key!r} does not match the body:"
+                            f" use {expected!r}",
+                        }
+                    ]
+                )
+        except CommandInvalid as exc:
+            log.warning("command_invalid", error=str(exc)[:500])
+            return CommandResult(command_id=command_id, ok=False, error=exc.to_error()), None, True
+
+        key = (tenant, command_id)
+        running = self._running.get(key)
+        if running is not None:  # the same id delivered twice at once: one execution
+            return await asyncio.shield(running), command.command, False
+        seen = self._ledger.claim(tenant, command_id, command.command)
+        if seen is not None:
+            log.info("command_duplicate", state=seen.state)
+            if seen.result is not None:
+                return seen.result, command.command, False
+            return (
+                failure(
+                    command_id,
+                    ErrorCode.FAILED,
+                    "outcome unknown: the gateway stopped while executing this command;"
+                    " not repeated",
+                ),
+                command.command,
+                False,
+            )
+
+        never_started = key in self._put_back  # put back by this instance, link down
+        self._put_back.pop(key, None)
+        if message.redelivered and self._journal is None and not never_started:
+            # New to this ledger, yet delivered before to a consumer that is gone (another
+            # instance, or this one before a reconnect): it may have run there. Never twice.
+            # (With the journal an unknown id was never sent to the PBX, so it may run.)
+            log.warning("command_redelivered_unknown", command=command.command)
+            result = failure(
+                command_id,
+                ErrorCode.FAILED,
+                "outcome unknown: the command was taken by a gateway instance that stopped"
+                " before answering; not executed again (send it with a new id to retry)",
+            )
+            self._ledger.finish(tenant, result)
+            return result, command.command, False
+
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            if self._journal is not None:
+                try:
+                    await self._journal.record(tenant, command_id, command.command, None)
+                except JournalError as exc:
+                    self._ledger.release(tenant, command_id)  # never sent: may be taken again
+                    future.set_exception(exc)  # a duplicate waiting on it is put back too
+                    future.exception()  # (marked retrieved: there may be no such duplicate)
+                    raise
+            result = await self._execute(command_id, command, connector)
+            self._ledger.finish(tenant, result)
+            future.set_result(result)
+        finally:
+            del self._running[key]
+            if not future.done():
+                future.cancel()
+        await self._journal_result(tenant, command.command, result)
+        log.info(
+            "command_done",
+            command=command.command,
+            ok=result.ok,
+            code=result.error.code if result.error else None,
+        )
+        return result, command.command, False
+
+    async def _execute(
+        self, command_id: str, command: Command, connector: Connector
+    ) -> CommandResult:
+        deadline = command.args.deadline
+        if deadline is not None and deadline <= self._clock():
+            return failure(
+                command_id,
+                ErrorCode.EXPIRED,
+                f"deadline {deadline.isoformat()} passed before execution",
+            )
+        timeout = self._execute_timeout_s
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, (deadline - self._clock()).total_seconds()))
+        try:
+            async with asyncio.timeout(timeout):
+                result = await connector.execute(command)
+        except CommandFailed as exc:
+            return CommandResult(command_id=command_id, ok=False, error=exc.to_error())
+        except TimeoutError:
+            return failure(
+                command_id,
+                ErrorCode.TIMEOUT,
+                f"no answer from the PBX within {timeout:.1f} s; the outcome is unknown",
+            )
+        except Exception as exc:
+            self._log.exception("command_crashed", command_id=command_id)
+            return failure(command_id, ErrorCode.FAILED, f"{type(exc).__name__}: {exc}")
+        return CommandResult(command_id=command_id, ok=True, result=result)
+
+    # --- expired while queued ----------------------------------------------------------------
+
+    async def _on_expired(self, message: AbstractIncomingMessage) -> None:
+        """The broker dropped a command whose AMQP expiration passed while it waited."""
+        tenant = (message.routing_key or "").split(".", 1)[0]
+        name = (message.routing_key or "").split(".", 1)[-1] or None
+        connector = self._connectors.get(tenant)
+        result = failure(
+            message.message_id or "",
+            ErrorCode.EXPIRED,
+            "expired in the queue before the PBX could take it (AMQP expiration)",
+        )
+        try:
+            await self._reply(
+                tenant, connector.vendor if connector else "unknown", message, result, name
+            )
+            COMMANDS.labels(tenant, name or "unknown", "expired").inc()
+            await message.ack()
+        except Exception:
+            self._log.exception("expired_reply_failed", command_id=message.message_id)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+
+    # --- replies -----------------------------------------------------------------------------
+
+    async def _reply(
+        self,
+        tenant: str,
+        vendor: str,
+        message: AbstractIncomingMessage,
+        result: CommandResult,
+        name: str | None,
+    ) -> None:
+        if message.reply_to:
+            assert self._reply_channel is not None
+            await self._reply_channel.default_exchange.publish(
+                aio_pika.Message(
+                    body=orjson.dumps(result.model_dump(mode="json")),
+                    content_type=RESULT_CONTENT_TYPE,
+                    correlation_id=message.correlation_id or result.command_id,
+                    message_id=f"result-{result.command_id}",
+                    type="command.result",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=message.reply_to,
+            )
+            return
+        ctx = NormalizeContext(tenant, vendor, ZoneInfo("UTC"), self._clock())
+        data = CommandResultData(
+            command_id=result.command_id,
+            command=name,
+            ok=result.ok,
+            result=result.result,
+            error=result.error.model_dump(mode="json") if result.error else None,
+        )
+        type_ = "command.succeeded" if result.ok else "command.failed"
+        await self._publisher.submit(
+            make_event(
+                ctx,
+                type_,
+                data,
+                identity=("command", result.command_id, result.ok),
+                subject=result.command_id or None,
+            )
+        )
+
+
+def _outcome(result: CommandResult) -> str:
+    return "ok" if result.ok else str(result.error.code if result.error else "failed")

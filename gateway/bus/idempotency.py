@@ -1,0 +1,120 @@
+"""At most one execution per command id, across redeliveries and restarts (SQLite, WAL).
+
+An id is recorded as ``started`` before the PBX is called and ``done`` with its result after;
+a redelivered id answers the stored result. An id found ``started`` but never finished means the
+gateway stopped mid-call: its outcome is unknown and it is not executed again. Records of other
+instances arrive through :meth:`CommandLedger.merge` (see :mod:`gateway.bus.journal`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from gateway.schema.commands import CommandResult
+
+if TYPE_CHECKING:
+    from gateway.bus.journal import JournalEntry
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    tenant TEXT NOT NULL,
+    command_id TEXT NOT NULL,
+    command TEXT,
+    state TEXT NOT NULL,
+    result BLOB,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (tenant, command_id)
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    state: str  # "started" | "done"
+    result: CommandResult | None
+
+
+class CommandLedger:
+    def __init__(self, path: Path | str, ttl_s: float) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._ttl_s = ttl_s
+        self.expire()
+
+    def claim(self, tenant: str, command_id: str, command: str | None) -> Seen | None:
+        """Record ``started``; None when the id is new, else what was recorded before."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO commands VALUES (?, ?, ?, 'started', NULL, ?)",
+            (tenant, command_id, command, time.time()),
+        )
+        if cursor.rowcount == 1:
+            return None
+        row = self._db.execute(
+            "SELECT state, result FROM commands WHERE tenant = ? AND command_id = ?",
+            (tenant, command_id),
+        ).fetchone()
+        result = CommandResult.model_validate(orjson.loads(row[1])) if row[1] else None
+        return Seen(state=row[0], result=result)
+
+    def finish(self, tenant: str, result: CommandResult) -> None:
+        self._db.execute(
+            "UPDATE commands SET state = 'done', result = ? WHERE tenant = ? AND command_id = ?",
+            (orjson.dumps(result.model_dump(mode="json")), tenant, result.command_id),
+        )
+
+    def release(self, tenant: str, command_id: str) -> None:
+        """Forget a claim whose execution never began (it may be taken again)."""
+        self._db.execute(
+            "DELETE FROM commands WHERE tenant = ? AND command_id = ? AND state = 'started'",
+            (tenant, command_id),
+        )
+
+    def merge(self, tenant: str, entries: Iterable[JournalEntry]) -> int:
+        """Take another instance's records: a result wins over ``started``. How many changed."""
+        oldest = time.time() - self._ttl_s
+        changed = 0
+        with self._db:  # one transaction (committed, or rolled back on error)
+            self._db.execute("BEGIN")
+            for entry in entries:
+                if entry.at < oldest:
+                    continue
+                if entry.result is None:
+                    cursor = self._db.execute(
+                        "INSERT OR IGNORE INTO commands VALUES (?, ?, ?, 'started', NULL, ?)",
+                        (tenant, entry.command_id, entry.command, entry.at),
+                    )
+                else:
+                    cursor = self._db.execute(
+                        "INSERT INTO commands VALUES (?, ?, ?, 'done', ?, ?)"
+                        " ON CONFLICT (tenant, command_id) DO UPDATE"
+                        " SET state = 'done', result = excluded.result WHERE state != 'done'",
+                        (
+                            tenant,
+                            entry.command_id,
+                            entry.command,
+                            orjson.dumps(entry.result.model_dump(mode="json")),
+                            entry.at,
+                        ),
+                    )
+                changed += cursor.rowcount
+        return changed
+
+    def expire(self) -> int:
+        cursor = self._db.execute(
+            "DELETE FROM commands WHERE created_at < ?", (time.time() - self._ttl_s,)
+        )
+        return cursor.rowcount
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,242 @@
+"""Which instance owns which PBX, with RabbitMQ as the coordination engine.
+
+Safety: owning a PBX means holding the exclusive queue ``pbx.lease.<tenant>`` on this instance's
+lease connection. Only one connection can hold an exclusive queue, and the broker frees it the
+moment that connection dies, so two instances never own one PBX (and never hold its token) at
+once. When the lease connection drops, the instance has half a member timeout to reconnect and
+re-declare its lease queues (a broker closing connections, a blip); after that it stops using
+those PBXs, well before another instance may consider them free.
+
+Spread: instances announce themselves and the PBXs they are configured for on the fanout exchange
+``pbx.instances``; every instance computes the same assignment from that membership (rendezvous
+hashing with a bounded load, so N instances hold about 1/N of the PBXs each). An instance only
+tries the PBXs assigned to it, takes any PBX whose assigned owner has not taken it after a grace
+period, and hands a PBX back once its assigned owner has been around for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+from gateway.logging import get_logger
+from gateway.runtime.metrics import LEASES_HELD
+
+LEASE_PREFIX = "pbx.lease."
+PRESENCE_EXCHANGE = "pbx.instances"
+
+Hook = Callable[[str], Awaitable[None]]
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _rank(tenant: str, instances: list[str]) -> list[str]:
+    return sorted(
+        instances, key=lambda i: hashlib.sha256(f"{i}|{tenant}".encode()).digest(), reverse=True
+    )
+
+
+def assign(members: dict[str, frozenset[str]]) -> dict[str, str]:
+    """Owner per tenant: rendezvous order, but every instance holds its fair share.
+
+    Plain rendezvous hashing leaves an instance idle surprisingly often with few PBXs (3 instances,
+    6 PBXs: one in four times), so each tenant goes to its highest-ranked instance still below its
+    share: ``tenants // instances``, plus one for as many instances as the remainder. Deterministic,
+    so every instance agrees given the same members.
+    """
+    tenants = sorted(set().union(*members.values())) if members else []
+    base, extra = divmod(len(tenants), len(members)) if members else (0, 0)
+    load = dict.fromkeys(members, 0)
+    owners: dict[str, str] = {}
+
+    def has_room(instance: str) -> bool:
+        return load[instance] < base or (
+            load[instance] == base and sum(n > base for n in load.values()) < extra
+        )
+
+    for tenant in tenants:
+        ranked = _rank(tenant, [i for i, ts in members.items() if tenant in ts])
+        owner = next((i for i in ranked if has_room(i)), ranked[0])
+        owners[tenant] = owner
+        load[owner] += 1
+    return owners
+
+
+class LeaseManager:
+    def __init__(
+        self,
+        url: str,
+        tenants: list[str],
+        *,
+        instance_id: str,
+        on_acquired: Hook,
+        on_lost: Hook,
+        heartbeat_s: float = 1.0,
+        member_timeout_s: float = 3.0,
+        acquire_interval_s: float = 1.0,
+    ) -> None:
+        self.instance_id = instance_id
+        self._url = url
+        self._tenants = tenants
+        self._on_acquired = on_acquired
+        self._on_lost = on_lost
+        self._heartbeat_s = heartbeat_s
+        self._member_timeout_s = member_timeout_s
+        self._acquire_interval_s = acquire_interval_s
+        # Others may take a PBX once our presence timed out; stop using it well before that.
+        self._grace_s = member_timeout_s / 2
+        self._members: dict[str, tuple[float, frozenset[str]]] = {}  # instance -> seen, tenants
+        self._first_seen: dict[str, float] = {}
+        self._free_since: dict[str, float] = {}
+        self._lost_at: float | None = None
+        self.owned: set[str] = set()
+        self._log = get_logger("bus.lease").bind(instance=instance_id)
+
+    def assignment(self) -> dict[str, str]:
+        """The owner of each PBX among the live instances, this one included."""
+        now = time.monotonic()
+        live = {
+            instance: tenants
+            for instance, (seen, tenants) in self._members.items()
+            if now - seen <= self._member_timeout_s
+        }
+        live[self.instance_id] = frozenset(self._tenants)
+        return assign(live)
+
+    async def run(self) -> None:
+        """Hold leases until cancelled, riding out short losses of the lease connection."""
+        while True:
+            connection: AbstractConnection | None = None
+            try:
+                async with asyncio.timeout(self._connect_budget()):
+                    connection = await aio_pika.connect(
+                        self._url,
+                        client_properties={"connection_name": f"lease {self.instance_id}"},
+                    )
+                await self._reclaim(connection)
+                await self._serve(connection)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._lost_at is None:
+                    self._lost_at = time.monotonic()
+                    self._log.warning("lease_connection_lost", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                if connection is not None and not connection.is_closed:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(connection.close())
+            if self._lost_at is not None and time.monotonic() - self._lost_at >= self._grace_s:
+                await self._lose_all()
+            await asyncio.sleep(min(self._acquire_interval_s, self._grace_s / 2))
+
+    def _connect_budget(self) -> float:
+        """While leases are at risk, never wait past the grace for a connection."""
+        if self._lost_at is None or not self.owned:
+            return 10.0
+        return max(0.05, self._grace_s - (time.monotonic() - self._lost_at))
+
+    async def _reclaim(self, connection: AbstractConnection) -> None:
+        """Back within the grace: take our own leases again at once, before anyone else may."""
+        self._lost_at = None
+        for tenant in sorted(self.owned):
+            if not await self._declare(connection, tenant):
+                self.owned.discard(tenant)
+                self._log.warning("lease_lost", tenant=tenant, reason="taken while disconnected")
+                await self._on_lost(tenant)
+        LEASES_HELD.set(len(self.owned))
+
+    async def _serve(self, connection: AbstractConnection) -> None:
+        closed = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: closed.set())
+        channel = await connection.channel()
+        presence = await channel.declare_exchange(PRESENCE_EXCHANGE, aio_pika.ExchangeType.FANOUT)
+        inbox = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await inbox.bind(presence)
+        await inbox.consume(self._on_presence, no_ack=True)
+        started = time.monotonic()
+        announcement = orjson.dumps({"instance": self.instance_id, "tenants": self._tenants})
+        while not closed.is_set():
+            await presence.publish(aio_pika.Message(announcement, expiration=10), routing_key="")
+            # Listen a full member timeout before taking anything, so simultaneous starts spread.
+            if time.monotonic() - started >= self._member_timeout_s:
+                await self._balance(connection)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self._heartbeat_s, self._acquire_interval_s)):
+                    await closed.wait()
+        raise ConnectionError("lease connection closed")
+
+    async def _on_presence(self, message: AbstractIncomingMessage) -> None:
+        with contextlib.suppress(Exception):
+            body = orjson.loads(message.body)
+            instance = str(body["instance"])
+            now = time.monotonic()
+            self._members[instance] = (now, frozenset(map(str, body.get("tenants", []))))
+            self._first_seen.setdefault(instance, now)
+
+    async def _balance(self, connection: AbstractConnection) -> None:
+        now = time.monotonic()
+        owners = self.assignment()
+        for tenant in self._tenants:
+            preferred = owners[tenant]
+            if tenant in self.owned:
+                settled = now - self._first_seen.get(preferred, now) >= 2 * self._member_timeout_s
+                if preferred != self.instance_id and settled:
+                    await self._release(connection, tenant, f"handing over to {preferred}")
+                continue
+            free_for = now - self._free_since.setdefault(tenant, now)
+            if preferred == self.instance_id or free_for >= 2 * self._member_timeout_s:
+                await self._try_acquire(connection, tenant)
+
+    async def _declare(self, connection: AbstractConnection, tenant: str) -> bool:
+        """Hold the tenant's exclusive lease queue on this connection; False if someone has it."""
+        channel: AbstractChannel = await connection.channel()
+        try:
+            await channel.declare_queue(f"{LEASE_PREFIX}{tenant}", exclusive=True)
+        except aio_pika.exceptions.ChannelClosed:  # RESOURCE_LOCKED: another instance owns it
+            return False
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        return True
+
+    async def _try_acquire(self, connection: AbstractConnection, tenant: str) -> None:
+        if not await self._declare(connection, tenant):
+            self._free_since.pop(tenant, None)
+            return
+        self.owned.add(tenant)
+        self._free_since.pop(tenant, None)
+        LEASES_HELD.set(len(self.owned))
+        self._log.info("lease_acquired", tenant=tenant)
+        await self._on_acquired(tenant)
+
+    async def _release(self, connection: AbstractConnection, tenant: str, reason: str) -> None:
+        self.owned.discard(tenant)
+        LEASES_HELD.set(len(self.owned))
+        self._log.info("lease_released", tenant=tenant, reason=reason)
+        await self._on_lost(tenant)  # stop using the PBX before anyone else may take it
+        channel = await connection.channel()
+        try:
+            await channel.queue_delete(f"{LEASE_PREFIX}{tenant}")
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def _lose_all(self) -> None:
+        for tenant in sorted(self.owned):
+            self.owned.discard(tenant)
+            self._log.warning("lease_lost", tenant=tenant, reason="lease connection down")
+            await self._on_lost(tenant)
+        LEASES_HELD.set(0)

@@ -1,0 +1,60 @@
+"""A PBX's small state (watermarks) kept in RabbitMQ, so whichever instance owns the PBX next
+continues where the last owner stopped.
+
+One durable last-value queue per tenant, ``pbx.state.<tenant>`` (max length 1, drop-head): the
+owner publishes its snapshot with confirms; a new owner reads it without consuming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+STATE_PREFIX = "pbx.state."
+
+
+class SharedState:
+    def __init__(self, connection: AbstractRobustConnection) -> None:
+        self._connection = connection
+        self._channel: AbstractChannel | None = None
+
+    async def _queue(self, tenant: str) -> aio_pika.abc.AbstractQueue:
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._connection.channel(publisher_confirms=True)
+        return await self._channel.declare_queue(
+            f"{STATE_PREFIX}{tenant}",
+            durable=True,
+            arguments={"x-max-length": 1, "x-overflow": "drop-head"},
+        )
+
+    async def push(self, tenant: str, values: dict[str, str]) -> None:
+        queue = await self._queue(tenant)
+        assert self._channel is not None
+        body = orjson.dumps({"written_at": time.time(), "values": values})
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=queue.name,
+        )
+
+    async def pull(self, tenant: str) -> tuple[dict[str, str], float] | None:
+        queue = await self._queue(tenant)
+        message = await queue.get(fail=False)
+        if message is None:
+            return None
+        try:
+            body = orjson.loads(message.body)
+            return {str(k): str(v) for k, v in body["values"].items()}, float(body["written_at"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)  # leave it for the next owner too
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.close()

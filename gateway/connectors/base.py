@@ -1,0 +1,30 @@
+"""What the rest of the gateway knows about a PBX connector."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from gateway.runtime.watch import Watch
+from gateway.schema.commands import Command
+from gateway.schema.events import CloudEvent
+
+Emit = Callable[[CloudEvent], Awaitable[None]]
+
+
+class Connector(Protocol):
+    tenant: str
+    vendor: str
+    link: Watch[str]  # "connected" while the PBX can take commands
+
+    async def run(self, emit: Emit) -> None:
+        """Keep the PBX link alive and hand every event to ``emit`` until cancelled."""
+        ...
+
+    async def execute(self, command: Command) -> dict[str, Any]:
+        """Run one validated command on the PBX: the result, or ``CommandFailed``."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Link state for /readyz and the status page."""
+        ...

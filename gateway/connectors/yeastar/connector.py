@@ -1,0 +1,462 @@
+"""The Yeastar link: token, WebSocket subscription, heartbeat, reconnect, token handover.
+
+One reconnect loop per PBX. On a token refresh the new subscription is opened before the old one
+is closed; frames both sockets deliver during the overlap are passed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from gateway.connectors.base import Emit
+from gateway.connectors.yeastar.auth import Token, YeastarAuth
+from gateway.connectors.yeastar.client import YeastarClient
+from gateway.connectors.yeastar.commands import YeastarCommands
+from gateway.connectors.yeastar.normalize import normalize_frame
+from gateway.connectors.yeastar.recovery import Gap, Watermark, YeastarRecovery
+from gateway.logging import get_logger
+from gateway.runtime.backoff import Backoff
+from gateway.runtime.dedupe import OverlapDeduper
+from gateway.runtime.metrics import FRAMES_DEDUPED, FRAMES_RECEIVED, LINK_UP
+from gateway.runtime.statestore import KeyValue
+from gateway.runtime.watch import Watch
+from gateway.schema.commands import Command
+from gateway.schema.events import (
+    CloudEvent,
+    ConnectionState,
+    NormalizeContext,
+    connection_event,
+    gap_event,
+)
+from gateway.settings import PbxSettings, RecoverySettings
+
+HEARTBEAT = "heartbeat"
+HEARTBEAT_ANSWER = "heartbeat response"
+
+
+class SubscribeRefused(Exception):
+    """The PBX answered the topic list with a non-zero errcode."""
+
+
+class _Subscription:
+    """One WebSocket: reads frames, sends heartbeats, notices a dead peer."""
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        *,
+        generation: int,
+        token: Token,
+        on_frame: Any,
+        heartbeat_interval_s: float,
+        heartbeat_timeout_s: float,
+    ) -> None:
+        self.ws = ws
+        self.generation = generation
+        self.token = token
+        self._on_frame = on_frame
+        self._interval = heartbeat_interval_s
+        self._timeout = heartbeat_timeout_s
+        self._answered = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.reason = "closed"
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._read(), name=f"ws-read-{self.generation}"),
+            asyncio.create_task(self._heartbeat(), name=f"ws-heartbeat-{self.generation}"),
+        ]
+
+    async def close(self, reason: str) -> None:
+        if not self.closed.is_set():
+            self.reason = reason
+        self.closed.set()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), 2)
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                if message == HEARTBEAT_ANSWER:
+                    self._answered.set()
+                    continue
+                await self._on_frame(self.generation, message)
+            reason = (
+                f"closed by PBX (code {self.ws.close_code}, {self.ws.close_reason or 'no reason'})"
+            )
+        except websockets.ConnectionClosed as exc:
+            reason = f"connection lost ({exc})"
+        self.reason = reason
+        self.closed.set()
+
+    async def _heartbeat(self) -> None:
+        """The PBX drops sockets idle for 60 s; a missing answer means the peer is gone."""
+        while True:
+            await asyncio.sleep(self._interval)
+            self._answered.clear()
+            try:
+                await self.ws.send(HEARTBEAT)
+                async with asyncio.timeout(self._timeout):
+                    await self._answered.wait()
+            except (TimeoutError, websockets.ConnectionClosed):
+                self.reason = "no heartbeat response"
+                self.closed.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.ws.close(), 2)
+                return
+
+
+class YeastarConnector:
+    vendor = "yeastar"
+
+    def __init__(
+        self,
+        pbx: PbxSettings,
+        session: aiohttp.ClientSession,
+        store: KeyValue,
+        recovery: RecoverySettings,
+    ) -> None:
+        self.tenant = pbx.tenant
+        self._store = store
+        self._recovery = recovery
+        self._pbx = pbx
+        self._zone = pbx.zone
+        self.client = YeastarClient(
+            session,
+            pbx.base_url,
+            user_agent=pbx.user_agent,
+            verify_tls=pbx.verify_tls,
+            timeout_s=pbx.request_timeout_s,
+        )
+        self.auth = YeastarAuth(
+            self.client,
+            tenant=pbx.tenant,
+            client_id=pbx.client_id,
+            secret=pbx.secret,
+            backoff=Backoff(pbx.backoff),
+            on_state=self._set_state,
+            refresh_at=pbx.refresh_at,
+            max_auth_failures=pbx.max_auth_failures,
+            blocked_retry_s=pbx.blocked_retry_s,
+        )
+        self.commands = YeastarCommands(
+            self.client,
+            self.auth,
+            tz=pbx.zone,
+            cdr_time_format=pbx.cdr_time_format,
+            tenant=pbx.tenant,
+            include_raw=pbx.include_raw,
+        )
+        self.recovery = YeastarRecovery(
+            self.client,
+            self.auth,
+            tenant=pbx.tenant,
+            tz=pbx.zone,
+            cdr_time_format=pbx.cdr_time_format,
+            settings=recovery,
+        )
+        self.watermark = Watermark(store, pbx.tenant)
+        self._recoveries: set[asyncio.Task[None]] = set()
+        self._recovery_lock = asyncio.Lock()
+        self.link: Watch[str] = Watch("starting")
+        self._dedupe = OverlapDeduper()
+        self._emit: Emit | None = None
+        self._state: ConnectionState | None = None
+        self._reason: str | None = None
+        self._state_since = datetime.now(UTC)
+        self._generation = 0
+        self._frames = 0
+        self._log = get_logger("yeastar.connector").bind(tenant=pbx.tenant)
+
+    # --- public ----------------------------------------------------------------------------
+
+    async def run(self, emit: Emit) -> None:
+        self._emit = emit
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.auth.run(), name=f"{self.tenant}-auth")
+                tg.create_task(self._link(), name=f"{self.tenant}-link")
+        finally:
+            LINK_UP.labels(self.tenant).set(0)
+            with contextlib.suppress(Exception):  # consumers learn the link is gone from here
+                await asyncio.shield(self._set_state("disconnected", "link stopped by the gateway"))
+            self.link.set("stopped")
+            self._save_watermark()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.auth.revoke()), 2)
+
+    async def execute(self, command: Command) -> dict[str, Any]:
+        """Run one command on the PBX; raises ``CommandFailed``."""
+        return await self.commands.execute(command)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "vendor": self.vendor,
+            "state": self._state or "starting",
+            "since": self._state_since.isoformat(),
+            "frames": self._frames,
+        }
+
+    @property
+    def state(self) -> ConnectionState | None:
+        return self._state
+
+    # --- the link loop ---------------------------------------------------------------------
+
+    async def _link(self) -> None:
+        backoff = Backoff(self._pbx.backoff)
+        gap = self._load_watermark()  # a previous run stopped there: recover from it
+        try:
+            while True:
+                token = await self.auth.wait_token()
+                try:
+                    sub = await self._open(token)
+                except Exception as exc:
+                    gap = gap or self.watermark.interrupted(datetime.now(UTC))
+                    await self._set_state("disconnected", _describe(exc))
+                    if _is_auth_refusal(exc):
+                        await self.auth.force_refresh(token.access_token)
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                backoff.healthy()
+                live = datetime.now(UTC)
+                self._mark(live, None)  # caught up from here on: a quiet PBX is not a gap
+                await self._set_state("connected", None)
+                if gap is not None:
+                    self._start_recovery(gap, live)
+                    gap = None
+                reason = await self._hold(sub)
+                gap = self.watermark.interrupted(datetime.now(UTC))
+                await self._set_state("disconnected", reason)
+                await asyncio.sleep(backoff.next_delay())
+        finally:
+            for task in self._recoveries:
+                task.cancel()
+            await asyncio.gather(*self._recoveries, return_exceptions=True)
+
+    # --- gap recovery ----------------------------------------------------------------------
+
+    def _load_watermark(self) -> Gap | None:
+        try:
+            return self.watermark.load()
+        except Exception as exc:  # a broken state file must not keep the link down
+            self._log.warning("watermark_unreadable", error=_describe(exc))
+            return None
+
+    def _save_watermark(self) -> None:
+        try:
+            self.watermark.persist()
+        except Exception as exc:
+            self._log.warning("watermark_not_saved", error=_describe(exc))
+
+    def _start_recovery(self, gap: Gap, end: datetime) -> None:
+        """Recover in the background: frames keep flowing on the new subscription meanwhile."""
+        task = asyncio.create_task(self._recover(gap, end), name=f"{self.tenant}-recovery")
+        self._recoveries.add(task)
+        task.add_done_callback(self._recoveries.discard)
+
+    async def _recover(self, gap: Gap, end: datetime) -> None:
+        """Re-read what the gap hid, then ONE gateway.gap saying how much came back. One
+        recovery at a time, in order; a failure is a warning, never the end of the link."""
+        async with self._recovery_lock:
+            recovered = 0
+            if self._recovery.enabled:
+                try:
+                    result = await self.recovery.recover(
+                        gap, end, self._send, self.watermark.cdrs, self.watermark.calls
+                    )
+                except Exception as exc:  # a bug in recovery must not cost the gap event
+                    self._log.warning("recovery_failed", error=_describe(exc))
+                else:
+                    recovered = result.published
+                    if result.open_calls is not None:
+                        self.watermark.calls.reset(result.open_calls)
+                    if result.errors:
+                        self._log.warning("recovery_incomplete", errors=result.errors)
+                    self._log.info(
+                        "gap_recovered", start=gap.start.isoformat(), recovered=recovered
+                    )
+            await self._send(gap_event(self._ctx(), gap.start, end, recovered=recovered))
+            self.watermark.recovered(gap)
+
+    async def _hold(self, sub: _Subscription) -> str:
+        """Serve ``sub`` until it dies, moving to each new token without a blind spot."""
+        tried = sub.token.version
+        try:
+            while True:
+                next_token = asyncio.create_task(self.auth.wait_token(newer_than=tried))
+                died = asyncio.create_task(sub.closed.wait())
+                try:
+                    await asyncio.wait({next_token, died}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    next_token.cancel()
+                    died.cancel()
+                if sub.closed.is_set():
+                    return sub.reason
+                token = next_token.result()
+                tried = token.version
+                self._dedupe.begin(sub.generation, self._generation + 1)
+                try:
+                    new = await self._open(token)
+                except Exception as exc:  # keep the old socket; it serves until its token ends
+                    self._dedupe.end()
+                    self._log.warning("handover_failed", error=_describe(exc))
+                    continue
+                self._log.info("token_handover", old=sub.generation, new=new.generation)
+                old, sub = sub, new
+                try:
+                    await asyncio.sleep(self._pbx.handover_grace_s)
+                    await old.close("token handover")
+                finally:
+                    self._dedupe.end()
+        finally:
+            await sub.close("link stopping")
+
+    async def _open(self, token: Token) -> _Subscription:
+        self._generation += 1
+        generation = self._generation
+        ws = await websockets.connect(
+            self.client.subscribe_url(token.access_token),
+            user_agent_header=self.client.user_agent,
+            ssl=_ws_ssl(self._pbx.base_url, self._pbx.verify_tls),
+            ping_interval=None,  # the PBX speaks its own text heartbeat
+            open_timeout=self._pbx.request_timeout_s,
+            close_timeout=2,
+            max_size=2**22,
+        )
+        try:
+            await ws.send(orjson.dumps({"topic_list": self._pbx.topics}).decode())
+            async with asyncio.timeout(self._pbx.request_timeout_s):
+                while True:
+                    message = await ws.recv()
+                    answer = _control_answer(message)
+                    if answer is None:  # an event racing the answer: keep it
+                        await self._on_frame(generation, message)
+                        continue
+                    if answer.get("errcode") != 0:
+                        raise SubscribeRefused(f"{answer.get('errcode')} {answer.get('errmsg')}")
+                    break
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2)
+            raise
+        sub = _Subscription(
+            ws,
+            generation=generation,
+            token=token,
+            on_frame=self._on_frame,
+            heartbeat_interval_s=self._pbx.heartbeat_interval_s,
+            heartbeat_timeout_s=self._pbx.heartbeat_timeout_s,
+        )
+        sub.start()
+        self._log.info("subscribed", generation=generation, topics=len(self._pbx.topics))
+        return sub
+
+    # --- frames and states -----------------------------------------------------------------
+
+    async def _on_frame(self, generation: int, message: str | bytes) -> None:
+        self._frames += 1
+        FRAMES_RECEIVED.labels(self.tenant).inc()
+        now = datetime.now(UTC)
+        if self._dedupe.is_copy(generation, message):
+            FRAMES_DEDUPED.labels(self.tenant).inc()
+            return
+        answer = _control_answer(message)
+        if answer is not None:
+            self._log.info(
+                "pbx_answer",
+                generation=generation,
+                errcode=answer.get("errcode"),
+                errmsg=answer.get("errmsg"),
+            )
+            return
+        self._mark(now, None)
+        for event in normalize_frame(message, self._ctx()):
+            self._mark(now, event)
+            await self._send(event)
+
+    def _mark(self, now: datetime, event: CloudEvent | None) -> None:
+        """Remember what the PBX told us: the watermark, open calls, CDRs already published."""
+        try:
+            self.watermark.seen(now, event)
+        except Exception as exc:  # the state file is a help, not a reason to lose an event
+            self._log.warning("watermark_not_saved", error=_describe(exc))
+
+    async def _set_state(self, state: ConnectionState, reason: str | None) -> None:
+        """Publish state changes; for auth trouble also a new reason (e.g. giving up)."""
+        if state == self._state and (
+            state not in ("auth_failed", "blocked") or reason == self._reason
+        ):
+            return
+        self._state = state
+        self._reason = reason
+        self.link.set(state)
+        self._state_since = datetime.now(UTC)
+        LINK_UP.labels(self.tenant).set(1 if state == "connected" else 0)
+        log = self._log.info if state == "connected" else self._log.warning
+        log("link_state", state=state, reason=reason)
+        await self._send(connection_event(self._ctx(), state, reason))
+
+    async def _send(self, event: CloudEvent) -> None:
+        if self._emit is not None:
+            await self._emit(event)
+
+    def _ctx(self) -> NormalizeContext:
+        return NormalizeContext(
+            tenant=self.tenant,
+            vendor=self.vendor,
+            tz=self._zone,
+            received_at=datetime.now(UTC),
+            include_raw=self._pbx.include_raw,
+        )
+
+
+def _control_answer(message: str | bytes) -> dict[str, Any] | None:
+    """A reply to our own request (``errcode`` without an event ``type``), not an event."""
+    if not message or (message[:1] not in ("{", b"{")):
+        return None
+    try:
+        body = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(body, dict) and "errcode" in body and "type" not in body:
+        return body
+    return None
+
+
+def _is_auth_refusal(exc: BaseException) -> bool:
+    if isinstance(exc, websockets.InvalidStatus):
+        return exc.response.status_code in (401, 403)
+    if isinstance(exc, SubscribeRefused):
+        return any(code in str(exc) for code in ("10002", "10003", "10004"))
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _ws_ssl(base_url: str, verify: bool) -> ssl.SSLContext | None:
+    if not base_url.startswith("https"):
+        return None
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

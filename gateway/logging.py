@@ -1,0 +1,62 @@
+"""structlog set-up: one JSON object (or readable console line) per log line, with contextvars."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = frozenset(
+    {"password", "client_secret", "secret", "access_token", "refresh_token", "token"}
+)
+
+
+def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Last line of defence: a secret passed by mistake never reaches the output."""
+    for key in _SECRET_KEYS.intersection(event):
+        event[key] = "***"
+    return event
+
+
+#: Libraries whose own failure lines the gateway already reports as one structured warning.
+_QUIET = {"aiormq": logging.CRITICAL, "aio_pika": logging.ERROR, "websockets": logging.ERROR}
+
+
+def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    exc = structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    # Library records (stdlib logging) come out in the same format, one line each.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, exc],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    for name, quiet in _QUIET.items():
+        logging.getLogger(name).setLevel(max(quiet, logging.getLevelNamesMapping()[level]))
+    structlog.configure(
+        processors=[*shared, exc, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)

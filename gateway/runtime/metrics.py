@@ -1,0 +1,43 @@
+"""Prometheus metrics of the gateway, served on /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_PUBLISHED = Counter(
+    "gateway_events_published_total", "Events confirmed by RabbitMQ", ["tenant", "type"]
+)
+PUBLISH_RETRIES = Counter(
+    "gateway_publish_retries_total", "Publishes retried after a nack or a lost connection"
+)
+PUBLISH_BACKLOG = Gauge("gateway_publish_backlog", "Events taken but not yet confirmed")
+PUBLISH_LATENCY = Histogram(
+    "gateway_publish_confirm_seconds",
+    "From taking an event to its broker confirm",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+)
+FRAMES_RECEIVED = Counter("gateway_frames_received_total", "PBX frames received", ["tenant"])
+FRAMES_DEDUPED = Counter(
+    "gateway_frames_deduplicated_total",
+    "Frames dropped as copies seen on the other socket",
+    ["tenant"],
+)
+LINK_UP = Gauge("gateway_link_up", "1 while the PBX event link is subscribed", ["tenant"])
+TOKEN_REFRESHES = Counter(
+    "gateway_token_refreshes_total",
+    "Token acquisitions by kind and outcome",
+    ["tenant", "kind", "outcome"],
+)
+COMMANDS = Counter(
+    "gateway_commands_total", "Commands answered, by outcome", ["tenant", "command", "outcome"]
+)
+LEASES_HELD = Gauge("gateway_leases_held", "PBXs this instance owns")
+OUTBOX_EVENTS = Gauge("gateway_outbox_events", "Events in the durable outbox (not yet confirmed)")
+OUTBOX_OLDEST_AGE = Gauge(
+    "gateway_outbox_oldest_age_seconds", "How long the oldest spooled event has waited (0: empty)"
+)
+OUTBOX_DROPPED = Counter(
+    "gateway_outbox_dropped_total",
+    "Events shed by the outbox bound policy (reason: coalesced, dropped, expired)",
+    ["tenant", "type", "reason"],
+)

@@ -1,0 +1,582 @@
+"""The public command contract (CONTRACT.md section 2): one model per command, and the result.
+
+A command body is ``{"command": "<name>", "args": {...}}``; ``command`` selects the args model.
+Everything here is vendor-neutral: connectors map these args to their PBX's API and raise
+:class:`CommandFailed` with a neutral :class:`ErrorCode`. :func:`parse_command` is the only way
+in, and raises nothing but :class:`CommandInvalid`, so a malformed command always gets an
+``invalid`` result instead of crashing the consumer.
+
+Naming: ``<domain>.<verb>``, exactly two dot-separated words, so a binding such as
+``<tenant>.call.*`` sees every call command. The uaCSTA phone controls therefore are
+``call.uacsta_accept``, ``call.uacsta_refuse`` and ``call.uacsta_hangup`` (not
+``call.uacsta.accept``), like ``call.record_start``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self, Union
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+MAX_COMMAND_BYTES = 64 * 1024
+
+# --- results -------------------------------------------------------------------------------------
+
+
+class ErrorCode(StrEnum):
+    INVALID = "invalid"  # the command is malformed or the PBX refused its parameters
+    UNSUPPORTED = "unsupported"  # this vendor / PBX cannot do it
+    NOT_FOUND = "not_found"  # the channel, call, agent ... does not exist (any more)
+    FORBIDDEN = "forbidden"  # the PBX denies the gateway this operation
+    UNAVAILABLE = "unavailable"  # the PBX cannot be talked to (now)
+    EXPIRED = "expired"  # the command's deadline passed before it was sent
+    CONFLICT = "conflict"  # the target's state does not allow it
+    FAILED = "failed"  # anything else the PBX answered
+    TIMEOUT = "timeout"  # sent, but no answer before the deadline: the outcome is unknown
+
+
+class CommandError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: ErrorCode
+    message: str
+    vendor_code: str | None = Field(default=None, description="The PBX's own error code")
+    retryable: bool = Field(default=False, description="The same command may succeed later")
+
+
+class CommandResult(BaseModel):
+    """The reply to one command; ``command_id`` is the AMQP ``message_id`` of the command."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command_id: str
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: CommandError | None = None
+
+
+class CommandFailed(Exception):
+    """Raised by a connector when the PBX did not do what the command asked."""
+
+    def __init__(
+        self,
+        code: ErrorCode | str,
+        message: str,
+        *,
+        vendor_code: str | int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(f"{ErrorCode(code).value}: {message}")
+        self.code = ErrorCode(code)
+        self.message = message
+        self.vendor_code = None if vendor_code is None else str(vendor_code)
+        self.retryable = retryable
+
+    def to_error(self) -> CommandError:
+        return CommandError(
+            code=self.code,
+            message=self.message,
+            vendor_code=self.vendor_code,
+            retryable=self.retryable,
+        )
+
+
+class CommandInvalid(Exception):
+    """The body is not a valid command; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(_format_error(e) for e in errors) or "invalid command")
+
+    def to_error(self) -> CommandError:
+        return CommandError(code=ErrorCode.INVALID, message=str(self))
+
+
+def _format_error(error: dict[str, str]) -> str:
+    field = error.get("field")
+    return f"{field}: {error['message']}" if field else error["message"]
+
+
+# --- field types ---------------------------------------------------------------------------------
+
+#: An extension or phone number. Strings, never numbers: leading zeros and "+" matter.
+Number = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+#: A PBX channel handle such as ``PJSIP/2000-0000008a`` (from call events).
+ChannelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+#: An opaque PBX object id (call id, agent id, queue id, prompt name ...).
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Ids = Annotated[list[Id], Field(min_length=1, max_length=100)]
+StrictBool = Annotated[bool, Field(strict=True)]
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError("must be an RFC 3339 date-time string with a UTC offset")
+
+
+#: An instant: RFC 3339 text with an offset (``Z`` or ``+08:00``); naive times are refused,
+#: because a PBX-local wall clock and UTC differ and guessing would move the window.
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+class CommandArgs(BaseModel):
+    """Base of every args model: unknown fields are errors, and an optional absolute deadline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deadline: Instant | None = Field(
+        default=None,
+        description="RFC 3339 with offset; not sent after it (expired), not awaited past it",
+    )
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _one_of(model: BaseModel, *names: str, required: bool = True) -> None:
+    given = [n for n in names if getattr(model, n) is not None]
+    if len(given) > 1 or (required and not given):
+        raise ValueError(f"give exactly one of {', '.join(names)}")
+
+
+# --- call control --------------------------------------------------------------------------------
+
+
+class CallDialArgs(CommandArgs):
+    """Start a call from ``caller`` (extension, IVR, queue, ... or outside number) to ``callee``."""
+
+    caller: Number
+    callee: Number
+    dial_permission: Number | None = Field(
+        default=None, description="Extension whose call permissions the call borrows"
+    )
+    auto_answer: StrictBool | None = Field(
+        default=None, description="Caller's phone answers by itself (phones that support it)"
+    )
+
+
+class ChannelArgs(CommandArgs):
+    """Operations on one party of a live call, named by its channel id."""
+
+    channel_id: ChannelId
+
+
+class CallHangupArgs(CommandArgs):
+    """Hang up one party (``channel_id``) or a whole paging / intercom group call."""
+
+    channel_id: ChannelId | None = None
+    paging_number: Number | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> Self:
+        _one_of(self, "channel_id", "paging_number")
+        return self
+
+
+class CallParkArgs(ChannelArgs):
+    """Park the party of ``channel_id``; the PBX picks a free slot unless ``slot`` is given."""
+
+    slot: Number | None = None
+
+
+class CallParkStatusArgs(CommandArgs):
+    """List parked calls; the PBX takes no parameters."""
+
+
+class CallTransferArgs(ChannelArgs):
+    """Blind: ``channel_id`` is the party to move, ``target`` required.
+
+    Attended: first ``target`` starts the consultation call from ``channel_id`` (the
+    transferring party), then a second command with ``attended_action`` finishes it.
+    """
+
+    mode: Literal["blind", "attended"]
+    target: Number | None = None
+    attended_action: Literal["complete", "abort", "threeway", "swap"] | None = None
+    dial_permission: Number | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if self.mode == "blind":
+            if self.target is None or self.attended_action is not None:
+                raise ValueError("a blind transfer needs target and no attended_action")
+        else:
+            _one_of(self, "target", "attended_action")
+        return self
+
+
+class CallListenArgs(ChannelArgs):
+    """``listener`` (an extension) monitors the party of ``channel_id``."""
+
+    listener: Number
+    mode: Literal["listen", "whisper", "barge"] = "listen"
+
+
+class CallAddMemberArgs(ChannelArgs):
+    """The party of ``channel_id`` invites ``number`` into a conference call."""
+
+    number: Number
+    dial_permission: Number | None = None
+
+
+class CallPlayPromptArgs(CommandArgs):
+    """Call ``number`` and play PBX custom prompts (the API targets a number, not a channel)."""
+
+    number: Number
+    prompts: Annotated[list[Id], Field(min_length=1, max_length=50)]
+    count: Annotated[int, Field(strict=True, ge=1, le=100)] | None = None
+    volume: Annotated[int, Field(strict=True, ge=0, le=20)] | None = None
+    dial_permission: Number | None = None
+    auto_answer: StrictBool | None = None
+
+
+class CallQueryArgs(CommandArgs):
+    """Live calls: one call (``call_id``), all calls of a direction, or of one extension."""
+
+    call_id: Id | None = None
+    direction: Literal["inbound", "outbound", "internal"] | None = None
+    extension: Number | None = None
+
+    @model_validator(mode="after")
+    def _filter(self) -> Self:
+        _one_of(self, "call_id", "direction", "extension")
+        return self
+
+
+class UacstaArgs(CommandArgs):
+    """Drive a uaCSTA-capable desk phone (answer / reject / hang up) from the PBX."""
+
+    extension: Number
+    call_id: Id = Field(description="The uaCSTA call id from the call.uacsta event")
+    device_address: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=3, max_length=128)
+    ] = Field(description="host:port of the phone's SIP endpoint, e.g. 192.168.5.2:5060")
+
+
+# --- agents --------------------------------------------------------------------------------------
+
+
+class AgentArgs(CommandArgs):
+    """One queue agent, by the PBX's id or by extension number (as ``agent.*`` events name it);
+    ``queues`` omitted means every queue the agent belongs to."""
+
+    agent: Id | None = Field(
+        default=None, description="The PBX's agent id (Yeastar: the extension id)"
+    )
+    extension: Number | None = Field(
+        default=None, description="The agent's extension number, looked up on the PBX"
+    )
+    queues: Ids | None = None
+
+    @model_validator(mode="after")
+    def _one_agent(self) -> Self:
+        if (self.agent is None) == (self.extension is None):
+            raise ValueError("give exactly one of 'agent' (the PBX's id) or 'extension' (number)")
+        return self
+
+
+class AgentLoginArgs(AgentArgs):
+    paused: StrictBool | None = Field(default=None, description="Log in paused")
+    pause_reason: Id | None = Field(default=None, description="Pause reason code, e.g. *01")
+
+    @model_validator(mode="after")
+    def _reason(self) -> Self:
+        if self.pause_reason is not None and self.paused is not True:
+            raise ValueError("pause_reason needs paused: true")
+        return self
+
+
+class AgentPauseArgs(AgentArgs):
+    pause_reason: Id | None = Field(default=None, description="Pause reason code, e.g. *01")
+
+
+# --- CDR -----------------------------------------------------------------------------------------
+
+
+class CdrSearchArgs(CommandArgs):
+    """Call records in [start, end]; results are ``cdr.created`` events, paged."""
+
+    start: Instant
+    end: Instant
+    caller: Number | None = None
+    callee: Number | None = None
+    disposition: Literal["answered", "no_answer", "busy", "failed", "voicemail"] | None = None
+    fuzzy: StrictBool | None = Field(default=None, description="Match numbers partially")
+    extension_group: Id | None = None
+    page: Annotated[int, Field(strict=True, ge=1)] = 1
+    page_size: Annotated[int, Field(strict=True, ge=1, le=10000)] = 100
+
+    @model_validator(mode="after")
+    def _range(self) -> Self:
+        if self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+
+class CallDial(_Command):
+    command: Literal["call.dial"]
+    args: CallDialArgs
+
+
+class CallHangup(_Command):
+    command: Literal["call.hangup"]
+    args: CallHangupArgs
+
+
+class CallHold(_Command):
+    command: Literal["call.hold"]
+    args: ChannelArgs
+
+
+class CallUnhold(_Command):
+    command: Literal["call.unhold"]
+    args: ChannelArgs
+
+
+class CallMute(_Command):
+    command: Literal["call.mute"]
+    args: ChannelArgs
+
+
+class CallUnmute(_Command):
+    command: Literal["call.unmute"]
+    args: ChannelArgs
+
+
+class CallPark(_Command):
+    command: Literal["call.park"]
+    args: CallParkArgs
+
+
+class CallParkStatus(_Command):
+    command: Literal["call.park_status"]
+    args: CallParkStatusArgs
+
+
+class CallTransfer(_Command):
+    command: Literal["call.transfer"]
+    args: CallTransferArgs
+
+
+class CallListen(_Command):
+    command: Literal["call.listen"]
+    args: CallListenArgs
+
+
+class CallAddMember(_Command):
+    command: Literal["call.add_member"]
+    args: CallAddMemberArgs
+
+
+class CallPlayPrompt(_Command):
+    command: Literal["call.play_prompt"]
+    args: CallPlayPromptArgs
+
+
+class CallRecordStart(_Command):
+    command: Literal["call.record_start"]
+    args: ChannelArgs
+
+
+class CallRecordPause(_Command):
+    command: Literal["call.record_pause"]
+    args: ChannelArgs
+
+
+class CallRecordResume(_Command):
+    command: Literal["call.record_resume"]
+    args: ChannelArgs
+
+
+class CallAcceptInbound(_Command):
+    """Let a held-back inbound call (call.incoming) continue to its route."""
+
+    command: Literal["call.accept_inbound"]
+    args: ChannelArgs
+
+
+class CallRefuseInbound(_Command):
+    command: Literal["call.refuse_inbound"]
+    args: ChannelArgs
+
+
+class CallQuery(_Command):
+    command: Literal["call.query"]
+    args: CallQueryArgs
+
+
+class CallUacstaAccept(_Command):
+    command: Literal["call.uacsta_accept"]
+    args: UacstaArgs
+
+
+class CallUacstaRefuse(_Command):
+    command: Literal["call.uacsta_refuse"]
+    args: UacstaArgs
+
+
+class CallUacstaHangup(_Command):
+    command: Literal["call.uacsta_hangup"]
+    args: UacstaArgs
+
+
+class AgentLogin(_Command):
+    command: Literal["agent.login"]
+    args: AgentLoginArgs
+
+
+class AgentLogout(_Command):
+    command: Literal["agent.logout"]
+    args: AgentArgs
+
+
+class AgentPause(_Command):
+    command: Literal["agent.pause"]
+    args: AgentPauseArgs
+
+
+class AgentUnpause(_Command):
+    command: Literal["agent.unpause"]
+    args: AgentArgs
+
+
+class CdrSearch(_Command):
+    command: Literal["cdr.search"]
+    args: CdrSearchArgs
+
+
+_MODELS: tuple[type[_Command], ...] = (
+    CallDial,
+    CallHangup,
+    CallHold,
+    CallUnhold,
+    CallMute,
+    CallUnmute,
+    CallPark,
+    CallParkStatus,
+    CallTransfer,
+    CallListen,
+    CallAddMember,
+    CallPlayPrompt,
+    CallRecordStart,
+    CallRecordPause,
+    CallRecordResume,
+    CallAcceptInbound,
+    CallRefuseInbound,
+    CallQuery,
+    CallUacstaAccept,
+    CallUacstaRefuse,
+    CallUacstaHangup,
+    AgentLogin,
+    AgentLogout,
+    AgentPause,
+    AgentUnpause,
+    CdrSearch,
+)
+
+Command = Annotated[
+    Union[_MODELS],  # type: ignore[valid-type]  # noqa: UP007 - one list of models, above
+    Field(discriminator="command"),
+]
+
+#: command name -> model
+COMMANDS: dict[str, type[BaseModel]] = {
+    model.model_fields["command"].annotation.__args__[0]: model  # type: ignore[union-attr]
+    for model in _MODELS
+}
+
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(Command)
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _invalid(message: str, field: str = "") -> CommandInvalid:
+    return CommandInvalid([{"field": field, "message": message}])
+
+
+def _field(loc: tuple[int | str, ...], command: str) -> str:
+    parts = list(loc)
+    if parts and parts[0] == command:  # the discriminated union puts the tag first
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts)
+
+
+def _parse(body: bytes | str) -> Command:
+    if isinstance(body, str):
+        try:
+            raw = body.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _invalid(f"body is not valid UTF-8 text: {exc.reason}") from None
+    elif isinstance(body, bytes | bytearray | memoryview):
+        raw = bytes(body)
+    else:
+        raise _invalid(f"body must be bytes or str, not {type(body).__name__}")
+    if len(raw) > MAX_COMMAND_BYTES:
+        raise _invalid(f"body is {len(raw)} bytes, more than the {MAX_COMMAND_BYTES} allowed")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid(f"body is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise _invalid(f"body must be a JSON object, not {type(obj).__name__}")
+    command = obj.get("command")
+    if "command" not in obj:
+        raise _invalid("field required", "command")
+    if not isinstance(command, str):
+        raise _invalid(f"must be a string, not {type(command).__name__}", "command")
+    if command not in COMMANDS:
+        raise _invalid(f"unknown command {command[:100]!r}", "command")
+    try:
+        return _ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        errors = [
+            {"field": _field(error["loc"], command), "message": error["msg"]}
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        raise CommandInvalid(errors) from None
+
+
+def parse_command(body: bytes | str) -> Command:
+    """Size limit, JSON, object, known command, args; raises only :class:`CommandInvalid`."""
+    try:
+        return _parse(body)
+    except CommandInvalid:
+        raise
+    except Exception as exc:  # a validator bug must still end as an ``invalid`` result
+        raise _invalid(f"command could not be read: {type(exc).__name__}: {exc}") from None
+
+
+def command_json_schema() -> dict[str, Any]:
+    """JSON Schema (2020-12) of a command body (``Command``) and of its result."""
+    template = "#/$defs/{model}"
+    command = _ADAPTER.json_schema(ref_template=template)
+    result = CommandResult.model_json_schema(ref_template=template)
+    defs: dict[str, Any] = {**command.pop("$defs", {}), **result.pop("$defs", {})}
+    defs["Command"] = command
+    defs["CommandResult"] = result
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "PBX gateway commands",
+        "description": "Body of a message on pbx.commands (Command) and its reply (CommandResult)",
+        "$defs": dict(sorted(defs.items())),
+        "anyOf": [{"$ref": "#/$defs/Command"}, {"$ref": "#/$defs/CommandResult"}],
+    }

@@ -1,0 +1,340 @@
+"""The public event contract: a CloudEvents 1.0 envelope and one payload model per event type.
+
+Every connector builds events only through :func:`make_event`, so ids, sources and routing keys
+are derived the same way for every vendor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+Direction = Literal["inbound", "outbound", "internal"]
+MemberStatus = Literal["dialing", "ringing", "early_media", "answered", "held", "hung_up"]
+CallState = Literal["ringing", "answered", "held", "ended"]
+Disposition = Literal["answered", "no_answer", "busy", "failed", "voicemail"]
+AgentCallState = Literal["idle", "ringing", "busy", "held"]
+Presence = Literal["available", "away", "business_trip", "do_not_disturb", "lunch", "off_work"]
+ConnectionState = Literal["connected", "disconnected", "auth_failed", "blocked"]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    raw: Any = Field(default=None, description="Vendor payload, only with the PBX's include_raw")
+
+
+# --- calls -------------------------------------------------------------------------------------
+
+
+class Member(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    kind: Literal["extension", "inbound", "outbound"]
+    number: str | None = None
+    from_: str | None = Field(default=None, alias="from", serialization_alias="from")
+    to: str | None = None
+    trunk: str | None = None
+    channel_id: str | None = None
+    status: MemberStatus
+    via: str | None = Field(default=None, description="IVR / queue / ring group path")
+
+
+class CallData(_Data):
+    call_id: str
+    state: CallState
+    direction: Direction
+    members: list[Member]
+
+
+class CallFailedData(CallData):
+    reason: str | None = None
+
+
+class CallDtmfData(_Data):
+    call_id: str
+    digit: str
+    sequence: int | None = None
+    digits: str | None = None
+    members: list[Member] = []
+
+
+class CallPromptFinishedData(_Data):
+    call_id: str
+    prompt: str | None = None
+    members: list[Member] = []
+
+
+class CallSurveyData(_Data):
+    call_id: str
+    result: str | None = None
+    extension: str | None = None
+    members: list[Member] = []
+
+
+class CallUacstaData(_Data):
+    call_id: str | None = None
+    operation: str | None = None
+    extension: str | None = None
+    details: dict[str, Any] = {}
+
+
+# --- CDR ---------------------------------------------------------------------------------------
+
+
+class CdrData(_Data):
+    call_id: str
+    started_at: datetime | None
+    caller: str | None
+    callee: str | None
+    direction: Direction | None
+    disposition: Disposition
+    duration_s: int | None
+    talk_duration_s: int | None
+    ring_duration_s: int | None = None
+    trunk_in: str | None = None
+    trunk_out: str | None = None
+    did: str | None = None
+    recording: str | None = None
+    agent_id: str | None = None
+    agent_ring_s: int | None = None
+
+
+# --- agents / extensions -----------------------------------------------------------------------
+
+
+class AgentRegistrationData(_Data):
+    extension: str
+    registered: bool
+    device: str | None = None
+    ip: str | None = None
+
+
+class AgentCallStateData(_Data):
+    extension: str
+    state: AgentCallState
+
+
+class AgentPresenceData(_Data):
+    extension: str
+    presence: Presence
+
+
+class AgentQueueStatusData(_Data):
+    extension: str
+    queue: str | None = None
+    logged_in: bool | None = None
+    paused: bool | None = None
+    pause_reason: str | None = None
+    call_state: AgentCallState | None = None
+
+
+class AgentAutoPausedData(_Data):
+    extension: str
+    queue: str | None = None
+    missed_calls: list[dict[str, Any]] = []
+
+
+class AgentRingTimeoutData(_Data):
+    extension: str
+    queue: str | None = None
+    caller: str | None = None
+    call_id: str | None = None
+
+
+# --- other -------------------------------------------------------------------------------------
+
+
+class TrunkStatusData(_Data):
+    trunk: str
+    state: str
+    code: int | str | None = None
+    kind: str | None = None
+    ip: str | None = None
+
+
+class ConfigChangedData(_Data):
+    object: str
+    action: str
+    ids: list[str] = []
+
+
+class ConferenceHostLeftData(_Data):
+    conference: str
+    host: str | None = None
+
+
+class VendorUnknownData(_Data):
+    event: str | None = None
+
+
+class GatewayConnectionData(_Data):
+    state: ConnectionState
+    reason: str | None = None
+
+
+class GatewayGapData(_Data):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: datetime = Field(alias="from", serialization_alias="from")
+    to: datetime
+    recovered: int = 0
+
+
+class GatewayRejectedData(_Data):
+    error: str
+    text: str
+
+
+class CommandResultData(_Data):
+    """A command's outcome, when it was sent without ``reply_to``."""
+
+    command_id: str
+    command: str | None = None
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+#: event type -> payload model; the JSON Schema export and the README catalogue read this.
+EVENT_TYPES: dict[str, type[BaseModel]] = {
+    "call.ringing": CallData,
+    "call.answered": CallData,
+    "call.held": CallData,
+    "call.ended": CallData,
+    "call.incoming": CallData,
+    "call.failed": CallFailedData,
+    "call.transferred": CallData,
+    "call.forwarded": CallData,
+    "call.dtmf": CallDtmfData,
+    "call.prompt_finished": CallPromptFinishedData,
+    "call.survey": CallSurveyData,
+    "call.uacsta": CallUacstaData,
+    "cdr.created": CdrData,
+    "agent.registration": AgentRegistrationData,
+    "agent.call_state": AgentCallStateData,
+    "agent.presence": AgentPresenceData,
+    "agent.queue_status": AgentQueueStatusData,
+    "agent.auto_paused": AgentAutoPausedData,
+    "agent.ring_timeout": AgentRingTimeoutData,
+    "trunk.status": TrunkStatusData,
+    "config.changed": ConfigChangedData,
+    "conference.host_left": ConferenceHostLeftData,
+    "vendor.unknown": VendorUnknownData,
+    "gateway.connection": GatewayConnectionData,
+    "gateway.gap": GatewayGapData,
+    "gateway.rejected": GatewayRejectedData,
+    "command.succeeded": CommandResultData,
+    "command.failed": CommandResultData,
+}
+
+
+class CloudEvent(BaseModel):
+    """CloudEvents 1.0 structured-mode envelope with the gateway's extension attributes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    tenant: str
+    vendor: str
+    vendorevent: str | None = None
+    data: dict[str, Any]
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.tenant}.{self.type}"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeContext:
+    """What a pure normalizer may know besides the payload: who the PBX is and when it arrived."""
+
+    tenant: str
+    vendor: str
+    tz: ZoneInfo
+    received_at: datetime  # aware, UTC; stands in for facts that carry no time of their own
+    include_raw: bool = False
+
+
+def event_id(tenant: str, vendor: str, *identity: object) -> str:
+    """Same tenant + vendor identity of a fact -> same id, so consumers can de-duplicate."""
+    digest = hashlib.sha256(orjson.dumps([tenant, vendor, *map(str, identity)])).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
+def make_event(
+    ctx: NormalizeContext,
+    type_: str,
+    data: BaseModel,
+    *,
+    identity: tuple[object, ...],
+    time: datetime | None = None,
+    subject: str | None = None,
+    vendorevent: str | None = None,
+    raw: Any = None,
+) -> CloudEvent:
+    """Build an event; ``identity`` is the vendor's identity of the fact (see CONTRACT.md)."""
+    payload = data.model_dump(mode="json", by_alias=True, exclude={"raw"})
+    if ctx.include_raw and raw is not None:
+        payload["raw"] = raw
+    return CloudEvent(
+        id=event_id(ctx.tenant, ctx.vendor, type_, *identity),
+        source=f"pbx://{ctx.tenant}",
+        type=type_,
+        time=time or ctx.received_at,
+        subject=subject,
+        tenant=ctx.tenant,
+        vendor=ctx.vendor,
+        vendorevent=vendorevent,
+        data=payload,
+    )
+
+
+def rejected(
+    ctx: NormalizeContext, text: str, error: str, vendorevent: str | None = None
+) -> CloudEvent:
+    """A payload that could not be understood: published, never dropped."""
+    return make_event(
+        ctx,
+        "gateway.rejected",
+        GatewayRejectedData(error=error, text=text),
+        identity=(text, ctx.received_at.isoformat()),
+        vendorevent=vendorevent,
+    )
+
+
+def connection_event(
+    ctx: NormalizeContext, state: ConnectionState, reason: str | None
+) -> CloudEvent:
+    """The link to a PBX changed state; consumers learn when events may be missing."""
+    return make_event(
+        ctx,
+        "gateway.connection",
+        GatewayConnectionData(state=state, reason=reason),
+        identity=(state, ctx.received_at.isoformat()),
+    )
+
+
+def gap_event(ctx: NormalizeContext, start: datetime, end: datetime, recovered: int) -> CloudEvent:
+    """Events between ``start`` and ``end`` may be missing; ``recovered`` were back-filled."""
+    return make_event(
+        ctx,
+        "gateway.gap",
+        GatewayGapData(from_=start, to=end, recovered=recovered),
+        identity=(start.isoformat(), end.isoformat()),
+    )

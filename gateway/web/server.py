@@ -1,0 +1,47 @@
+"""Operational endpoints: /healthz (alive), /readyz (bus and every PBX link up), /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+Status = Callable[[], dict[str, Any]]
+
+
+def build_web_app(status: Status) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        body = status()
+        return web.json_response(body, status=200 if body["ready"] else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.add_routes(
+        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    )
+    return app
+
+
+class WebServer:
+    def __init__(self, status: Status, host: str, port: int) -> None:
+        self._runner = web.AppRunner(build_web_app(status), access_log=None)
+        self._host = host
+        self._port = port
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

@@ -1,0 +1,121 @@
+"""Print the README's event catalogue: one example per event type, made by the real normalizer.
+
+Examples come from the manual-derived fixtures in tests/fixtures/yeastar, so the catalogue shows
+exactly what the gateway publishes. tests/unit/test_readme.py fails when the README is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.connectors.yeastar.normalize import normalize_frame  # noqa: E402
+from gateway.schema.events import (  # noqa: E402
+    EVENT_TYPES,
+    AgentQueueStatusData,
+    CloudEvent,
+    CommandResultData,
+    NormalizeContext,
+    connection_event,
+    gap_event,
+    make_event,
+)
+
+BEGIN = "<!-- catalogue:begin -->"
+END = "<!-- catalogue:end -->"
+
+
+def examples() -> dict[str, CloudEvent]:
+    ctx = NormalizeContext(
+        "acme-hq", "yeastar", ZoneInfo("Asia/Shanghai"), datetime(2022, 4, 27, 11, 5, 0, tzinfo=UTC)
+    )
+    found: dict[str, CloudEvent] = {}
+    for path in sorted((ROOT / "tests/fixtures/yeastar").glob("300*.json")):
+        frame = json.loads(path.read_text())["frame"]
+        for event in normalize_frame(json.dumps(frame), ctx):
+            found.setdefault(event.type, event)
+    found.setdefault("vendor.unknown", normalize_frame('{"type":30099,"msg":"{}"}', ctx)[0])
+    found.setdefault("gateway.rejected", normalize_frame("not json", ctx)[0])
+    found.setdefault("gateway.connection", connection_event(ctx, "connected", None))
+    start = datetime(2022, 4, 27, 11, 4, 0, tzinfo=UTC)
+    found.setdefault("gateway.gap", gap_event(ctx, start, ctx.received_at, recovered=3))
+    found.setdefault(
+        "agent.queue_status",
+        make_event(  # from queue/agent_status during recovery
+            ctx,
+            "agent.queue_status",
+            AgentQueueStatusData(
+                extension="2010", queue="6402", logged_in=True, paused=False, call_state="idle"
+            ),
+            identity=("queue/agent_status", "6402", "2010"),
+            subject="2010",
+            vendorevent="queue/agent_status",
+        ),
+    )
+    ok = CommandResultData(
+        command_id="6f1c9d0e", command="call.dial", ok=True, result={"call_id": "1651057476.362"}
+    )
+    found.setdefault(
+        "command.succeeded",
+        make_event(
+            ctx, "command.succeeded", ok, identity=("command", "6f1c9d0e", True), subject="6f1c9d0e"
+        ),
+    )
+    failed = CommandResultData(
+        command_id="9a2b7c41",
+        command="call.hold",
+        ok=False,
+        error={
+            "code": "not_found",
+            "message": "call/hold: 70130 CAHNNEL ID NOT FOUND",
+            "vendor_code": "70130",
+            "retryable": False,
+        },
+    )
+    found.setdefault(
+        "command.failed",
+        make_event(
+            ctx,
+            "command.failed",
+            failed,
+            identity=("command", "9a2b7c41", False),
+            subject="9a2b7c41",
+        ),
+    )
+    return found
+
+
+def render() -> str:
+    found = examples()
+    lines = [BEGIN, ""]
+    for type_ in EVENT_TYPES:
+        event = found.get(type_)
+        lines.append(f"#### `{type_}`")
+        if event is None:
+            lines += ["No example yet.", ""]
+            continue
+        body = json.dumps(event.model_dump(mode="json"), indent=2, ensure_ascii=False)
+        lines += ["```json", body, "```", ""]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path = ROOT / "README.md") -> bool:
+    """Rewrite the catalogue section in place; True when it changed."""
+    text = readme.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = head + render() + tail
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    print("README catalogue updated" if update_readme() else "README catalogue up to date")

@@ -1,0 +1,231 @@
+"""The consumer's decisions without a broker: invalid input, duplicates, deadlines, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from gateway.bus.consumer import CommandConsumer
+from gateway.bus.idempotency import CommandLedger
+from gateway.bus.journal import JournalEntry, JournalError
+from gateway.bus.topology import CommandNames
+from gateway.runtime.watch import Watch
+from gateway.schema.commands import CommandFailed, CommandResult, ErrorCode
+
+
+@dataclass
+class FakeMessage:
+    body: bytes
+    message_id: str | None = "cmd-1"
+    routing_key: str | None = "t.call.dial"
+    redelivered: bool = False
+    nacked: int = 0
+
+    async def nack(self, requeue: bool = True) -> None:
+        self.nacked += 1
+
+
+class FakeConnector:
+    vendor = "yeastar"
+    tenant = "t"
+
+    def __init__(self, behaviour: Any = None) -> None:
+        self.link = Watch("connected")
+        self.calls = 0
+        self.behaviour = behaviour
+
+    async def execute(self, command: Any) -> dict[str, Any]:
+        self.calls += 1
+        if isinstance(self.behaviour, Exception):
+            raise self.behaviour
+        if self.behaviour == "slow":
+            await asyncio.sleep(10)
+        return {"call_id": "1.1"}
+
+
+def consumer(ledger: CommandLedger | None = None, timeout: float = 5) -> CommandConsumer:
+    return CommandConsumer(
+        None,
+        CommandNames(),
+        {},
+        ledger or CommandLedger(":memory:", 3600),
+        None,  # type: ignore[arg-type]
+        execute_timeout_s=timeout,
+    )
+
+
+DIAL = orjson.dumps({"command": "call.dial", "args": {"caller": "2001", "callee": "2002"}})
+
+
+async def test_missing_command_id_is_invalid_and_dead_lettered() -> None:
+    result, name, dead = await consumer()._process("t", FakeConnector(), FakeMessage(DIAL, None))
+    assert dead and name is None and result.error and result.error.code == ErrorCode.INVALID
+    assert "message_id" in result.error.message
+
+
+async def test_duplicate_ids_execute_once_even_concurrently() -> None:
+    c, connector = consumer(), FakeConnector()
+    results = await asyncio.gather(
+        *(c._process("t", connector, FakeMessage(DIAL)) for _ in range(3))
+    )
+    assert connector.calls == 1
+    assert len({r.model_dump_json() for r, _, _ in results}) == 1
+    assert not any(dead for _, _, dead in results)
+
+
+async def test_started_but_unfinished_id_is_not_repeated(tmp_path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    CommandLedger(path, 3600).claim("t", "cmd-1", "call.dial")  # a crash mid-execution
+    connector = FakeConnector()
+    result, _, dead = await consumer(CommandLedger(path, 3600))._process(
+        "t", connector, FakeMessage(DIAL)
+    )
+    assert connector.calls == 0 and not dead
+    assert result.error and "outcome unknown" in result.error.message
+
+
+async def test_past_deadline_is_expired_not_executed() -> None:
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    body = orjson.dumps(
+        {"command": "call.dial", "args": {"caller": "2001", "callee": "2002", "deadline": past}}
+    )
+    connector = FakeConnector()
+    result, _, _ = await consumer()._process("t", connector, FakeMessage(body))
+    assert connector.calls == 0 and result.error and result.error.code == ErrorCode.EXPIRED
+
+
+async def test_vendor_failure_and_timeout_become_results() -> None:
+    failed = FakeConnector(CommandFailed(ErrorCode.NOT_FOUND, "gone", vendor_code=70130))
+    result, _, dead = await consumer()._process("t", failed, FakeMessage(DIAL))
+    assert not dead and result.error and result.error.vendor_code == "70130"
+    result, _, _ = await consumer(timeout=0.05)._process(
+        "t", FakeConnector("slow"), FakeMessage(DIAL, "cmd-2")
+    )
+    assert result.error and result.error.code == ErrorCode.TIMEOUT
+
+
+async def test_redelivered_unknown_id_is_not_executed() -> None:
+    """Taken by an instance that died before answering: it may have dialled already."""
+    connector = FakeConnector()
+    message = FakeMessage(DIAL, "cmd-9", redelivered=True)
+    result, _, dead = await consumer()._process("t", connector, message)
+    assert connector.calls == 0 and not dead
+    assert result.error and "outcome unknown" in result.error.message
+
+
+async def test_redelivered_known_id_answers_the_stored_result() -> None:
+    c, connector = consumer(), FakeConnector()
+    first, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-3"))
+    again, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-3", redelivered=True))
+    assert connector.calls == 1 and again == first and first.ok
+
+
+class FakeJournal:
+    """Records what the consumer journals; ``fail`` makes every write raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.records: list[tuple[str, str | None]] = []
+        self.fail = fail
+
+    async def record(self, tenant: str, command_id: str, command: str | None, result: Any) -> None:
+        await asyncio.sleep(0)  # a real write waits for the broker: let duplicates interleave
+        if self.fail:
+            raise JournalError("broker gone")
+        self.records.append((command_id, "started" if result is None else "done"))
+
+
+def journaled(journal: FakeJournal, ledger: CommandLedger | None = None) -> CommandConsumer:
+    return CommandConsumer(
+        None,
+        CommandNames(),
+        {},
+        ledger or CommandLedger(":memory:", 3600),
+        None,  # type: ignore[arg-type]
+        journal=journal,  # type: ignore[arg-type]
+    )
+
+
+async def test_an_id_is_journaled_before_the_pbx_is_called_and_after() -> None:
+    journal, connector = FakeJournal(), FakeConnector()
+    result, _, _ = await journaled(journal)._process("t", connector, FakeMessage(DIAL))
+    assert result.ok and connector.calls == 1
+    assert journal.records == [("cmd-1", "started"), ("cmd-1", "done")]
+
+
+async def test_concurrent_duplicates_with_a_journal_execute_once() -> None:
+    journal, connector = FakeJournal(), FakeConnector()
+    c = journaled(journal)
+    results = await asyncio.gather(
+        *(c._process("t", connector, FakeMessage(DIAL)) for _ in range(3))
+    )
+    assert connector.calls == 1
+    assert len({r.model_dump_json() for r, _, _ in results}) == 1
+
+
+async def test_no_journal_write_no_execution_and_the_id_stays_free() -> None:
+    ledger, connector = CommandLedger(":memory:", 3600), FakeConnector()
+    failing = journaled(FakeJournal(fail=True), ledger)
+    outcomes = await asyncio.gather(  # a duplicate arriving meanwhile is put back as well
+        *(failing._process("t", connector, FakeMessage(DIAL)) for _ in range(2)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, JournalError) for o in outcomes)  # nacked: they come back
+    assert connector.calls == 0
+    result, _, _ = await journaled(FakeJournal(), ledger)._process(
+        "t", connector, FakeMessage(DIAL, redelivered=True)
+    )
+    assert result.ok and connector.calls == 1
+
+
+async def test_with_a_journal_a_redelivered_unknown_id_runs() -> None:
+    """Every start is journaled first, so an id nobody journaled was never sent to the PBX."""
+    connector = FakeConnector()
+    message = FakeMessage(DIAL, "cmd-9", redelivered=True)
+    result, _, _ = await journaled(FakeJournal())._process("t", connector, message)
+    assert result.ok and connector.calls == 1
+
+
+async def test_merged_records_of_another_owner_are_answered_not_run() -> None:
+    ledger, connector = CommandLedger(":memory:", 3600), FakeConnector()
+    done = CommandResult(command_id="cmd-5", ok=True, result={"call_id": "9.9"})
+    now = time.time()
+    merged = ledger.merge(
+        "t",
+        [
+            JournalEntry("cmd-5", "call.dial", None, now - 2),
+            JournalEntry("cmd-5", "call.dial", done, now - 1),
+            JournalEntry("cmd-6", "call.dial", None, now),
+            JournalEntry("cmd-7", "call.dial", None, now - 7200),  # past the retention
+        ],
+    )
+    assert merged == 3
+    assert ledger.merge("t", [JournalEntry("cmd-5", "call.dial", None, now)]) == 0
+    c = journaled(FakeJournal(), ledger)
+    answered, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-5"))
+    unknown, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-6"))
+    fresh, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-7"))
+    assert answered == done
+    assert unknown.error and "outcome unknown" in unknown.error.message
+    assert fresh.ok and connector.calls == 1
+
+
+async def test_a_command_arriving_as_the_link_drops_is_put_back_not_failed() -> None:
+    c, connector = consumer(), FakeConnector()
+    connector.link.set("disconnected")
+    message = FakeMessage(DIAL, "cmd-8")
+    await c._on_message("t", connector, message)  # type: ignore[arg-type]
+    assert message.nacked == 1 and connector.calls == 0
+    connector.link.set("connected")  # it comes back flagged redelivered: it never ran here
+    result, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-8", redelivered=True))
+    assert result.ok and connector.calls == 1
+    elsewhere = FakeMessage(DIAL, "cmd-10", redelivered=True)  # may have run on a dead instance
+    connector.link.set("disconnected")
+    await c._on_message("t", connector, elsewhere)  # type: ignore[arg-type]
+    connector.link.set("connected")
+    result, _, _ = await c._process("t", connector, elsewhere)
+    assert result.error and "outcome unknown" in result.error.message and connector.calls == 1

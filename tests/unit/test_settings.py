@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.settings import ALL_YEASTAR_TOPICS, SettingsError, load_settings, redact_url
+
+GOOD_PBX = {
+    "tenant": "acme-hq",
+    "vendor": "yeastar",
+    "base_url": "https://192.0.2.10:8088/",
+    "client_id": "id",
+    "client_secret": "s3cret-value",
+    "timezone": "Asia/Shanghai",
+}
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_example_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_HQ_CLIENT_SECRET", "x")
+    settings = load_settings(Path("config/gateway.example.yaml"))
+    assert settings.pbxs[0].tenant == "acme-hq"
+    assert settings.pbxs[0].secret() == "x"
+
+
+def test_defaults_and_normalization(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, {"pbxs": [GOOD_PBX]}))
+    pbx = settings.pbxs[0]
+    assert pbx.base_url == "https://192.0.2.10:8088"
+    assert pbx.topics == ALL_YEASTAR_TOPICS and 30021 not in pbx.topics
+    assert pbx.heartbeat_interval_s < 60
+
+
+def test_every_bad_field_is_listed(tmp_path: Path) -> None:
+    bad = {
+        "tenant": "has.dot",
+        "vendor": "nope",
+        "base_url": "ftp://x",
+        "client_id": "",
+        "timezone": "Mars/Base",
+        "heartbeat_interval_s": 90,
+    }
+    with pytest.raises(SettingsError) as err:
+        load_settings(write(tmp_path, {"bus": {"confirm_window": 0}, "pbxs": [bad], "typo": 1}))
+    text = str(err.value)
+    for field in (
+        "bus.confirm_window",
+        "pbxs.0.tenant",
+        "pbxs.0.vendor",
+        "pbxs.0.base_url",
+        "pbxs.0.client_id",
+        "pbxs.0.timezone",
+        "pbxs.0.heartbeat_interval_s",
+        "typo",
+    ):
+        assert field in text, field
+
+
+def test_secret_sources_are_exclusive_and_checked(tmp_path: Path) -> None:
+    both = {**GOOD_PBX, "client_secret_env": "X"}
+    with pytest.raises(SettingsError, match="exactly one"):
+        load_settings(write(tmp_path, {"pbxs": [both]}))
+    missing_env = {k: v for k, v in GOOD_PBX.items() if k != "client_secret"}
+    missing_env["client_secret_env"] = "SURELY_NOT_SET_1234"
+    with pytest.raises(SettingsError, match="SURELY_NOT_SET_1234"):
+        load_settings(write(tmp_path, {"pbxs": [missing_env]}))
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-file\n")
+    pbx = {k: v for k, v in GOOD_PBX.items() if k != "client_secret"}
+    pbx["client_secret_file"] = str(secret)
+    assert load_settings(write(tmp_path, {"pbxs": [pbx]})).pbxs[0].secret() == "from-file"
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY__LOGGING__FORMAT", "console")
+    monkeypatch.setenv("GATEWAY__BUS__URL", "amqp://u:p@rabbit:5672/")
+    settings = load_settings(write(tmp_path, {"logging": {"format": "json"}, "pbxs": [GOOD_PBX]}))
+    assert settings.logging.format == "console"
+    assert settings.bus.url.get_secret_value() == "amqp://u:p@rabbit:5672/"
+
+
+def test_duplicate_tenants_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="acme-hq"):
+        load_settings(write(tmp_path, {"pbxs": [GOOD_PBX, GOOD_PBX]}))
+
+
+def test_secrets_never_printed(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, {"pbxs": [GOOD_PBX]}))
+    assert "s3cret-value" not in repr(settings) and "s3cret-value" not in str(settings.model_dump())
+    assert redact_url("amqp://guest:guest@h:5672/") == "amqp://guest:***@h:5672/"
+
+
+def test_deploy_configs_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_PBX_SECRET", "x")
+    monkeypatch.setenv("ACME_HQ_CLIENT_SECRET", "x")
+    assert load_settings(Path("deploy/gateway.compose.yaml")).pbxs[0].tenant == "demo"
+    docs = list(yaml.safe_load_all(Path("deploy/kubernetes.yaml").read_text()))
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    path = tmp_path / "k8s.yaml"
+    path.write_text(config_map["data"]["gateway.yaml"])
+    assert load_settings(path).pbxs[0].tenant == "acme-hq"
