@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -17,6 +18,7 @@ from gateway.bus.outbox import Outbox
 from gateway.bus.publisher import EventPublisher
 from gateway.schema.events import CdrData, NormalizeContext, make_event
 from tests.conftest import AMQP_URL, wait_for
+from tests.integration.bridge import BrokerBridge
 
 pytestmark = pytest.mark.integration
 
@@ -131,29 +133,12 @@ async def test_publishing_survives_the_broker_closing_connections(amqp, unique) 
     assert len(ids) == total
 
 
-async def rabbitmqctl(*args: str) -> str:
-    done = await asyncio.to_thread(
-        subprocess.run,
-        ["rabbitmqctl", "-q", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return done.stdout
-
-
-async def close_named_connection(name: str) -> int:
-    """Have the broker close only the connections this test opened under ``name``."""
-    listing = await rabbitmqctl("list_connections", "pid", "client_properties")
-    pids = [
-        line.split("\t", 1)[0]
-        for line in listing.splitlines()
-        if f'{{"connection_name","{name}"}}' in line
-    ]
-    for pid in pids:
-        await rabbitmqctl("close_connection", pid, "test: publisher outage")
-    return len(pids)
+@pytest.fixture
+async def bridge() -> AsyncIterator[BrokerBridge]:
+    relay = BrokerBridge()
+    await relay.start()
+    yield relay
+    await relay.close()
 
 
 async def received_ids(tenant: str, expected: int, timeout: float = 30) -> list[tuple[str, bytes]]:
@@ -167,13 +152,10 @@ async def received_ids(tenant: str, expected: int, timeout: float = 30) -> list[
     return [(m.message_id or "", m.body) for m in got]
 
 
-async def test_events_submitted_while_the_broker_is_away_go_out_after(amqp, unique) -> None:
+async def test_events_submitted_while_the_broker_is_away_go_out_after(amqp, unique, bridge) -> None:
     tenant = f"p{unique}"
     await durable_queue(await amqp.channel(), tenant)
-    name = f"test-publisher-{unique}"
-    connection = await aio_pika.connect_robust(
-        AMQP_URL, client_properties={"connection_name": name}, reconnect_interval=2
-    )
+    connection = await aio_pika.connect_robust(bridge.url, reconnect_interval=0.2)
     outbox = Outbox(":memory:")
     publisher = EventPublisher(
         connection, "pbx.events", outbox=outbox, window=16, retry_interval_s=0.2
@@ -184,7 +166,7 @@ async def test_events_submitted_while_the_broker_is_away_go_out_after(amqp, uniq
         for event in events[:100]:
             await publisher.submit(event)
         assert await publisher.flush(timeout=30)
-        assert await close_named_connection(name) == 1
+        await bridge.cut()
         await wait_for(lambda: not connection.connected.is_set(), timeout=10)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -194,6 +176,7 @@ async def test_events_submitted_while_the_broker_is_away_go_out_after(amqp, uniq
         assert not connection.connected.is_set(), "the broker is still away"
         assert publisher.backlog >= 250, "spooled, not published"
         assert took < 2, f"submit waited on the broker ({took:.2f} s for 300 events)"
+        await bridge.restore()
         assert await publisher.flush(timeout=60), f"backlog left: {publisher.backlog}"
         assert len(outbox) == 0
     finally:
@@ -209,15 +192,14 @@ async def test_events_submitted_while_the_broker_is_away_go_out_after(amqp, uniq
     assert ids == {e.id for e in events}
 
 
-async def test_a_restart_publishes_what_the_last_run_left_spooled(amqp, unique, tmp_path) -> None:
+async def test_a_restart_publishes_what_the_last_run_left_spooled(
+    amqp, unique, tmp_path, bridge
+) -> None:
     tenant = f"p{unique}"
     await durable_queue(await amqp.channel(), tenant)
     spool = tmp_path / "outbox.sqlite3"
     events = [cdr_event(tenant, n) for n in range(300)]
-    name = f"test-publisher-{unique}"
-    first = await aio_pika.connect_robust(
-        AMQP_URL, client_properties={"connection_name": name}, reconnect_interval=30
-    )
+    first = await aio_pika.connect_robust(bridge.url, reconnect_interval=0.2)
     outbox = Outbox(spool)
     publisher = EventPublisher(first, "pbx.events", outbox=outbox, window=32, retry_interval_s=0.2)
     await publisher.start()
@@ -225,7 +207,7 @@ async def test_a_restart_publishes_what_the_last_run_left_spooled(amqp, unique, 
         for event in events[:100]:
             await publisher.submit(event)
         assert await publisher.flush(timeout=30)
-        assert await close_named_connection(name) == 1
+        await bridge.cut()
         await wait_for(lambda: not first.connected.is_set(), timeout=10)
         for event in events[100:]:
             await publisher.submit(event)
