@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -68,6 +69,7 @@ class GatewayApp:
         self.shared: SharedState | None = None
         self.states: dict[str, TenantState] = {}
         self._links: dict[str, asyncio.Task[None]] = {}
+        self._owned_since: dict[str, str] = {}
         self._connection: AbstractRobustConnection | None = None
         self._log = get_logger("app")
 
@@ -77,11 +79,16 @@ class GatewayApp:
         return set(self._links)
 
     def status(self) -> dict[str, Any]:
-        links = [c.health() for c in self.connectors if c.tenant in self._links]
+        links = [
+            {**c.health(), "owned_since": self._owned_since.get(c.tenant)}
+            for c in self.connectors
+            if c.tenant in self._links
+        ]
         bus_up = self._connection is not None and not self._connection.is_closed
         return {
             "ready": bus_up and all(link["state"] == "connected" for link in links),
             "instance": self.leases.instance_id if self.leases else None,
+            "time": datetime.now(UTC).isoformat(),
             "bus": {
                 "connected": bus_up,
                 "backlog": self.publisher.backlog if self.publisher else 0,
@@ -174,6 +181,7 @@ class GatewayApp:
         if tenant in self._links:
             return
         await self._adopt_shared_state(tenant)
+        self._owned_since[tenant] = datetime.now(UTC).isoformat()
         self._links[tenant] = asyncio.create_task(self._own(tenant), name=f"pbx-{tenant}")
         if self.consumer is not None:
             await self.consumer.add_tenant(tenant)

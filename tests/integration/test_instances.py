@@ -7,6 +7,8 @@ import random
 import signal
 import time
 from collections import Counter
+from datetime import datetime
+from itertools import combinations
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +29,9 @@ class Instance:
         self.name, self.process = name, process
         self.alive = True
 
-    async def owned(self, http: aiohttp.ClientSession) -> set[str] | None:
+    async def claims(self, http: aiohttp.ClientSession) -> dict[str, tuple[datetime, datetime]]:
+        """Each PBX this instance says it owns: owned from ``owned_since`` at least until the
+        instance's clock read ``time``."""
         try:
             async with http.get(
                 f"http://127.0.0.1:{self.process.http_port}/readyz",
@@ -35,8 +39,28 @@ class Instance:
             ) as resp:
                 body = await resp.json()
         except (aiohttp.ClientError, TimeoutError):
-            return None
-        return {link["tenant"] for link in body["links"]}
+            return {}
+        now = datetime.fromisoformat(body["time"])
+        return {
+            link["tenant"]: (datetime.fromisoformat(link["owned_since"]), now)
+            for link in body["links"]
+        }
+
+    async def owned(self, http: aiohttp.ClientSession) -> set[str]:
+        return set(await self.claims(http))
+
+
+def overlapping(claims: list[dict[str, tuple[datetime, datetime]]]) -> list[str]:
+    """PBXs that two instances provably owned at one same moment. Instances are read one after
+    the other, so a claim read from one just before a hand-over and from the next just after it
+    is not an overlap: the two ownership intervals must intersect."""
+    found = []
+    for a, b in combinations(claims, 2):
+        for tenant in a.keys() & b.keys():
+            (since_a, seen_a), (since_b, seen_b) = a[tenant], b[tenant]
+            if max(since_a, since_b) <= min(seen_a, seen_b):
+                found.append(tenant)
+    return found
 
 
 async def start_instance(name: str, config: Path, state: Path) -> Instance:
@@ -83,19 +107,11 @@ async def test_one_owner_per_pbx_and_takeover(sim_factory, command_bus, unique, 
     sent: Counter[str] = Counter()
     stop_load = asyncio.Event()
 
-    async def sample(http: aiohttp.ClientSession) -> dict[str, int]:
-        owners: Counter[str] = Counter()
-        for inst in instances:
-            if inst.alive:
-                for tenant in await inst.owned(http) or set():
-                    owners[tenant] += 1
-        return dict(owners)
-
     async def sampler(http: aiohttp.ClientSession) -> None:
         while True:
-            owners = await sample(http)
-            samples.append(owners)
-            double_owned.extend((time.monotonic(), t) for t, n in owners.items() if n > 1)
+            claims = await asyncio.gather(*(i.claims(http) for i in instances if i.alive))
+            samples.append(Counter(t for c in claims for t in c))
+            double_owned.extend((time.monotonic(), t) for t in overlapping(claims))
             await asyncio.sleep(0.1)
 
     async def load() -> None:
@@ -113,13 +129,13 @@ async def test_one_owner_per_pbx_and_takeover(sim_factory, command_bus, unique, 
     try:
         # Instances start one after the other, so the first ones may take more than their share
         # until the last one has been around for a while: wait for the spread to settle.
-        per_instance: dict[str, set[str] | None] = {}
+        per_instance: dict[str, set[str]] = {}
         try:
             async with asyncio.timeout(30):
                 while True:
                     per_instance = {i.name: await i.owned(http) for i in instances}
-                    owners = Counter(t for ts in per_instance.values() for t in ts or ())
-                    shares = [len(ts or ()) for ts in per_instance.values()]
+                    owners = Counter(t for ts in per_instance.values() for t in ts)
+                    shares = [len(ts) for ts in per_instance.values()]
                     fair = shares == [PBXS // INSTANCES] * INSTANCES
                     if len(owners) == PBXS and set(owners.values()) == {1} and fair:
                         break
@@ -129,8 +145,8 @@ async def test_one_owner_per_pbx_and_takeover(sim_factory, command_bus, unique, 
         spread_s = time.monotonic() - started_at
         loading = asyncio.create_task(load())
         await asyncio.sleep(2)
-        victim = max(instances, key=lambda i: len(per_instance[i.name] or ()))
-        orphans = per_instance[victim.name] or set()
+        victim = max(instances, key=lambda i: len(per_instance[i.name]))
+        orphans = per_instance[victim.name]
         victim.alive = False
         killed_at = time.monotonic()
         await victim.process.stop(signal.SIGKILL)
