@@ -354,6 +354,23 @@ def test_seen_cdr_facts_survive_a_restart_within_the_backfill_reach() -> None:
     assert not again.cdrs.knows(old.model_copy(update={"id": "x"}), by_fact=True)  # out of reach
 
 
+def test_a_cdr_without_recording_is_persisted_at_once_not_throttled() -> None:
+    store = StateStore(":memory:")
+    clock = _Clock()
+    mark = Watermark(store, "acme", interval_s=60.0, clock=clock)
+    mark.seen(NOW)  # the throttle starts
+    rec = _cdr_event("rec", NOW)
+    recorded = rec.model_copy(update={"data": {**rec.data, "recording": "x.wav"}})
+    mark.seen(NOW + timedelta(seconds=1), recorded)  # matched by id later: may wait
+    assert store.get("yeastar:acme:watermark") == NOW.isoformat()
+    mark.seen(NOW + timedelta(seconds=2), _cdr_event("plain", NOW))
+    assert store.get("yeastar:acme:watermark") == (NOW + timedelta(seconds=2)).isoformat()
+    again = Watermark(store, "acme")
+    again.load()
+    twin = _cdr_event("plain", NOW).model_copy(update={"id": "uid-based"})
+    assert again.cdrs.knows(twin, by_fact=True)
+
+
 def _cdr_event(id_: str, started: datetime) -> CloudEvent:
     data = {"call_id": id_, "started_at": started.isoformat(), "caller": "2001", "callee": "2002"}
     return CloudEvent(

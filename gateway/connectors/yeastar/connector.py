@@ -386,10 +386,11 @@ class YeastarConnector:
                 errmsg=answer.get("errmsg"),
             )
             return
-        self._mark(now, None)
         for event in normalize_frame(message, self._ctx()):
-            self._mark(now, event)
             await self._send(event)
+            # Only once the event is spooled: a crash in between then repeats it, never skips it.
+            self._mark(now, event)
+        self._mark(now, None)
 
     def _mark(self, now: datetime, event: CloudEvent | None) -> None:
         """Remember what the PBX told us: the watermark, open calls, CDRs already published."""

@@ -196,13 +196,16 @@ class Watermark:
         return gap
 
     def seen(self, at: datetime, event: CloudEvent | None = None) -> None:
-        """A frame arrived; persist at most once per ``interval_s``."""
+        """A frame arrived and its event is spooled; persist at most once per ``interval_s``,
+        but at once when a CDR's facts were noted: a restart must not back-fill it again under
+        another id."""
         self.last = at
+        noted = False
         if event is not None:
             self.calls.observe(event, at)
             if event.type == "cdr.created":
-                self.cdrs.add(event)
-        if self._clock() - self._written >= self._interval:
+                noted = self.cdrs.add(event)
+        if noted or self._clock() - self._written >= self._interval:
             self.persist()
 
     def interrupted(self, now: datetime) -> Gap:
@@ -277,15 +280,18 @@ class SeenCdrs:
             old, _ = self._keys.popitem(last=False)
             self._facts.pop(old, None)
 
-    def add(self, event: CloudEvent) -> None:
+    def add(self, event: CloudEvent) -> bool:
+        """Remember the CDR; True when its facts were noted (they need persisting)."""
         self._remember(event.id)
         if event.data.get("recording"):
-            return  # its record names the call (file name): it is matched by id
+            return False  # its record names the call (file name): it is matched by id
         fact = self._fact(event)
         started = _parse_iso(event.data.get("started_at"))  # data is JSON: an ISO string
-        if fact is not None and started is not None:
-            self._facts[fact] = started
-            self._remember(fact)
+        if fact is None or started is None:
+            return False
+        self._facts[fact] = started
+        self._remember(fact)
+        return True
 
     def knows(self, event: CloudEvent, *, by_fact: bool) -> bool:
         """Published before: same id, or (``by_fact``, for records without a call id) same facts."""
