@@ -273,7 +273,7 @@ class UacstaArgs(CommandArgs):
 
 class AgentArgs(CommandArgs):
     """One queue agent, by the PBX's id or by extension number (as ``agent.*`` events name it);
-    ``queues`` omitted means every queue the agent belongs to."""
+    its queues likewise by id or by number; no queues means every queue the agent belongs to."""
 
     agent: Id | None = Field(
         default=None, description="The PBX's agent id (Yeastar: the extension id)"
@@ -281,12 +281,18 @@ class AgentArgs(CommandArgs):
     extension: Number | None = Field(
         default=None, description="The agent's extension number, looked up on the PBX"
     )
-    queues: Ids | None = None
+    queues: Ids | None = Field(default=None, description="The PBX's queue ids")
+    queue_numbers: Annotated[list[Number], Field(min_length=1, max_length=100)] | None = Field(
+        default=None,
+        description="Queue numbers (as agent.queue_status events name them), looked up on the PBX",
+    )
 
     @model_validator(mode="after")
     def _one_agent(self) -> Self:
         if (self.agent is None) == (self.extension is None):
             raise ValueError("give exactly one of 'agent' (the PBX's id) or 'extension' (number)")
+        if self.queues is not None and self.queue_numbers is not None:
+            raise ValueError("give 'queues' (the PBX's ids) or 'queue_numbers', not both")
         return self
 
 

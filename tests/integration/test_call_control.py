@@ -171,8 +171,8 @@ async def test_every_command_against_the_simulator(
         assert agent()["is_pause"] == 1
         await flow.ok("agent.unpause", {"agent": "11", "queues": ["3"]})
         assert agent()["is_pause"] == 0
-        # by extension number, as agent.* events name the agent (looked up with extension/search)
-        await flow.ok("agent.pause", {"extension": "2010", "queues": ["3"]})
+        # by numbers, as agent.* events name agents and queues (extension/search, queue/list)
+        await flow.ok("agent.pause", {"extension": "2010", "queue_numbers": ["6402"]})
         assert agent()["is_pause"] == 1
         await flow.ok("agent.unpause", {"extension": "2010"})
         assert agent()["is_pause"] == 0

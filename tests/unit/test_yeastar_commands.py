@@ -22,6 +22,7 @@ from gateway.runtime.backoff import Backoff
 from gateway.schema.commands import (
     COMMANDS,
     CommandFailed,
+    CommandInvalid,
     ErrorCode,
     parse_command,
 )
@@ -781,6 +782,26 @@ async def test_agents_by_extension_number_are_looked_up_exactly(env: Env) -> Non
         await env.commands.execute(cmd("agent.login", extension="200"))
     assert info.value.code == ErrorCode.NOT_FOUND
     assert [c.path for c in env.pbx.calls][2:] == ["extension/search"]  # nothing logged in
+
+
+async def test_queues_by_number_are_looked_up_over_every_page(env: Env) -> None:
+    """agent.queue_status events name queues by number; agent/login wants their ids."""
+    first = {**OK, "total_number": 101, "queue_list": [{"id": 2, "number": "6401"}] * 100}
+    last = {**OK, "total_number": 101, "queue_list": [{"id": 7, "number": "6402"}]}
+    env.pbx.script["queue/list"] = [first, last, first, last]
+    await env.commands.execute(cmd("agent.login", agent="85", queue_numbers=["6402", "6401"]))
+    page1, page2, login = env.pbx.calls
+    assert [page1.query["page"], page2.query["page"]] == ["1", "2"]
+    assert (login.path, login.query["queue_ids"]) == ("agent/login", "7,2")
+    with pytest.raises(CommandFailed) as info:
+        await env.commands.execute(cmd("agent.logout", agent="85", queue_numbers=["6409"]))
+    assert info.value.code == ErrorCode.NOT_FOUND and "6409" in info.value.message
+    assert [c.path for c in env.pbx.calls][3:] == ["queue/list", "queue/list"]  # no logout
+
+
+def test_queues_are_given_by_id_or_by_number_not_both() -> None:
+    with pytest.raises(CommandInvalid):
+        cmd("agent.login", agent="85", queues=["7"], queue_numbers=["6402"])
 
 
 async def test_commands_it_cannot_do_are_unsupported(env: Env) -> None:

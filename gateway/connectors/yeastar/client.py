@@ -7,14 +7,20 @@ User-Agent, ``errcode``/``errmsg`` bodies) and nothing about retries or token li
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 
 API_PATH = "/openapi/v1.0"
 TOKEN_ERRCODES = frozenset({10002, 10003, 10004})  # the manual's token / session answers
 ERR_IP_BLOCKED = 70004
+QUEUE_PAGE_SIZE: Final = 100
+MAX_QUEUE_PAGES: Final = 100
+
+#: A GET of one endpoint with query parameters, token and error handling included.
+Get = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class YeastarError(Exception):
@@ -165,3 +171,17 @@ def _query_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(map(str, value))
     return str(value)
+
+
+async def list_queues(get: Get) -> list[dict[str, Any]]:
+    """Every queue: queue/list is paged (``page``, ``page_size``; ``total_number``)."""
+    found: list[dict[str, Any]] = []
+    for page in range(1, MAX_QUEUE_PAGES + 1):
+        body = await get("queue/list", {"page": page, "page_size": QUEUE_PAGE_SIZE})
+        listed = body.get("queue_list")
+        items = [q for q in listed if isinstance(q, dict)] if isinstance(listed, list) else []
+        found.extend(items)
+        total = body.get("total_number")
+        if not items or not isinstance(total, int) or len(found) >= total:
+            break
+    return found

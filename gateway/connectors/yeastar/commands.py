@@ -22,6 +22,7 @@ from gateway.connectors.yeastar.client import (
     YeastarError,
     YeastarTokenError,
     YeastarUnreachable,
+    list_queues,
 )
 from gateway.connectors.yeastar.normalize import normalize_cdr_record
 from gateway.schema.commands import (
@@ -102,13 +103,13 @@ def _answer(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in ("errcode", "errmsg")}
 
 
-def _numeric_id(value: str, what: str) -> str:
-    """Agent / queue ids are the PBX's integer object ids (not extension numbers)."""
+def _numeric_id(value: str, what: str, by_number: str) -> str:
+    """Agent / queue ids are the PBX's integer object ids (not extension or queue numbers)."""
     if not value.isascii() or not value.isdigit():
         raise CommandFailed(
             ErrorCode.INVALID,
-            f"Yeastar needs the numeric {what} id (for an agent, 'extension' takes the"
-            f" number instead), got {value!r}",
+            f"Yeastar needs the numeric {what} id, got {value!r}"
+            f" ('{by_number}' takes numbers instead)",
         )
     return value
 
@@ -226,9 +227,9 @@ def _uacsta(operation: str) -> Callable[[UacstaArgs], _Request]:
 
 def _agent_params(args: AgentArgs, operation: str) -> dict[str, Any]:
     """``agent/login`` and ``agent/pause``: one agent, the given queues or (omitted) all."""
-    queues = None if args.queues is None else [_numeric_id(q, "queue") for q in args.queues]
+    queues = args.queues and [_numeric_id(q, "queue", "queue_numbers") for q in args.queues]
     return {
-        "ext_id": _numeric_id(args.agent or "", "agent extension"),
+        "ext_id": _numeric_id(args.agent or "", "agent extension", "extension"),
         "queue_ids": queues,
         "operation": operation,
     }
@@ -387,9 +388,8 @@ class YeastarCommands:
         if name not in SUPPORTED:
             raise CommandFailed(ErrorCode.UNSUPPORTED, f"Yeastar P-Series cannot do {name!r}")
         args = command.args
-        if isinstance(args, AgentArgs) and args.extension is not None:
-            ext_id = await self._extension_id(args.extension, args.deadline)
-            args = args.model_copy(update={"agent": ext_id, "extension": None})
+        if isinstance(args, AgentArgs):
+            args = await self._agent_by_ids(args)
         if name == "cdr.search":
             request = self._cdr_request(args)
         else:
@@ -445,6 +445,30 @@ class YeastarCommands:
             raise _failure(exc, request.endpoint) from exc
         except YeastarUnreachable as exc:
             raise CommandFailed(ErrorCode.UNAVAILABLE, str(exc), retryable=True) from exc
+
+    async def _agent_by_ids(self, args: AgentArgs) -> AgentArgs:
+        """agent/login and agent/pause take ids only: look up the numbers the command gave."""
+        if args.extension is not None:
+            ext_id = await self._extension_id(args.extension, args.deadline)
+            args = args.model_copy(update={"agent": ext_id, "extension": None})
+        if args.queue_numbers is not None:
+            queue_ids = await self._queue_ids(args.queue_numbers, args.deadline)
+            args = args.model_copy(update={"queues": queue_ids, "queue_numbers": None})
+        return args
+
+    async def _queue_ids(self, numbers: list[str], deadline: datetime | None) -> list[str]:
+        async def get(endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
+            return await self._send(_Request("GET", endpoint, params=params), deadline)
+
+        ids = {
+            str(q.get("number", "")).strip(): str(q.get("id"))
+            for q in await list_queues(get)
+            if q.get("id") is not None
+        }
+        missing = [n for n in numbers if n not in ids]
+        if missing:
+            raise CommandFailed(ErrorCode.NOT_FOUND, f"queue/list: no queue {', '.join(missing)}")
+        return [ids[n] for n in numbers]
 
     async def _extension_id(self, number: str, deadline: datetime | None) -> str:
         """The extension id agent/login and agent/pause need (manual: "use extension/search").

@@ -29,10 +29,7 @@ import orjson
 from pydantic import ValidationError
 
 from gateway.connectors.yeastar.auth import YeastarAuth
-from gateway.connectors.yeastar.client import (
-    YeastarClient,
-    YeastarError,
-)
+from gateway.connectors.yeastar.client import YeastarClient, YeastarError, list_queues
 from gateway.connectors.yeastar.normalize import (
     normalize_call_query,
     normalize_cdr_record,
@@ -56,8 +53,6 @@ CDR_MARGIN_S: Final = 15.0
 #: cdr/search has no paging parameters; the gap is walked in slices of this many seconds.
 CDR_SLICE_S: Final = 900
 MAX_CDR_REQUESTS: Final = 2000
-QUEUE_PAGE_SIZE: Final = 100
-MAX_QUEUE_PAGES: Final = 100
 STEP_TIMEOUT_S: Final = 60.0
 #: A call seen starting but never ending is forgotten after this long (its end was lost).
 OPEN_CALL_MAX_S: Final = 6 * 3600
@@ -531,25 +526,11 @@ class YeastarRecovery:
 
     # --- queue agents --------------------------------------------------------------------------
 
-    async def queues(self) -> list[dict[str, Any]]:
-        """Every queue (queue/list is paged: page / page_size, total_number)."""
-        found: list[dict[str, Any]] = []
-        for page in range(1, MAX_QUEUE_PAGES + 1):
-            body = await self._get_or_empty(
-                "queue/list", {"page": page, "page_size": QUEUE_PAGE_SIZE}
-            )
-            items = [q for q in _list(body.get("queue_list")) if isinstance(q, dict)]
-            found.extend(items)
-            total = body.get("total_number")
-            if not items or not isinstance(total, int) or len(found) >= total:
-                break
-        return found
-
     async def _agents(self) -> list[CloudEvent]:
         if not self.queue_list_supported:
             return []
         try:
-            queues = await self.queues()
+            queues = await list_queues(self._get_or_empty)
         except YeastarError as exc:
             if exc.errcode == NO_INTERFACE:
                 self.queue_list_supported = False  # said once; this firmware has no queue/list
