@@ -78,7 +78,12 @@ class RecoverySettings(_Strict):
 
     enabled: bool = True
     max_window_s: float = Field(86400, gt=0, description="longest gap back-filled from CDRs")
-    cdr_settle_s: float = Field(2.0, ge=0, description="extra minutes of CDRs read past the gap")
+    cdr_settle_s: float = Field(
+        2.0,
+        ge=0,
+        description="seconds of CDRs read past the gap's end; a back-filled record without a"
+        " call id waits this long for its live twin",
+    )
 
 
 class LeaseSettings(_Strict):

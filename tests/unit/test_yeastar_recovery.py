@@ -19,7 +19,11 @@ import pytest
 from gateway.connectors.yeastar.auth import YeastarAuth
 from gateway.connectors.yeastar.client import YeastarClient
 from gateway.connectors.yeastar.connector import YeastarConnector
-from gateway.connectors.yeastar.normalize import normalize_call_query, normalize_frame
+from gateway.connectors.yeastar.normalize import (
+    normalize_call_query,
+    normalize_cdr_record,
+    normalize_frame,
+)
 from gateway.connectors.yeastar.recovery import (
     CallTracker,
     Gap,
@@ -229,6 +233,43 @@ async def test_cdr_search_pages_by_bisecting_short_answers() -> None:
     assert sorted(r["id"] for r in found) == list(range(60))
     assert auth.refreshed == 1 and len(pbx.requests) > 8
     assert pbx.requests[0]["start_time"] == datetime.fromtimestamp(start, SHANGHAI).strftime(fmt)
+
+
+async def test_a_record_without_call_id_waits_for_its_live_twin() -> None:
+    """Two calls without recordings ended during the recovery; the live 30012 of one arrives
+    while the back-fill holds the records: only the other is back-filled."""
+    start = int(NOW.timestamp())
+    records = [
+        {
+            "id": i,
+            "uid": f"u{i}",
+            "timestamp": start + i,
+            "call_from": "2005",
+            "call_to": f"200{i}",
+            "disposition": "NO ANSWER",
+            "call_type": "Internal",
+        }
+        for i in (1, 2)
+    ]
+    fmt = "%Y-%m-%d %H:%M:%S"
+    recovery = YeastarRecovery(
+        _CappedCdrPbx(records, cap=100, fmt=fmt, tz=SHANGHAI),  # type: ignore[arg-type]
+        _FakeAuth(),  # type: ignore[arg-type]
+        tenant="acme",
+        tz=SHANGHAI,
+        cdr_time_format=fmt,
+        settings=RecoverySettings(cdr_settle_s=0.5),
+    )
+    seen = SeenCdrs()
+    gap = Gap(NOW - timedelta(seconds=60), NOW - timedelta(seconds=60))
+    backfill = asyncio.create_task(recovery._cdrs(gap, NOW + timedelta(seconds=10), seen))
+    await asyncio.sleep(0.1)  # the records are read and held
+    ctx = NormalizeContext("acme", "yeastar", SHANGHAI, NOW)
+    (as_recorded,) = normalize_cdr_record(records[1], ctx)
+    seen.add(as_recorded.model_copy(update={"id": "live-30012"}))  # same facts, live id
+    published = await backfill
+    assert [e.data["call_id"] for e in published] == ["u1"]
+    assert seen.knows(published[0], by_fact=True)
 
 
 # --- watermark ------------------------------------------------------------------------------------

@@ -510,17 +510,31 @@ class YeastarRecovery:
         raise ValueError(f"cdr/search: more than {MAX_CDR_REQUESTS} requests for one gap")
 
     async def _cdrs(self, gap: Gap, end: datetime, seen: SeenCdrs) -> list[CloudEvent]:
+        """The gap's CDRs not published yet. A record without a call id is held for
+        ``cdr_settle_s`` first: if its call ended just now, its live 30012 may still be on its
+        way over the new subscription, and only the facts can tell the two apart."""
         low, high = cdr_window(gap, end, self.settings)
         records = _unique_records(await self.search_cdrs(low, high))
         ctx = self._ctx()
-        events = []
+        events: list[CloudEvent] = []
+        held: list[CloudEvent] = []
         for record in records:
             by_fact = isinstance(record, dict) and record_call_id(record) is None
             for event in normalize_cdr_record(record, ctx):
-                if event.type == "cdr.created" and seen.knows(event, by_fact=by_fact):
+                cdr = event.type == "cdr.created"
+                if cdr and seen.knows(event, by_fact=by_fact):
+                    continue
+                if cdr and by_fact:
+                    held.append(event)
                     continue
                 seen.add(event)
                 events.append(event)
+        if held:
+            await asyncio.sleep(self.settings.cdr_settle_s)
+            for event in held:
+                if not seen.knows(event, by_fact=True):
+                    seen.add(event)
+                    events.append(event)
         events.sort(key=lambda e: e.time)
         return events
 
