@@ -81,6 +81,7 @@ class RecoverySettings(_Strict):
     cdr_settle_s: float = Field(
         2.0,
         ge=0,
+        le=30,
         description="seconds of CDRs read past the gap's end; a back-filled record without a"
         " call id waits this long for its live twin",
     )

@@ -227,7 +227,9 @@ def _uacsta(operation: str) -> Callable[[UacstaArgs], _Request]:
 
 def _agent_params(args: AgentArgs, operation: str) -> dict[str, Any]:
     """``agent/login`` and ``agent/pause``: one agent, the given queues or (omitted) all."""
-    queues = args.queues and [_numeric_id(q, "queue", "queue_numbers") for q in args.queues]
+    queues = args.queues
+    if queues is not None:
+        queues = [_numeric_id(q, "queue", "queue_numbers") for q in queues]
     return {
         "ext_id": _numeric_id(args.agent or "", "agent extension", "extension"),
         "queue_ids": queues,
