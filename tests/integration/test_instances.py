@@ -51,9 +51,9 @@ class Instance:
 
 
 def overlapping(claims: list[dict[str, tuple[datetime, datetime]]]) -> list[str]:
-    """PBXs that two instances provably owned at one same moment. Instances are read one after
-    the other, so a claim read from one just before a hand-over and from the next just after it
-    is not an overlap: the two ownership intervals must intersect."""
+    """PBXs that two instances provably owned at one same moment. Instances answer at slightly
+    different moments, so one read just before a hand-over and the next just after it would both
+    claim the PBX without any overlap: the two ownership intervals must intersect."""
     found = []
     for a, b in combinations(claims, 2):
         for tenant in a.keys() & b.keys():
