@@ -48,7 +48,9 @@ async def connect_bus(url: str, stop: asyncio.Event | None = None) -> AbstractRo
             await asyncio.sleep(delay)
 
 
-SHARE_STATE_EVERY_S = 1.0
+#: State is shared as soon as it changes (a CDR's facts at once, the watermark about once a
+#: second), but bursts are coalesced: at most one share per this many seconds.
+SHARE_STATE_MIN_INTERVAL_S = 0.1
 
 
 class GatewayApp:
@@ -198,7 +200,7 @@ class GatewayApp:
             await self._share_state(tenant)
 
     async def _own(self, tenant: str) -> None:
-        """The PBX link (restarted on failure) and the periodic hand-over of its state."""
+        """The PBX link (restarted on failure) and the prompt hand-over of its state."""
         connector = next(c for c in self.connectors if c.tenant == tenant)
         pbx = next(p for p in self.settings.pbxs if p.tenant == tenant)
         assert self.publisher is not None
@@ -209,13 +211,15 @@ class GatewayApp:
                 ),
                 name=f"connector-{tenant}",
             )
-            tg.create_task(self._share_periodically(tenant), name=f"state-{tenant}")
+            tg.create_task(self._share_when_changed(tenant), name=f"state-{tenant}")
 
-    async def _share_periodically(self, tenant: str) -> None:
+    async def _share_when_changed(self, tenant: str) -> None:
+        state = self.states[tenant]
         while True:
-            await asyncio.sleep(SHARE_STATE_EVERY_S)
-            if self.states[tenant].dirty:
-                await self._share_state(tenant)
+            await state.changed.wait()
+            state.changed.clear()
+            await self._share_state(tenant)
+            await asyncio.sleep(SHARE_STATE_MIN_INTERVAL_S)
 
     async def _share_state(self, tenant: str) -> None:
         if self.shared is None:

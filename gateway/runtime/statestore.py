@@ -5,6 +5,7 @@ Each instance keeps its own file; it survives restarts so recovery can start fro
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ class TenantState:
         self.tenant = tenant
         self._store = store
         self._written: set[str] = set()
-        self.dirty = False
+        self.changed = asyncio.Event()  # set by every write, cleared by whoever shares it
 
     def get(self, key: str) -> str | None:
         return self._store.get(key)
@@ -67,10 +68,9 @@ class TenantState:
         if self._store.get(key) != value:
             self._store.set(key, value)
             self._written.add(key)
-            self.dirty = True
+            self.changed.set()
 
     def snapshot(self) -> dict[str, str]:
-        self.dirty = False
         return {k: v for k in sorted(self._written) if (v := self._store.get(k)) is not None}
 
     def merge(self, values: dict[str, str], written_at: float) -> int:

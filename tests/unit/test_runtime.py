@@ -4,6 +4,7 @@ import random
 
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.dedupe import OverlapDeduper
+from gateway.runtime.statestore import StateStore, TenantState
 from gateway.settings import BackoffSettings
 
 
@@ -58,3 +59,19 @@ def test_dedupe_pre_overlap_frame_does_not_swallow_a_later_repeat() -> None:
     assert not dedupe.is_copy(1, "a")  # ...still passes once, from the old socket
     dedupe.end()
     assert not dedupe.active
+
+
+def test_tenant_state_signals_writes_and_adopts_only_newer_values() -> None:
+    store = StateStore(":memory:")
+    state = TenantState(store, "acme")
+    state.set("k", "1")
+    assert state.changed.is_set() and state.snapshot() == {"k": "1"}
+    state.changed.clear()
+    state.set("k", "1")  # no change: nothing to share
+    assert not state.changed.is_set()
+    written_at = store.updated_at("k")
+    assert written_at is not None
+    assert state.merge({"k": "old", "other": "x"}, written_at - 10) == 1  # ours is newer
+    assert state.snapshot() == {"k": "1", "other": "x"}
+    assert state.merge({"k": "new"}, written_at + 10) == 1
+    assert store.get("k") == "new"
