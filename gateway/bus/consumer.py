@@ -192,7 +192,7 @@ class CommandConsumer:
         """Load what earlier owners of this PBX executed; no command is taken before that."""
         assert self._journal is not None
         try:
-            entries = await self._journal.replay(tenant)
+            entries = await self._journal.replay(tenant, since=self._ledger.newest(tenant))
         except JournalError as exc:
             self._log.warning("ledger_replay_failed", tenant=tenant, error=str(exc))
             return False

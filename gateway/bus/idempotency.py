@@ -81,18 +81,21 @@ class CommandLedger:
         )
 
     def merge(self, tenant: str, entries: Iterable[JournalEntry]) -> int:
-        """Take another instance's records: a result wins over ``started``. How many changed."""
-        oldest = time.time() - self._ttl_s
+        """Take another instance's records: a result wins over ``started``. How many changed.
+        Their times are capped at this clock's now, so :meth:`newest` never runs ahead of it."""
+        now = time.time()
+        oldest = now - self._ttl_s
         changed = 0
         with self._db:  # one transaction (committed, or rolled back on error)
             self._db.execute("BEGIN")
             for entry in entries:
                 if entry.at < oldest:
                     continue
+                at = min(entry.at, now)
                 if entry.result is None:
                     cursor = self._db.execute(
                         "INSERT OR IGNORE INTO commands VALUES (?, ?, ?, 'started', NULL, ?)",
-                        (tenant, entry.command_id, entry.command, entry.at),
+                        (tenant, entry.command_id, entry.command, at),
                     )
                 else:
                     cursor = self._db.execute(
@@ -104,11 +107,19 @@ class CommandLedger:
                             entry.command_id,
                             entry.command,
                             orjson.dumps(entry.result.model_dump(mode="json")),
-                            entry.at,
+                            at,
                         ),
                     )
                 changed += cursor.rowcount
         return changed
+
+    def newest(self, tenant: str) -> float | None:
+        """When, on this clock, the newest record of ``tenant`` was made or learnt (None: none).
+        Every record journaled before then is known here (see :mod:`gateway.bus.journal`)."""
+        row = self._db.execute(
+            "SELECT MAX(created_at) FROM commands WHERE tenant = ?", (tenant,)
+        ).fetchone()
+        return row[0]
 
     def expire(self) -> int:
         cursor = self._db.execute(

@@ -11,7 +11,9 @@ taking a PBX over replays that stream into its own ledger before it takes any co
   (the previous owner died holding it) is executed instead of answered "outcome unknown".
 
 A stream keeps its records for the ledger's retention (``x-max-age``) and can be read from the
-start by any number of readers without consuming it.
+start, or from a point in time, by any number of readers without consuming it. An instance that
+owned the PBX before knows every record up to its newest one, so it reads only from there (less
+:data:`REPLAY_OVERLAP_S`, for clock skew between instances and the broker).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import aio_pika
 import orjson
@@ -33,6 +36,8 @@ from gateway.schema.commands import CommandResult
 #: Stream segments this small let ``x-max-age`` retire old records without waiting for 500 MB.
 SEGMENT_BYTES = 8_000_000
 REPLAY_PREFETCH = 500
+#: How far before the newest record it knows an instance starts reading the stream again.
+REPLAY_OVERLAP_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,7 @@ class CommandJournal:
         *,
         retention_s: float,
         replay_timeout_s: float = 30.0,
+        replay_overlap_s: float = REPLAY_OVERLAP_S,
     ) -> None:
         self._connection = connection
         self._names = names
@@ -64,6 +70,7 @@ class CommandJournal:
             "x-stream-max-segment-size-bytes": SEGMENT_BYTES,
         }
         self._replay_timeout_s = replay_timeout_s
+        self._replay_overlap_s = replay_overlap_s
         self._channel: AbstractChannel | None = None
         self._declared: set[str] = set()
 
@@ -108,8 +115,10 @@ class CommandJournal:
         except Exception as exc:
             raise JournalError(f"ledger journal write failed: {type(exc).__name__}: {exc}") from exc
 
-    async def replay(self, tenant: str) -> list[JournalEntry]:
-        """Every record kept for ``tenant``, oldest first, up to a marker appended now."""
+    async def replay(self, tenant: str, since: float | None = None) -> list[JournalEntry]:
+        """The records kept for ``tenant`` (all, or those journaled from about ``since`` less the
+        overlap: the stream is read from the first chunk written at that time), oldest first,
+        up to a marker appended now."""
         marker = uuid.uuid4().hex
         await self._append(tenant, {"marker": marker})
         entries: list[JournalEntry] = []
@@ -136,7 +145,10 @@ class CommandJournal:
         try:
             await channel.set_qos(prefetch_count=REPLAY_PREFETCH)
             queue = await self._declare(channel, tenant)
-            tag = await queue.consume(on_record, arguments={"x-stream-offset": "first"})
+            offset: str | datetime = "first"
+            if since is not None:
+                offset = datetime.fromtimestamp(since - self._replay_overlap_s, UTC)
+            tag = await queue.consume(on_record, arguments={"x-stream-offset": offset})
             async with asyncio.timeout(self._replay_timeout_s):
                 await reached.wait()
             with contextlib.suppress(Exception):

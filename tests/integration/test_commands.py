@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
+from gateway.bus.journal import CommandJournal
+from gateway.bus.topology import CommandNames
 from gateway.connectors.yeastar.connector import YeastarConnector
 from tests.conftest import wait_for
 from tests.integration.conftest import pbx_settings, running_gateway
@@ -155,11 +159,39 @@ async def test_a_new_owner_never_repeats_what_the_last_one_ran(
     async with running_gateway(pbx, commands=command_bus.settings, state_dir=tmp_path / "b"):
         again = await command_bus.result(ran)
         recovered = await command_bus.result(dropped)
+    # The first instance comes back with its old ledger: it replays only what came after its
+    # newest record, which must still include what the second one ran.
+    command_bus.results.pop(dropped)
+    await command_bus.publish(tenant, "call.dial", args, command_id=dropped)
+    async with running_gateway(pbx, commands=command_bus.settings, state_dir=tmp_path / "a"):
+        back = await command_bus.result(dropped)
     dials = sim.control_calls["call/dial"]
-    print(f"\ntakeover: duplicate answered={again == first} dropped ran={recovered['ok']} {dials=}")
+    print(
+        f"\ntakeover: duplicate answered={again == first} dropped ran={recovered['ok']} "
+        f"answered again after a second takeover={back == recovered} {dials=}"
+    )
     assert again == first
     assert recovered["ok"], recovered
+    assert back == recovered
     assert dials == 2
+
+
+async def test_the_ledger_journal_replays_from_a_point_in_time(amqp, unique) -> None:
+    journal = CommandJournal(
+        amqp, CommandNames(f"test-{unique}.commands"), retention_s=3600, replay_overlap_s=0
+    )
+    tenant = f"r{unique}"
+    try:
+        await journal.record(tenant, "before", "call.dial", None)
+        boundary = math.floor(time.time()) + 2  # stream chunks are found by whole seconds
+        await wait_for(lambda: time.time() >= boundary, timeout=5)
+        await journal.record(tenant, "after", "call.dial", None)
+        everything = await journal.replay(tenant)
+        recent = await journal.replay(tenant, since=boundary)
+    finally:
+        await journal.close()
+    assert [e.command_id for e in everything] == ["before", "after"]
+    assert [e.command_id for e in recent] == ["after"]
 
 
 async def test_commands_wait_while_the_pbx_is_down(sim_factory, command_bus, unique) -> None:

@@ -205,6 +205,9 @@ async def test_merged_records_of_another_owner_are_answered_not_run() -> None:
     )
     assert merged == 3
     assert ledger.merge("t", [JournalEntry("cmd-5", "call.dial", None, now)]) == 0
+    assert ledger.newest("t") == now and ledger.newest("other") is None  # where a replay starts
+    ledger.merge("t", [JournalEntry("cmd-8", "call.dial", None, now + 3600)])  # a clock ahead
+    assert (ledger.newest("t") or 0) <= time.time()
     c = journaled(FakeJournal(), ledger)
     answered, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-5"))
     unknown, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-6"))
