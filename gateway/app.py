@@ -194,6 +194,7 @@ class GatewayApp:
         if self.consumer is not None:
             await self.consumer.remove_tenant(tenant)
         task = self._links.pop(tenant, None)
+        self._owned_since.pop(tenant, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -386,11 +386,10 @@ class YeastarConnector:
                 errmsg=answer.get("errmsg"),
             )
             return
-        for event in normalize_frame(message, self._ctx()):
+        for event in normalize_frame(message, self._ctx()):  # always one, maybe rejected
             await self._send(event)
             # Only once the event is spooled: a crash in between then repeats it, never skips it.
             self._mark(now, event)
-        self._mark(now, None)
 
     def _mark(self, now: datetime, event: CloudEvent | None) -> None:
         """Remember what the PBX told us: the watermark, open calls, CDRs already published."""
