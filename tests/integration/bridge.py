@@ -43,9 +43,6 @@ class BrokerBridge:
     async def restore(self) -> None:
         await self.start()
 
-    async def close(self) -> None:
-        await self.cut()
-
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)

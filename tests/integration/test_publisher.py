@@ -138,7 +138,7 @@ async def bridge() -> AsyncIterator[BrokerBridge]:
     relay = BrokerBridge()
     await relay.start()
     yield relay
-    await relay.close()
+    await relay.cut()
 
 
 async def received_ids(tenant: str, expected: int, timeout: float = 30) -> list[tuple[str, bytes]]:

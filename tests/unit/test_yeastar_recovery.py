@@ -252,8 +252,9 @@ async def test_a_record_without_call_id_waits_for_its_live_twin() -> None:
         for i in (1, 2)
     ]
     fmt = "%Y-%m-%d %H:%M:%S"
+    pbx = _CappedCdrPbx(records, cap=100, fmt=fmt, tz=SHANGHAI)
     recovery = YeastarRecovery(
-        _CappedCdrPbx(records, cap=100, fmt=fmt, tz=SHANGHAI),  # type: ignore[arg-type]
+        pbx,  # type: ignore[arg-type]
         _FakeAuth(),  # type: ignore[arg-type]
         tenant="acme",
         tz=SHANGHAI,
@@ -263,7 +264,8 @@ async def test_a_record_without_call_id_waits_for_its_live_twin() -> None:
     seen = SeenCdrs()
     gap = Gap(NOW - timedelta(seconds=60), NOW - timedelta(seconds=60))
     backfill = asyncio.create_task(recovery._cdrs(gap, NOW + timedelta(seconds=10), seen))
-    await asyncio.sleep(0.1)  # the records are read and held
+    # refused token, then the answer: the records are read, and held from that moment on
+    await wait_for(lambda: len(pbx.requests) == 2, timeout=5)
     ctx = NormalizeContext("acme", "yeastar", SHANGHAI, NOW)
     (as_recorded,) = normalize_cdr_record(records[1], ctx)
     seen.add(as_recorded.model_copy(update={"id": "live-30012"}))  # same facts, live id
