@@ -20,10 +20,12 @@ from gateway.bus.publisher import EventPublisher
 from gateway.bus.shared_state import SharedState
 from gateway.bus.topology import CommandNames
 from gateway.connectors.base import Connector
-from gateway.connectors.registry import build_connector
+from gateway.connectors.plugin import LinkResources, VendorPlugin, VendorRoutes
+from gateway.connectors.registry import command_catalog, plugins
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
-from gateway.runtime.statestore import StateStore, TenantState
+from gateway.runtime.resources import SharedResources
+from gateway.runtime.statestore import StateStore, StoreSlice, TenantState
 from gateway.runtime.supervisor import supervise
 from gateway.settings import BackoffSettings, Settings, redact_url
 from gateway.web.server import WebServer
@@ -73,6 +75,7 @@ class GatewayApp:
         self._links: dict[str, asyncio.Task[None]] = {}
         self._owned_since: dict[str, str] = {}
         self._connection: AbstractRobustConnection | None = None
+        self.resources = SharedResources()
         self._log = get_logger("app")
 
     @property
@@ -123,8 +126,18 @@ class GatewayApp:
             self.store = StateStore(s.state_dir / "state.sqlite3")
             self.shared = SharedState(self._connection)
             self.states = {pbx.tenant: TenantState(self.store, pbx.tenant) for pbx in s.pbxs}
+            vendors = plugins()
             self.connectors = [
-                build_connector(pbx, session, self.states[pbx.tenant], s.recovery) for pbx in s.pbxs
+                vendors[pbx.vendor].connector(
+                    pbx,
+                    LinkResources(
+                        http=session,
+                        store=StoreSlice(self.states[pbx.tenant], f"{pbx.vendor}:{pbx.tenant}:"),
+                        recovery=s.recovery,
+                        shared=self.resources,
+                    ),
+                )
+                for pbx in s.pbxs
             ]
             if s.commands.enabled:
                 ledger_file = s.state_dir / "commands.sqlite3"
@@ -141,13 +154,17 @@ class GatewayApp:
                     self.ledger,
                     self.publisher,
                     journal=self.journal,
+                    catalog=command_catalog(),
+                    supported={name: p.commands for name, p in vendors.items()},
                     prefetch=s.commands.prefetch,
                     execute_timeout_s=s.commands.execute_timeout_s,
                     drain_timeout_s=s.commands.drain_timeout_s,
                 )
                 await self.consumer.start()
             if s.http.enabled:
-                self.web = WebServer(self.status, s.http.host, s.http.port)
+                self.web = WebServer(
+                    self.status, s.http.host, s.http.port, self._vendor_routes(vendors)
+                )
                 await self.web.start()
             if s.lease.enabled and self.connectors:
                 self.leases = LeaseManager(
@@ -176,6 +193,23 @@ class GatewayApp:
             await stop.wait()
         finally:
             await self._shutdown(lease_task, session)
+
+    def _vendor_routes(self, vendors: dict[str, VendorPlugin]) -> dict[str, list[Any]]:
+        """Each plugin's HTTP routes (webhooks), by vendor name."""
+        assert self.publisher is not None
+        routes: dict[str, list[Any]] = {}
+        for name, plugin in vendors.items():
+            if plugin.routes is None:
+                continue
+            pbxs = {p.tenant: p for p in self.settings.pbxs if p.vendor == name}
+            context = VendorRoutes(pbxs, self.publisher.submit, self._owned_connector)
+            routes[name] = list(plugin.routes(context))
+        return routes
+
+    def _owned_connector(self, tenant: str) -> Connector | None:
+        if tenant not in self._links:
+            return None
+        return next((c for c in self.connectors if c.tenant == tenant), None)
 
     async def _take(self, tenant: str) -> None:
         """This instance owns the PBX now: continue from the last owner's state, run its link,
@@ -269,6 +303,7 @@ class GatewayApp:
             self.outbox.close()  # what is unconfirmed stays spooled for the next start
         if self.web is not None:
             await self.web.stop()
+        await self.resources.close()
         await session.close()
         if self.shared is not None:
             await self.shared.close()

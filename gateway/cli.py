@@ -1,10 +1,13 @@
-"""The ``gateway`` command: run, sim, demo, normalize (see CONTRACT.md section 3)."""
+"""The ``gateway`` command: run, sim, demo, normalize, send, schema (docs/CONTRACT.md section 3).
+
+Vendors come from the registered plugins (``pbx_gateway.vendors``): ``sim``, ``demo --vendor``
+and ``normalize --vendor`` offer exactly those.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import signal
 import sys
@@ -32,9 +35,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from gateway.sim import SIMULATORS
+    from gateway.connectors.registry import plugins
 
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    vendors = plugins()
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="cmd")
 
     run = sub.add_parser("run", help="run the gateway service")
@@ -43,16 +51,23 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="run a simulated PBX faithful to its manual")
     sim_sub = sim.add_subparsers(dest="vendor", required=True)
-    for vendor, module_name in SIMULATORS.items():
-        module = importlib.import_module(module_name)
-        vendor_parser = sim_sub.add_parser(vendor, help=f"simulated {vendor} PBX")
-        module.add_arguments(vendor_parser)
-        vendor_parser.set_defaults(handler=_cmd_sim, sim_module=module)
+    for name, plugin in vendors.items():
+        if plugin.simulator is None:
+            continue
+        vendor_parser = sim_sub.add_parser(name, help=f"simulated {plugin.title}")
+        plugin.simulator.add_arguments(vendor_parser)
+        vendor_parser.set_defaults(handler=_cmd_sim, serve=plugin.simulator.serve)
 
     demo = sub.add_parser("demo", help="simulator + gateway + a consumer printing events")
     demo.add_argument(
         "--amqp-url",
         default=os.environ.get("GATEWAY_DEMO_AMQP", "amqp://guest:guest@127.0.0.1:5672/"),
+    )
+    demo.add_argument(
+        "--vendor",
+        default="yeastar",
+        choices=sorted(n for n, p in vendors.items() if p.simulator is not None),
+        help="which simulated PBX (default: yeastar)",
     )
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--calls-per-second", type=float, default=1.0)
@@ -78,19 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     schema.set_defaults(handler=_cmd_schema)
 
     norm = sub.add_parser("normalize", help="raw vendor messages (one per line) -> events")
-    norm.add_argument("--vendor", required=True, choices=sorted(_normalizers()))
+    norm.add_argument("--vendor", required=True, choices=sorted(vendors))
     norm.add_argument("--tenant", default="default")
     norm.add_argument("--tz", default="UTC")
     norm.add_argument("--include-raw", action="store_true")
     norm.add_argument("file", nargs="?", default="-")
     norm.set_defaults(handler=_cmd_normalize)
     return parser
-
-
-def _normalizers() -> dict[str, Callable[..., list[Any]]]:
-    from gateway.connectors.yeastar.normalize import normalize_frame
-
-    return {"yeastar": normalize_frame}
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -133,10 +142,8 @@ def _run_until_signal(work: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 def _cmd_sim(args: argparse.Namespace) -> int:
     configure_logging("console", "INFO")
-    module = args.sim_module
-
     async def work(stop: asyncio.Event) -> None:
-        task = asyncio.create_task(module.serve(args), name="simulator")
+        task = asyncio.create_task(args.serve(args), name="simulator")
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         task.cancel()
@@ -188,9 +195,11 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
+    from gateway.connectors.registry import command_catalog
     from gateway.schema.export import asyncapi_document, contract_json_schema
 
-    document = asyncapi_document() if args.asyncapi else contract_json_schema()
+    catalog = command_catalog()
+    document = asyncapi_document(catalog) if args.asyncapi else contract_json_schema(catalog)
     print(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
     return 0
 
@@ -199,9 +208,10 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_normalize(args: argparse.Namespace) -> int:
+    from gateway.connectors.registry import plugin
     from gateway.schema.events import NormalizeContext
 
-    normalize = _normalizers()[args.vendor]
+    normalize = plugin(args.vendor).normalize
     try:
         zone = ZoneInfo(args.tz)
     except Exception:

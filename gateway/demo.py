@@ -1,4 +1,5 @@
-"""``gateway demo``: a simulated Yeastar PBX, the gateway and a consumer printing what it receives.
+"""``gateway demo``: a simulated PBX (``--vendor``, Yeastar by default), the gateway and a consumer
+printing what it receives.
 
 Everything runs in one process against the local RabbitMQ; the consumer's queue is exclusive and
 auto-deleted, so the demo leaves nothing behind.
@@ -18,8 +19,9 @@ import aio_pika
 import orjson
 
 from gateway.app import GatewayApp
+from gateway.connectors import registry
+from gateway.connectors.plugin import DemoOptions
 from gateway.settings import HttpSettings, LeaseSettings, LoggingSettings, PbxSettings, Settings
-from gateway.sim.yeastar.server import YeastarSimulator
 
 _SUMMARY_FIELDS = (
     "state",
@@ -60,26 +62,24 @@ def summarize(event: dict[str, Any]) -> str:
 
 
 async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    sim = YeastarSimulator(
-        calls_per_second=args.calls_per_second, seed=args.seed, tz="Asia/Shanghai"
-    )
-    await sim.start()
+    plugin = registry.plugin(args.vendor)
+    if plugin.simulator is None:
+        raise registry.PluginError(f"vendor {args.vendor!r} ships no simulator")
+    options = DemoOptions(args.tenant, args.calls_per_second, args.seed)
+    async with plugin.simulator.demo(options) as pbx:
+        await _run(args, stop, plugin.title, pbx)
+
+
+async def _run(
+    args: argparse.Namespace, stop: asyncio.Event, title: str, pbx: PbxSettings
+) -> None:
     settings = Settings(
         bus={"url": args.amqp_url},
         state_dir=Path(tempfile.mkdtemp(prefix="gateway-demo-")),
         lease=LeaseSettings(enabled=False),  # one instance: no need to wait for peers
         http=HttpSettings(enabled=False),
         logging=LoggingSettings(format="console", level="WARNING"),
-        pbxs=[
-            PbxSettings(
-                tenant=args.tenant,
-                vendor="yeastar",
-                base_url=sim.base_url,
-                client_id=sim.client_id,
-                client_secret=sim.client_secret,
-                timezone="Asia/Shanghai",
-            )
-        ],
+        pbxs=[pbx],
     )
     connection = await aio_pika.connect_robust(args.amqp_url)
     app_stop = asyncio.Event()
@@ -93,7 +93,7 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await queue.bind(exchange, routing_key=f"{args.tenant}.#")
         app_task = asyncio.create_task(GatewayApp(settings).run(app_stop), name="gateway")
         print(
-            f"demo: simulated Yeastar PBX at {sim.base_url}, events from pbx.events "
+            f"demo: simulated {title} ({pbx.vendor}), events from pbx.events "
             f"'{args.tenant}.#' (Ctrl-C stops)",
             flush=True,
         )
@@ -119,5 +119,4 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         if app_task is not None:
             await asyncio.gather(app_task, return_exceptions=True)
         await connection.close()
-        await sim.stop()
         print("demo: stopped", file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""Command intake: validate -> de-duplicate -> execute -> reply -> ack, or dead-letter.
+"""Command intake over AMQP: deliver -> decide (:mod:`gateway.bus.processing`) -> reply -> ack,
+or dead-letter.
 
 One channel and consumer per tenant, so a slow or unreachable PBX never holds up another. While
 a tenant's link is not connected its consumer is cancelled and commands wait in their queue;
@@ -13,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import aio_pika
@@ -30,6 +29,7 @@ from aio_pika.abc import (
 
 from gateway.bus.idempotency import CommandLedger
 from gateway.bus.journal import CommandJournal, JournalError
+from gateway.bus.processing import CommandProcessor, failure
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.topology import (
     CommandNames,
@@ -40,25 +40,14 @@ from gateway.connectors.base import Connector
 from gateway.logging import get_logger
 from gateway.runtime.metrics import COMMANDS
 from gateway.schema.commands import (
-    Command,
-    CommandError,
-    CommandFailed,
-    CommandInvalid,
+    CONTRACT_COMMANDS,
+    CommandCatalog,
     CommandResult,
     ErrorCode,
-    parse_command,
 )
 from gateway.schema.events import CommandResultData, NormalizeContext, make_event
 
 RESULT_CONTENT_TYPE = "application/json"
-#: Ids put back unstarted while a link was down, remembered so their redelivery is not "unknown".
-PUT_BACK_MEMORY = 10_000
-
-
-def failure(command_id: str, code: ErrorCode, message: str, **extra: Any) -> CommandResult:
-    return CommandResult(
-        command_id=command_id, ok=False, error=CommandError(code=code, message=message, **extra)
-    )
 
 
 class CommandConsumer:
@@ -71,6 +60,8 @@ class CommandConsumer:
         publisher: EventPublisher,
         *,
         journal: CommandJournal | None = None,
+        catalog: CommandCatalog = CONTRACT_COMMANDS,
+        supported: Mapping[str, frozenset[str]] | None = None,
         prefetch: int = 8,
         execute_timeout_s: float = 20.0,
         drain_timeout_s: float = 10.0,
@@ -82,16 +73,21 @@ class CommandConsumer:
         self._ledger = ledger
         self._publisher = publisher
         self._journal = journal
+        self.processor = CommandProcessor(
+            ledger,
+            journal=journal,
+            catalog=catalog,
+            supported=supported,
+            execute_timeout_s=execute_timeout_s,
+            clock=clock,
+        )
         self._prefetch = prefetch
-        self._execute_timeout_s = execute_timeout_s
         self._drain_timeout_s = drain_timeout_s
         self._clock = clock
         self._channels: list[AbstractChannel] = []
         self._reply_channel: AbstractChannel | None = None
         self._lanes: dict[str, tuple[asyncio.Task[None], AbstractChannel]] = {}
         self._consumers: dict[str, tuple[AbstractQueue, str]] = {}
-        self._running: dict[tuple[str, str], asyncio.Future[CommandResult]] = {}
-        self._put_back: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -200,14 +196,6 @@ class CommandConsumer:
         self._log.info("ledger_replayed", tenant=tenant, records=len(entries), merged=merged)
         return True
 
-    async def _journal_result(self, tenant: str, name: str, result: CommandResult) -> None:
-        if self._journal is None:
-            return
-        try:
-            await self._journal.record(tenant, result.command_id, name, result)
-        except JournalError as exc:  # answered all the same; a takeover sees it as started
-            self._log.warning("ledger_journal_failed", tenant=tenant, error=str(exc))
-
     # --- one command -------------------------------------------------------------------------
 
     async def _on_message(
@@ -217,18 +205,16 @@ class CommandConsumer:
             # Delivered just as the link went down, before the lane stopped consuming: put it
             # back to wait for the PBX (and remember it was never started here).
             if not message.redelivered:  # (a redelivered one may have run elsewhere)
-                self._put_back[(tenant, message.message_id or "")] = None
-                while len(self._put_back) > PUT_BACK_MEMORY:
-                    self._put_back.popitem(last=False)
+                self.processor.put_back(tenant, message.message_id or "")
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
             return
         self._in_flight += 1
         self._idle.clear()
         try:
-            result, name, dead = await self._process(tenant, connector, message)
+            result, name, dead = await self.processor.process(tenant, connector, message)
             await self._reply(tenant, connector.vendor, message, result, name)
-            COMMANDS.labels(tenant, name or "invalid", _outcome(result)).inc()
+            COMMANDS.labels(tenant, connector.vendor, name or "invalid", _outcome(result)).inc()
             if dead:
                 await message.reject(requeue=False)
             else:
@@ -246,125 +232,6 @@ class CommandConsumer:
             if not self._in_flight:
                 self._idle.set()
 
-    async def _process(
-        self, tenant: str, connector: Connector, message: AbstractIncomingMessage
-    ) -> tuple[CommandResult, str | None, bool]:
-        """The result, the command name, and whether the message goes to the dead letters."""
-        command_id = message.message_id or ""
-        log = self._log.bind(tenant=tenant, command_id=command_id)
-        try:
-            if not command_id:
-                raise CommandInvalid(
-                    [{"field": "message_id", "message": "the command id is required"}]
-                )
-            command = parse_command(message.body)
-            expected = f"{tenant}.{command.command}"
-            if message.routing_key and message.routing_key != expected:
-                raise CommandInvalid(
-                    [
-                        {
-                            "field": "routing_key",
-                            "message": f"{message.routing_key!r} does not match the body:"
-                            f" use {expected!r}",
-                        }
-                    ]
-                )
-        except CommandInvalid as exc:
-            log.warning("command_invalid", error=str(exc)[:500])
-            return CommandResult(command_id=command_id, ok=False, error=exc.to_error()), None, True
-
-        key = (tenant, command_id)
-        running = self._running.get(key)
-        if running is not None:  # the same id delivered twice at once: one execution
-            return await asyncio.shield(running), command.command, False
-        seen = self._ledger.claim(tenant, command_id, command.command)
-        if seen is not None:
-            log.info("command_duplicate", state=seen.state)
-            if seen.result is not None:
-                return seen.result, command.command, False
-            return (
-                failure(
-                    command_id,
-                    ErrorCode.FAILED,
-                    "outcome unknown: the gateway stopped while executing this command;"
-                    " not repeated",
-                ),
-                command.command,
-                False,
-            )
-
-        never_started = key in self._put_back  # put back by this instance, link down
-        self._put_back.pop(key, None)
-        if message.redelivered and self._journal is None and not never_started:
-            # New to this ledger, yet delivered before to a consumer that is gone (another
-            # instance, or this one before a reconnect): it may have run there. Never twice.
-            # (With the journal an unknown id was never sent to the PBX, so it may run.)
-            log.warning("command_redelivered_unknown", command=command.command)
-            result = failure(
-                command_id,
-                ErrorCode.FAILED,
-                "outcome unknown: the command was taken by a gateway instance that stopped"
-                " before answering; not executed again (send it with a new id to retry)",
-            )
-            self._ledger.finish(tenant, result)
-            return result, command.command, False
-
-        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-        self._running[key] = future
-        try:
-            if self._journal is not None:
-                try:
-                    await self._journal.record(tenant, command_id, command.command, None)
-                except JournalError as exc:
-                    self._ledger.release(tenant, command_id)  # never sent: may be taken again
-                    future.set_exception(exc)  # a duplicate waiting on it is put back too
-                    future.exception()  # (marked retrieved: there may be no such duplicate)
-                    raise
-            result = await self._execute(command_id, command, connector)
-            self._ledger.finish(tenant, result)
-            future.set_result(result)
-        finally:
-            del self._running[key]
-            if not future.done():
-                future.cancel()
-        await self._journal_result(tenant, command.command, result)
-        log.info(
-            "command_done",
-            command=command.command,
-            ok=result.ok,
-            code=result.error.code if result.error else None,
-        )
-        return result, command.command, False
-
-    async def _execute(
-        self, command_id: str, command: Command, connector: Connector
-    ) -> CommandResult:
-        deadline = command.args.deadline
-        if deadline is not None and deadline <= self._clock():
-            return failure(
-                command_id,
-                ErrorCode.EXPIRED,
-                f"deadline {deadline.isoformat()} passed before execution",
-            )
-        timeout = self._execute_timeout_s
-        if deadline is not None:
-            timeout = min(timeout, max(0.0, (deadline - self._clock()).total_seconds()))
-        try:
-            async with asyncio.timeout(timeout):
-                result = await connector.execute(command)
-        except CommandFailed as exc:
-            return CommandResult(command_id=command_id, ok=False, error=exc.to_error())
-        except TimeoutError:
-            return failure(
-                command_id,
-                ErrorCode.TIMEOUT,
-                f"no answer from the PBX within {timeout:.1f} s; the outcome is unknown",
-            )
-        except Exception as exc:
-            self._log.exception("command_crashed", command_id=command_id)
-            return failure(command_id, ErrorCode.FAILED, f"{type(exc).__name__}: {exc}")
-        return CommandResult(command_id=command_id, ok=True, result=result)
-
     # --- expired while queued ----------------------------------------------------------------
 
     async def _on_expired(self, message: AbstractIncomingMessage) -> None:
@@ -381,7 +248,9 @@ class CommandConsumer:
             await self._reply(
                 tenant, connector.vendor if connector else "unknown", message, result, name
             )
-            COMMANDS.labels(tenant, name or "unknown", "expired").inc()
+            COMMANDS.labels(
+                tenant, connector.vendor if connector else "unknown", name or "unknown", "expired"
+            ).inc()
             await message.ack()
         except Exception:
             self._log.exception("expired_reply_failed", command_id=message.message_id)

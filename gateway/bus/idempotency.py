@@ -8,7 +8,6 @@ instances arrive through :meth:`CommandLedger.merge` (see :mod:`gateway.bus.jour
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from gateway.runtime.sqlite import open_sqlite
 from gateway.schema.commands import CommandResult
 
 if TYPE_CHECKING:
@@ -43,11 +43,7 @@ class Seen:
 
 class CommandLedger:
     def __init__(self, path: Path | str, ttl_s: float) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_sqlite(path)
         self._db.execute(_SCHEMA)
         self._ttl_s = ttl_s
         self.expire()

@@ -41,7 +41,6 @@ only while RabbitMQ does not take events as fast as the PBXs produce them:
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.logging import get_logger
 from gateway.runtime.metrics import OUTBOX_DROPPED, OUTBOX_EVENTS, OUTBOX_OLDEST_AGE
+from gateway.runtime.sqlite import open_sqlite
 from gateway.schema.events import CloudEvent, NormalizeContext, gap_event
 
 #: paste into README, "Delivery guarantees"
@@ -130,8 +130,6 @@ class Outbox:
     ) -> None:
         if max_events < 1 or max_age_s <= 0 or not 0 < warn_at <= 1:
             raise ValueError("max_events >= 1, max_age_s > 0 and 0 < warn_at <= 1 required")
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self.max_events = max_events
         self.max_age_s = max_age_s
@@ -140,10 +138,8 @@ class Outbox:
         self._shed_at = max_events  # raised while only protected events fill the spool
         self._clock = clock
         self._log = get_logger("bus.outbox")
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA wal_autocheckpoint=4000")  # 16 MB: fewer checkpoints per append
+        # 16 MB between checkpoints: fewer checkpoints per append
+        self._db = open_sqlite(self.path, "wal_autocheckpoint=4000")
         self._db.execute(_SCHEMA)
         self._count, last = self._db.execute("SELECT COUNT(*), MAX(seq) FROM outbox").fetchone()
         self._next_seq: int = (last or 0) + 1  # AUTOINCREMENT would halve the append rate
@@ -311,7 +307,7 @@ class Outbox:
         self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(row[0],) for row in rows])
         for _, tenant, vendor, type_, at in rows:
             dropped.append((tenant, vendor, type_, at))
-            OUTBOX_DROPPED.labels(tenant, type_, reason).inc()
+            OUTBOX_DROPPED.labels(tenant, vendor, type_, reason).inc()
         self._count -= len(rows)
         return len(rows)
 

@@ -209,7 +209,7 @@ class EventPublisher:
             if self._failing:
                 self._failing = False
                 self._log.info("publish_recovered", backlog=self.backlog)
-            EVENTS_PUBLISHED.labels(event.tenant, event.type).inc()
+            EVENTS_PUBLISHED.labels(event.tenant, event.vendor, event.type).inc()
             PUBLISH_LATENCY.observe(time.monotonic() - taken_at)
             self._confirmed.append(seq)
             if not self._removal_scheduled:

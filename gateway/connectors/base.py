@@ -1,4 +1,4 @@
-"""What the rest of the gateway knows about a PBX connector."""
+"""What the rest of the gateway knows about a PBX connector (built by a vendor plugin's factory)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.runtime.watch import Watch
-from gateway.schema.commands import Command
+from gateway.schema.commands import CommandModel
 from gateway.schema.events import CloudEvent
 
 Emit = Callable[[CloudEvent], Awaitable[None]]
@@ -21,8 +21,9 @@ class Connector(Protocol):
         """Keep the PBX link alive and hand every event to ``emit`` until cancelled."""
         ...
 
-    async def execute(self, command: Command) -> dict[str, Any]:
-        """Run one validated command on the PBX: the result, or ``CommandFailed``."""
+    async def execute(self, command: CommandModel) -> dict[str, Any]:
+        """Run one validated command on the PBX: the result, or ``CommandFailed``. Only commands
+        the plugin declares reach it; the consumer answers the rest ``unsupported``."""
         ...
 
     def health(self) -> dict[str, Any]:

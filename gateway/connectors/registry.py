@@ -1,24 +1,73 @@
-"""Vendor name -> connector factory; the only place that knows every vendor package."""
+"""The registered vendor plugins: every entry point of the group ``pbx_gateway.vendors``.
+
+This is the only place that finds vendors, and it names none: the built-in ones are entry
+points of this distribution (``pyproject.toml``), a third party's are entry points of its own
+package. Read once per process (``refresh()`` reads again, e.g. after a test adds a plugin's
+distribution to ``sys.path``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from importlib.metadata import EntryPoint, entry_points
 
-import aiohttp
+from gateway.connectors.plugin import VendorPlugin, command_name
+from gateway.schema.commands import CommandCatalog
 
-from gateway.connectors.base import Connector
-from gateway.connectors.yeastar.connector import YeastarConnector
-from gateway.runtime.statestore import KeyValue
-from gateway.settings import PbxSettings, RecoverySettings
-
-Factory = Callable[[PbxSettings, aiohttp.ClientSession, KeyValue, RecoverySettings], Connector]
-
-FACTORIES: dict[str, Factory] = {
-    "yeastar": YeastarConnector,
-}
+GROUP = "pbx_gateway.vendors"
 
 
-def build_connector(
-    pbx: PbxSettings, session: aiohttp.ClientSession, store: KeyValue, recovery: RecoverySettings
-) -> Connector:
-    return FACTORIES[pbx.vendor](pbx, session, store, recovery)
+class PluginError(Exception):
+    """A registered plugin cannot be loaded or declares something inconsistent."""
+
+
+def _load(entry: EntryPoint) -> VendorPlugin:
+    try:
+        plugin = entry.load()
+    except Exception as exc:
+        raise PluginError(
+            f"vendor plugin {entry.name!r} ({entry.value}) failed to load: {exc}"
+        ) from exc
+    if not isinstance(plugin, VendorPlugin):
+        raise PluginError(f"{entry.value} is a {type(plugin).__name__}, not a VendorPlugin")
+    if plugin.name != entry.name:
+        raise PluginError(f"entry point {entry.name!r} names a plugin called {plugin.name!r}")
+    try:
+        plugin.check()
+    except ValueError as exc:
+        raise PluginError(f"vendor plugin {plugin.name!r}: {exc}") from None
+    return plugin
+
+
+@functools.cache
+def plugins() -> dict[str, VendorPlugin]:
+    """Vendor name -> plugin, sorted by name; raises :class:`PluginError` on a broken one."""
+    found = {entry.name: _load(entry) for entry in entry_points(group=GROUP)}
+    return dict(sorted(found.items()))
+
+
+def plugin(vendor: str) -> VendorPlugin:
+    try:
+        return plugins()[vendor]
+    except KeyError:
+        known = ", ".join(plugins()) or "none"
+        raise PluginError(
+            f"no vendor plugin {vendor!r} is registered (registered: {known})"
+        ) from None
+
+
+@functools.cache
+def command_catalog() -> CommandCatalog:
+    """The contract's commands plus every plugin's own management commands."""
+    models = [model for p in plugins().values() for model in p.command_models]
+    names = [command_name(model) for model in models]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise PluginError(f"command names declared twice: {repeated}")
+    return CommandCatalog(models)
+
+
+def refresh() -> None:
+    """Forget what was read, so the next call reads the entry points again."""
+    plugins.cache_clear()
+    command_catalog.cache_clear()

@@ -1,11 +1,15 @@
-"""Prometheus metrics of the gateway, served on /metrics."""
+"""Prometheus metrics every vendor shares, served on /metrics.
+
+Per-PBX series carry ``tenant`` and ``vendor`` labels. A vendor's own metrics live in its
+folder (e.g. ``gateway/connectors/yeastar/metrics.py``), named ``gateway_<vendor>_*``.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_PUBLISHED = Counter(
-    "gateway_events_published_total", "Events confirmed by RabbitMQ", ["tenant", "type"]
+    "gateway_events_published_total", "Events confirmed by RabbitMQ", ["tenant", "vendor", "type"]
 )
 PUBLISH_RETRIES = Counter(
     "gateway_publish_retries_total", "Publishes retried after a nack or a lost connection"
@@ -16,20 +20,21 @@ PUBLISH_LATENCY = Histogram(
     "From taking an event to its broker confirm",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
 )
-FRAMES_RECEIVED = Counter("gateway_frames_received_total", "PBX frames received", ["tenant"])
-FRAMES_DEDUPED = Counter(
-    "gateway_frames_deduplicated_total",
-    "Frames dropped as copies seen on the other socket",
-    ["tenant"],
+FRAMES_RECEIVED = Counter(
+    "gateway_frames_received_total",
+    "Vendor messages received: WebSocket frames, NATS messages, polled records, webhooks",
+    ["tenant", "vendor"],
 )
-LINK_UP = Gauge("gateway_link_up", "1 while the PBX event link is subscribed", ["tenant"])
-TOKEN_REFRESHES = Counter(
-    "gateway_token_refreshes_total",
-    "Token acquisitions by kind and outcome",
-    ["tenant", "kind", "outcome"],
+LINK_UP = Gauge(
+    "gateway_link_up", "1 while the PBX link is up (subscribed, or polling)", ["tenant", "vendor"]
+)
+POLLS = Counter(
+    "gateway_polls_total", "Polls of a PBX's API, by outcome", ["tenant", "vendor", "outcome"]
 )
 COMMANDS = Counter(
-    "gateway_commands_total", "Commands answered, by outcome", ["tenant", "command", "outcome"]
+    "gateway_commands_total",
+    "Commands answered, by outcome",
+    ["tenant", "vendor", "command", "outcome"],
 )
 LEASES_HELD = Gauge("gateway_leases_held", "PBXs this instance owns")
 OUTBOX_EVENTS = Gauge("gateway_outbox_events", "Events in the durable outbox (not yet confirmed)")
@@ -39,5 +44,5 @@ OUTBOX_OLDEST_AGE = Gauge(
 OUTBOX_DROPPED = Counter(
     "gateway_outbox_dropped_total",
     "Events shed by the outbox bound policy (reason: coalesced, dropped, expired)",
-    ["tenant", "type", "reason"],
+    ["tenant", "vendor", "type", "reason"],
 )

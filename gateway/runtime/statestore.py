@@ -6,10 +6,11 @@ Each instance keeps its own file; it survives restarts so recovery can start fro
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 from typing import Protocol
+
+from gateway.runtime.sqlite import open_sqlite
 
 
 class KeyValue(Protocol):
@@ -22,11 +23,7 @@ class KeyValue(Protocol):
 
 class StateStore:
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_sqlite(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
             " updated_at REAL NOT NULL)"
@@ -83,3 +80,18 @@ class TenantState:
                 self._written.add(key)
                 taken += 1
         return taken
+
+
+class StoreSlice:
+    """One PBX's keys of a store, kept apart by a prefix (``<vendor>:<tenant>:``), so a
+    connector names only its own keys and two vendors or tenants never meet."""
+
+    def __init__(self, store: KeyValue, prefix: str) -> None:
+        self._store = store
+        self.prefix = prefix
+
+    def get(self, key: str) -> str | None:
+        return self._store.get(self.prefix + key)
+
+    def set(self, key: str, value: str) -> None:
+        self._store.set(self.prefix + key, value)

@@ -14,6 +14,7 @@ Naming: ``<domain>.<verb>``, exactly two dot-separated words, so a binding such 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self, Union
@@ -144,8 +145,17 @@ class CommandArgs(BaseModel):
     )
 
 
-class _Command(BaseModel):
+class CommandModel(BaseModel):
+    """Base of every command model: ``command`` is a ``Literal`` name, ``args`` its arguments.
+
+    A vendor plugin adds its own management commands as subclasses named ``<vendor>.<...>``
+    (see ``gateway.connectors.plugin``).
+    """
+
     model_config = ConfigDict(extra="forbid")
+
+    command: str
+    args: CommandArgs
 
 
 def _one_of(model: BaseModel, *names: str, required: bool = True) -> None:
@@ -337,139 +347,139 @@ class CdrSearchArgs(CommandArgs):
 # --- the commands --------------------------------------------------------------------------------
 
 
-class CallDial(_Command):
+class CallDial(CommandModel):
     command: Literal["call.dial"]
     args: CallDialArgs
 
 
-class CallHangup(_Command):
+class CallHangup(CommandModel):
     command: Literal["call.hangup"]
     args: CallHangupArgs
 
 
-class CallHold(_Command):
+class CallHold(CommandModel):
     command: Literal["call.hold"]
     args: ChannelArgs
 
 
-class CallUnhold(_Command):
+class CallUnhold(CommandModel):
     command: Literal["call.unhold"]
     args: ChannelArgs
 
 
-class CallMute(_Command):
+class CallMute(CommandModel):
     command: Literal["call.mute"]
     args: ChannelArgs
 
 
-class CallUnmute(_Command):
+class CallUnmute(CommandModel):
     command: Literal["call.unmute"]
     args: ChannelArgs
 
 
-class CallPark(_Command):
+class CallPark(CommandModel):
     command: Literal["call.park"]
     args: CallParkArgs
 
 
-class CallParkStatus(_Command):
+class CallParkStatus(CommandModel):
     command: Literal["call.park_status"]
     args: CallParkStatusArgs
 
 
-class CallTransfer(_Command):
+class CallTransfer(CommandModel):
     command: Literal["call.transfer"]
     args: CallTransferArgs
 
 
-class CallListen(_Command):
+class CallListen(CommandModel):
     command: Literal["call.listen"]
     args: CallListenArgs
 
 
-class CallAddMember(_Command):
+class CallAddMember(CommandModel):
     command: Literal["call.add_member"]
     args: CallAddMemberArgs
 
 
-class CallPlayPrompt(_Command):
+class CallPlayPrompt(CommandModel):
     command: Literal["call.play_prompt"]
     args: CallPlayPromptArgs
 
 
-class CallRecordStart(_Command):
+class CallRecordStart(CommandModel):
     command: Literal["call.record_start"]
     args: ChannelArgs
 
 
-class CallRecordPause(_Command):
+class CallRecordPause(CommandModel):
     command: Literal["call.record_pause"]
     args: ChannelArgs
 
 
-class CallRecordResume(_Command):
+class CallRecordResume(CommandModel):
     command: Literal["call.record_resume"]
     args: ChannelArgs
 
 
-class CallAcceptInbound(_Command):
+class CallAcceptInbound(CommandModel):
     """Let a held-back inbound call (call.incoming) continue to its route."""
 
     command: Literal["call.accept_inbound"]
     args: ChannelArgs
 
 
-class CallRefuseInbound(_Command):
+class CallRefuseInbound(CommandModel):
     command: Literal["call.refuse_inbound"]
     args: ChannelArgs
 
 
-class CallQuery(_Command):
+class CallQuery(CommandModel):
     command: Literal["call.query"]
     args: CallQueryArgs
 
 
-class CallUacstaAccept(_Command):
+class CallUacstaAccept(CommandModel):
     command: Literal["call.uacsta_accept"]
     args: UacstaArgs
 
 
-class CallUacstaRefuse(_Command):
+class CallUacstaRefuse(CommandModel):
     command: Literal["call.uacsta_refuse"]
     args: UacstaArgs
 
 
-class CallUacstaHangup(_Command):
+class CallUacstaHangup(CommandModel):
     command: Literal["call.uacsta_hangup"]
     args: UacstaArgs
 
 
-class AgentLogin(_Command):
+class AgentLogin(CommandModel):
     command: Literal["agent.login"]
     args: AgentLoginArgs
 
 
-class AgentLogout(_Command):
+class AgentLogout(CommandModel):
     command: Literal["agent.logout"]
     args: AgentArgs
 
 
-class AgentPause(_Command):
+class AgentPause(CommandModel):
     command: Literal["agent.pause"]
     args: AgentPauseArgs
 
 
-class AgentUnpause(_Command):
+class AgentUnpause(CommandModel):
     command: Literal["agent.unpause"]
     args: AgentArgs
 
 
-class CdrSearch(_Command):
+class CdrSearch(CommandModel):
     command: Literal["cdr.search"]
     args: CdrSearchArgs
 
 
-_MODELS: tuple[type[_Command], ...] = (
+_MODELS: tuple[type[CommandModel], ...] = (
     CallDial,
     CallHangup,
     CallHold,
@@ -503,13 +513,11 @@ Command = Annotated[
     Field(discriminator="command"),
 ]
 
-#: command name -> model
-COMMANDS: dict[str, type[BaseModel]] = {
-    model.model_fields["command"].annotation.__args__[0]: model  # type: ignore[union-attr]
+#: The contract's command names (vendor plugins may add their own, see :class:`CommandCatalog`).
+BASE_COMMANDS: tuple[str, ...] = tuple(
+    model.model_fields["command"].annotation.__args__[0]  # type: ignore[union-attr]
     for model in _MODELS
-}
-
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(Command)
+)
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -526,7 +534,7 @@ def _field(loc: tuple[int | str, ...], command: str) -> str:
     return ".".join(str(p) for p in parts)
 
 
-def _parse(body: bytes | str) -> Command:
+def _json_object(body: bytes | str) -> dict[str, Any]:
     if isinstance(body, str):
         try:
             raw = body.encode("utf-8")
@@ -544,45 +552,77 @@ def _parse(body: bytes | str) -> Command:
         raise _invalid(f"body is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise _invalid(f"body must be a JSON object, not {type(obj).__name__}")
-    command = obj.get("command")
-    if "command" not in obj:
-        raise _invalid("field required", "command")
-    if not isinstance(command, str):
-        raise _invalid(f"must be a string, not {type(command).__name__}", "command")
-    if command not in COMMANDS:
-        raise _invalid(f"unknown command {command[:100]!r}", "command")
-    try:
-        return _ADAPTER.validate_python(obj)
-    except ValidationError as exc:
-        errors = [
-            {"field": _field(error["loc"], command), "message": error["msg"]}
-            for error in exc.errors(include_url=False, include_input=False)
-        ]
-        raise CommandInvalid(errors) from None
+    return obj
 
 
-def parse_command(body: bytes | str) -> Command:
-    """Size limit, JSON, object, known command, args; raises only :class:`CommandInvalid`."""
-    try:
-        return _parse(body)
-    except CommandInvalid:
-        raise
-    except Exception as exc:  # a validator bug must still end as an ``invalid`` result
-        raise _invalid(f"command could not be read: {type(exc).__name__}: {exc}") from None
+class CommandCatalog:
+    """Every command the gateway can parse: the contract's, plus vendor plugins' own models."""
+
+    def __init__(self, extra: Iterable[type[CommandModel]] = ()) -> None:
+        self.models: tuple[type[CommandModel], ...] = (*_MODELS, *extra)
+        self.names: dict[str, type[CommandModel]] = {
+            model.model_fields["command"].annotation.__args__[0]: model  # type: ignore[union-attr]
+            for model in self.models
+        }
+        union = Annotated[Union[self.models], Field(discriminator="command")]  # type: ignore[valid-type]  # noqa: UP007
+        self._adapter: TypeAdapter[Any] = TypeAdapter(union)
+
+    def _parse(self, body: bytes | str) -> CommandModel:
+        obj = _json_object(body)
+        command = obj.get("command")
+        if "command" not in obj:
+            raise _invalid("field required", "command")
+        if not isinstance(command, str):
+            raise _invalid(f"must be a string, not {type(command).__name__}", "command")
+        if command not in self.names:
+            raise _invalid(f"unknown command {command[:100]!r}", "command")
+        try:
+            parsed: CommandModel = self._adapter.validate_python(obj)
+        except ValidationError as exc:
+            errors = [
+                {"field": _field(error["loc"], command), "message": error["msg"]}
+                for error in exc.errors(include_url=False, include_input=False)
+            ]
+            raise CommandInvalid(errors) from None
+        return parsed
+
+    def parse(self, body: bytes | str) -> CommandModel:
+        """Size limit, JSON, object, known command, args; raises only :class:`CommandInvalid`."""
+        try:
+            return self._parse(body)
+        except CommandInvalid:
+            raise
+        except Exception as exc:  # a validator bug must still end as an ``invalid`` result
+            raise _invalid(f"command could not be read: {type(exc).__name__}: {exc}") from None
+
+    def json_schema(self) -> dict[str, Any]:
+        """JSON Schema (2020-12) of a command body (``Command``) and of its result."""
+        template = "#/$defs/{model}"
+        command = self._adapter.json_schema(ref_template=template)
+        result = CommandResult.model_json_schema(ref_template=template)
+        defs: dict[str, Any] = {**command.pop("$defs", {}), **result.pop("$defs", {})}
+        defs["Command"] = command
+        defs["CommandResult"] = result
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "PBX gateway commands",
+            "description": "Body of a message on pbx.commands (Command) and its reply"
+            " (CommandResult)",
+            "$defs": dict(sorted(defs.items())),
+            "anyOf": [{"$ref": "#/$defs/Command"}, {"$ref": "#/$defs/CommandResult"}],
+        }
+
+
+#: The contract's commands alone (what a gateway without plugin commands parses).
+CONTRACT_COMMANDS = CommandCatalog()
+#: command name -> model, of the contract's commands
+COMMANDS: dict[str, type[CommandModel]] = CONTRACT_COMMANDS.names
+
+
+def parse_command(body: bytes | str) -> CommandModel:
+    """:meth:`CommandCatalog.parse` over the contract's commands."""
+    return CONTRACT_COMMANDS.parse(body)
 
 
 def command_json_schema() -> dict[str, Any]:
-    """JSON Schema (2020-12) of a command body (``Command``) and of its result."""
-    template = "#/$defs/{model}"
-    command = _ADAPTER.json_schema(ref_template=template)
-    result = CommandResult.model_json_schema(ref_template=template)
-    defs: dict[str, Any] = {**command.pop("$defs", {}), **result.pop("$defs", {})}
-    defs["Command"] = command
-    defs["CommandResult"] = result
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "PBX gateway commands",
-        "description": "Body of a message on pbx.commands (Command) and its reply (CommandResult)",
-        "$defs": dict(sorted(defs.items())),
-        "anyOf": [{"$ref": "#/$defs/Command"}, {"$ref": "#/$defs/CommandResult"}],
-    }
+    return CONTRACT_COMMANDS.json_schema()

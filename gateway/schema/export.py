@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from gateway.schema.commands import COMMANDS, command_json_schema
+from gateway.schema.commands import CONTRACT_COMMANDS, CommandCatalog
 from gateway.schema.events import EVENT_TYPES, CloudEvent
 
 VERSION = "0.1.0"
@@ -26,20 +26,21 @@ def events_json_schema() -> dict[str, Any]:
     return schema
 
 
-def contract_json_schema() -> dict[str, Any]:
+def contract_json_schema(catalog: CommandCatalog = CONTRACT_COMMANDS) -> dict[str, Any]:
+    """Events and commands (``catalog``: the contract's plus the registered vendors' own)."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "PBX gateway contract",
         "version": VERSION,
         "events": events_json_schema(),
-        "commands": command_json_schema(),
+        "commands": catalog.json_schema(),
     }
 
 
-def asyncapi_document() -> dict[str, Any]:
+def asyncapi_document(catalog: CommandCatalog = CONTRACT_COMMANDS) -> dict[str, Any]:
     """AsyncAPI 3.0: the two exchanges, one message per event type and per command."""
     events = events_json_schema()
-    commands = command_json_schema()
+    commands = catalog.json_schema()
     defs: dict[str, Any] = {**events.get("$defs", {}), **commands.get("$defs", {})}
     messages: dict[str, Any] = {}
     for name, model in EVENT_TYPES.items():
@@ -59,7 +60,7 @@ def asyncapi_document() -> dict[str, Any]:
                 ]
             },
         }
-    for name, model in COMMANDS.items():
+    for name, model in catalog.names.items():
         messages[_message_id("command", name)] = {
             "name": name,
             "title": f"command {name}",

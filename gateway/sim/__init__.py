@@ -1,7 +1,5 @@
 """Simulated PBX platforms, faithful to their manuals, for development and tests.
 
-Each vendor package exposes ``add_arguments(parser)`` and ``async serve(args)`` for
-``gateway sim <vendor>``; ``SIMULATORS`` maps the vendor name to that module (imported lazily).
+One package per vendor; each vendor's plugin (``gateway/connectors/<vendor>/plugin.py``) names
+its simulator for ``gateway sim <vendor>`` and ``gateway demo --vendor <vendor>``.
 """
-
-SIMULATORS: dict[str, str] = {"yeastar": "gateway.sim.yeastar"}

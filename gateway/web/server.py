@@ -1,8 +1,9 @@
-"""Operational endpoints: /healthz (alive), /readyz (bus and every PBX link up), /metrics."""
+"""Operational endpoints: /healthz (alive), /readyz (bus and every PBX link up), /metrics;
+and each vendor plugin's own routes (webhooks) under ``/vendors/<name>/``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 Status = Callable[[], dict[str, Any]]
 
 
-def build_web_app(status: Status) -> web.Application:
+def build_web_app(
+    status: Status, vendor_routes: Mapping[str, Iterable[web.AbstractRouteDef]] | None = None
+) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -26,12 +29,22 @@ def build_web_app(status: Status) -> web.Application:
     app.add_routes(
         [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
     )
+    for vendor, routes in (vendor_routes or {}).items():
+        sub = web.Application()
+        sub.add_routes(list(routes))
+        app.add_subapp(f"/vendors/{vendor}/", sub)
     return app
 
 
 class WebServer:
-    def __init__(self, status: Status, host: str, port: int) -> None:
-        self._runner = web.AppRunner(build_web_app(status), access_log=None)
+    def __init__(
+        self,
+        status: Status,
+        host: str,
+        port: int,
+        vendor_routes: Mapping[str, Iterable[web.AbstractRouteDef]] | None = None,
+    ) -> None:
+        self._runner = web.AppRunner(build_web_app(status, vendor_routes), access_log=None)
         self._host = host
         self._port = port
         self.port: int | None = None

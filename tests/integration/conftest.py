@@ -17,6 +17,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from gateway.app import GatewayApp
+from gateway.connectors.yeastar.settings import YeastarPbxSettings
 from gateway.settings import (
     BackoffSettings,
     CommandSettings,
@@ -82,7 +83,7 @@ async def collector(
             await channel.close()
 
 
-def pbx_settings(sim: YeastarSimulator, tenant: str, **overrides: Any) -> PbxSettings:
+def pbx_settings(sim: YeastarSimulator, tenant: str, **overrides: Any) -> YeastarPbxSettings:
     values: dict[str, Any] = {
         "tenant": tenant,
         "vendor": "yeastar",
@@ -97,7 +98,7 @@ def pbx_settings(sim: YeastarSimulator, tenant: str, **overrides: Any) -> PbxSet
         "backoff": BackoffSettings(initial_s=0.05, max_s=0.5, reset_after_s=5),
     }
     values.update(overrides)
-    return PbxSettings(**values)
+    return YeastarPbxSettings(**values)
 
 
 @contextlib.asynccontextmanager

@@ -90,7 +90,7 @@ async def test_token_expiry_during_traffic_loses_nothing(sim_factory, collector,
     assert counts["lost"] == 0 and counts["unsubscribed"] == 0
     assert counts["duplicates"] == 0 and counts["unexpected"] == 0
     full_logins = REGISTRY.get_sample_value(
-        "gateway_token_refreshes_total", {"tenant": tenant, "kind": "get_token", "outcome": "ok"}
+        "gateway_yeastar_token_refreshes_total", {"tenant": tenant, "kind": "get_token", "outcome": "ok"}
     )
     assert full_logins == 1, "after the first login only refresh_token is used"
     disconnects = [

@@ -12,6 +12,7 @@ import orjson
 
 from gateway.bus.consumer import CommandConsumer
 from gateway.bus.idempotency import CommandLedger
+from gateway.bus.processing import CommandProcessor
 from gateway.bus.journal import JournalEntry, JournalError
 from gateway.bus.topology import CommandNames
 from gateway.runtime.watch import Watch
@@ -63,7 +64,7 @@ DIAL = orjson.dumps({"command": "call.dial", "args": {"caller": "2001", "callee"
 
 
 async def test_missing_command_id_is_invalid_and_dead_lettered() -> None:
-    result, name, dead = await consumer()._process("t", FakeConnector(), FakeMessage(DIAL, None))
+    result, name, dead = await consumer().processor.process("t", FakeConnector(), FakeMessage(DIAL, None))
     assert dead and name is None and result.error and result.error.code == ErrorCode.INVALID
     assert "message_id" in result.error.message
 
@@ -71,7 +72,7 @@ async def test_missing_command_id_is_invalid_and_dead_lettered() -> None:
 async def test_duplicate_ids_execute_once_even_concurrently() -> None:
     c, connector = consumer(), FakeConnector()
     results = await asyncio.gather(
-        *(c._process("t", connector, FakeMessage(DIAL)) for _ in range(3))
+        *(c.processor.process("t", connector, FakeMessage(DIAL)) for _ in range(3))
     )
     assert connector.calls == 1
     assert len({r.model_dump_json() for r, _, _ in results}) == 1
@@ -82,7 +83,7 @@ async def test_started_but_unfinished_id_is_not_repeated(tmp_path) -> None:
     path = tmp_path / "ledger.sqlite3"
     CommandLedger(path, 3600).claim("t", "cmd-1", "call.dial")  # a crash mid-execution
     connector = FakeConnector()
-    result, _, dead = await consumer(CommandLedger(path, 3600))._process(
+    result, _, dead = await consumer(CommandLedger(path, 3600)).processor.process(
         "t", connector, FakeMessage(DIAL)
     )
     assert connector.calls == 0 and not dead
@@ -95,15 +96,15 @@ async def test_past_deadline_is_expired_not_executed() -> None:
         {"command": "call.dial", "args": {"caller": "2001", "callee": "2002", "deadline": past}}
     )
     connector = FakeConnector()
-    result, _, _ = await consumer()._process("t", connector, FakeMessage(body))
+    result, _, _ = await consumer().processor.process("t", connector, FakeMessage(body))
     assert connector.calls == 0 and result.error and result.error.code == ErrorCode.EXPIRED
 
 
 async def test_vendor_failure_and_timeout_become_results() -> None:
     failed = FakeConnector(CommandFailed(ErrorCode.NOT_FOUND, "gone", vendor_code=70130))
-    result, _, dead = await consumer()._process("t", failed, FakeMessage(DIAL))
+    result, _, dead = await consumer().processor.process("t", failed, FakeMessage(DIAL))
     assert not dead and result.error and result.error.vendor_code == "70130"
-    result, _, _ = await consumer(timeout=0.05)._process(
+    result, _, _ = await consumer(timeout=0.05).processor.process(
         "t", FakeConnector("slow"), FakeMessage(DIAL, "cmd-2")
     )
     assert result.error and result.error.code == ErrorCode.TIMEOUT
@@ -113,15 +114,15 @@ async def test_redelivered_unknown_id_is_not_executed() -> None:
     """Taken by an instance that died before answering: it may have dialled already."""
     connector = FakeConnector()
     message = FakeMessage(DIAL, "cmd-9", redelivered=True)
-    result, _, dead = await consumer()._process("t", connector, message)
+    result, _, dead = await consumer().processor.process("t", connector, message)
     assert connector.calls == 0 and not dead
     assert result.error and "outcome unknown" in result.error.message
 
 
 async def test_redelivered_known_id_answers_the_stored_result() -> None:
     c, connector = consumer(), FakeConnector()
-    first, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-3"))
-    again, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-3", redelivered=True))
+    first, _, _ = await c.processor.process("t", connector, FakeMessage(DIAL, "cmd-3"))
+    again, _, _ = await c.processor.process("t", connector, FakeMessage(DIAL, "cmd-3", redelivered=True))
     assert connector.calls == 1 and again == first and first.ok
 
 
@@ -152,7 +153,7 @@ def journaled(journal: FakeJournal, ledger: CommandLedger | None = None) -> Comm
 
 async def test_an_id_is_journaled_before_the_pbx_is_called_and_after() -> None:
     journal, connector = FakeJournal(), FakeConnector()
-    result, _, _ = await journaled(journal)._process("t", connector, FakeMessage(DIAL))
+    result, _, _ = await journaled(journal).processor.process("t", connector, FakeMessage(DIAL))
     assert result.ok and connector.calls == 1
     assert journal.records == [("cmd-1", "started"), ("cmd-1", "done")]
 
@@ -161,7 +162,7 @@ async def test_concurrent_duplicates_with_a_journal_execute_once() -> None:
     journal, connector = FakeJournal(), FakeConnector()
     c = journaled(journal)
     results = await asyncio.gather(
-        *(c._process("t", connector, FakeMessage(DIAL)) for _ in range(3))
+        *(c.processor.process("t", connector, FakeMessage(DIAL)) for _ in range(3))
     )
     assert connector.calls == 1
     assert len({r.model_dump_json() for r, _, _ in results}) == 1
@@ -171,12 +172,12 @@ async def test_no_journal_write_no_execution_and_the_id_stays_free() -> None:
     ledger, connector = CommandLedger(":memory:", 3600), FakeConnector()
     failing = journaled(FakeJournal(fail=True), ledger)
     outcomes = await asyncio.gather(  # a duplicate arriving meanwhile is put back as well
-        *(failing._process("t", connector, FakeMessage(DIAL)) for _ in range(2)),
+        *(failing.processor.process("t", connector, FakeMessage(DIAL)) for _ in range(2)),
         return_exceptions=True,
     )
     assert all(isinstance(o, JournalError) for o in outcomes)  # nacked: they come back
     assert connector.calls == 0
-    result, _, _ = await journaled(FakeJournal(), ledger)._process(
+    result, _, _ = await journaled(FakeJournal(), ledger).processor.process(
         "t", connector, FakeMessage(DIAL, redelivered=True)
     )
     assert result.ok and connector.calls == 1
@@ -186,7 +187,7 @@ async def test_with_a_journal_a_redelivered_unknown_id_runs() -> None:
     """Every start is journaled first, so an id nobody journaled was never sent to the PBX."""
     connector = FakeConnector()
     message = FakeMessage(DIAL, "cmd-9", redelivered=True)
-    result, _, _ = await journaled(FakeJournal())._process("t", connector, message)
+    result, _, _ = await journaled(FakeJournal()).processor.process("t", connector, message)
     assert result.ok and connector.calls == 1
 
 
@@ -209,9 +210,9 @@ async def test_merged_records_of_another_owner_are_answered_not_run() -> None:
     ledger.merge("t", [JournalEntry("cmd-8", "call.dial", None, now + 3600)])  # a clock ahead
     assert (ledger.newest("t") or 0) <= time.time()
     c = journaled(FakeJournal(), ledger)
-    answered, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-5"))
-    unknown, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-6"))
-    fresh, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-7"))
+    answered, _, _ = await c.processor.process("t", connector, FakeMessage(DIAL, "cmd-5"))
+    unknown, _, _ = await c.processor.process("t", connector, FakeMessage(DIAL, "cmd-6"))
+    fresh, _, _ = await c.processor.process("t", connector, FakeMessage(DIAL, "cmd-7"))
     assert answered == done
     assert unknown.error and "outcome unknown" in unknown.error.message
     assert fresh.ok and connector.calls == 1
@@ -224,11 +225,27 @@ async def test_a_command_arriving_as_the_link_drops_is_put_back_not_failed() -> 
     await c._on_message("t", connector, message)  # type: ignore[arg-type]
     assert message.nacked == 1 and connector.calls == 0
     connector.link.set("connected")  # it comes back flagged redelivered: it never ran here
-    result, _, _ = await c._process("t", connector, FakeMessage(DIAL, "cmd-8", redelivered=True))
+    result, _, _ = await c.processor.process("t", connector, FakeMessage(DIAL, "cmd-8", redelivered=True))
     assert result.ok and connector.calls == 1
     elsewhere = FakeMessage(DIAL, "cmd-10", redelivered=True)  # may have run on a dead instance
     connector.link.set("disconnected")
     await c._on_message("t", connector, elsewhere)  # type: ignore[arg-type]
     connector.link.set("connected")
-    result, _, _ = await c._process("t", connector, elsewhere)
+    result, _, _ = await c.processor.process("t", connector, elsewhere)
     assert result.error and "outcome unknown" in result.error.message and connector.calls == 1
+
+
+async def test_a_command_the_vendor_does_not_declare_is_unsupported_and_never_sent() -> None:
+    processor = CommandProcessor(
+        CommandLedger(":memory:", 3600), supported={"yeastar": frozenset({"call.hangup"})}
+    )
+    connector = FakeConnector()
+    result, name, dead = await processor.process("t", connector, FakeMessage(DIAL, "cmd-u"))
+    assert name == "call.dial" and not dead and connector.calls == 0
+    assert result.error and result.error.code == ErrorCode.UNSUPPORTED
+    assert "yeastar" in result.error.message
+    hangup = orjson.dumps({"command": "call.hangup", "args": {"channel_id": "PJSIP/1-1"}})
+    result, _, _ = await processor.process(
+        "t", connector, FakeMessage(hangup, "cmd-h", routing_key="t.call.hangup")
+    )
+    assert result.ok and connector.calls == 1

@@ -154,7 +154,7 @@ def test_non_critical_go_before_calls_and_one_gap_per_tenant() -> None:
     before = {
         t: REGISTRY.get_sample_value(
             "gateway_outbox_dropped_total",
-            {"tenant": t, "type": "trunk.status", "reason": "dropped"},
+            {"tenant": t, "vendor": "yeastar", "type": "trunk.status", "reason": "dropped"},
         )
         or 0
         for t in ("a", "b")
@@ -180,7 +180,7 @@ def test_non_critical_go_before_calls_and_one_gap_per_tenant() -> None:
     for t, dropped in (("a", 3), ("b", 3)):
         after = REGISTRY.get_sample_value(
             "gateway_outbox_dropped_total",
-            {"tenant": t, "type": "trunk.status", "reason": "dropped"},
+            {"tenant": t, "vendor": "yeastar", "type": "trunk.status", "reason": "dropped"},
         )
         assert after == before[t] + dropped
 

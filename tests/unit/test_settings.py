@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.settings import ALL_YEASTAR_TOPICS, SettingsError, load_settings, redact_url
+from gateway.connectors.yeastar.settings import ALL_YEASTAR_TOPICS
+from gateway.settings import SettingsError, load_settings, redact_url
 
 GOOD_PBX = {
     "tenant": "acme-hq",
@@ -41,7 +42,7 @@ def test_defaults_and_normalization(tmp_path: Path) -> None:
 def test_every_bad_field_is_listed(tmp_path: Path) -> None:
     bad = {
         "tenant": "has.dot",
-        "vendor": "nope",
+        "vendor": "yeastar",
         "base_url": "ftp://x",
         "client_id": "",
         "timezone": "Mars/Base",
@@ -53,7 +54,6 @@ def test_every_bad_field_is_listed(tmp_path: Path) -> None:
     for field in (
         "bus.confirm_window",
         "pbxs.0.tenant",
-        "pbxs.0.vendor",
         "pbxs.0.base_url",
         "pbxs.0.client_id",
         "pbxs.0.timezone",
@@ -61,6 +61,26 @@ def test_every_bad_field_is_listed(tmp_path: Path) -> None:
         "typo",
     ):
         assert field in text, field
+
+
+def test_an_unknown_vendor_is_named_with_the_registered_ones_and_common_fields_checked(
+    tmp_path: Path,
+) -> None:
+    bad = {"tenant": "has.dot", "vendor": "nope", "timezone": "Mars/Base", "base_url": "x"}
+    with pytest.raises(SettingsError) as err:
+        load_settings(write(tmp_path, {"pbxs": [bad, {**GOOD_PBX, "client_id": ""}]}))
+    text = str(err.value)
+    assert "pbxs.0.vendor: unknown vendor 'nope'; registered: " in text and "yeastar" in text
+    assert "pbxs.0.tenant" in text and "pbxs.0.timezone" in text
+    assert "base_url" not in text, "a field only the unknown vendor could judge is not guessed"
+    assert "pbxs.1.client_id" in text, "the other PBXs are still checked"
+
+
+def test_each_vendor_gets_its_own_model(tmp_path: Path) -> None:
+    from gateway.connectors.yeastar.settings import YeastarPbxSettings
+
+    settings = load_settings(write(tmp_path, {"pbxs": [GOOD_PBX]}))
+    assert type(settings.pbxs[0]) is YeastarPbxSettings
 
 
 def test_secret_sources_are_exclusive_and_checked(tmp_path: Path) -> None:

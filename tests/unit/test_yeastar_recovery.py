@@ -24,19 +24,18 @@ from gateway.connectors.yeastar.normalize import (
     normalize_cdr_record,
     normalize_frame,
 )
-from gateway.connectors.yeastar.recovery import (
-    CallTracker,
-    Gap,
-    SeenCdrs,
-    Watermark,
-    YeastarRecovery,
-    agent_status_events,
-    cdr_slices,
-    cdr_window,
-)
-from gateway.runtime.statestore import StateStore
+from gateway.connectors.plugin import LinkResources
+from gateway.connectors.watermark import Gap
+from gateway.connectors.yeastar.calls import CallTracker
+from gateway.connectors.yeastar.cdrs import SeenCdrs
+from gateway.connectors.yeastar.normalize import agent_status_events
+from gateway.connectors.yeastar.recovery import YeastarRecovery, cdr_slices, cdr_window
+from gateway.connectors.yeastar.watermark import YeastarWatermark
+from gateway.runtime.resources import SharedResources
+from gateway.runtime.statestore import StateStore, StoreSlice
 from gateway.schema.events import CloudEvent, NormalizeContext, event_id
-from gateway.settings import BackoffSettings, PbxSettings, RecoverySettings
+from gateway.connectors.yeastar.settings import YeastarPbxSettings
+from gateway.settings import BackoffSettings, RecoverySettings
 from gateway.sim.yeastar.agents import QUEUES
 from gateway.sim.yeastar.server import YeastarSimulator
 from tests.conftest import wait_for
@@ -288,7 +287,7 @@ class _Clock:
 def test_watermark_is_throttled_persisted_and_survives_a_restart(tmp_path: Any) -> None:
     store = StateStore(tmp_path / "state.sqlite3")
     clock = _Clock()
-    mark = Watermark(store, "acme", interval_s=1.0, clock=clock)
+    mark = YeastarWatermark(StoreSlice(store, "yeastar:acme:"), interval_s=1.0, clock=clock)
     assert mark.load() is None
     mark.seen(NOW)
     assert store.get("yeastar:acme:watermark") == NOW.isoformat()
@@ -302,7 +301,7 @@ def test_watermark_is_throttled_persisted_and_survives_a_restart(tmp_path: Any) 
     store.close()
 
     store = StateStore(tmp_path / "state.sqlite3")
-    again = Watermark(store, "acme")
+    again = YeastarWatermark(StoreSlice(store, "yeastar:acme:"))
     gap = again.load()
     assert gap == Gap(NOW + timedelta(seconds=3), NOW + timedelta(seconds=3))
     # frames of the new run do not move the mark past the unrecovered gap ...
@@ -316,7 +315,7 @@ def test_watermark_is_throttled_persisted_and_survives_a_restart(tmp_path: Any) 
 
 def test_a_link_restart_during_a_recovery_does_not_pin_the_mark() -> None:
     store = StateStore(":memory:")
-    mark = Watermark(store, "acme", interval_s=0)
+    mark = YeastarWatermark(StoreSlice(store, "yeastar:acme:"), interval_s=0)
     mark.seen(NOW)
     mark.interrupted(NOW + timedelta(seconds=1))  # its recovery is then cancelled by a stop
     resumed = mark.load()  # the same connector runs again (lease lost and re-acquired)
@@ -340,7 +339,7 @@ def _call_event(type_: str, call_id: str) -> CloudEvent:
 
 def test_open_calls_pull_the_cdr_floor_back_to_their_start() -> None:
     store = StateStore(":memory:")
-    mark = Watermark(store, "acme")
+    mark = YeastarWatermark(StoreSlice(store, "yeastar:acme:"))
     started = int((NOW - timedelta(seconds=40)).timestamp())
     mark.seen(NOW - timedelta(seconds=10), _call_event("call.ringing", f"{started}.7"))
     mark.seen(NOW - timedelta(seconds=5), _call_event("call.ringing", "9.9"))  # no clock in id
@@ -386,11 +385,11 @@ def test_seen_cdrs_match_by_id_and_by_fact() -> None:
 
 def test_seen_cdr_facts_survive_a_restart_within_the_backfill_reach() -> None:
     store = StateStore(":memory:")
-    mark = Watermark(store, "acme", interval_s=0)
+    mark = YeastarWatermark(StoreSlice(store, "yeastar:acme:"), interval_s=0)
     old, recent = _cdr_event("old", NOW - timedelta(hours=1)), _cdr_event("new", NOW)
     mark.seen(NOW, old)
     mark.seen(NOW + timedelta(seconds=1), recent)
-    again = Watermark(store, "acme")
+    again = YeastarWatermark(StoreSlice(store, "yeastar:acme:"))
     again.load()
     twin = recent.model_copy(update={"id": "uid-based"})  # its record had no call id
     assert again.cdrs.knows(twin, by_fact=True)
@@ -400,7 +399,7 @@ def test_seen_cdr_facts_survive_a_restart_within_the_backfill_reach() -> None:
 def test_a_cdr_without_recording_is_persisted_at_once_not_throttled() -> None:
     store = StateStore(":memory:")
     clock = _Clock()
-    mark = Watermark(store, "acme", interval_s=60.0, clock=clock)
+    mark = YeastarWatermark(StoreSlice(store, "yeastar:acme:"), interval_s=60.0, clock=clock)
     mark.seen(NOW)  # the throttle starts
     rec = _cdr_event("rec", NOW)
     recorded = rec.model_copy(update={"data": {**rec.data, "recording": "x.wav"}})
@@ -408,7 +407,7 @@ def test_a_cdr_without_recording_is_persisted_at_once_not_throttled() -> None:
     assert store.get("yeastar:acme:watermark") == NOW.isoformat()
     mark.seen(NOW + timedelta(seconds=2), _cdr_event("plain", NOW))
     assert store.get("yeastar:acme:watermark") == (NOW + timedelta(seconds=2)).isoformat()
-    again = Watermark(store, "acme")
+    again = YeastarWatermark(StoreSlice(store, "yeastar:acme:"))
     again.load()
     twin = _cdr_event("plain", NOW).model_copy(update={"id": "uid-based"})
     assert again.cdrs.knows(twin, by_fact=True)
@@ -503,8 +502,17 @@ async def test_recovery_against_the_simulator(sim: YeastarSimulator) -> None:
     assert {e.data["queue"] for e in agents} == {"6402"}
 
 
-def _pbx(sim: YeastarSimulator) -> PbxSettings:
-    return PbxSettings(
+def _resources(session: aiohttp.ClientSession, store: StateStore) -> LinkResources:
+    return LinkResources(
+        http=session,
+        store=StoreSlice(store, "yeastar:acme:"),
+        recovery=RecoverySettings(),
+        shared=SharedResources(),
+    )
+
+
+def _pbx(sim: YeastarSimulator) -> YeastarPbxSettings:
+    return YeastarPbxSettings(
         tenant="acme",
         vendor="yeastar",
         base_url=sim.base_url,
@@ -530,7 +538,7 @@ async def test_connector_recovers_after_a_drop_and_after_a_restart(
         return [e for e in events if e.type == "gateway.gap"]
 
     async with aiohttp.ClientSession() as session:
-        connector = YeastarConnector(_pbx(sim), session, store, RecoverySettings())
+        connector = YeastarConnector(_pbx(sim), _resources(session, store))
         task = asyncio.create_task(connector.run(emit))
         await wait_for(lambda: connector.state == "connected")
         assert gaps() == []  # first run: nothing to recover
@@ -545,7 +553,7 @@ async def test_connector_recovers_after_a_drop_and_after_a_restart(
 
         await sim.run_traffic(calls=5)  # while the gateway is down
         events.clear()
-        connector = YeastarConnector(_pbx(sim), session, store, RecoverySettings())
+        connector = YeastarConnector(_pbx(sim), _resources(session, store))
         task = asyncio.create_task(connector.run(emit))
         await wait_for(lambda: len(gaps()) == 1)
         task.cancel()

@@ -22,9 +22,9 @@ from gateway.connectors.yeastar.client import (
     YeastarTokenError,
     YeastarUnreachable,
 )
+from gateway.connectors.yeastar.metrics import TOKEN_REFRESHES
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
-from gateway.runtime.metrics import TOKEN_REFRESHES
 
 StateSink = Callable[[str, str | None], Awaitable[None]]
 T = TypeVar("T")

@@ -39,8 +39,8 @@ from gateway.schema.commands import (
     CallTransferArgs,
     CdrSearchArgs,
     ChannelArgs,
-    Command,
     CommandFailed,
+    CommandModel,
     ErrorCode,
     UacstaArgs,
 )
@@ -384,7 +384,7 @@ class YeastarCommands:
         self._token_timeout_s = token_timeout_s
         self._clock = clock
 
-    async def execute(self, command: Command) -> dict[str, Any]:
+    async def execute(self, command: CommandModel) -> dict[str, Any]:
         """Run one command on the PBX; the neutral result, or :class:`CommandFailed`."""
         name = getattr(command, "command", None)
         if name not in SUPPORTED:

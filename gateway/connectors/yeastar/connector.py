@@ -12,32 +12,28 @@ import ssl
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from gateway.connectors.base import Emit
+from gateway.connectors.link import LinkState, PushLink, describe
+from gateway.connectors.plugin import LinkResources
+from gateway.connectors.watermark import Gap
 from gateway.connectors.yeastar.auth import Token, YeastarAuth
 from gateway.connectors.yeastar.client import YeastarClient
 from gateway.connectors.yeastar.commands import YeastarCommands
+from gateway.connectors.yeastar.metrics import FRAMES_DEDUPED
 from gateway.connectors.yeastar.normalize import normalize_frame
-from gateway.connectors.yeastar.recovery import Gap, Watermark, YeastarRecovery
+from gateway.connectors.yeastar.recovery import YeastarRecovery
+from gateway.connectors.yeastar.settings import YeastarPbxSettings
+from gateway.connectors.yeastar.watermark import YeastarWatermark
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.dedupe import OverlapDeduper
-from gateway.runtime.metrics import FRAMES_DEDUPED, FRAMES_RECEIVED, LINK_UP
-from gateway.runtime.statestore import KeyValue
-from gateway.runtime.watch import Watch
-from gateway.schema.commands import Command
-from gateway.schema.events import (
-    CloudEvent,
-    ConnectionState,
-    NormalizeContext,
-    connection_event,
-    gap_event,
-)
-from gateway.settings import PbxSettings, RecoverySettings
+from gateway.runtime.metrics import FRAMES_RECEIVED
+from gateway.schema.commands import CommandModel
+from gateway.schema.events import ConnectionState
 
 HEARTBEAT = "heartbeat"
 HEARTBEAT_ANSWER = "heartbeat response"
@@ -122,22 +118,18 @@ class _Subscription:
 
 
 class YeastarConnector:
+    """One Yeastar PBX: the token, the subscribed WebSocket, commands and gap recovery."""
+
     vendor = "yeastar"
 
-    def __init__(
-        self,
-        pbx: PbxSettings,
-        session: aiohttp.ClientSession,
-        store: KeyValue,
-        recovery: RecoverySettings,
-    ) -> None:
+    def __init__(self, pbx: YeastarPbxSettings, resources: LinkResources) -> None:
         self.tenant = pbx.tenant
-        self._store = store
-        self._recovery = recovery
+        self._recovery_settings = resources.recovery
         self._pbx = pbx
-        self._zone = pbx.zone
+        self.link_state = LinkState(pbx.tenant, self.vendor, pbx.zone, include_raw=pbx.include_raw)
+        self.link = self.link_state.link
         self.client = YeastarClient(
-            session,
+            resources.http,
             pbx.base_url,
             user_agent=pbx.user_agent,
             verify_tls=pbx.verify_tls,
@@ -149,7 +141,7 @@ class YeastarConnector:
             client_id=pbx.client_id,
             secret=pbx.secret,
             backoff=Backoff(pbx.backoff),
-            on_state=self._set_state,
+            on_state=self.link_state.set,
             refresh_at=pbx.refresh_at,
             max_auth_failures=pbx.max_auth_failures,
             blocked_retry_s=pbx.blocked_retry_s,
@@ -168,132 +160,69 @@ class YeastarConnector:
             tenant=pbx.tenant,
             tz=pbx.zone,
             cdr_time_format=pbx.cdr_time_format,
-            settings=recovery,
+            settings=resources.recovery,
         )
-        self.watermark = Watermark(store, pbx.tenant)
-        self._recoveries: set[asyncio.Task[None]] = set()
-        self._recovery_lock = asyncio.Lock()
-        self.link: Watch[str] = Watch("starting")
+        self.watermark = YeastarWatermark(resources.store)
+        self._push: PushLink[_Subscription] = PushLink(
+            self.link_state,
+            self.watermark,
+            Backoff(pbx.backoff),
+            connect=self._connect,
+            serve=self._hold,
+            recover=self._recover,
+            on_connect_error=self._connect_failed,
+        )
         self._dedupe = OverlapDeduper()
-        self._emit: Emit | None = None
-        self._state: ConnectionState | None = None
-        self._reason: str | None = None
-        self._state_since = datetime.now(UTC)
         self._generation = 0
-        self._frames = 0
+        self._connecting: Token | None = None
         self._log = get_logger("yeastar.connector").bind(tenant=pbx.tenant)
 
     # --- public ----------------------------------------------------------------------------
 
     async def run(self, emit: Emit) -> None:
-        self._emit = emit
+        self.link_state.attach(emit)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.auth.run(), name=f"{self.tenant}-auth")
-                tg.create_task(self._link(), name=f"{self.tenant}-link")
+                tg.create_task(self._push.run(), name=f"{self.tenant}-link")
         finally:
-            LINK_UP.labels(self.tenant).set(0)
-            with contextlib.suppress(Exception):  # consumers learn the link is gone from here
-                await asyncio.shield(self._set_state("disconnected", "link stopped by the gateway"))
-            self.link.set("stopped")
-            self._save_watermark()
+            await self.link_state.stopped()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self.auth.revoke()), 2)
 
-    async def execute(self, command: Command) -> dict[str, Any]:
+    async def execute(self, command: CommandModel) -> dict[str, Any]:
         """Run one command on the PBX; raises ``CommandFailed``."""
         return await self.commands.execute(command)
 
     def health(self) -> dict[str, Any]:
-        return {
-            "tenant": self.tenant,
-            "vendor": self.vendor,
-            "state": self._state or "starting",
-            "since": self._state_since.isoformat(),
-            "frames": self._frames,
-        }
+        return self.link_state.health()
 
     @property
     def state(self) -> ConnectionState | None:
-        return self._state
+        return self.link_state.state
 
-    # --- the link loop ---------------------------------------------------------------------
+    # --- the link: connect, hold, recover --------------------------------------------------
 
-    async def _link(self) -> None:
-        backoff = Backoff(self._pbx.backoff)
-        gap = self._load_watermark()  # a previous run stopped there: recover from it
-        try:
-            while True:
-                token = await self.auth.wait_token()
-                try:
-                    sub = await self._open(token)
-                except Exception as exc:
-                    gap = gap or self.watermark.interrupted(datetime.now(UTC))
-                    await self._set_state("disconnected", _describe(exc))
-                    if _is_auth_refusal(exc):
-                        await self.auth.force_refresh(token.access_token)
-                    await asyncio.sleep(backoff.next_delay())
-                    continue
-                backoff.healthy()
-                live = datetime.now(UTC)
-                self._mark(live, None)  # caught up from here on: a quiet PBX is not a gap
-                await self._set_state("connected", None)
-                if gap is not None:
-                    self._start_recovery(gap, live)
-                    gap = None
-                reason = await self._hold(sub)
-                gap = self.watermark.interrupted(datetime.now(UTC))
-                await self._set_state("disconnected", reason)
-                await asyncio.sleep(backoff.next_delay())
-        finally:
-            for task in self._recoveries:
-                task.cancel()
-            await asyncio.gather(*self._recoveries, return_exceptions=True)
+    async def _connect(self) -> _Subscription:
+        self._connecting = await self.auth.wait_token()
+        return await self._open(self._connecting)
 
-    # --- gap recovery ----------------------------------------------------------------------
+    async def _connect_failed(self, exc: BaseException) -> None:
+        """The PBX refused the token the socket was opened with: get a new one first."""
+        if self._connecting is not None and _is_auth_refusal(exc):
+            await self.auth.force_refresh(self._connecting.access_token)
 
-    def _load_watermark(self) -> Gap | None:
-        try:
-            return self.watermark.load()
-        except Exception as exc:  # a broken state file must not keep the link down
-            self._log.warning("watermark_unreadable", error=_describe(exc))
-            return None
-
-    def _save_watermark(self) -> None:
-        try:
-            self.watermark.persist()
-        except Exception as exc:
-            self._log.warning("watermark_not_saved", error=_describe(exc))
-
-    def _start_recovery(self, gap: Gap, end: datetime) -> None:
-        """Recover in the background: frames keep flowing on the new subscription meanwhile."""
-        task = asyncio.create_task(self._recover(gap, end), name=f"{self.tenant}-recovery")
-        self._recoveries.add(task)
-        task.add_done_callback(self._recoveries.discard)
-
-    async def _recover(self, gap: Gap, end: datetime) -> None:
-        """Re-read what the gap hid, then ONE gateway.gap saying how much came back. One
-        recovery at a time, in order; a failure is a warning, never the end of the link."""
-        async with self._recovery_lock:
-            recovered = 0
-            if self._recovery.enabled:
-                try:
-                    result = await self.recovery.recover(
-                        gap, end, self._send, self.watermark.cdrs, self.watermark.calls
-                    )
-                except Exception as exc:  # a bug in recovery must not cost the gap event
-                    self._log.warning("recovery_failed", error=_describe(exc))
-                else:
-                    recovered = result.published
-                    if result.open_calls is not None:
-                        self.watermark.calls.reset(result.open_calls)
-                    if result.errors:
-                        self._log.warning("recovery_incomplete", errors=result.errors)
-                    self._log.info(
-                        "gap_recovered", start=gap.start.isoformat(), recovered=recovered
-                    )
-            await self._send(gap_event(self._ctx(), gap.start, end, recovered=recovered))
-            self.watermark.recovered(gap)
+    async def _recover(self, gap: Gap, end: datetime) -> int:
+        if not self._recovery_settings.enabled:
+            return 0
+        result = await self.recovery.recover(
+            gap, end, self.link_state.send, self.watermark.cdrs, self.watermark.calls
+        )
+        if result.open_calls is not None:
+            self.watermark.calls.reset(result.open_calls)
+        if result.errors:
+            self._log.warning("recovery_incomplete", errors=result.errors)
+        return result.published
 
     async def _hold(self, sub: _Subscription) -> str:
         """Serve ``sub`` until it dies, moving to each new token without a blind spot."""
@@ -316,7 +245,7 @@ class YeastarConnector:
                     new = await self._open(token)
                 except Exception as exc:  # keep the old socket; it serves until its token ends
                     self._dedupe.end()
-                    self._log.warning("handover_failed", error=_describe(exc))
+                    self._log.warning("handover_failed", error=describe(exc))
                     continue
                 self._log.info("token_handover", old=sub.generation, new=new.generation)
                 old, sub = sub, new
@@ -371,8 +300,8 @@ class YeastarConnector:
     # --- frames and states -----------------------------------------------------------------
 
     async def _on_frame(self, generation: int, message: str | bytes) -> None:
-        self._frames += 1
-        FRAMES_RECEIVED.labels(self.tenant).inc()
+        self.link_state.messages += 1
+        FRAMES_RECEIVED.labels(self.tenant, self.vendor).inc()
         now = datetime.now(UTC)
         if self._dedupe.is_copy(generation, message):
             FRAMES_DEDUPED.labels(self.tenant).inc()
@@ -386,45 +315,10 @@ class YeastarConnector:
                 errmsg=answer.get("errmsg"),
             )
             return
-        for event in normalize_frame(message, self._ctx()):  # always one, maybe rejected
-            await self._send(event)
+        for event in normalize_frame(message, self.link_state.ctx()):  # always one, maybe rejected
+            await self.link_state.send(event)
             # Only once the event is spooled: a crash in between then repeats it, never skips it.
-            self._mark(now, event)
-
-    def _mark(self, now: datetime, event: CloudEvent | None) -> None:
-        """Remember what the PBX told us: the watermark, open calls, CDRs already published."""
-        try:
-            self.watermark.seen(now, event)
-        except Exception as exc:  # the state file is a help, not a reason to lose an event
-            self._log.warning("watermark_not_saved", error=_describe(exc))
-
-    async def _set_state(self, state: ConnectionState, reason: str | None) -> None:
-        """Publish state changes; for auth trouble also a new reason (e.g. giving up)."""
-        if state == self._state and (
-            state not in ("auth_failed", "blocked") or reason == self._reason
-        ):
-            return
-        self._state = state
-        self._reason = reason
-        self.link.set(state)
-        self._state_since = datetime.now(UTC)
-        LINK_UP.labels(self.tenant).set(1 if state == "connected" else 0)
-        log = self._log.info if state == "connected" else self._log.warning
-        log("link_state", state=state, reason=reason)
-        await self._send(connection_event(self._ctx(), state, reason))
-
-    async def _send(self, event: CloudEvent) -> None:
-        if self._emit is not None:
-            await self._emit(event)
-
-    def _ctx(self) -> NormalizeContext:
-        return NormalizeContext(
-            tenant=self.tenant,
-            vendor=self.vendor,
-            tz=self._zone,
-            received_at=datetime.now(UTC),
-            include_raw=self._pbx.include_raw,
-        )
+            self._push.mark(now, event)
 
 
 def _control_answer(message: str | bytes) -> dict[str, Any] | None:
@@ -446,10 +340,6 @@ def _is_auth_refusal(exc: BaseException) -> bool:
     if isinstance(exc, SubscribeRefused):
         return any(code in str(exc) for code in ("10002", "10003", "10004"))
     return False
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _ws_ssl(base_url: str, verify: bool) -> ssl.SSLContext | None:

@@ -24,6 +24,7 @@ from gateway.schema.events import (
     AgentAutoPausedData,
     AgentCallStateData,
     AgentPresenceData,
+    AgentQueueStatusData,
     AgentRegistrationData,
     AgentRingTimeoutData,
     CallData,
@@ -45,6 +46,7 @@ from gateway.schema.events import (
 )
 
 __all__ = [
+    "agent_status_events",
     "call_id_from_recording",
     "normalize_call_query",
     "normalize_cdr_record",
@@ -841,3 +843,71 @@ def normalize_call_query(call: dict, ctx: NormalizeContext) -> list[CloudEvent]:
             f"{CALL_QUERY_VENDOREVENT}: normalizer error: {type(exc).__name__}: {exc}"
         )
         return [rejected(ctx, text, error, CALL_QUERY_VENDOREVENT)]
+
+
+# --- queue/agent_status answers (re-read after a gap) --------------------------------------------
+
+#: queue/agent_status ``call_status`` (manual): 4 = a new call while talking, 5 = held.
+QUEUE_AGENT_CALL_STATE: Final[dict[int, str]] = {
+    1: "idle",
+    2: "busy",
+    3: "ringing",
+    4: "busy",
+    5: "held",
+}
+
+
+def text_or_none(value: Any) -> str | None:
+    """A value as stripped text (numbers too); None for None, booleans and blanks."""
+    if isinstance(value, bool) or value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    try:
+        return bool(int(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def agent_status_events(
+    queue: dict[str, Any], body: dict[str, Any], ctx: NormalizeContext
+) -> list[CloudEvent]:
+    """One queue/agent_status answer -> one ``agent.queue_status`` per agent (snapshot at
+    ``ctx.received_at``, which is part of the id: the same state later is a new report)."""
+    queue_number = text_or_none(queue.get("number")) or text_or_none(queue.get("id"))
+    events = []
+    for item in body.get("data") or []:
+        raw = orjson.dumps(item, option=orjson.OPT_SORT_KEYS, default=str).decode()
+        extension = text_or_none(item.get("number")) if isinstance(item, dict) else None
+        if not isinstance(item, dict) or extension is None:
+            events.append(rejected(ctx, raw, "agent without a number", "queue/agent_status"))
+            continue
+        try:
+            data = AgentQueueStatusData(
+                extension=extension,
+                queue=queue_number,
+                logged_in=_flag(item.get("is_login")),
+                paused=_flag(item.get("is_pause")),
+                pause_reason=text_or_none(item.get("pause_reason")),
+                call_state=QUEUE_AGENT_CALL_STATE.get(_int(item.get("call_status")) or 0),
+            )
+        except ValidationError as exc:
+            events.append(rejected(ctx, raw, str(exc)[:300], "queue/agent_status"))
+            continue
+        events.append(
+            make_event(
+                ctx,
+                "agent.queue_status",
+                data,
+                identity=("queue/agent_status", queue_number, raw, ctx.received_at.isoformat()),
+                subject=extension,
+                vendorevent="queue/agent_status",
+                raw=item,
+            )
+        )
+    return events

@@ -9,16 +9,14 @@ restart, lease takeover) the gateway re-reads the PBX's own state instead:
   :func:`normalize_cdr_record`, so it carries the id its live 30012 would have;
 * ``queue/list`` then ``queue/agent_status`` per queue: one ``agent.queue_status`` per agent.
 
-Where to start is the *watermark*: the time of the last frame heard, persisted per tenant in
-the instance's state store so that a restart knows where the previous run stopped.
+Where to start is the *watermark* (:mod:`gateway.connectors.yeastar.watermark`); the shared
+reconnect loop (:class:`gateway.connectors.link.PushLink`) calls :meth:`YeastarRecovery.recover`
+after every interruption and publishes the ``gateway.gap``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,350 +24,33 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import orjson
-from pydantic import ValidationError
 
+from gateway.connectors.watermark import Gap
 from gateway.connectors.yeastar.auth import YeastarAuth
+from gateway.connectors.yeastar.calls import CallTracker, call_start
+from gateway.connectors.yeastar.cdrs import SeenCdrs
 from gateway.connectors.yeastar.client import YeastarClient, YeastarError, list_queues
 from gateway.connectors.yeastar.normalize import (
+    agent_status_events,
     normalize_call_query,
     normalize_cdr_record,
     record_call_id,
+    text_or_none,
 )
-from gateway.runtime.statestore import KeyValue
-from gateway.schema.events import (
-    AgentQueueStatusData,
-    CloudEvent,
-    NormalizeContext,
-    make_event,
-    rejected,
-)
+from gateway.connectors.yeastar.watermark import CDR_MARGIN_S
+from gateway.schema.events import CloudEvent, NormalizeContext
 from gateway.settings import RecoverySettings
 
 VENDOR: Final = "yeastar"
 #: call/query ``type`` values (manual 表 330): together they list every call in progress.
 CALL_QUERY_TYPES: Final = ("inbound", "outbound", "internal")
-#: CDRs are filtered on their *start* time, on the PBX's clock: reach back a little for skew.
-CDR_MARGIN_S: Final = 15.0
 #: cdr/search has no paging parameters; the gap is walked in slices of this many seconds.
 CDR_SLICE_S: Final = 900
 MAX_CDR_REQUESTS: Final = 2000
 STEP_TIMEOUT_S: Final = 60.0
-#: A call seen starting but never ending is forgotten after this long (its end was lost).
-OPEN_CALL_MAX_S: Final = 6 * 3600
-#: queue/agent_status ``call_status`` (manual): 4 = a new call while talking, 5 = held.
-AGENT_CALL_STATE: Final[dict[int, str]] = {1: "idle", 2: "busy", 3: "ringing", 4: "busy", 5: "held"}
 #: errcodes meaning "nothing there" / "this firmware has no such endpoint".
 NOT_FOUND: Final = 60001
 NO_INTERFACE: Final = 10001
-
-_OPEN_TYPES: Final = frozenset(
-    {
-        "call.ringing",
-        "call.answered",
-        "call.held",
-        "call.incoming",
-        "call.transferred",
-        "call.forwarded",
-    }
-)
-_CLOSED_TYPES: Final = frozenset({"call.ended", "call.failed", "cdr.created"})
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
-
-
-def _parse_iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def call_start(call_id: str, seen_at: datetime) -> datetime:
-    """A Yeastar call id is ``<unix start>.<seq>``; trust it only when it is plausible."""
-    try:
-        start = datetime.fromtimestamp(int(call_id.split(".", 1)[0]), UTC)
-    except (ValueError, OverflowError, OSError):
-        return seen_at
-    if seen_at - timedelta(seconds=OPEN_CALL_MAX_S) <= start <= seen_at + timedelta(seconds=60):
-        return min(start, seen_at)
-    return seen_at
-
-
-# --- what the link remembers between interruptions ---------------------------------------------
-
-
-class CallTracker:
-    """Calls seen starting but not ending: their CDR may still be due, so a back-fill must reach
-    back to their start. Also when each call last changed, so a stale snapshot never overrides
-    a live report."""
-
-    def __init__(self, limit: int = 5000) -> None:
-        self._open: dict[str, datetime] = {}
-        self._changed: OrderedDict[str, datetime] = OrderedDict()
-        self._limit = limit
-
-    def observe(self, event: CloudEvent, at: datetime) -> None:
-        call_id = event.data.get("call_id") if event.type.startswith(("call.", "cdr.")) else None
-        if not isinstance(call_id, str) or event.type == "call.uacsta":
-            return
-        self._changed[call_id] = at
-        self._changed.move_to_end(call_id)
-        while len(self._changed) > self._limit:
-            self._changed.popitem(last=False)
-        if event.type in _CLOSED_TYPES:
-            self._open.pop(call_id, None)
-        elif event.type in _OPEN_TYPES and call_id not in self._open:
-            if len(self._open) < self._limit:
-                self._open[call_id] = call_start(call_id, at)
-
-    def changed_since(self, call_id: str, since: datetime) -> bool:
-        changed = self._changed.get(call_id)
-        return changed is not None and changed >= since
-
-    def floor(self, now: datetime) -> datetime | None:
-        """Start of the oldest open call (calls open for implausibly long are dropped)."""
-        oldest = now - timedelta(seconds=OPEN_CALL_MAX_S)
-        self._open = {k: v for k, v in self._open.items() if v >= oldest}
-        return min(self._open.values(), default=None)
-
-    def reset(self, open_calls: dict[str, datetime]) -> None:
-        """After a call/query the PBX's list of calls in progress is the truth."""
-        self._open = dict(open_calls)
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """An interruption: events after ``start`` may be missing; CDRs of calls that started
-    after ``floor`` (<= start, earlier when calls were in progress) may be missing."""
-
-    start: datetime
-    floor: datetime
-
-
-class Watermark:
-    """The last frame heard, persisted per tenant (throttled) so a restart resumes from it.
-
-    While a gap is not yet recovered the persisted value stays at the gap's start: a stop in
-    the middle of a recovery must not move the next run's starting point past it.
-    """
-
-    def __init__(
-        self,
-        store: KeyValue,
-        tenant: str,
-        *,
-        interval_s: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._store = store
-        self._key = f"yeastar:{tenant}:watermark"
-        self._floor_key = f"yeastar:{tenant}:cdr_floor"
-        self._cdrs_key = f"yeastar:{tenant}:cdr_facts"
-        self._interval = interval_s
-        self._clock = clock
-        self._written = -float("inf")
-        self.calls = CallTracker()
-        self.cdrs = SeenCdrs()
-        self.last: datetime | None = None
-        self._outstanding: list[Gap] = []
-
-    def load(self) -> Gap | None:
-        """The previous run's stopping point, as a gap still to recover (None: first run)."""
-        start = _parse_iso(self._store.get(self._key))
-        if start is None:
-            return None
-        floor = _parse_iso(self._store.get(self._floor_key)) or start
-        with contextlib.suppress(orjson.JSONDecodeError, TypeError):
-            self.cdrs.restore(orjson.loads(self._store.get(self._cdrs_key) or "[]"))
-        gap = Gap(start, min(floor, start))
-        self._outstanding = [gap]  # the stored mark already folds in any earlier gap
-        return gap
-
-    def seen(self, at: datetime, event: CloudEvent | None = None) -> None:
-        """A frame arrived and its event is spooled; persist at most once per ``interval_s``,
-        but at once when a CDR's facts were noted: a restart must not back-fill it again under
-        another id."""
-        self.last = at
-        noted = False
-        if event is not None:
-            self.calls.observe(event, at)
-            if event.type == "cdr.created":
-                noted = self.cdrs.add(event)
-        if noted or self._clock() - self._written >= self._interval:
-            self.persist()
-
-    def interrupted(self, now: datetime) -> Gap:
-        """The link went away: the gap starts at the last frame heard (or now)."""
-        start = min(self.last or now, now)
-        floor = min(self.calls.floor(now) or start, start)
-        gap = Gap(start, floor)
-        self._outstanding.append(gap)
-        self.persist()
-        return gap
-
-    def recovered(self, gap: Gap) -> None:
-        with contextlib.suppress(ValueError):
-            self._outstanding.remove(gap)
-        self.persist()
-
-    def persist(self) -> None:
-        """Write where a next run must start: the oldest unrecovered gap, else the last frame."""
-        marks = [g.start for g in self._outstanding]
-        if self.last is not None:
-            marks.append(self.last)
-        if not marks:
-            return
-        mark = min(marks)
-        floors = [g.floor for g in self._outstanding]
-        open_floor = self.calls.floor(self.last or mark)
-        if open_floor is not None:
-            floors.append(open_floor)
-        floor = min([mark, *floors])
-        self._store.set(self._key, _iso(mark))
-        self._store.set(self._floor_key, _iso(floor))
-        # The next back-fill reaches back to the floor less a margin: CDRs published live since
-        # then must be recognised, also those whose record will carry no call id.
-        since = floor - timedelta(seconds=CDR_MARGIN_S)
-        self._store.set(self._cdrs_key, orjson.dumps(self.cdrs.facts_since(since)).decode())
-        self._written = self._clock()
-
-
-class SeenCdrs:
-    """CDRs already published on this link, by id and by fact, so a back-fill publishes only
-    news. A record without a call id gets an id of its own (its ``uid``), so it is recognised
-    by its facts instead: start, parties, disposition and durations, which a live 30012 and the
-    record of the same call share and two different calls practically never do. The fact keys
-    are persisted with the watermark, so this holds across a restart or a takeover too."""
-
-    def __init__(self, limit: int = 20000) -> None:
-        self._keys: OrderedDict[str, None] = OrderedDict()
-        self._facts: dict[str, datetime] = {}  # fact key -> when the call started
-        self._limit = limit
-
-    @staticmethod
-    def _fact(event: CloudEvent) -> str | None:
-        data = event.data
-        if not data.get("started_at"):
-            return None
-        # cdr/list omits empty fields where the 30012 says 0: a missing duration is 0.
-        return orjson.dumps(
-            [
-                data.get("started_at"),
-                data.get("caller"),
-                data.get("callee"),
-                data.get("disposition"),
-                data.get("duration_s") or 0,
-                data.get("talk_duration_s") or 0,
-            ]
-        ).decode()
-
-    def _remember(self, key: str) -> None:
-        self._keys[key] = None
-        self._keys.move_to_end(key)
-        while len(self._keys) > self._limit:
-            old, _ = self._keys.popitem(last=False)
-            self._facts.pop(old, None)
-
-    def add(self, event: CloudEvent) -> bool:
-        """Remember the CDR; True when its facts were noted (they need persisting)."""
-        self._remember(event.id)
-        if event.data.get("recording"):
-            return False  # its record names the call (file name): it is matched by id
-        fact = self._fact(event)
-        started = _parse_iso(event.data.get("started_at"))  # data is JSON: an ISO string
-        if fact is None or started is None:
-            return False
-        self._facts[fact] = started
-        self._remember(fact)
-        return True
-
-    def knows(self, event: CloudEvent, *, by_fact: bool) -> bool:
-        """Published before: same id, or (``by_fact``, for records without a call id) same facts."""
-        return event.id in self._keys or (by_fact and self._fact(event) in self._keys)
-
-    def facts_since(self, since: datetime) -> list[str]:
-        """Fact keys of CDRs that started at or after ``since``: what a back-fill might repeat."""
-        return [fact for fact, started in self._facts.items() if started >= since]
-
-    def restore(self, facts: Iterable[str]) -> None:
-        for fact in facts:
-            try:
-                started = _parse_iso(orjson.loads(fact)[0])
-            except (orjson.JSONDecodeError, IndexError, TypeError, KeyError):
-                continue
-            if started is not None:
-                self._facts[fact] = started
-                self._remember(fact)
-
-
-# --- pure mappings -------------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _flag(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    try:
-        return bool(int(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _code(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def agent_status_events(
-    queue: dict[str, Any], body: dict[str, Any], ctx: NormalizeContext
-) -> list[CloudEvent]:
-    """One queue/agent_status answer -> one ``agent.queue_status`` per agent (snapshot at
-    ``ctx.received_at``, which is part of the id: the same state later is a new report)."""
-    queue_number = _text(queue.get("number")) or _text(queue.get("id"))
-    events = []
-    for item in body.get("data") or []:
-        raw = orjson.dumps(item, option=orjson.OPT_SORT_KEYS, default=str).decode()
-        extension = _text(item.get("number")) if isinstance(item, dict) else None
-        if not isinstance(item, dict) or extension is None:
-            events.append(rejected(ctx, raw, "agent without a number", "queue/agent_status"))
-            continue
-        try:
-            data = AgentQueueStatusData(
-                extension=extension,
-                queue=queue_number,
-                logged_in=_flag(item.get("is_login")),
-                paused=_flag(item.get("is_pause")),
-                pause_reason=_text(item.get("pause_reason")),
-                call_state=AGENT_CALL_STATE.get(_code(item.get("call_status")) or 0),
-            )
-        except ValidationError as exc:
-            events.append(rejected(ctx, raw, str(exc)[:300], "queue/agent_status"))
-            continue
-        events.append(
-            make_event(
-                ctx,
-                "agent.queue_status",
-                data,
-                identity=("queue/agent_status", queue_number, raw, ctx.received_at.isoformat()),
-                subject=extension,
-                vendorevent="queue/agent_status",
-                raw=item,
-            )
-        )
-    return events
 
 
 def cdr_window(gap: Gap, end: datetime, settings: RecoverySettings) -> tuple[datetime, datetime]:
@@ -470,7 +151,7 @@ class YeastarRecovery:
         for kind in CALL_QUERY_TYPES:
             body = await self._get_or_empty("call/query", {"type": kind})
             for info in _list(body.get("data")):
-                call_id = _text(info.get("call_id")) if isinstance(info, dict) else None
+                call_id = text_or_none(info.get("call_id")) if isinstance(info, dict) else None
                 if call_id is not None:
                     infos.setdefault(call_id, info)
         result.open_calls = {cid: call_start(cid, asked_at) for cid in infos}
@@ -551,7 +232,7 @@ class YeastarRecovery:
             raise
         events: list[CloudEvent] = []
         for queue in queues:
-            queue_id = _text(queue.get("id"))
+            queue_id = text_or_none(queue.get("id"))
             if queue_id is None:
                 continue
             body = await self._get_or_empty("queue/agent_status", {"id": queue_id})

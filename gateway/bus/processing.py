@@ -1,0 +1,231 @@
+"""The command path's decisions, without AMQP: validate -> supported? -> ledger -> deadline ->
+execute. The consumer (:mod:`gateway.bus.consumer`) feeds it deliveries and does the replying,
+acking and dead-lettering; tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Protocol
+
+from gateway.bus.idempotency import CommandLedger
+from gateway.bus.journal import CommandJournal, JournalError
+from gateway.connectors.base import Connector
+from gateway.logging import get_logger
+from gateway.schema.commands import (
+    CONTRACT_COMMANDS,
+    CommandCatalog,
+    CommandError,
+    CommandFailed,
+    CommandInvalid,
+    CommandModel,
+    CommandResult,
+    ErrorCode,
+)
+
+#: Ids put back unstarted while a link was down, remembered so their redelivery is not "unknown".
+PUT_BACK_MEMORY = 10_000
+
+
+class Delivery(Protocol):
+    """What a decision needs of one delivered command message."""
+
+    @property
+    def message_id(self) -> str | None: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def routing_key(self) -> str | None: ...
+
+    @property
+    def redelivered(self) -> bool | None: ...
+
+
+def failure(command_id: str, code: ErrorCode, message: str, **extra: object) -> CommandResult:
+    return CommandResult(
+        command_id=command_id,
+        ok=False,
+        error=CommandError(code=code, message=message, **extra),  # type: ignore[arg-type]
+    )
+
+
+class CommandProcessor:
+    """One decision per delivery: ``(result, command name or None, dead-letter?)``.
+
+    ``catalog`` parses commands (the contract's plus the plugins' own); ``supported`` maps a
+    vendor name to the commands its plugin declares: any other command is answered
+    ``unsupported`` without reaching the PBX (and without a ledger entry: nothing ran).
+    """
+
+    def __init__(
+        self,
+        ledger: CommandLedger,
+        *,
+        journal: CommandJournal | None = None,
+        catalog: CommandCatalog = CONTRACT_COMMANDS,
+        supported: Mapping[str, frozenset[str]] | None = None,
+        execute_timeout_s: float = 20.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._ledger = ledger
+        self._journal = journal
+        self._catalog = catalog
+        self._supported = supported
+        self._execute_timeout_s = execute_timeout_s
+        self._clock = clock
+        self._running: dict[tuple[str, str], asyncio.Future[CommandResult]] = {}
+        self._put_back: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._log = get_logger("bus.commands")
+
+    def put_back(self, tenant: str, message_id: str) -> None:
+        """The command was returned to its queue unstarted (the link went down as it came)."""
+        self._put_back[(tenant, message_id)] = None
+        while len(self._put_back) > PUT_BACK_MEMORY:
+            self._put_back.popitem(last=False)
+
+    async def process(
+        self, tenant: str, connector: Connector, message: Delivery
+    ) -> tuple[CommandResult, str | None, bool]:
+        """The result, the command name, and whether the message goes to the dead letters."""
+        command_id = message.message_id or ""
+        log = self._log.bind(tenant=tenant, command_id=command_id)
+        try:
+            if not command_id:
+                raise CommandInvalid(
+                    [{"field": "message_id", "message": "the command id is required"}]
+                )
+            command = self._catalog.parse(message.body)
+            expected = f"{tenant}.{command.command}"
+            if message.routing_key and message.routing_key != expected:
+                raise CommandInvalid(
+                    [
+                        {
+                            "field": "routing_key",
+                            "message": f"{message.routing_key!r} does not match the body:"
+                            f" use {expected!r}",
+                        }
+                    ]
+                )
+        except CommandInvalid as exc:
+            log.warning("command_invalid", error=str(exc)[:500])
+            return CommandResult(command_id=command_id, ok=False, error=exc.to_error()), None, True
+
+        if self._supported is not None and command.command not in self._supported.get(
+            connector.vendor, frozenset()
+        ):
+            log.info("command_unsupported", command=command.command, vendor=connector.vendor)
+            return (
+                failure(
+                    command_id,
+                    ErrorCode.UNSUPPORTED,
+                    f"{command.command} is not supported by vendor {connector.vendor!r}",
+                ),
+                command.command,
+                False,
+            )
+
+        key = (tenant, command_id)
+        running = self._running.get(key)
+        if running is not None:  # the same id delivered twice at once: one execution
+            return await asyncio.shield(running), command.command, False
+        seen = self._ledger.claim(tenant, command_id, command.command)
+        if seen is not None:
+            log.info("command_duplicate", state=seen.state)
+            if seen.result is not None:
+                return seen.result, command.command, False
+            return (
+                failure(
+                    command_id,
+                    ErrorCode.FAILED,
+                    "outcome unknown: the gateway stopped while executing this command;"
+                    " not repeated",
+                ),
+                command.command,
+                False,
+            )
+
+        never_started = key in self._put_back  # put back by this instance, link down
+        self._put_back.pop(key, None)
+        if message.redelivered and self._journal is None and not never_started:
+            # New to this ledger, yet delivered before to a consumer that is gone (another
+            # instance, or this one before a reconnect): it may have run there. Never twice.
+            # (With the journal an unknown id was never sent to the PBX, so it may run.)
+            log.warning("command_redelivered_unknown", command=command.command)
+            result = failure(
+                command_id,
+                ErrorCode.FAILED,
+                "outcome unknown: the command was taken by a gateway instance that stopped"
+                " before answering; not executed again (send it with a new id to retry)",
+            )
+            self._ledger.finish(tenant, result)
+            return result, command.command, False
+
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            if self._journal is not None:
+                try:
+                    await self._journal.record(tenant, command_id, command.command, None)
+                except JournalError as exc:
+                    self._ledger.release(tenant, command_id)  # never sent: may be taken again
+                    future.set_exception(exc)  # a duplicate waiting on it is put back too
+                    future.exception()  # (marked retrieved: there may be no such duplicate)
+                    raise
+            result = await self._execute(command_id, command, connector)
+            self._ledger.finish(tenant, result)
+            future.set_result(result)
+        finally:
+            del self._running[key]
+            if not future.done():
+                future.cancel()
+        await self._journal_result(tenant, command.command, result)
+        log.info(
+            "command_done",
+            command=command.command,
+            ok=result.ok,
+            code=result.error.code if result.error else None,
+        )
+        return result, command.command, False
+
+    async def _execute(
+        self, command_id: str, command: CommandModel, connector: Connector
+    ) -> CommandResult:
+        deadline = command.args.deadline
+        if deadline is not None and deadline <= self._clock():
+            return failure(
+                command_id,
+                ErrorCode.EXPIRED,
+                f"deadline {deadline.isoformat()} passed before execution",
+            )
+        timeout = self._execute_timeout_s
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, (deadline - self._clock()).total_seconds()))
+        try:
+            async with asyncio.timeout(timeout):
+                result = await connector.execute(command)
+        except CommandFailed as exc:
+            return CommandResult(command_id=command_id, ok=False, error=exc.to_error())
+        except TimeoutError:
+            return failure(
+                command_id,
+                ErrorCode.TIMEOUT,
+                f"no answer from the PBX within {timeout:.1f} s; the outcome is unknown",
+            )
+        except Exception as exc:
+            self._log.exception("command_crashed", command_id=command_id)
+            return failure(command_id, ErrorCode.FAILED, f"{type(exc).__name__}: {exc}")
+        return CommandResult(command_id=command_id, ok=True, result=result)
+
+    async def _journal_result(self, tenant: str, name: str, result: CommandResult) -> None:
+        if self._journal is None:
+            return
+        try:
+            await self._journal.record(tenant, result.command_id, name, result)
+        except JournalError as exc:  # answered all the same; a takeover sees it as started
+            self._log.warning("ledger_journal_failed", tenant=tenant, error=str(exc))
+

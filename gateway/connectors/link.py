@@ -1,0 +1,217 @@
+"""What every PBX link has, whatever the vendor: its state, and a reconnect loop with gap events.
+
+:class:`LinkState` is the one place a link's state changes: it publishes ``gateway.connection``,
+sets ``gateway_link_up``, logs the change, and wakes the command consumer (``link``: commands
+are taken only while it is ``connected``).
+
+:class:`PushLink` runs a push subscription (WebSocket, NATS): connect, serve until it dies,
+back off, reconnect; after every interruption (and at start, when a previous run left a
+watermark) it lets the vendor re-read what the gap hid, then publishes one ``gateway.gap``.
+Polled vendors use :class:`gateway.connectors.polling.Poller` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+from zoneinfo import ZoneInfo
+
+from gateway.connectors.base import Emit
+from gateway.connectors.watermark import Gap, Watermark
+from gateway.logging import get_logger
+from gateway.runtime.backoff import Backoff
+from gateway.runtime.metrics import LINK_UP
+from gateway.runtime.watch import Watch
+from gateway.schema.events import (
+    CloudEvent,
+    ConnectionState,
+    NormalizeContext,
+    connection_event,
+    gap_event,
+)
+
+S = TypeVar("S")
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a log or a ``reason``: the exception's kind and message, bounded."""
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+class LinkState:
+    """One PBX link's state, published to consumers as ``gateway.connection`` events."""
+
+    def __init__(self, tenant: str, vendor: str, tz: ZoneInfo, *, include_raw: bool) -> None:
+        self.tenant = tenant
+        self.vendor = vendor
+        self.tz = tz
+        self.include_raw = include_raw
+        self.link: Watch[str] = Watch("starting")
+        self.state: ConnectionState | None = None
+        self.reason: str | None = None
+        self.since = datetime.now(UTC)
+        self.messages = 0
+        self._emit: Emit | None = None
+        self._log = get_logger(f"{vendor}.link").bind(tenant=tenant)
+
+    def attach(self, emit: Emit) -> None:
+        """Where events go from now on (given to the connector's ``run``)."""
+        self._emit = emit
+
+    def ctx(self) -> NormalizeContext:
+        """The context of an event received now."""
+        return NormalizeContext(
+            tenant=self.tenant,
+            vendor=self.vendor,
+            tz=self.tz,
+            received_at=datetime.now(UTC),
+            include_raw=self.include_raw,
+        )
+
+    async def send(self, event: CloudEvent) -> None:
+        if self._emit is not None:
+            await self._emit(event)
+
+    async def set(self, state: ConnectionState, reason: str | None) -> None:
+        """Publish a state change; for auth trouble also a new reason (e.g. giving up)."""
+        if state == self.state and (
+            state not in ("auth_failed", "blocked") or reason == self.reason
+        ):
+            return
+        self.state = state
+        self.reason = reason
+        self.link.set(state)
+        self.since = datetime.now(UTC)
+        LINK_UP.labels(self.tenant, self.vendor).set(1 if state == "connected" else 0)
+        log = self._log.info if state == "connected" else self._log.warning
+        log("link_state", state=state, reason=reason)
+        await self.send(connection_event(self.ctx(), state, reason))
+
+    async def stopped(self) -> None:
+        """The gateway stops this link: consumers learn it is gone, commands stop."""
+        LINK_UP.labels(self.tenant, self.vendor).set(0)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.set("disconnected", "link stopped by the gateway"))
+        self.link.set("stopped")
+
+    def health(self, **extra: Any) -> dict[str, Any]:
+        """The link for /readyz and the status page."""
+        return {
+            "tenant": self.tenant,
+            "vendor": self.vendor,
+            "state": self.state or "starting",
+            "since": self.since.isoformat(),
+            "frames": self.messages,
+            **extra,
+        }
+
+
+#: Re-read what the gap hid (up to ``end``, when the link was back); returns how many events
+#: were published. A failure is logged by the loop; the gap event goes out all the same.
+Recover = Callable[[Gap, datetime], Awaitable[int]]
+
+
+class PushLink(Generic[S]):
+    """One reconnect loop per link (ARCHITECTURE rule 6): ``connect`` opens and subscribes a
+    session, ``serve`` holds it until it dies and returns why; ``on_connect_error`` may react to
+    a refusal (e.g. force a token refresh) before the backoff."""
+
+    def __init__(
+        self,
+        state: LinkState,
+        watermark: Watermark,
+        backoff: Backoff,
+        *,
+        connect: Callable[[], Awaitable[S]],
+        serve: Callable[[S], Awaitable[str]],
+        recover: Recover | None = None,
+        on_connect_error: Callable[[BaseException], Awaitable[None]] | None = None,
+    ) -> None:
+        self.state = state
+        self.watermark = watermark
+        self._backoff = backoff
+        self._connect = connect
+        self._serve = serve
+        self._recover = recover
+        self._on_connect_error = on_connect_error
+        self._recoveries: set[asyncio.Task[None]] = set()
+        self._recovery_lock = asyncio.Lock()
+        self._log = get_logger(f"{state.vendor}.link").bind(tenant=state.tenant)
+
+    async def run(self) -> None:
+        """Until cancelled; the watermark is saved on the way out."""
+        gap = self._load()  # a previous run stopped there: recover from it
+        try:
+            while True:
+                try:
+                    session = await self._connect()
+                except Exception as exc:
+                    gap = gap or self.watermark.interrupted(datetime.now(UTC))
+                    await self.state.set("disconnected", describe(exc))
+                    if self._on_connect_error is not None:
+                        await self._on_connect_error(exc)
+                    await asyncio.sleep(self._backoff.next_delay())
+                    continue
+                self._backoff.healthy()
+                live = datetime.now(UTC)
+                self.mark(live, None)  # caught up from here on: a quiet PBX is not a gap
+                await self.state.set("connected", None)
+                if gap is not None:
+                    self._start_recovery(gap, live)
+                    gap = None
+                reason = await self._serve(session)
+                gap = self.watermark.interrupted(datetime.now(UTC))
+                await self.state.set("disconnected", reason)
+                await asyncio.sleep(self._backoff.next_delay())
+        finally:
+            for task in self._recoveries:
+                task.cancel()
+            await asyncio.gather(*self._recoveries, return_exceptions=True)
+            self._save()
+
+    def mark(self, now: datetime, event: CloudEvent | None) -> None:
+        """Remember what the PBX told us, once its event is spooled (a crash in between then
+        repeats an event, never skips one)."""
+        try:
+            self.watermark.seen(now, event)
+        except Exception as exc:  # the state file is a help, not a reason to lose an event
+            self._log.warning("watermark_not_saved", error=describe(exc))
+
+    def _load(self) -> Gap | None:
+        try:
+            return self.watermark.load()
+        except Exception as exc:  # a broken state file must not keep the link down
+            self._log.warning("watermark_unreadable", error=describe(exc))
+            return None
+
+    def _save(self) -> None:
+        try:
+            self.watermark.persist()
+        except Exception as exc:
+            self._log.warning("watermark_not_saved", error=describe(exc))
+
+    def _start_recovery(self, gap: Gap, end: datetime) -> None:
+        """Recover in the background: messages keep flowing on the new session meanwhile."""
+        task = asyncio.create_task(self._recover_gap(gap, end), name=f"{self.state.tenant}-gap")
+        self._recoveries.add(task)
+        task.add_done_callback(self._recoveries.discard)
+
+    async def _recover_gap(self, gap: Gap, end: datetime) -> None:
+        """Re-read what the gap hid, then ONE gateway.gap saying how much came back. One
+        recovery at a time, in order; a failure is a warning, never the end of the link."""
+        async with self._recovery_lock:
+            recovered = 0
+            if self._recover is not None:
+                try:
+                    recovered = await self._recover(gap, end)
+                except Exception as exc:  # a bug in recovery must not cost the gap event
+                    self._log.warning("recovery_failed", error=describe(exc))
+                else:
+                    self._log.info(
+                        "gap_recovered", start=gap.start.isoformat(), recovered=recovered
+                    )
+            await self.state.send(gap_event(self.state.ctx(), gap.start, end, recovered))
+            self.watermark.recovered(gap)

@@ -1,0 +1,156 @@
+"""A vendor is a plugin: one :class:`VendorPlugin` declares everything the gateway needs of it.
+
+A plugin lives in its own package (``gateway/connectors/<name>/plugin.py`` for the built-in
+ones) and is registered once, as an entry point of the group ``pbx_gateway.vendors`` in its
+distribution's ``pyproject.toml``::
+
+    [project.entry-points."pbx_gateway.vendors"]
+    yeastar = "gateway.connectors.yeastar.plugin:PLUGIN"
+
+Nothing outside the vendor's folder names it: settings, ``gateway run``, ``gateway sim``,
+``gateway demo --vendor``, ``gateway normalize --vendor``, the command consumer and the web
+server all read the registry (:mod:`gateway.connectors.registry`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.connectors.base import Connector, Emit
+from gateway.runtime.resources import SharedResources
+from gateway.runtime.statestore import KeyValue
+from gateway.schema.commands import BASE_COMMANDS, CommandModel
+from gateway.schema.events import CloudEvent, NormalizeContext
+from gateway.settings import PbxSettings, RecoverySettings
+
+#: A vendor name: the ``vendor`` tag in settings and in every event, a path segment of its routes.
+VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkResources:
+    """What a connector factory is given besides its PBX's settings; it reads nothing else.
+
+    ``store`` is this PBX's slice of the instance's state store: keys are kept apart per vendor
+    and tenant (``<vendor>:<tenant>:<key>``), so the connector names only its own key.
+    ``shared`` holds connections that outlive one PBX link (e.g. one NATS connection per
+    server for every PBX on it); the gateway closes them at shutdown.
+    """
+
+    http: aiohttp.ClientSession
+    store: KeyValue
+    recovery: RecoverySettings
+    shared: SharedResources
+
+
+#: ``(settings of one PBX, its resources) -> connector``; called once per configured PBX.
+ConnectorFactory = Callable[[Any, LinkResources], Connector]
+#: A PURE function: one raw vendor message (a text line) -> events; never raises, a payload it
+#: cannot read becomes ``gateway.rejected`` (used by the connector and ``gateway normalize``).
+Normalizer = Callable[[str, NormalizeContext], list[CloudEvent]]
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What ``gateway demo`` asks of a simulator."""
+
+    tenant: str
+    calls_per_second: float
+    seed: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorSpec:
+    """``gateway sim <vendor>`` and ``gateway demo --vendor <vendor>``.
+
+    ``add_arguments`` adds the vendor's flags, ``serve`` runs the simulator until cancelled;
+    ``demo`` starts one on an ephemeral loopback port and yields the settings of a PBX pointing
+    at it (stopping it on exit).
+    """
+
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    serve: Callable[[argparse.Namespace], Awaitable[None]]
+    demo: Callable[[DemoOptions], AbstractAsyncContextManager[PbxSettings]]
+
+
+class VendorRoutes:
+    """What a plugin's HTTP handlers may use: its PBXs, the event path and the running links.
+
+    Handlers are mounted under ``/vendors/<name>/`` on the gateway's web server. ``emit``
+    spools an event durably in the outbox (it is published with confirms, also after a broker
+    outage), so a webhook may be answered 2xx as soon as ``emit`` returned. Every instance
+    serves the routes, owner of the PBX or not: ``connector(tenant)`` is the running link only
+    where this instance owns it.
+    """
+
+    def __init__(
+        self,
+        pbxs: Mapping[str, PbxSettings],
+        emit: Emit,
+        connector: Callable[[str], Connector | None],
+    ) -> None:
+        self.pbxs = pbxs
+        self.emit = emit
+        self.connector = connector
+
+
+RoutesFactory = Callable[[VendorRoutes], Iterable[web.AbstractRouteDef]]
+
+
+@dataclass(frozen=True, slots=True)
+class VendorPlugin:
+    """One vendor's declaration (see the module docstring for how it is registered).
+
+    * ``settings``: the vendor's PBX model, a subclass of :class:`PbxSettings` whose
+      ``vendor`` field is ``Literal[name]``: its member of the ``pbxs[]`` union.
+    * ``connector``: builds the link of one PBX (:class:`Connector`).
+    * ``normalize``: the pure normalizer behind ``gateway normalize --vendor <name>``.
+    * ``simulator``: ``gateway sim <name>`` and ``gateway demo --vendor <name>``.
+    * ``commands``: the command names the vendor executes; every other command is answered
+      ``unsupported`` without reaching the vendor. Shared names come from the contract
+      (``call.dial`` ...); the vendor's own management commands are named ``<name>.<...>``
+      and their models listed in ``command_models``.
+    * ``routes``: HTTP handlers (webhooks), mounted under ``/vendors/<name>/``.
+    """
+
+    name: str
+    title: str
+    settings: type[PbxSettings]
+    connector: ConnectorFactory
+    normalize: Normalizer
+    simulator: SimulatorSpec | None = None
+    commands: frozenset[str] = frozenset()
+    command_models: tuple[type[CommandModel], ...] = ()
+    routes: RoutesFactory | None = None
+
+    def check(self) -> None:
+        """Raise ``ValueError`` when the declaration is inconsistent (checked at load)."""
+        if not VENDOR_NAME.match(self.name):
+            raise ValueError(f"vendor name {self.name!r} must match {VENDOR_NAME.pattern}")
+        tag = self.settings.model_fields.get("vendor")
+        if tag is None or getattr(tag.annotation, "__args__", None) != (self.name,):
+            raise ValueError(f"{self.settings.__name__}.vendor must be Literal[{self.name!r}]")
+        own = {command_name(model) for model in self.command_models}
+        foreign = sorted(n for n in own if not n.startswith(f"{self.name}."))
+        if foreign:
+            raise ValueError(f"vendor commands must be named {self.name}.<...>: {foreign}")
+        unknown = sorted(self.commands - set(BASE_COMMANDS) - own)
+        if unknown:
+            raise ValueError(f"commands neither in the contract nor modelled: {unknown}")
+
+
+def command_name(model: type[CommandModel]) -> str:
+    """The ``command`` literal of a command model."""
+    annotation = model.model_fields["command"].annotation
+    args = getattr(annotation, "__args__", None)
+    if not args or not isinstance(args[0], str):
+        raise ValueError(f"{model.__name__}.command must be a Literal name")
+    return args[0]

@@ -1,0 +1,199 @@
+"""The polling base, for vendors without push events (in the spirit of Home Assistant's
+``DataUpdateCoordinator``): one ``poll()`` per interval, a persisted cursor, de-duplication of
+what overlapping windows return twice, and one log line per outage, not one per failed poll.
+
+A vendor writes only ``poll(cursor) -> PollResult``: the events found after ``cursor`` and the
+cursor to start from next time (any JSON value; ``None`` on the very first poll). Windows that
+overlap (records can appear late) return some events again: their ids are deterministic, so the
+poller passes each id once, and remembers the ids it passed together with the cursor, so a
+restart or the next owner after a takeover does not publish them again either.
+
+A failed poll leaves the cursor where it was, so the next good poll reads the missed window:
+nothing is lost, only late. The link state turns ``disconnected`` on the first failure and
+``connected`` on the next success, which also publishes one ``gateway.gap`` (``from`` = the last
+good poll, ``recovered`` = what that poll brought). A poll raising :class:`PollStopped` (bad
+credentials) publishes its state (``auth_failed``) and stops until the gateway is restarted with
+new settings; :class:`PollDeferred` (rate limited) waits as long as the vendor asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gateway.connectors.link import LinkState, describe
+from gateway.connectors.watermark import parse_iso
+from gateway.logging import get_logger
+from gateway.runtime.backoff import Backoff
+from gateway.runtime.metrics import FRAMES_RECEIVED, POLLS
+from gateway.runtime.statestore import KeyValue
+from gateway.schema.events import CloudEvent, ConnectionState, gap_event
+
+
+@dataclass(slots=True)
+class PollResult:
+    events: list[CloudEvent]
+    cursor: Any
+    records: int = field(default=0)  # vendor records read (for the frames counter)
+
+
+class PollStopped(Exception):
+    """Polling cannot go on with these settings (e.g. the vendor refused the credentials)."""
+
+    def __init__(self, state: ConnectionState, reason: str) -> None:
+        super().__init__(reason)
+        self.state: ConnectionState = state
+        self.reason = reason
+
+
+class PollDeferred(Exception):
+    """The vendor asked to wait (HTTP 429 ``Retry-After``): not an outage, a pause."""
+
+    def __init__(self, retry_after_s: float, reason: str = "rate limited") -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class SeenIds:
+    """The newest ``limit`` event ids passed, oldest forgotten first."""
+
+    def __init__(self, ids: Iterable[str] = (), limit: int = 20_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict((i, None) for i in ids)
+        self._limit = limit
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        while len(self._ids) > self._limit:
+            self._ids.popitem(last=False)
+
+    def __iter__(self) -> Any:
+        return iter(self._ids)
+
+
+class Poller:
+    """Runs ``poll`` every ``interval_s`` for one PBX; ``name`` tells its cursors apart
+    (``<vendor>:<tenant>:cursor:<name>`` in the state store)."""
+
+    def __init__(
+        self,
+        name: str,
+        state: LinkState,
+        store: KeyValue,
+        poll: Callable[[Any], Awaitable[PollResult]],
+        *,
+        interval_s: float,
+        backoff: Backoff,
+        timeout_s: float = 60.0,
+        seen_limit: int = 20_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.state = state
+        self._store = store
+        self._poll = poll
+        self._interval = interval_s
+        self._backoff = backoff
+        self._timeout = timeout_s
+        self._seen_limit = seen_limit
+        self._clock = clock
+        self._key = f"cursor:{name}"
+        self.cursor: Any = None
+        self.seen = SeenIds(limit=seen_limit)
+        self.last_success: datetime | None = None
+        self._failing_since: datetime | None = None  # start of the window not read yet
+        self._outage = False
+        self._log = get_logger(f"{state.vendor}.poll").bind(tenant=state.tenant, source=name)
+
+    def load(self) -> None:
+        """The cursor and passed ids a previous run (or owner) left."""
+        raw = self._store.get(self._key)
+        if not raw:
+            return
+        try:
+            saved = orjson.loads(raw)
+            self.cursor = saved.get("cursor")
+            self.seen = SeenIds(saved.get("seen") or [], self._seen_limit)
+            self.last_success = parse_iso(saved.get("at"))
+        except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+            self._log.warning("cursor_unreadable", error=describe(exc))
+
+    def save(self) -> None:
+        at = self.last_success.isoformat() if self.last_success else None
+        body = {"cursor": self.cursor, "seen": list(self.seen), "at": at}
+        self._store.set(self._key, orjson.dumps(body, default=str).decode())
+
+    async def run(self) -> None:
+        """Poll until cancelled (or stopped by :class:`PollStopped`)."""
+        self.load()
+        if self.last_success is not None:
+            self._failing_since = self.last_success  # a previous run: the time since is a gap
+        while True:
+            started = self._clock()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self.poll_once()
+            except PollStopped as exc:
+                POLLS.labels(self.state.tenant, self.state.vendor, "stopped").inc()
+                self._log.error("polling_stopped", state=exc.state, reason=exc.reason)
+                await self.state.set(exc.state, exc.reason)
+                await asyncio.Event().wait()  # until cancelled: the settings must change
+            except PollDeferred as exc:
+                POLLS.labels(self.state.tenant, self.state.vendor, "deferred").inc()
+                self._log.info("poll_deferred", retry_in_s=exc.retry_after_s, reason=str(exc))
+                await asyncio.sleep(max(exc.retry_after_s, 0.0))
+                continue
+            except Exception as exc:
+                POLLS.labels(self.state.tenant, self.state.vendor, "failed").inc()
+                await self._failed(exc)
+                await asyncio.sleep(min(self._backoff.next_delay(), self._interval))
+                continue
+            self._backoff.healthy()
+            await asyncio.sleep(max(0.0, self._interval - (self._clock() - started)))
+
+    async def poll_once(self) -> int:
+        """One poll: publish what is new, then move and save the cursor. How many were new."""
+        result = await self._poll(self.cursor)
+        FRAMES_RECEIVED.labels(self.state.tenant, self.state.vendor).inc(result.records)
+        self.state.messages += result.records
+        fresh = 0
+        for event in result.events:
+            if event.id in self.seen:
+                continue
+            await self.state.send(event)  # spooled durably before it is marked as passed
+            self.seen.add(event.id)
+            fresh += 1
+        now = datetime.now(UTC)
+        self.cursor = result.cursor
+        self.last_success = now
+        self.save()
+        POLLS.labels(self.state.tenant, self.state.vendor, "ok").inc()
+        await self.state.set("connected", None)
+        self._outage = False
+        if self._failing_since is not None:
+            since, self._failing_since = self._failing_since, None
+            self._log.info("poll_recovered", since=since.isoformat(), recovered=fresh)
+            await self.state.send(gap_event(self.state.ctx(), since, now, recovered=fresh))
+        return fresh
+
+    async def _failed(self, exc: BaseException) -> None:
+        """Log once per outage; the link is ``disconnected`` until a poll succeeds."""
+        if self._failing_since is None:
+            self._failing_since = self.last_success or datetime.now(UTC)
+        if not self._outage:
+            self._outage = True
+            self._log.warning("poll_failed", error=describe(exc))
+        else:
+            self._log.debug("poll_failed_again", error=describe(exc))
+        await self.state.set("disconnected", describe(exc))
+

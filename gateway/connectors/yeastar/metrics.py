@@ -1,0 +1,16 @@
+"""Yeastar's own metrics; the shared ones (with a ``vendor`` label) are in gateway.runtime."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+FRAMES_DEDUPED = Counter(
+    "gateway_yeastar_frames_deduplicated_total",
+    "Frames dropped as copies seen on the other socket during a token handover",
+    ["tenant"],
+)
+TOKEN_REFRESHES = Counter(
+    "gateway_yeastar_token_refreshes_total",
+    "Token acquisitions by kind (get_token, refresh_token) and outcome",
+    ["tenant", "kind", "outcome"],
+)
