@@ -13,6 +13,10 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+#: Fixtures of the integration suite (sims, a running gateway, a command bus), shared by the
+#: shared integration tests, each vendor's tests and the vendor contract test.
+pytest_plugins = ["tests.integration.fixtures"]
+
 AMQP_URL = os.environ.get("GATEWAY_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 
 

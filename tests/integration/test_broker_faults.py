@@ -22,9 +22,9 @@ import pytest
 
 from gateway.settings import LeaseSettings
 from tests.conftest import AMQP_URL, wait_for
-from tests.integration import conftest as gateway_fixtures
-from tests.integration.conftest import Collected, pbx_settings, running_gateway
-from tests.integration.test_yeastar_events import account
+from tests.integration import fixtures as gateway_fixtures
+from tests.integration.fixtures import Collected, pbx_settings, running_gateway
+from tests.yeastar.test_yeastar_events import account
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from gateway.bus.journal import CommandJournal
 from gateway.bus.topology import CommandNames
 from gateway.connectors.yeastar.connector import YeastarConnector
 from tests.conftest import wait_for
-from tests.integration.conftest import pbx_settings, running_gateway
+from tests.integration.fixtures import pbx_settings, running_gateway
 
 pytestmark = pytest.mark.integration
 

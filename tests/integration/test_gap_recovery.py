@@ -18,7 +18,7 @@ from gateway.connectors.yeastar.connector import YeastarConnector
 from gateway.schema.events import event_id
 from gateway.sim.yeastar.server import YeastarSimulator
 from tests.conftest import wait_for
-from tests.integration.conftest import Collected, pbx_settings, running_gateway
+from tests.integration.fixtures import Collected, pbx_settings, running_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ import yaml
 
 from tests.conftest import AMQP_URL, wait_for
 from tests.integration.process import GatewayProcess
-from tests.integration.test_yeastar_events import frame_key
+from tests.yeastar.test_yeastar_events import frame_key
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import orjson
 
 from gateway.bus.consumer import CommandConsumer
 from gateway.bus.idempotency import CommandLedger
-from gateway.bus.processing import CommandProcessor
 from gateway.bus.journal import JournalEntry, JournalError
+from gateway.bus.processing import CommandProcessor
 from gateway.bus.topology import CommandNames
 from gateway.runtime.watch import Watch
 from gateway.schema.commands import CommandFailed, CommandResult, ErrorCode
@@ -64,7 +64,9 @@ DIAL = orjson.dumps({"command": "call.dial", "args": {"caller": "2001", "callee"
 
 
 async def test_missing_command_id_is_invalid_and_dead_lettered() -> None:
-    result, name, dead = await consumer().processor.process("t", FakeConnector(), FakeMessage(DIAL, None))
+    result, name, dead = await consumer().processor.process(
+        "t", FakeConnector(), FakeMessage(DIAL, None)
+    )
     assert dead and name is None and result.error and result.error.code == ErrorCode.INVALID
     assert "message_id" in result.error.message
 
@@ -122,7 +124,9 @@ async def test_redelivered_unknown_id_is_not_executed() -> None:
 async def test_redelivered_known_id_answers_the_stored_result() -> None:
     c, connector = consumer(), FakeConnector()
     first, _, _ = await c.processor.process("t", connector, FakeMessage(DIAL, "cmd-3"))
-    again, _, _ = await c.processor.process("t", connector, FakeMessage(DIAL, "cmd-3", redelivered=True))
+    again, _, _ = await c.processor.process(
+        "t", connector, FakeMessage(DIAL, "cmd-3", redelivered=True)
+    )
     assert connector.calls == 1 and again == first and first.ok
 
 
@@ -225,7 +229,9 @@ async def test_a_command_arriving_as_the_link_drops_is_put_back_not_failed() -> 
     await c._on_message("t", connector, message)  # type: ignore[arg-type]
     assert message.nacked == 1 and connector.calls == 0
     connector.link.set("connected")  # it comes back flagged redelivered: it never ran here
-    result, _, _ = await c.processor.process("t", connector, FakeMessage(DIAL, "cmd-8", redelivered=True))
+    result, _, _ = await c.processor.process(
+        "t", connector, FakeMessage(DIAL, "cmd-8", redelivered=True)
+    )
     assert result.ok and connector.calls == 1
     elsewhere = FakeMessage(DIAL, "cmd-10", redelivered=True)  # may have run on a dead instance
     connector.link.set("disconnected")

@@ -16,25 +16,25 @@ import aiohttp
 import orjson
 import pytest
 
+from gateway.connectors.plugin import LinkResources
+from gateway.connectors.watermark import Gap
 from gateway.connectors.yeastar.auth import YeastarAuth
+from gateway.connectors.yeastar.calls import CallTracker
+from gateway.connectors.yeastar.cdrs import SeenCdrs
 from gateway.connectors.yeastar.client import YeastarClient
 from gateway.connectors.yeastar.connector import YeastarConnector
 from gateway.connectors.yeastar.normalize import (
+    agent_status_events,
     normalize_call_query,
     normalize_cdr_record,
     normalize_frame,
 )
-from gateway.connectors.plugin import LinkResources
-from gateway.connectors.watermark import Gap
-from gateway.connectors.yeastar.calls import CallTracker
-from gateway.connectors.yeastar.cdrs import SeenCdrs
-from gateway.connectors.yeastar.normalize import agent_status_events
 from gateway.connectors.yeastar.recovery import YeastarRecovery, cdr_slices, cdr_window
+from gateway.connectors.yeastar.settings import YeastarPbxSettings
 from gateway.connectors.yeastar.watermark import YeastarWatermark
 from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import StateStore, StoreSlice
 from gateway.schema.events import CloudEvent, NormalizeContext, event_id
-from gateway.connectors.yeastar.settings import YeastarPbxSettings
 from gateway.settings import BackoffSettings, RecoverySettings
 from gateway.sim.yeastar.agents import QUEUES
 from gateway.sim.yeastar.server import YeastarSimulator

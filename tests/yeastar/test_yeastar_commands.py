@@ -27,7 +27,7 @@ from gateway.schema.commands import (
     parse_command,
 )
 from gateway.settings import BackoffSettings
-from tests.unit.test_yeastar_recovery import MANUAL_CALL_QUERY
+from tests.yeastar.test_yeastar_recovery import MANUAL_CALL_QUERY
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 OK = {"errcode": 0, "errmsg": "SUCCESS"}

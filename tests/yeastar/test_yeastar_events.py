@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from gateway.connectors.yeastar.connector import YeastarConnector
 from tests.conftest import wait_for
-from tests.integration.conftest import pbx_settings, running_gateway
+from tests.integration.fixtures import pbx_settings, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,8 @@ async def test_token_expiry_during_traffic_loses_nothing(sim_factory, collector,
     assert counts["lost"] == 0 and counts["unsubscribed"] == 0
     assert counts["duplicates"] == 0 and counts["unexpected"] == 0
     full_logins = REGISTRY.get_sample_value(
-        "gateway_yeastar_token_refreshes_total", {"tenant": tenant, "kind": "get_token", "outcome": "ok"}
+        "gateway_yeastar_token_refreshes_total",
+        {"tenant": tenant, "kind": "get_token", "outcome": "ok"},
     )
     assert full_logins == 1, "after the first login only refresh_token is used"
     disconnects = [

@@ -30,8 +30,6 @@ from gateway.settings import (
 from gateway.sim.yeastar.server import YeastarSimulator
 from tests.conftest import AMQP_URL, wait_for
 
-pytestmark = pytest.mark.integration
-
 
 @dataclass
 class Collected:

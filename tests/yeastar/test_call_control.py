@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.conftest import AMQP_URL, wait_for
-from tests.integration.conftest import pbx_settings, running_gateway
+from tests.integration.fixtures import pbx_settings, running_gateway
 
 pytestmark = pytest.mark.integration
 
