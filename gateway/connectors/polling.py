@@ -122,11 +122,12 @@ class Poller:
             return
         try:
             saved = orjson.loads(raw)
-            self.cursor = saved.get("cursor")
-            self.seen = SeenIds(saved.get("seen") or [], self._seen_limit)
-            self.last_success = parse_iso(saved.get("at"))
+            seen = SeenIds([str(i) for i in saved.get("seen") or []], self._seen_limit)
+            cursor, at = saved.get("cursor"), parse_iso(saved.get("at"))
         except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
             self._log.warning("cursor_unreadable", error=describe(exc))
+            return
+        self.cursor, self.seen, self.last_success = cursor, seen, at
 
     def save(self) -> None:
         at = self.last_success.isoformat() if self.last_success else None

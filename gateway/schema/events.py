@@ -1,4 +1,5 @@
-"""The public event contract: a CloudEvents 1.0 envelope and one payload model per event type.
+"""The public event contract (docs/CONTRACT.md section 1): a CloudEvents 1.0 envelope and one
+payload model per event type.
 
 Every connector builds events only through :func:`make_event`, so ids, sources and routing keys
 are derived the same way for every vendor.
@@ -288,7 +289,7 @@ def make_event(
     vendorevent: str | None = None,
     raw: Any = None,
 ) -> CloudEvent:
-    """Build an event; ``identity`` is the vendor's identity of the fact (see CONTRACT.md)."""
+    """Build an event; ``identity`` is the vendor's identity of the fact (see docs/CONTRACT.md)."""
     payload = data.model_dump(mode="json", by_alias=True, exclude={"raw"})
     if ctx.include_raw and raw is not None:
         payload["raw"] = raw

@@ -1,0 +1,143 @@
+"""The shared push link: state events, reconnect with backoff, one gap per interruption even when
+the vendor's recovery fails, and the watermark a restart resumes from."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from gateway.connectors.link import LinkState, PushLink
+from gateway.connectors.watermark import Gap, Watermark
+from gateway.runtime.backoff import Backoff
+from gateway.runtime.resources import SharedResources
+from gateway.runtime.statestore import StateStore, StoreSlice
+from gateway.schema.events import CloudEvent
+from gateway.settings import BackoffSettings
+from tests.conftest import wait_for
+
+
+class Vendor:
+    """Connects after ``refusals`` failures; each session lives until ``end`` is set."""
+
+    def __init__(self, refusals: int = 0, recover_fails: bool = False) -> None:
+        self.refusals = refusals
+        self.recover_fails = recover_fails
+        self.sessions = 0
+        self.end = asyncio.Event()
+        self.recovered: list[Gap] = []
+
+    async def connect(self) -> int:
+        if self.refusals:
+            self.refusals -= 1
+            raise ConnectionRefusedError("refused")
+        self.sessions += 1
+        return self.sessions
+
+    async def serve(self, session: int) -> str:
+        await self.end.wait()
+        self.end.clear()
+        return f"session {session} closed by the PBX"
+
+    async def recover(self, gap: Gap, end: datetime) -> int:
+        self.recovered.append(gap)
+        if self.recover_fails:
+            raise RuntimeError("the PBX's API is down too")
+        return 7
+
+
+def link(vendor: Vendor, store: StoreSlice, sent: list[CloudEvent]) -> PushLink[int]:
+    state = LinkState("t", "fakepush", ZoneInfo("UTC"), include_raw=False)
+
+    async def emit(event: CloudEvent) -> None:
+        sent.append(event)
+
+    state.attach(emit)
+    return PushLink(
+        state,
+        Watermark(store, interval_s=0),
+        Backoff(BackoffSettings(initial_s=0.01, max_s=0.02)),
+        connect=vendor.connect,
+        serve=vendor.serve,
+        recover=vendor.recover,
+    )
+
+
+def of(sent: list[CloudEvent], type_: str) -> list[CloudEvent]:
+    return [e for e in sent if e.type == type_]
+
+
+async def test_refusals_then_drops_each_give_state_events_and_one_gap() -> None:
+    store = StoreSlice(StateStore(":memory:"), "fakepush:t:")
+    vendor, sent = Vendor(refusals=2, recover_fails=True), []
+    push = link(vendor, store, sent)
+    task = asyncio.create_task(push.run())
+    try:
+        await wait_for(lambda: len(of(sent, "gateway.gap")) == 1)  # the refused start
+        vendor.end.set()  # the PBX closes the socket
+        await wait_for(lambda: len(of(sent, "gateway.gap")) == 2 and vendor.sessions == 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    states = [(e.data["state"], e.data["reason"]) for e in of(sent, "gateway.connection")]
+    assert states == [
+        ("disconnected", "ConnectionRefusedError: refused"),
+        ("connected", None),
+        ("disconnected", "session 1 closed by the PBX"),
+        ("connected", None),
+    ]
+    gaps = of(sent, "gateway.gap")
+    assert [g.data["recovered"] for g in gaps] == [0, 0], "recovery failed; the gaps went out"
+    assert len(vendor.recovered) == 2 and gaps[0].data["to"] <= gaps[1].data["from"]
+    assert store.get("watermark") is not None
+
+
+async def test_a_restart_recovers_from_where_the_last_run_stopped() -> None:
+    store = StoreSlice(StateStore(":memory:"), "fakepush:t:")
+    sent: list[CloudEvent] = []
+    first = link(Vendor(), store, sent)
+    task = asyncio.create_task(first.run())
+    await wait_for(lambda: first.state.state == "connected")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    stopped_at = store.get("watermark")
+
+    vendor = Vendor()
+    again = link(vendor, store, sent)
+    task = asyncio.create_task(again.run())
+    try:
+        await wait_for(lambda: len(of(sent, "gateway.gap")) == 1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    [gap] = of(sent, "gateway.gap")
+    assert stopped_at is not None
+    assert gap.data["recovered"] == 7
+    assert datetime.fromisoformat(gap.data["from"]) == datetime.fromisoformat(stopped_at)
+    assert [g.start.isoformat() for g in vendor.recovered] == [stopped_at]
+
+
+async def test_shared_resources_open_once_and_close_newest_first() -> None:
+    resources, opened, closed = SharedResources(), [], []
+
+    async def open_(name: str) -> str:
+        opened.append(name)
+        return name
+
+    async def close(name: str) -> None:
+        closed.append(name)
+
+    got = await asyncio.gather(
+        *(resources.get("nats:a", lambda: open_("a"), close) for _ in range(3)),
+        resources.get("nats:b", lambda: open_("b"), close),
+    )
+    assert got == ["a", "a", "a", "b"] and opened == ["a", "b"]
+    await resources.close()
+    assert closed == ["b", "a"]
+
+
+def test_a_store_slice_keeps_vendors_and_tenants_apart() -> None:
+    store = StateStore(":memory:")
+    a, b = StoreSlice(store, "yeastar:t:"), StoreSlice(store, "fakepush:t:")
+    a.set("watermark", "1")
+    assert b.get("watermark") is None and store.get("yeastar:t:watermark") == "1"

@@ -1,0 +1,130 @@
+"""The polling base: cursor, overlap de-duplication across restarts, one warning per outage,
+gap on recovery, a stop on refused credentials, a pause on Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.connectors.link import LinkState
+from gateway.connectors.polling import PollDeferred, Poller, PollResult, PollStopped
+from gateway.runtime.backoff import Backoff
+from gateway.runtime.statestore import StateStore, StoreSlice
+from gateway.schema.events import CloudEvent, NormalizeContext, TrunkStatusData, make_event
+from gateway.settings import BackoffSettings
+from tests.conftest import wait_for
+
+CTX = NormalizeContext("t", "fakepoll", ZoneInfo("UTC"), datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def record(n: int) -> CloudEvent:
+    data = TrunkStatusData(trunk=f"t{n}", state="up")
+    return make_event(CTX, "trunk.status", data, identity=(n,))
+
+
+class Vendor:
+    """Records 1..n; each poll returns every record after the cursor plus the one before it
+    (an overlapping window), or raises what ``fail`` holds."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.fail: list[BaseException] = []
+        self.cursors: list[Any] = []
+
+    async def poll(self, cursor: Any) -> PollResult:
+        self.cursors.append(cursor)
+        if self.fail:
+            raise self.fail.pop(0)
+        start = max(0, (cursor or 0) - 1)
+        events = [record(n) for n in range(start + 1, self.records + 1)]
+        return PollResult(events, self.records, records=len(events))
+
+
+def poller(vendor: Vendor, store: StoreSlice, sent: list[CloudEvent]) -> tuple[Poller, LinkState]:
+    state = LinkState("t", "fakepoll", ZoneInfo("UTC"), include_raw=False)
+
+    async def emit(event: CloudEvent) -> None:
+        sent.append(event)
+
+    state.attach(emit)
+    backoff = Backoff(BackoffSettings(initial_s=0.01, max_s=0.02))
+    return Poller("records", state, store, vendor.poll, interval_s=0.01, backoff=backoff), state
+
+
+def of(sent: list[CloudEvent], type_: str) -> list[CloudEvent]:
+    return [e for e in sent if e.type == type_]
+
+
+async def test_overlapping_windows_pass_each_record_once_across_a_restart() -> None:
+    store = StoreSlice(StateStore(":memory:"), "fakepoll:t:")
+    vendor, sent = Vendor(), []
+    vendor.records = 3
+    first, state = poller(vendor, store, sent)
+    assert await first.poll_once() == 3 and state.state == "connected"
+    vendor.records = 5
+    assert await first.poll_once() == 2, "record 3 came again in the overlap: passed once"
+    assert [e.data["trunk"] for e in of(sent, "trunk.status")] == [f"t{n}" for n in range(1, 6)]
+
+    again, _ = poller(vendor, store, sent)  # a restart, or the next owner: same store
+    again.load()
+    assert again.cursor == 5
+    vendor.records = 6
+    assert await again.poll_once() == 1 and vendor.cursors[-1] == 5
+    assert len(of(sent, "trunk.status")) == 6
+
+
+async def test_an_outage_warns_once_goes_disconnected_and_ends_with_one_gap() -> None:
+    store = StoreSlice(StateStore(":memory:"), "fakepoll:t:")
+    vendor, sent = Vendor(), []
+    vendor.records = 1
+    p, _ = poller(vendor, store, sent)
+    await p.poll_once()
+    vendor.fail = [OSError("connection refused") for _ in range(5)]
+    vendor.records = 3
+    with capture_logs() as logs:
+        task = asyncio.create_task(p.run())
+        try:
+            await wait_for(lambda: len(of(sent, "gateway.gap")) == 1)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    warnings = [entry for entry in logs if entry["event"] == "poll_failed"]
+    assert len(warnings) == 1, "one warning per outage, not one per failed poll"
+    states = [e.data["state"] for e in of(sent, "gateway.connection")]
+    assert states == ["connected", "disconnected", "connected"]
+    [gap] = of(sent, "gateway.gap")
+    assert gap.data["recovered"] == 2, "the poll after the outage brought records 2 and 3"
+    assert gap.data["from"] <= gap.data["to"]
+
+
+async def test_refused_credentials_stop_polling_and_a_rate_limit_pauses() -> None:
+    store = StoreSlice(StateStore(":memory:"), "fakepoll:t:")
+    vendor, sent = Vendor(), []
+    vendor.fail = [PollDeferred(0.05), PollStopped("auth_failed", "401: token revoked")]
+    p, state = poller(vendor, store, sent)
+    task = asyncio.create_task(p.run())
+    try:
+        await wait_for(lambda: state.state == "auth_failed")
+        polls = len(vendor.cursors)
+        assert polls == 2 and not of(sent, "gateway.gap")
+        await asyncio.sleep(0.1)  # ten poll intervals: proving that nothing happens meanwhile
+        assert len(vendor.cursors) == polls, "no poll after the vendor refused the credentials"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    [event] = of(sent, "gateway.connection")
+    assert event.data == {"state": "auth_failed", "reason": "401: token revoked"}
+
+
+@pytest.mark.parametrize("saved", ["not json", '{"cursor": 1, "seen": 7}', "[]"])
+async def test_an_unreadable_cursor_starts_afresh(saved: str) -> None:
+    store = StoreSlice(StateStore(":memory:"), "fakepoll:t:")
+    store.set("cursor:records", saved)
+    p, _ = poller(Vendor(), store, [])
+    p.load()
+    assert p.cursor is None and list(p.seen) == []
