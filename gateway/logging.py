@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import Processor
 
 _SECRET_KEYS = frozenset(
     {"password", "client_secret", "secret", "access_token", "refresh_token", "token"}
@@ -30,7 +31,11 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    exc = structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info
+    exc: Processor
+    if fmt == "json":
+        exc = structlog.processors.format_exc_info
+    else:
+        exc = structlog.dev.set_exc_info
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, FieldValue
 from aio_pika.abc import AbstractRobustConnection as Connection
 
 from gateway.bus.topology import CommandNames
@@ -64,7 +64,7 @@ class CommandJournal:
     ) -> None:
         self._connection = connection
         self._names = names
-        self._arguments = {
+        self._arguments: dict[str, FieldValue] = {
             "x-queue-type": "stream",
             "x-max-age": f"{max(1, int(retention_s))}s",
             "x-stream-max-segment-size-bytes": SEGMENT_BYTES,
@@ -95,7 +95,7 @@ class CommandJournal:
         self, tenant: str, command_id: str, command: str | None, result: CommandResult | None
     ) -> None:
         """Append one record and wait for the broker's confirm."""
-        body = {
+        body: dict[str, object] = {
             "command_id": command_id,
             "command": command,
             "result": result.model_dump(mode="json") if result else None,

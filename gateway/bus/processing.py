@@ -50,7 +50,7 @@ def failure(command_id: str, code: ErrorCode, message: str, **extra: object) -> 
     return CommandResult(
         command_id=command_id,
         ok=False,
-        error=CommandError(code=code, message=message, **extra),  # type: ignore[arg-type]
+        error=CommandError(code=code, message=message, **extra),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, FieldValue
 
 DEAD_LETTER_TTL_MS = 14 * 86400 * 1000
 DEAD_LETTER_MAX = 100_000
@@ -53,7 +53,10 @@ async def declare_command_exchanges(
     dlx = await channel.declare_exchange(
         names.dead_letter_exchange, aio_pika.ExchangeType.HEADERS, durable=True
     )
-    bounded = {"x-message-ttl": DEAD_LETTER_TTL_MS, "x-max-length": DEAD_LETTER_MAX}
+    bounded: dict[str, FieldValue] = {
+        "x-message-ttl": DEAD_LETTER_TTL_MS,
+        "x-max-length": DEAD_LETTER_MAX,
+    }
     dead = await channel.declare_queue(names.dead, durable=True, arguments=bounded)
     await dead.bind(dlx, arguments={"x-match": "any-with-x", "x-first-death-reason": "rejected"})
     await dead.bind(dlx, arguments={"x-match": "any-with-x", "x-first-death-reason": "maxlen"})

@@ -38,7 +38,7 @@ class SharedResources:
             if key not in self._items:
                 self._items[key] = await open_()
                 self._closers[key] = close
-            return self._items[key]  # type: ignore[no-any-return]
+            return self._items[key]
 
     async def close(self) -> None:
         """Close every resource, newest first; a failing close is logged, never raised."""

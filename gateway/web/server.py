@@ -3,8 +3,9 @@ and each vendor plugin's own routes (webhooks) under ``/vendors/<name>/``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -53,7 +54,10 @@ class WebServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        # a TCPSite serves with loop.create_server, whose Server has .sockets (aiohttp types
+        # the attribute as the AbstractServer, which has not)
+        server = cast(asyncio.Server | None, site._server)
+        sockets = server.sockets if server else []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
 
     async def stop(self) -> None:

@@ -25,8 +25,9 @@ from gateway.connectors.yeastar.client import (
 from gateway.connectors.yeastar.metrics import TOKEN_REFRESHES
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
+from gateway.schema.events import ConnectionState
 
-StateSink = Callable[[str, str | None], Awaitable[None]]
+StateSink = Callable[[ConnectionState, str | None], Awaitable[None]]
 T = TypeVar("T")
 
 

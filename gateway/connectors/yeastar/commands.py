@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 from zoneinfo import ZoneInfo
 
 from gateway.connectors.yeastar.auth import YeastarAuth
@@ -393,12 +393,13 @@ class YeastarCommands:
         if isinstance(args, AgentArgs):
             args = await self._agent_by_ids(args)
         if name == "cdr.search":
-            request = self._cdr_request(args)
+            # the catalog parses a "cdr.search" body into CdrSearchArgs (discriminated union)
+            request = self._cdr_request(cast(CdrSearchArgs, args))
         else:
             request = _REQUESTS[name](args)
         body = await self._send(request, args.deadline)
         if name == "cdr.search":
-            return self._cdr_result(body, args)
+            return self._cdr_result(body, cast(CdrSearchArgs, args))
         return _RESULTS.get(name, _answer)(body)
 
     # --- transport: token, one refresh + retry, deadline, error mapping ------------------------

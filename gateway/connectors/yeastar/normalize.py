@@ -384,7 +384,8 @@ _ORG_ACTION: Final = {1: "enable", 0: "disable"}
 
 def _org_status(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30005: the department feature was switched on/off (show_root_org stays in raw)."""
-    action = _ORG_ACTION.get(_int(msg.get("org_status")))
+    status = _int(msg.get("org_status"))
+    action = _ORG_ACTION.get(status) if status is not None else None
     if action is None:
         raise _Invalid(f"missing or unknown 'org_status' {msg.get('org_status')!r}")
     return _Built("config.changed", ConfigChangedData(object="organization", action=action))
@@ -584,7 +585,10 @@ def _uacsta(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
 
 def _cdr(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30012: live CDR; its id is shared with the back-filled cdr/list record of the call."""
-    call_id = _first(msg, "call_id") or call_id_from_recording(msg.get("recording"))
+    recording = msg.get("recording")
+    call_id = _first(msg, "call_id") or (
+        call_id_from_recording(recording) if isinstance(recording, str) else None
+    )
     if call_id is None:
         raise _Invalid("missing required field 'call_id'")
     started_at = _local_time(msg.get("time_start"), ctx.tz)

@@ -44,7 +44,7 @@ class _Conn:
 
     ws: web.WebSocketResponse
     token: str
-    transport: asyncio.BaseTransport | None
+    transport: asyncio.Transport | None
     peer: str
     topics: set[int] = field(default_factory=set)
     last_rx: float = field(default_factory=time.monotonic)
