@@ -165,7 +165,11 @@ def _by_vendor(value: Any, handler: ValidatorFunctionWrapHandler) -> PbxSettings
             "type": PydanticCustomError(
                 "unknown_vendor",
                 "unknown vendor '{vendor}'; registered: {known}",
-                {"vendor": vendor, "known": ", ".join(sorted(known)) or "none"},
+                {
+                    "vendor": vendor,
+                    "known": ", ".join(sorted(known))
+                    or "none (no vendor plugin is installed: pip install -e . registers them)",
+                },
             ),
             "loc": ("vendor",),
             "input": vendor,

@@ -73,7 +73,12 @@ async def test_run_serves_health_and_drains_on_sigterm(sim_factory, tmp_path: Pa
 async def test_bad_config_lists_every_field_and_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(
-        yaml.safe_dump({"pbxs": [{"tenant": "a.b", "vendor": "x"}], "bus": {"nope": 1}})
+        yaml.safe_dump(
+            {
+                "pbxs": [{"tenant": "a.b", "vendor": "x"}, {"tenant": "c", "vendor": "yeastar"}],
+                "bus": {"nope": 1},
+            }
+        )
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -89,9 +94,9 @@ async def test_bad_config_lists_every_field_and_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     for field in (
         "pbxs.0.tenant",
-        "pbxs.0.vendor",
-        "pbxs.0.base_url",
-        "pbxs.0.client_id",
+        "pbxs.0.vendor: unknown vendor 'x'; registered: ",
+        "pbxs.1.base_url",
+        "pbxs.1.client_id",
         "bus.nope",
     ):
         assert field in err.decode(), field
