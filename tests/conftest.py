@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -18,6 +22,53 @@ from aio_pika.abc import AbstractRobustConnection
 pytest_plugins = ["tests.integration.fixtures"]
 
 AMQP_URL = os.environ.get("GATEWAY_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: The test-only vendor ``fakepbx`` (tests/fakepbx), registered the way a third party ships a
+#: vendor: an entry point of its own distribution, found by ``importlib.metadata``.
+_TEST_VENDORS = {
+    "METADATA": "Metadata-Version: 2.1\nName: fakepbx-tests\nVersion: 0.0\n",
+    "entry_points.txt": "[pbx_gateway.vendors]\nfakepbx = tests.fakepbx.plugin:PLUGIN\n",
+}
+_registered: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the test vendors for the whole session, before collection (the contract test
+    is parametrized over ``registry.plugins()``; a session fixture would run too late for
+    that). ``sys.path`` serves this process, ``PYTHONPATH`` the ``gateway`` subprocesses."""
+    from gateway.connectors import registry
+
+    folder = tempfile.mkdtemp(prefix="pbx-test-vendors-")
+    info = Path(folder) / "fakepbx_tests-0.0.dist-info"
+    info.mkdir()
+    for name, text in _TEST_VENDORS.items():
+        (info / name).write_text(text)
+    _registered["folder"] = folder
+    _registered["PYTHONPATH"] = os.environ.get("PYTHONPATH")
+    sys.path.insert(0, folder)
+    inherited = [_registered["PYTHONPATH"]] if _registered["PYTHONPATH"] else []
+    os.environ["PYTHONPATH"] = os.pathsep.join([folder, str(REPO_ROOT), *inherited])
+    registry.refresh()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Undo :func:`pytest_configure`."""
+    if "folder" not in _registered:
+        return
+    from gateway.connectors import registry
+
+    folder = _registered.pop("folder") or ""
+    previous = _registered.pop("PYTHONPATH")
+    with contextlib.suppress(ValueError):
+        sys.path.remove(folder)
+    if previous is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = previous
+    shutil.rmtree(folder, ignore_errors=True)
+    registry.refresh()
 
 
 async def wait_for(

@@ -34,6 +34,8 @@ from gateway.schema.events import (
 )
 
 S = TypeVar("S")
+#: Which source's state the link shows when they differ: the most severe first.
+_SEVERITY: dict[str, int] = {"auth_failed": 0, "blocked": 1, "disconnected": 2, "connected": 3}
 
 
 def describe(exc: BaseException) -> str:
@@ -42,7 +44,13 @@ def describe(exc: BaseException) -> str:
 
 
 class LinkState:
-    """One PBX link's state, published to consumers as ``gateway.connection`` events."""
+    """One PBX link's state, published to consumers as ``gateway.connection`` events.
+
+    A link may have several sources (a push subscription and a poller, say), each reporting
+    under its own ``source`` name; the link is ``connected`` only while every source that has
+    reported is, and otherwise takes the worst one's state and reason (``auth_failed`` and
+    ``blocked`` before ``disconnected``), so one healthy source never hides another's outage.
+    """
 
     def __init__(self, tenant: str, vendor: str, tz: ZoneInfo, *, include_raw: bool) -> None:
         self.tenant = tenant
@@ -54,6 +62,7 @@ class LinkState:
         self.reason: str | None = None
         self.since = datetime.now(UTC)
         self.messages = 0
+        self._sources: dict[str, tuple[ConnectionState, str | None]] = {}
         self._emit: Emit | None = None
         self._log = get_logger(f"{vendor}.link").bind(tenant=tenant)
 
@@ -75,8 +84,13 @@ class LinkState:
         if self._emit is not None:
             await self._emit(event)
 
-    async def set(self, state: ConnectionState, reason: str | None) -> None:
-        """Publish a state change; for auth trouble also a new reason (e.g. giving up)."""
+    async def set(
+        self, state: ConnectionState, reason: str | None, *, source: str = "link"
+    ) -> None:
+        """``source`` is in ``state`` now; publish the link's state when it changes (for auth
+        trouble also on a new reason, e.g. giving up)."""
+        self._sources[source] = (state, reason)
+        state, reason = min(self._sources.values(), key=lambda s: _SEVERITY[s[0]])
         if state == self.state and (
             state not in ("auth_failed", "blocked") or reason == self.reason
         ):
@@ -93,6 +107,7 @@ class LinkState:
     async def stopped(self) -> None:
         """The gateway stops this link: consumers learn it is gone, commands stop."""
         LINK_UP.labels(self.tenant, self.vendor).set(0)
+        self._sources.clear()
         with contextlib.suppress(Exception):
             await asyncio.shield(self.set("disconnected", "link stopped by the gateway"))
         self.link.set("stopped")

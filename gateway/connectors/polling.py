@@ -108,6 +108,7 @@ class Poller:
         self._seen_limit = seen_limit
         self._clock = clock
         self._key = f"cursor:{name}"
+        self._source = f"poll:{name}"
         self.cursor: Any = None
         self.seen = SeenIds(limit=seen_limit)
         self.last_success: datetime | None = None
@@ -147,7 +148,7 @@ class Poller:
             except PollStopped as exc:
                 POLLS.labels(self.state.tenant, self.state.vendor, "stopped").inc()
                 self._log.error("polling_stopped", state=exc.state, reason=exc.reason)
-                await self.state.set(exc.state, exc.reason)
+                await self.state.set(exc.state, exc.reason, source=self._source)
                 await asyncio.Event().wait()  # until cancelled: the settings must change
             except PollDeferred as exc:
                 POLLS.labels(self.state.tenant, self.state.vendor, "deferred").inc()
@@ -179,7 +180,7 @@ class Poller:
         self.last_success = now
         self.save()
         POLLS.labels(self.state.tenant, self.state.vendor, "ok").inc()
-        await self.state.set("connected", None)
+        await self.state.set("connected", None, source=self._source)
         self._outage = False
         if self._failing_since is not None:
             since, self._failing_since = self._failing_since, None
@@ -196,5 +197,5 @@ class Poller:
             self._log.warning("poll_failed", error=describe(exc))
         else:
             self._log.debug("poll_failed_again", error=describe(exc))
-        await self.state.set("disconnected", describe(exc))
+        await self.state.set("disconnected", describe(exc), source=self._source)
 

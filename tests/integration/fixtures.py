@@ -36,6 +36,7 @@ class Collected:
     """Every event a test consumer received, in arrival order."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
+    routing_keys: list[str] = field(default_factory=list)  # of each event, in the same order
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == type_]
@@ -65,6 +66,7 @@ async def collector(
         async def consume() -> None:
             async with queue.iterator() as messages:
                 async for message in messages:
+                    collected.routing_keys.append(message.routing_key or "")
                     collected.events.append(orjson.loads(message.body))
                     await message.ack()
 
@@ -101,12 +103,15 @@ def pbx_settings(sim: YeastarSimulator, tenant: str, **overrides: Any) -> Yeasta
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    *pbxs: PbxSettings, commands: CommandSettings | None = None, state_dir: Path | None = None
+    *pbxs: PbxSettings,
+    commands: CommandSettings | None = None,
+    state_dir: Path | None = None,
+    http: HttpSettings | None = None,
 ) -> AsyncIterator[GatewayApp]:
     settings = Settings(
         state_dir=state_dir or Path(tempfile.mkdtemp(prefix="gateway-test-")),
         bus={"url": AMQP_URL},
-        http=HttpSettings(enabled=False),
+        http=http or HttpSettings(enabled=False),
         logging=LoggingSettings(format="console", level="WARNING"),
         commands=commands or CommandSettings(enabled=False),
         lease=LeaseSettings(heartbeat_s=0.2, member_timeout_s=0.6, acquire_interval_s=0.2),

@@ -141,3 +141,27 @@ def test_a_store_slice_keeps_vendors_and_tenants_apart() -> None:
     a, b = StoreSlice(store, "yeastar:t:"), StoreSlice(store, "fakepush:t:")
     a.set("watermark", "1")
     assert b.get("watermark") is None and store.get("yeastar:t:watermark") == "1"
+
+
+async def test_one_healthy_source_never_hides_another_ones_outage() -> None:
+    state = LinkState("t", "fakepush", ZoneInfo("UTC"), include_raw=False)
+    sent: list[CloudEvent] = []
+
+    async def emit(event: CloudEvent) -> None:
+        sent.append(event)
+
+    state.attach(emit)
+    await state.set("connected", None)  # the push subscription
+    await state.set("connected", None, source="poll:records")
+    await state.set("disconnected", "socket closed")
+    await state.set("connected", None, source="poll:records")  # the poller is fine
+    assert state.state == "disconnected" and state.link.value == "disconnected"
+    await state.set("auth_failed", "401", source="poll:records")
+    await state.set("connected", None)
+    assert state.state == "auth_failed", "the poller still cannot log in"
+    published = [(e.data["state"], e.data["reason"]) for e in sent]
+    assert published == [
+        ("connected", None),
+        ("disconnected", "socket closed"),
+        ("auth_failed", "401"),
+    ]

@@ -1,0 +1,190 @@
+"""The vendor contract: what every registered vendor with a simulator must do, checked the same
+way for each (over the real RabbitMQ, the vendor's own simulator and the gateway in-process).
+
+A new vendor gets these tests by registering its plugin; it adds one line to ``SAMPLE_LINES``
+(a raw message its normalizer reads) and, if it can, a probe to ``VENDOR_REQUESTS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.connectors import registry
+from gateway.connectors.plugin import DemoOptions, VendorPlugin
+from gateway.schema.commands import BASE_COMMANDS
+from gateway.schema.events import EVENT_TYPES, CloudEvent, NormalizeContext
+from gateway.settings import BackoffSettings, PbxSettings
+from tests.conftest import wait_for
+from tests.integration.fixtures import Collected, running_gateway
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FAST_BACKOFF = BackoffSettings(initial_s=0.05, max_s=0.5, reset_after_s=5)
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+UUID_SHAPE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+#: Every registered vendor that ships a simulator (read at collection: the test vendors are
+#: registered by tests/conftest.py before it).
+VENDORS = sorted(name for name, p in registry.plugins().items() if p.simulator is not None)
+
+
+def _yeastar_frame(name: str) -> str:
+    return json.dumps(json.loads((FIXTURES / "yeastar" / name).read_text())["frame"])
+
+
+#: vendor -> one raw message (a text line) its normalizer turns into a non-rejected event.
+SAMPLE_LINES: dict[str, Callable[[], str]] = {
+    "yeastar": lambda: _yeastar_frame("30011_outbound_answered.json"),
+    "fakepbx": lambda: (
+        '{"kind":"call","id":"c1","state":"ringing","from":"2001","to":"2002","at":1714552200}'
+    ),
+}
+
+
+def _fakepbx_requests(pbx: PbxSettings) -> int:
+    """Requests that would mean a command reached the fake PBX (everything but the link's
+    own WebSocket and record polling)."""
+    from tests.fakepbx.sim import FakePbxSimulator
+
+    counted = FakePbxSimulator.at(pbx.base_url).requests  # type: ignore[attr-defined]
+    return sum(n for path, n in counted.items() if path not in ("/events", "/records"))
+
+
+#: vendor -> how many command-like requests its simulator has served (where it can tell).
+VENDOR_REQUESTS: dict[str, Callable[[PbxSettings], int]] = {"fakepbx": _fakepbx_requests}
+
+#: Valid args for contract commands, to pick one a vendor does not declare.
+SAMPLE_ARGS: dict[str, dict[str, Any]] = {
+    "call.park_status": {},
+    "call.hangup": {"channel_id": "PJSIP/2001-00000001"},
+    "call.query": {"direction": "inbound"},
+    "agent.logout": {"extension": "2001"},
+    "call.dial": {"caller": "2001", "callee": "2002"},
+}
+
+
+def _unsupported(plugin: VendorPlugin) -> str | None:
+    """A contract command the vendor does not declare (with sample args), if there is one."""
+    missing = [c for c in BASE_COMMANDS if c not in plugin.commands and c in SAMPLE_ARGS]
+    return missing[0] if missing else None
+
+
+def _ctx(vendor: str) -> NormalizeContext:
+    return NormalizeContext("c-ids", vendor, ZoneInfo("UTC"), datetime(2024, 5, 1, tzinfo=UTC))
+
+
+def check_envelope(event: dict[str, Any], routing_key: str, tenant: str, vendor: str) -> None:
+    """One published event against the contract (docs/CONTRACT.md)."""
+    where = f"{event.get('type')} {event.get('id')}"
+    assert event["specversion"] == "1.0", where
+    assert event["source"] == f"pbx://{tenant}", where
+    assert event["tenant"] == tenant, where
+    assert event["vendor"] == vendor, where
+    assert RFC3339.match(event["time"]), f"{where}: time {event['time']!r} is not RFC 3339"
+    assert datetime.fromisoformat(event["time"].replace("Z", "+00:00")).tzinfo is not None
+    assert UUID_SHAPE.match(event["id"]) and uuid.UUID(event["id"]), where
+    assert routing_key == f"{tenant}.{event['type']}", where
+    assert event["type"] in EVENT_TYPES, f"{where}: not a contract event type"
+    EVENT_TYPES[event["type"]].model_validate(event["data"])
+    CloudEvent.model_validate(event)
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_vendor_contract(vendor: str, unique: str, collector, command_bus) -> None:
+    """The vendor's simulated traffic through the gateway: CloudEvents envelope, routing keys,
+    payload models, link state events; and deterministic ids from its normalizer."""
+    plugin = registry.plugin(vendor)
+    tenant = f"c-{unique}"
+    got: Collected = await collector(tenant)
+    async with _gateway(plugin, tenant, command_bus):
+        await wait_for(lambda: _connected(got) and len(_traffic(got)) >= 5, timeout=30)
+
+    events, keys = list(got.events), list(got.routing_keys)
+    assert len(events) == len(keys)
+    for event, key in zip(events, keys, strict=True):
+        check_envelope(event, key, tenant, plugin.name)
+    rejected = [e["data"] for e in got.of_type("gateway.rejected")]
+    assert not rejected, f"the {vendor} simulator's own traffic was rejected: {rejected[:3]}"
+
+    # id determinism: the same raw message in the same context always gives the same ids
+    assert vendor in SAMPLE_LINES, f"add a raw {vendor} message to SAMPLE_LINES"
+    line = SAMPLE_LINES[vendor]()
+    first, second = plugin.normalize(line, _ctx(vendor)), plugin.normalize(line, _ctx(vendor))
+    assert first and all(e.type != "gateway.rejected" for e in first), first
+    assert [e.id for e in first] == [e.id for e in second]
+    for event in first:
+        EVENT_TYPES[event.type].model_validate(event.data)
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_vendor_contract_unsupported_command(
+    vendor: str, unique: str, collector, command_bus
+) -> None:
+    """A contract command the plugin does not declare is answered ``unsupported`` by the
+    gateway, without reaching the vendor."""
+    plugin = registry.plugin(vendor)
+    command = _unsupported(plugin)
+    if command is None:
+        pytest.skip(f"{vendor} declares every contract command that has sample args")
+    tenant = f"c-{unique}"
+    got: Collected = await collector(tenant)
+    async with _gateway(plugin, tenant, command_bus) as pbx:
+        await wait_for(lambda: _connected(got), timeout=30)
+        probe = VENDOR_REQUESTS.get(vendor)
+        before = probe(pbx) if probe else 0
+        result = await command_bus.call(tenant, command, SAMPLE_ARGS[command])
+        assert result["ok"] is False, result
+        assert result["error"]["code"] == "unsupported", result
+        if probe is not None:
+            assert probe(pbx) == before, f"{command} reached the {vendor} PBX"
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_vendor_declaration(vendor: str) -> None:
+    """The declaration the gateway relies on: a consistent plugin whose declared commands
+    parse, and a normalizer that never raises (unreadable lines become gateway.rejected)."""
+    plugin = registry.plugin(vendor)
+    plugin.check()
+    catalog = registry.command_catalog()
+    for name in sorted(plugin.commands & SAMPLE_ARGS.keys()):
+        body = json.dumps({"command": name, "args": SAMPLE_ARGS[name]})
+        assert catalog.parse(body).command == name
+    for line in ("", "{", "[1,", "[]", "null", "\x00\xff", '{"type": 1}', '{"kind": "call"}'):
+        events = plugin.normalize(line, _ctx(vendor))
+        assert events, line
+        for event in events:
+            EVENT_TYPES[event.type].model_validate(event.data)
+        if not line.startswith("{"):
+            assert {e.type for e in events} == {"gateway.rejected"}, line
+
+
+def _connected(got: Collected) -> bool:
+    return any(e["data"]["state"] == "connected" for e in got.of_type("gateway.connection"))
+
+
+def _traffic(got: Collected) -> list[dict[str, Any]]:
+    return [e for e in got.events if not e["type"].startswith("gateway.")]
+
+
+@contextlib.asynccontextmanager
+async def _gateway(
+    plugin: VendorPlugin, tenant: str, command_bus: Any
+) -> AsyncIterator[PbxSettings]:
+    """The vendor's demo simulator (5 calls a second) and a gateway linked to it."""
+    assert plugin.simulator is not None
+    options = DemoOptions(tenant=tenant, calls_per_second=5, seed=3)
+    async with plugin.simulator.demo(options) as pbx:
+        pbx = pbx.model_copy(update={"backoff": FAST_BACKOFF})
+        async with running_gateway(pbx, commands=command_bus.settings):
+            yield pbx
