@@ -27,7 +27,7 @@ from gateway.runtime.backoff import Backoff
 from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import StateStore, StoreSlice, TenantState
 from gateway.runtime.supervisor import supervise
-from gateway.settings import BackoffSettings, Settings, redact_url
+from gateway.settings import BackoffSettings, PbxSettings, Settings, redact_url
 from gateway.web.server import WebServer
 
 
@@ -106,7 +106,8 @@ class GatewayApp:
         s = self.settings
         url = s.bus.url.get_secret_value()
         self._connection = await connect_bus(url, stop)
-        session = aiohttp.ClientSession()
+        # No cookie jar: one session serves every PBX, and tenants of a SaaS vendor share a host.
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         lease_task: asyncio.Task[None] | None = None
         try:
             self.outbox = Outbox(
@@ -128,16 +129,7 @@ class GatewayApp:
             self.states = {pbx.tenant: TenantState(self.store, pbx.tenant) for pbx in s.pbxs}
             vendors = plugins()
             self.connectors = [
-                vendors[pbx.vendor].connector(
-                    pbx,
-                    LinkResources(
-                        http=session,
-                        store=StoreSlice(self.states[pbx.tenant], f"{pbx.vendor}:{pbx.tenant}:"),
-                        recovery=s.recovery,
-                        shared=self.resources,
-                    ),
-                )
-                for pbx in s.pbxs
+                self._build_connector(vendors[pbx.vendor], pbx, session) for pbx in s.pbxs
             ]
             if s.commands.enabled:
                 ledger_file = s.state_dir / "commands.sqlite3"
@@ -193,6 +185,23 @@ class GatewayApp:
             await stop.wait()
         finally:
             await self._shutdown(lease_task, session)
+
+    def _build_connector(
+        self, plugin: VendorPlugin, pbx: PbxSettings, session: aiohttp.ClientSession
+    ) -> Connector:
+        resources = LinkResources(
+            http=session,
+            store=StoreSlice(self.states[pbx.tenant], f"{pbx.vendor}:{pbx.tenant}:"),
+            recovery=self.settings.recovery,
+            shared=self.resources,
+        )
+        connector = plugin.connector(pbx, resources)
+        if connector.vendor != plugin.name or connector.tenant != pbx.tenant:
+            raise RuntimeError(
+                f"plugin {plugin.name!r} built a connector for {connector.vendor!r}"
+                f" / {connector.tenant!r}, not for {pbx.vendor!r} / {pbx.tenant!r}"
+            )
+        return connector
 
     def _vendor_routes(self, vendors: dict[str, VendorPlugin]) -> dict[str, list[Any]]:
         """Each plugin's HTTP routes (webhooks), by vendor name."""
@@ -297,12 +306,12 @@ class GatewayApp:
         if lease_task is not None:
             lease_task.cancel()
             await asyncio.gather(lease_task, return_exceptions=True)
+        if self.web is not None:  # before the outbox closes: no webhook may find it closed
+            await self.web.stop()
         if self.publisher is not None:
             await self.publisher.stop(timeout=self.settings.shutdown_timeout_s)
         if self.outbox is not None:
             self.outbox.close()  # what is unconfirmed stays spooled for the next start
-        if self.web is not None:
-            await self.web.stop()
         await self.resources.close()
         await session.close()
         if self.shared is not None:

@@ -26,21 +26,29 @@ EXIT_REJECTED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gateway.connectors.registry import PluginError
+
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except PluginError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    from gateway.connectors.registry import plugins
+    from gateway.connectors.registry import broken, plugins
 
     vendors = plugins()
+    unusable = "".join(f"\n  {name}: {why}" for name, why in broken().items())
     parser = argparse.ArgumentParser(
         prog="gateway",
         description=__doc__,
+        epilog=f"vendor plugins that could not be loaded:{unusable}" if unusable else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="cmd")

@@ -18,7 +18,8 @@ class Connector(Protocol):
     link: Watch[str]  # "connected" while the PBX can take commands
 
     async def run(self, emit: Emit) -> None:
-        """Keep the PBX link alive and hand every event to ``emit`` until cancelled."""
+        """Keep the PBX link alive and hand every event to ``emit`` until cancelled. Called
+        again on the same object after a failure, or when this instance owns the PBX again."""
         ...
 
     async def execute(self, command: CommandModel) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from gateway.connectors.watermark import Gap, Watermark
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.metrics import LINK_UP
+from gateway.runtime.supervisor import stopping
 from gateway.runtime.watch import Watch
 from gateway.schema.events import (
     CloudEvent,
@@ -40,7 +41,8 @@ _SEVERITY: dict[str, int] = {"auth_failed": 0, "blocked": 1, "disconnected": 2, 
 
 def describe(exc: BaseException) -> str:
     """One line for a log or a ``reason``: the exception's kind and message, bounded."""
-    return f"{type(exc).__name__}: {exc}"[:300]
+    text = str(exc)
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
 
 
 class LinkState:
@@ -130,7 +132,7 @@ Recover = Callable[[Gap, datetime], Awaitable[int]]
 
 
 class PushLink(Generic[S]):
-    """One reconnect loop per link (ARCHITECTURE rule 6): ``connect`` opens and subscribes a
+    """One reconnect loop per link, backing off with jitter: ``connect`` opens and subscribes a
     session, ``serve`` holds it until it dies and returns why; ``on_connect_error`` may react to
     a refusal (e.g. force a token refresh) before the backoff."""
 
@@ -163,7 +165,9 @@ class PushLink(Generic[S]):
             while True:
                 try:
                     session = await self._connect()
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
+                    if isinstance(exc, asyncio.CancelledError) and stopping():
+                        raise
                     gap = gap or self.watermark.interrupted(datetime.now(UTC))
                     await self.state.set("disconnected", describe(exc))
                     if self._on_connect_error is not None:
@@ -177,7 +181,12 @@ class PushLink(Generic[S]):
                 if gap is not None:
                     self._start_recovery(gap, live)
                     gap = None
-                reason = await self._serve(session)
+                try:
+                    reason = await self._serve(session)
+                except asyncio.CancelledError:
+                    if stopping():
+                        raise
+                    reason = "the session was cancelled by the vendor client"
                 gap = self.watermark.interrupted(datetime.now(UTC))
                 await self.state.set("disconnected", reason)
                 await asyncio.sleep(self._backoff.next_delay())

@@ -42,7 +42,9 @@ class LinkResources:
     ``store`` is this PBX's slice of the instance's state store: keys are kept apart per vendor
     and tenant (``<vendor>:<tenant>:<key>``), so the connector names only its own key.
     ``shared`` holds connections that outlive one PBX link (e.g. one NATS connection per
-    server for every PBX on it); the gateway closes them at shutdown.
+    server for every PBX on it); the gateway closes them at shutdown. ``http`` is shared by
+    every PBX and keeps no cookies (tenants of a SaaS vendor share its host): a vendor that
+    needs a cookie session opens its own.
     """
 
     http: aiohttp.ClientSession
@@ -135,6 +137,8 @@ class VendorPlugin:
         """Raise ``ValueError`` when the declaration is inconsistent (checked at load)."""
         if not VENDOR_NAME.match(self.name):
             raise ValueError(f"vendor name {self.name!r} must match {VENDOR_NAME.pattern}")
+        if not (isinstance(self.settings, type) and issubclass(self.settings, PbxSettings)):
+            raise ValueError(f"settings must be a subclass of PbxSettings, not {self.settings!r}")
         tag = self.settings.model_fields.get("vendor")
         if tag is None or getattr(tag.annotation, "__args__", None) != (self.name,):
             raise ValueError(f"{self.settings.__name__}.vendor must be Literal[{self.name!r}]")
@@ -142,6 +146,9 @@ class VendorPlugin:
         foreign = sorted(n for n in own if not n.startswith(f"{self.name}."))
         if foreign:
             raise ValueError(f"vendor commands must be named {self.name}.<...>: {foreign}")
+        undeclared = sorted(own - self.commands)
+        if undeclared:
+            raise ValueError(f"modelled but not in commands (would be unsupported): {undeclared}")
         unknown = sorted(self.commands - set(BASE_COMMANDS) - own)
         if unknown:
             raise ValueError(f"commands neither in the contract nor modelled: {unknown}")

@@ -8,6 +8,9 @@ overlap (records can appear late) return some events again: their ids are determ
 poller passes each id once, and remembers the ids it passed together with the cursor, so a
 restart or the next owner after a takeover does not publish them again either.
 
+``poll`` reads its whole window, every page of it, so that the cursor can move past it.
+The passed ids are kept ``seen_ttl_s`` (an hour by default): longer than any overlap.
+
 A failed poll leaves the cursor where it was, so the next good poll reads the missed window:
 nothing is lost, only late. The link state turns ``disconnected`` on the first failure and
 ``connected`` on the next success, which also publishes one ``gateway.gap`` (``from`` = the last
@@ -34,7 +37,11 @@ from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.metrics import FRAMES_RECEIVED, POLLS
 from gateway.runtime.statestore import KeyValue
+from gateway.runtime.supervisor import stopping
 from gateway.schema.events import CloudEvent, ConnectionState, gap_event
+
+#: A poll that found nothing new is saved (for its time) at most this often.
+SAVE_QUIET_EVERY_S = 60.0
 
 
 @dataclass(slots=True)
@@ -62,23 +69,41 @@ class PollDeferred(Exception):
 
 
 class SeenIds:
-    """The newest ``limit`` event ids passed, oldest forgotten first."""
+    """Event ids passed within the last ``ttl_s`` seconds (at most ``limit``, oldest forgotten
+    first): what an overlapping window can return again. Kept small on purpose, since it is
+    saved with the cursor and shared with the next owner of the PBX."""
 
-    def __init__(self, ids: Iterable[str] = (), limit: int = 20_000) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict((i, None) for i in ids)
+    def __init__(
+        self,
+        ids: Iterable[tuple[str, float]] = (),
+        *,
+        ttl_s: float = 3600.0,
+        limit: int = 20_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ids: OrderedDict[str, float] = OrderedDict(sorted(ids, key=lambda i: i[1]))
+        self._ttl_s = ttl_s
         self._limit = limit
+        self._clock = clock
+        self._prune()
 
     def __contains__(self, event_id: object) -> bool:
         return event_id in self._ids
 
     def add(self, event_id: str) -> None:
-        self._ids[event_id] = None
+        self._ids[event_id] = self._clock()
         self._ids.move_to_end(event_id)
-        while len(self._ids) > self._limit:
+        self._prune()
+
+    def _prune(self) -> None:
+        oldest = self._clock() - self._ttl_s
+        while self._ids and (
+            len(self._ids) > self._limit or next(iter(self._ids.values())) < oldest
+        ):
             self._ids.popitem(last=False)
 
-    def __iter__(self) -> Any:
-        return iter(self._ids)
+    def items(self) -> list[tuple[str, float]]:
+        return list(self._ids.items())
 
 
 class Poller:
@@ -95,6 +120,7 @@ class Poller:
         interval_s: float,
         backoff: Backoff,
         timeout_s: float = 60.0,
+        seen_ttl_s: float = 3600.0,
         seen_limit: int = 20_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -105,12 +131,13 @@ class Poller:
         self._interval = interval_s
         self._backoff = backoff
         self._timeout = timeout_s
-        self._seen_limit = seen_limit
+        self._seen = {"ttl_s": seen_ttl_s, "limit": seen_limit}
         self._clock = clock
         self._key = f"cursor:{name}"
         self._source = f"poll:{name}"
         self.cursor: Any = None
-        self.seen = SeenIds(limit=seen_limit)
+        self.seen = SeenIds(ttl_s=seen_ttl_s, limit=seen_limit)
+        self._saved_at = -float("inf")
         self.last_success: datetime | None = None
         self._failing_since: datetime | None = None  # start of the window not read yet
         self._outage = False
@@ -123,16 +150,17 @@ class Poller:
             return
         try:
             saved = orjson.loads(raw)
-            seen = SeenIds([str(i) for i in saved.get("seen") or []], self._seen_limit)
+            ids = [(str(i), float(t)) for i, t in saved.get("seen") or []]
+            seen = SeenIds(ids, ttl_s=self._seen["ttl_s"], limit=int(self._seen["limit"]))
             cursor, at = saved.get("cursor"), parse_iso(saved.get("at"))
-        except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
             self._log.warning("cursor_unreadable", error=describe(exc))
             return
         self.cursor, self.seen, self.last_success = cursor, seen, at
 
     def save(self) -> None:
         at = self.last_success.isoformat() if self.last_success else None
-        body = {"cursor": self.cursor, "seen": list(self.seen), "at": at}
+        body = {"cursor": self.cursor, "seen": self.seen.items(), "at": at}
         self._store.set(self._key, orjson.dumps(body, default=str).decode())
 
     async def run(self) -> None:
@@ -150,6 +178,13 @@ class Poller:
                 self._log.error("polling_stopped", state=exc.state, reason=exc.reason)
                 await self.state.set(exc.state, exc.reason, source=self._source)
                 await asyncio.Event().wait()  # until cancelled: the settings must change
+            except asyncio.CancelledError:
+                if stopping():
+                    raise
+                POLLS.labels(self.state.tenant, self.state.vendor, "failed").inc()
+                await self._failed(RuntimeError("the poll was cancelled by the vendor client"))
+                await asyncio.sleep(min(self._backoff.next_delay(), self._interval))
+                continue
             except PollDeferred as exc:
                 POLLS.labels(self.state.tenant, self.state.vendor, "deferred").inc()
                 self._log.info("poll_deferred", retry_in_s=exc.retry_after_s, reason=str(exc))
@@ -176,9 +211,12 @@ class Poller:
             self.seen.add(event.id)
             fresh += 1
         now = datetime.now(UTC)
+        changed = fresh > 0 or result.cursor != self.cursor
         self.cursor = result.cursor
         self.last_success = now
-        self.save()
+        if changed or self._clock() - self._saved_at >= SAVE_QUIET_EVERY_S:
+            self.save()
+            self._saved_at = self._clock()
         POLLS.labels(self.state.tenant, self.state.vendor, "ok").inc()
         await self.state.set("connected", None, source=self._source)
         self._outage = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from importlib.metadata import EntryPoint, entry_points
 
-from gateway.connectors.plugin import VendorPlugin, command_name
+from gateway.connectors.plugin import VendorPlugin
 from gateway.schema.commands import CommandCatalog
 
 GROUP = "pbx_gateway.vendors"
@@ -40,16 +40,38 @@ def _load(entry: EntryPoint) -> VendorPlugin:
 
 
 @functools.cache
+def _read() -> tuple[dict[str, VendorPlugin], dict[str, str]]:
+    found: dict[str, VendorPlugin] = {}
+    broken: dict[str, str] = {}
+    for entry in entry_points(group=GROUP):
+        if entry.name in found or entry.name in broken:
+            broken[entry.name] = f"vendor {entry.name!r} is registered twice ({entry.value})"
+            found.pop(entry.name, None)
+            continue
+        try:
+            found[entry.name] = _load(entry)
+        except PluginError as exc:
+            broken[entry.name] = str(exc)
+    return dict(sorted(found.items())), broken
+
+
 def plugins() -> dict[str, VendorPlugin]:
-    """Vendor name -> plugin, sorted by name; raises :class:`PluginError` on a broken one."""
-    found = {entry.name: _load(entry) for entry in entry_points(group=GROUP)}
-    return dict(sorted(found.items()))
+    """Vendor name -> plugin, sorted by name: every registered plugin that loaded."""
+    return _read()[0]
+
+
+def broken() -> dict[str, str]:
+    """Vendor name -> why its plugin could not be used. A broken plugin never stops the others:
+    only a configured PBX (or a ``--vendor``) that needs it fails, with this reason."""
+    return _read()[1]
 
 
 def plugin(vendor: str) -> VendorPlugin:
     try:
         return plugins()[vendor]
     except KeyError:
+        if vendor in broken():
+            raise PluginError(broken()[vendor]) from None
         known = ", ".join(plugins()) or "none"
         raise PluginError(
             f"no vendor plugin {vendor!r} is registered (registered: {known})"
@@ -58,16 +80,12 @@ def plugin(vendor: str) -> VendorPlugin:
 
 @functools.cache
 def command_catalog() -> CommandCatalog:
-    """The contract's commands plus every plugin's own management commands."""
-    models = [model for p in plugins().values() for model in p.command_models]
-    names = [command_name(model) for model in models]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise PluginError(f"command names declared twice: {repeated}")
-    return CommandCatalog(models)
+    """The contract's commands plus every plugin's own management commands (their names start
+    with the vendor's, so two plugins never declare the same one)."""
+    return CommandCatalog([model for p in plugins().values() for model in p.command_models])
 
 
 def refresh() -> None:
     """Forget what was read, so the next call reads the entry points again."""
-    plugins.cache_clear()
+    _read.cache_clear()
     command_catalog.cache_clear()

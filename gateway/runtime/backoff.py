@@ -1,4 +1,4 @@
-"""Exponential backoff with jitter and a cap, reset after a healthy period (ARCHITECTURE rule 6)."""
+"""Exponential backoff with jitter and a cap, reset after a healthy period (one per loop)."""
 
 from __future__ import annotations
 

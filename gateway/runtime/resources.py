@@ -40,15 +40,25 @@ class SharedResources:
                 self._closers[key] = close
             return self._items[key]
 
+    async def discard(self, key: str) -> None:
+        """Close and forget ``key`` (e.g. a connection found dead): the next ``get`` opens a
+        new one. Closing errors are logged, never raised."""
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if key in self._items:
+                await self._close(key)
+
+    async def _close(self, key: str) -> None:
+        item = self._items.pop(key)
+        closer = self._closers.pop(key)
+        try:
+            await asyncio.wait_for(closer(item), 5)
+        except Exception as exc:
+            get_logger("runtime.resources").warning(
+                "resource_close_failed", resource=key, error=str(exc)[:300]
+            )
+
     async def close(self) -> None:
         """Close every resource, newest first; a failing close is logged, never raised."""
         self._closed = True
         for key in reversed(list(self._items)):
-            item = self._items.pop(key)
-            closer = self._closers.pop(key)
-            try:
-                await asyncio.wait_for(closer(item), 5)
-            except Exception as exc:
-                get_logger("runtime.resources").warning(
-                    "resource_close_failed", resource=key, error=str(exc)[:300]
-                )
+            await self._close(key)

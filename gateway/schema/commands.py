@@ -565,7 +565,7 @@ class CommandCatalog:
             for model in self.models
         }
         # a value built at run time (not a type alias): the annotation tells mypy so
-        union: object = Annotated[Union[self.models], Field(discriminator="command")]  # noqa: UP007
+        union: Any = Annotated[Union[self.models], Field(discriminator="command")]  # noqa: UP007
         self._adapter: TypeAdapter[Any] = TypeAdapter(union)
 
     def _parse(self, body: bytes | str) -> CommandModel:

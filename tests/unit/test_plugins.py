@@ -70,7 +70,12 @@ def test_the_built_in_vendors_are_entry_points() -> None:
         ({"name": "Bad Name"}, "must match"),
         ({"name": "other"}, "Literal\\['other'\\]"),
         ({"command_models": (ForeignReload,)}, "must be named toy"),
-        ({"commands": frozenset({"call.teleport"})}, "neither in the contract nor modelled"),
+        (
+            {"commands": frozenset({"call.teleport", "toy.config.reload"})},
+            "neither in the contract nor modelled",
+        ),
+        ({"commands": frozenset({"call.dial"})}, "modelled but not in commands"),
+        ({"settings": dict}, "subclass of PbxSettings"),
     ],
 )
 def test_an_inconsistent_declaration_is_refused(changes: dict[str, Any], message: str) -> None:
@@ -89,6 +94,31 @@ def test_a_broken_entry_point_is_named() -> None:
         registry._load(entry("tests.unit.test_plugins:ToyPbx"))
     with pytest.raises(registry.PluginError, match="names a plugin called 'toy'"):
         registry._load(entry("tests.unit.test_plugins:TOY", name="other"))
+
+
+def test_a_broken_plugin_is_set_aside_and_named_where_it_is_needed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    entries = [
+        EntryPoint(name="yeastar", value="gateway.connectors.yeastar.plugin:PLUGIN", group="g"),
+        EntryPoint(name="toy", value="tests.unit.no_such_module:PLUGIN", group="g"),
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: entries)
+    registry.refresh()
+    try:
+        assert list(registry.plugins()) == ["yeastar"], "the others still work"
+        assert "failed to load" in registry.broken()["toy"]
+        with pytest.raises(registry.PluginError, match="failed to load"):
+            registry.plugin("toy")
+        from gateway.settings import SettingsError, load_settings
+
+        config = tmp_path / "gateway.yaml"
+        config.write_text('{"pbxs": [{"tenant": "a", "vendor": "toy"}]}')
+        with pytest.raises(SettingsError, match=r"pbxs\.0\.vendor: vendor plugin 'toy'"):
+            load_settings(config)
+    finally:
+        monkeypatch.undo()
+        registry.refresh()
 
 
 def test_a_vendor_command_is_parsed_validated_and_exported() -> None:

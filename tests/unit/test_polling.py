@@ -127,4 +127,19 @@ async def test_an_unreadable_cursor_starts_afresh(saved: str) -> None:
     store.set("cursor:records", saved)
     p, _ = poller(Vendor(), store, [])
     p.load()
-    assert p.cursor is None and list(p.seen) == []
+    assert p.cursor is None and p.seen.items() == []
+
+
+def test_passed_ids_are_kept_only_as_long_as_an_overlap_can_last() -> None:
+    from gateway.connectors.polling import SeenIds
+
+    now = [1000.0]
+    seen = SeenIds(ttl_s=60, limit=3, clock=lambda: now[0])
+    for n in range(4):
+        seen.add(f"e{n}")
+    assert [i for i, _ in seen.items()] == ["e1", "e2", "e3"], "bounded by count"
+    now[0] += 61
+    seen.add("e4")
+    assert [i for i, _ in seen.items()] == ["e4"], "older than the overlap: forgotten"
+    again = SeenIds(seen.items(), ttl_s=60, clock=lambda: now[0])
+    assert "e4" in again and "e1" not in again

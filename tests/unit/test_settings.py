@@ -129,3 +129,22 @@ def test_deploy_configs_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     path = tmp_path / "k8s.yaml"
     path.write_text(config_map["data"]["gateway.yaml"])
     assert load_settings(path).pbxs[0].tenant == "acme-hq"
+
+
+def test_a_pbx_without_a_vendor_or_of_a_foreign_model_is_refused(tmp_path: Path) -> None:
+    from gateway.settings import PbxSettings, Settings
+
+    no_vendor = {k: v for k, v in GOOD_PBX.items() if k != "vendor"}
+    with pytest.raises(SettingsError, match=r"pbxs\.0\.vendor: Field required"):
+        load_settings(write(tmp_path, {"pbxs": [no_vendor]}))
+    with pytest.raises(ValueError, match="unknown vendor 'nope'"):
+        Settings(pbxs=[PbxSettings(tenant="x", vendor="nope")])
+
+
+def test_a_dump_keeps_every_vendor_field_and_loads_back(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, {"pbxs": [GOOD_PBX]}))
+    dumped = settings.model_dump(mode="json")
+    assert dumped["pbxs"][0]["client_id"] == "id" and "topics" in dumped["pbxs"][0]
+    dumped["pbxs"][0]["client_secret"] = "s3cret-value"  # dumps redact it
+    again = load_settings(write(tmp_path, dumped))
+    assert again.pbxs[0] == settings.pbxs[0]
