@@ -14,9 +14,12 @@ The passed ids are kept ``seen_ttl_s`` (an hour by default): longer than any ove
 A failed poll leaves the cursor where it was, so the next good poll reads the missed window:
 nothing is lost, only late. The link state turns ``disconnected`` on the first failure and
 ``connected`` on the next success, which also publishes one ``gateway.gap`` (``from`` = the last
-good poll, ``recovered`` = what that poll brought). A poll raising :class:`PollStopped` (bad
-credentials) publishes its state (``auth_failed``) and stops until the gateway is restarted with
-new settings; :class:`PollDeferred` (rate limited) waits as long as the vendor asked.
+good poll, ``recovered`` = what that poll brought). A restart or a takeover is such an
+interruption too: the first poll after it reads from the saved cursor and publishes the gap.
+
+A poll raising :class:`PollStopped` (bad credentials) publishes its state (``auth_failed``) and
+stops until the gateway is restarted with new settings; :class:`PollDeferred` (rate limited)
+waits as long as the vendor asked.
 """
 
 from __future__ import annotations
