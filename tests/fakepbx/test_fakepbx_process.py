@@ -116,3 +116,25 @@ async def test_gateway_sim_fakepbx_serves(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 20)
     assert code == 0
+
+
+def test_gateway_demo_runs_any_registered_vendor(unique: str) -> None:
+    """``gateway demo --vendor fakepbx``: its simulator, the gateway and the printing consumer,
+    in a fresh process that knows the vendor only by its entry point."""
+    done = cli(
+        "demo",
+        "--vendor",
+        "fakepbx",
+        "--tenant",
+        f"d-{unique}",
+        "--amqp-url",
+        AMQP_URL,
+        "--calls-per-second",
+        "5",
+        "--duration",
+        "4",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "demo: simulated Fake PBX (tests) (fakepbx)" in done.stdout
+    assert re.search(r"gateway\.connection .*state=connected", done.stdout), done.stdout
+    assert re.search(r"^\S+\s+call\.(ringing|answered|ended) ", done.stdout, re.M), done.stdout
