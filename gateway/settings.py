@@ -147,17 +147,14 @@ class _AnyVendorPbx(PbxSettings):
 
 
 def _vendor_error(vendor: Any) -> InitErrorDetails:
-    from gateway.connectors import registry  # late: plugins import this module
+    from gateway.connectors.registry import unavailable  # late: plugins import this module
 
     if vendor is None:
         return {"type": "missing", "loc": ("vendor",), "input": None}
-    broken = registry.broken().get(vendor) if isinstance(vendor, str) else None
-    known = ", ".join(registry.plugins()) or (
-        "none (no vendor plugin is installed: pip install -e . registers them)"
-    )
-    message = broken or f"unknown vendor {str(vendor)[:64]!r}; registered: {known}"
     return {
-        "type": PydanticCustomError("unknown_vendor", "{message}", {"message": message}),
+        "type": PydanticCustomError(
+            "unknown_vendor", "{message}", {"message": unavailable(vendor)}
+        ),
         "loc": ("vendor",),
         "input": vendor,
     }

@@ -23,7 +23,7 @@ from gateway.connectors.base import Emit
 from gateway.connectors.watermark import Gap, Watermark
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
-from gateway.runtime.metrics import LINK_UP
+from gateway.runtime.metrics import FRAMES_RECEIVED, LINK_UP
 from gateway.runtime.supervisor import stopping
 from gateway.runtime.watch import Watch
 from gateway.schema.events import (
@@ -81,6 +81,11 @@ class LinkState:
             received_at=datetime.now(UTC),
             include_raw=self.include_raw,
         )
+
+    def received(self, count: int = 1) -> None:
+        """Vendor messages arrived (frames, NATS messages, polled records, webhooks)."""
+        self.messages += count
+        FRAMES_RECEIVED.labels(self.tenant, self.vendor).inc(count)
 
     async def send(self, event: CloudEvent) -> None:
         if self._emit is not None:

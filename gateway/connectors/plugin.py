@@ -27,7 +27,7 @@ from aiohttp import web
 from gateway.connectors.base import Connector, Emit
 from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import KeyValue
-from gateway.schema.commands import BASE_COMMANDS, CommandModel
+from gateway.schema.commands import BASE_COMMANDS, CommandModel, command_name
 from gateway.schema.events import CloudEvent, NormalizeContext
 from gateway.settings import PbxSettings, RecoverySettings
 
@@ -153,11 +153,3 @@ class VendorPlugin:
         if unknown:
             raise ValueError(f"commands neither in the contract nor modelled: {unknown}")
 
-
-def command_name(model: type[CommandModel]) -> str:
-    """The ``command`` literal of a command model."""
-    annotation = model.model_fields["command"].annotation
-    args = getattr(annotation, "__args__", None)
-    if not args or not isinstance(args[0], str):
-        raise ValueError(f"{model.__name__}.command must be a Literal name")
-    return args[0]

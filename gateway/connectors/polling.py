@@ -38,7 +38,7 @@ from gateway.connectors.link import LinkState, describe
 from gateway.connectors.watermark import parse_iso
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
-from gateway.runtime.metrics import FRAMES_RECEIVED, POLLS
+from gateway.runtime.metrics import POLLS
 from gateway.runtime.statestore import KeyValue
 from gateway.runtime.supervisor import stopping
 from gateway.schema.events import CloudEvent, ConnectionState, gap_event
@@ -204,8 +204,7 @@ class Poller:
     async def poll_once(self) -> int:
         """One poll: publish what is new, then move and save the cursor. How many were new."""
         result = await self._poll(self.cursor)
-        FRAMES_RECEIVED.labels(self.state.tenant, self.state.vendor).inc(result.records)
-        self.state.messages += result.records
+        self.state.received(result.records)
         fresh = 0
         for event in result.events:
             if event.id in self.seen:

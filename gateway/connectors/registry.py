@@ -66,16 +66,21 @@ def broken() -> dict[str, str]:
     return _read()[1]
 
 
+def unavailable(vendor: object) -> str:
+    """Why no plugin serves ``vendor``: its load error, or that it is not registered."""
+    if isinstance(vendor, str) and vendor in broken():
+        return broken()[vendor]
+    known = ", ".join(plugins()) or (
+        "none (no vendor plugin is installed: pip install -e . registers them)"
+    )
+    return f"unknown vendor {str(vendor)[:64]!r}; registered: {known}"
+
+
 def plugin(vendor: str) -> VendorPlugin:
     try:
         return plugins()[vendor]
     except KeyError:
-        if vendor in broken():
-            raise PluginError(broken()[vendor]) from None
-        known = ", ".join(plugins()) or "none"
-        raise PluginError(
-            f"no vendor plugin {vendor!r} is registered (registered: {known})"
-        ) from None
+        raise PluginError(unavailable(vendor)) from None
 
 
 @functools.cache

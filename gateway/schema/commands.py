@@ -513,11 +513,17 @@ Command = Annotated[
     Field(discriminator="command"),
 ]
 
+
+def command_name(model: type[CommandModel]) -> str:
+    """The ``command`` literal of a command model; ``ValueError`` when it is not one."""
+    args = getattr(model.model_fields["command"].annotation, "__args__", None)
+    if not args or not isinstance(args[0], str):
+        raise ValueError(f"{model.__name__}.command must be a Literal name")
+    return args[0]
+
+
 #: The contract's command names (vendor plugins may add their own, see :class:`CommandCatalog`).
-BASE_COMMANDS: tuple[str, ...] = tuple(
-    model.model_fields["command"].annotation.__args__[0]  # type: ignore[union-attr]
-    for model in _MODELS
-)
+BASE_COMMANDS: tuple[str, ...] = tuple(command_name(model) for model in _MODELS)
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -560,10 +566,7 @@ class CommandCatalog:
 
     def __init__(self, extra: Iterable[type[CommandModel]] = ()) -> None:
         self.models: tuple[type[CommandModel], ...] = (*_MODELS, *extra)
-        self.names: dict[str, type[CommandModel]] = {
-            model.model_fields["command"].annotation.__args__[0]: model  # type: ignore[union-attr]
-            for model in self.models
-        }
+        self.names = {command_name(model): model for model in self.models}
         # a value built at run time (not a type alias): the annotation tells mypy so
         union: Any = Annotated[Union[self.models], Field(discriminator="command")]  # noqa: UP007
         self._adapter: TypeAdapter[Any] = TypeAdapter(union)

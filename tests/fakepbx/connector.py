@@ -70,7 +70,7 @@ class FakePbxConnector:
             async for message in ws:
                 if message.type != aiohttp.WSMsgType.TEXT:
                     continue
-                self.state.messages += 1
+                self.state.received()
                 for event in normalize(message.data, self.state.ctx()):
                     await self.state.send(event)
                     self.push.mark(datetime.now(UTC), event)

@@ -31,7 +31,6 @@ from gateway.connectors.yeastar.watermark import YeastarWatermark
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.dedupe import OverlapDeduper
-from gateway.runtime.metrics import FRAMES_RECEIVED
 from gateway.schema.commands import CommandModel
 from gateway.schema.events import ConnectionState
 
@@ -300,8 +299,7 @@ class YeastarConnector:
     # --- frames and states -----------------------------------------------------------------
 
     async def _on_frame(self, generation: int, message: str | bytes) -> None:
-        self.link_state.messages += 1
-        FRAMES_RECEIVED.labels(self.tenant, self.vendor).inc()
+        self.link_state.received()
         now = datetime.now(UTC)
         if self._dedupe.is_copy(generation, message):
             FRAMES_DEDUPED.labels(self.tenant).inc()
