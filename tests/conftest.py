@@ -71,6 +71,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     registry.refresh()
 
 
+def gateway_cli(
+    *args: str, stdin: str = "", cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``gateway ARGS...`` in a fresh process (as users run it), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
 async def wait_for(
     condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, interval: float = 0.02
 ) -> None:

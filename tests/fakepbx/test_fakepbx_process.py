@@ -8,7 +8,6 @@ import contextlib
 import json
 import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,22 +16,11 @@ import pytest
 import yaml
 
 from tests.conftest import AMQP_URL, wait_for
+from tests.conftest import gateway_cli as cli
 from tests.fakepbx.sim import frame
 from tests.integration.process import GatewayProcess
 
 pytestmark = pytest.mark.integration
-
-
-def cli(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        check=False,
-    )
 
 
 async def test_gateway_run_loads_the_plugin_and_publishes_its_events(

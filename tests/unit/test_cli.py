@@ -1,31 +1,20 @@
-"""The stable command line (CONTRACT section 3): normalize's streams and exit status."""
+"""The stable command line (docs/CONTRACT.md section 3): normalize's streams and exit status."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.conftest import gateway_cli
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures/yeastar/30012_internal_cdr.json"
 
 
-def run(args: list[str], stdin: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_normalize_one_event_per_line_and_errors_with_line_numbers() -> None:
     frame = json.dumps(json.loads(FIXTURE.read_text())["frame"])
-    result = run(
-        ["normalize", "--vendor", "yeastar", "--tenant", "acme", "--tz", "Asia/Shanghai"],
-        f"{frame}\nnot json at all\n\n{frame}\n",
+    result = gateway_cli(
+        *("normalize", "--vendor", "yeastar", "--tenant", "acme", "--tz", "Asia/Shanghai"),
+        stdin=f"{frame}\nnot json at all\n\n{frame}\n",
     )
     assert result.returncode == 3
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -38,11 +27,11 @@ def test_normalize_one_event_per_line_and_errors_with_line_numbers() -> None:
 
 def test_normalize_clean_input_exits_zero() -> None:
     frame = json.dumps(json.loads(FIXTURE.read_text())["frame"])
-    result = run(["normalize", "--vendor", "yeastar", "-"], frame + "\n")
+    result = gateway_cli("normalize", "--vendor", "yeastar", "-", stdin=frame + "\n")
     assert result.returncode == 0 and result.stderr == ""
 
 
 def test_help_lists_the_contract_commands() -> None:
-    result = run(["--help"], "")
+    result = gateway_cli("--help")
     for command in ("run", "sim", "demo", "normalize"):
         assert command in result.stdout
