@@ -217,7 +217,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_normalize(args: argparse.Namespace) -> int:
     from gateway.connectors.registry import plugin
-    from gateway.schema.events import NormalizeContext
+    from gateway.schema.events import NormalizeContext, StreamMemory
 
     normalize = plugin(args.vendor).normalize
     try:
@@ -227,13 +227,14 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
         return 2
     stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
     rejected = 0
+    memory = StreamMemory()  # one stream: a call's later lines see what its earlier ones said
     with stream:
         for number, line in enumerate(stream, start=1):
             line = line.rstrip("\n")
             if not line.strip():
                 continue
             ctx = NormalizeContext(
-                args.tenant, args.vendor, zone, datetime.now(UTC), args.include_raw
+                args.tenant, args.vendor, zone, datetime.now(UTC), args.include_raw, memory
             )
             for event in normalize(line, ctx):
                 if event.type == "gateway.rejected":

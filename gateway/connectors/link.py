@@ -30,6 +30,7 @@ from gateway.schema.events import (
     CloudEvent,
     ConnectionState,
     NormalizeContext,
+    StreamMemory,
     connection_event,
     gap_event,
 )
@@ -64,6 +65,8 @@ class LinkState:
         self.reason: str | None = None
         self.since = datetime.now(UTC)
         self.messages = 0
+        #: The normalizer's memory of this link's stream (see ``StreamMemory``).
+        self.memory = StreamMemory()
         self._sources: dict[str, tuple[ConnectionState, str | None]] = {}
         self._emit: Emit | None = None
         self._log = get_logger(f"{vendor}.link").bind(tenant=tenant)
@@ -80,6 +83,7 @@ class LinkState:
             tz=self.tz,
             received_at=datetime.now(UTC),
             include_raw=self.include_raw,
+            memory=self.memory,
         )
 
     def received(self, count: int = 1) -> None:

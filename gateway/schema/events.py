@@ -8,7 +8,8 @@ are derived the same way for every vendor.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -261,15 +262,50 @@ class CloudEvent(BaseModel):
         return orjson.dumps(self.model_dump(mode="json"))
 
 
+class StreamMemory:
+    """What a normalizer remembers between the messages of one stream (one PBX link, or one
+    ``gateway normalize`` run): e.g. a call's direction or a channel's state, keyed by the
+    vendor's call or channel id.
+
+    Bounded (least recently used entries go first) so a call whose end was never seen cannot
+    grow it for ever. The normalizer stays a function of (messages so far, context): feeding the
+    same stream in the same order gives the same events.
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._limit = limit
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        return default
+
+    def set(self, key: str, value: Any) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._limit:
+            self._items.popitem(last=False)
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        return self._items.pop(key, default)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass(frozen=True, slots=True)
 class NormalizeContext:
-    """What a pure normalizer may know besides the payload: who the PBX is and when it arrived."""
+    """What a pure normalizer may know besides the payload: who the PBX is, when it arrived and
+    what the earlier messages of the same stream said (``memory``; a fresh one by default)."""
 
     tenant: str
     vendor: str
     tz: ZoneInfo
     received_at: datetime  # aware, UTC; stands in for facts that carry no time of their own
     include_raw: bool = False
+    memory: StreamMemory = field(default_factory=StreamMemory)
 
 
 def event_id(tenant: str, vendor: str, *identity: object) -> str:
