@@ -1,0 +1,1 @@
+"""XSwitch XCC (FreeSWITCH based): call events over NATS, management over the REST API."""

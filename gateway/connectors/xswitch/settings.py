@@ -1,0 +1,73 @@
+"""One XSwitch XCC system: its member of the ``pbxs[]`` union (``vendor: xswitch``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from gateway.settings import PbxSettings, check_secret_source, read_secret
+
+#: Subject names of the XCC controller side (xctrl ``docs/channel.md``: "Ctrl侧为控制侧，订阅
+#: ``cn.xswitch.ctrl`` 及 ``cn.xswitch.ctrl.$ctrl-uuid``"; CDRs on their own subject).
+CTRL_SUBJECT = "cn.xswitch.ctrl"
+NODE_SUBJECT = "cn.xswitch.node"
+
+
+class XSwitchPbxSettings(PbxSettings):
+    """REST credentials (``dev_key``), the NATS server and subjects, JetStream and polling."""
+
+    vendor: Literal["xswitch"]
+    base_url: str = Field(pattern=r"^https?://[^\s/]+(:\d+)?/?$", description="XCC REST API")
+    dev_key: SecretStr | None = None
+    dev_key_file: Path | None = None
+    dev_key_env: str | None = None
+    request_timeout_s: float = Field(10.0, gt=0)
+    nats_url: str = Field("nats://127.0.0.1:4222", pattern=r"^(nats|tls)://\S+$")
+    subject_prefix: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9_-]+\.)*$",
+        description="multi-tenant prefix before every subject, e.g. 'from-acme.' (ends in '.')",
+    )
+    ctrl_uuid: str = Field(
+        "pbx-gateway",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="this controller's id: events on cn.xswitch.ctrl.<ctrl_uuid> are ours too",
+    )
+    cdr_subjects: list[str] = Field(
+        default_factory=lambda: ["cn.xswitch.ctrl.event.cdr", "cn.xswitch.event.cdr"],
+        description="where XCC publishes Event.CDR (configurable on the node; both seen)",
+    )
+    command_prefix: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9_-]+\.)*$",
+        description="prefix of subjects the gateway sends to, e.g. 'to-acme.' (ends in '.')",
+    )
+    jetstream: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="capture the XCC subjects in a stream with a durable consumer (auto: when "
+        "the server has JetStream)",
+    )
+    stream: str = Field("", pattern=r"^[A-Za-z0-9_-]*$", description="default XCC_<tenant>")
+    stream_max_age_s: float = Field(86400.0, gt=0, description="how long the stream keeps messages")
+    ack_wait_s: float = Field(30.0, gt=0)
+    config_poll_interval_s: float = Field(60.0, gt=0, description="extensions/queues/IVRs/hotlines")
+    request_reply_timeout_s: float = Field(5.0, gt=0, description="XNode.* NATS requests")
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> XSwitchPbxSettings:
+        check_secret_source("dev_key", self.dev_key, self.dev_key_file, self.dev_key_env)
+        return self
+
+    def secret(self) -> str:
+        """The developer key, read where the settings say; never logged."""
+        return read_secret(self.dev_key, self.dev_key_file, self.dev_key_env)
+
+    def stream_name(self) -> str:
+        return self.stream or f"XCC_{self.tenant}"
