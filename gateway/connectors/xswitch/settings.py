@@ -53,6 +53,9 @@ class XSwitchPbxSettings(PbxSettings):
     stream_max_age_s: float = Field(86400.0, gt=0, description="how long the stream keeps messages")
     ack_wait_s: float = Field(30.0, gt=0)
     config_poll_interval_s: float = Field(60.0, gt=0, description="extensions/queues/IVRs/hotlines")
+    ping_interval_s: float = Field(
+        20.0, gt=0, description="NATS PING period; two unanswered close the link"
+    )
     request_reply_timeout_s: float = Field(5.0, gt=0, description="XNode.* NATS requests")
 
     @field_validator("base_url")

@@ -1,0 +1,146 @@
+"""The XSwitch link: call events over NATS (reconnect, gap, JetStream resume), configuration
+polled over REST, management commands over REST and call control over NATS request/reply."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from gateway.connectors.base import Emit
+from gateway.connectors.link import LinkState, PushLink
+from gateway.connectors.plugin import LinkResources
+from gateway.connectors.watermark import Gap, Watermark
+from gateway.connectors.xswitch.nats_link import NatsSession, open_session, serve
+from gateway.connectors.xswitch.normalize import normalize_message
+from gateway.connectors.xswitch.settings import NODE_SUBJECT, XSwitchPbxSettings
+from gateway.runtime.backoff import Backoff
+from gateway.schema.commands import CommandFailed, CommandModel, ErrorCode
+
+VENDOR = "xswitch"
+
+
+class XSwitchConnector:
+    """One XCC system: a :class:`PushLink` over NATS and the configuration poller share one
+    :class:`LinkState` (the link shows the worse of the two)."""
+
+    vendor = VENDOR
+
+    def __init__(self, pbx: XSwitchPbxSettings, resources: LinkResources) -> None:
+        self.tenant = pbx.tenant
+        self._pbx = pbx
+        self.state = LinkState(pbx.tenant, VENDOR, pbx.zone, include_raw=pbx.include_raw)
+        self.link = self.state.link
+        self.session: NatsSession | None = None
+        self.push: PushLink[NatsSession] = PushLink(
+            self.state,
+            Watermark(resources.store),
+            Backoff(pbx.backoff),
+            connect=self._connect,
+            serve=self._serve,
+            recover=self._recover,
+        )
+
+    async def run(self, emit: Emit) -> None:
+        self.state.attach(emit)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.push.run(), name=f"{self.tenant}-nats")
+        finally:
+            if self.session is not None:
+                await self.session.close()
+                self.session = None
+            await self.state.stopped()
+
+    # --- NATS ----------------------------------------------------------------------------------
+
+    async def _connect(self) -> NatsSession:
+        self.session = await open_session(self._pbx)
+        return self.session
+
+    async def _serve(self, session: NatsSession) -> str:
+        try:
+            return await serve(session, self._handle)
+        finally:
+            await session.close()
+
+    async def _handle(self, body: bytes) -> None:
+        self.state.received()
+        for event in normalize_message(body, self.state.ctx()):
+            await self.state.send(event)
+            self.push.mark(datetime.now(UTC), event)
+
+    async def _recover(self, gap: Gap, end: datetime) -> int:
+        """What came back after the interruption: with JetStream, the messages the durable
+        consumer kept meanwhile (delivered by the stream itself, in order)."""
+        session = self.session
+        return session.backlog if session is not None and session.jetstream else 0
+
+    # --- commands ------------------------------------------------------------------------------
+
+    async def execute(self, command: CommandModel) -> dict[str, Any]:
+        if command.command == "call.hangup":
+            return await self._hangup(str(command.args.channel_id))  # type: ignore[attr-defined]
+        raise CommandFailed(ErrorCode.UNSUPPORTED, f"XSwitch cannot do {command.command!r}")
+
+    async def _hangup(self, uuid: str) -> dict[str, Any]:
+        """``XNode.Hangup`` (``proto/xctrl/xctrl.proto`` ``HangupRequest``: ``ctrl_uuid``,
+        ``uuid``, ``cause``, ``flag`` 0 = this leg) to the node that owns the channel."""
+        session = self.session
+        if session is None or session.nc.is_closed:
+            raise CommandFailed(ErrorCode.UNAVAILABLE, "no NATS connection", retryable=True)
+        leg = self.state.memory.get(f"leg:{uuid}")
+        node = leg.get("node") if leg else None
+        subject = self._pbx.command_prefix + (f"{NODE_SUBJECT}.{node}" if node else NODE_SUBJECT)
+        request = {
+            "jsonrpc": "2.0",
+            "id": uuid,
+            "method": "XNode.Hangup",
+            "params": {
+                "ctrl_uuid": self._pbx.ctrl_uuid,
+                "uuid": uuid,
+                "cause": "NORMAL_CLEARING",
+                "flag": 0,
+            },
+        }
+        try:
+            reply = await session.nc.request(
+                subject, orjson.dumps(request), timeout=self._pbx.request_reply_timeout_s
+            )
+        except NoRespondersError:
+            raise CommandFailed(
+                ErrorCode.UNAVAILABLE, f"no XSwitch node listens on {subject}", retryable=True
+            ) from None
+        except NatsTimeout:
+            raise CommandFailed(
+                ErrorCode.TIMEOUT, f"no answer from {subject} (the outcome is unknown)"
+            ) from None
+        return _result(reply.data, uuid)
+
+    def health(self) -> dict[str, Any]:
+        session = self.session
+        return self.state.health(jetstream=bool(session and session.jetstream))
+
+
+def _result(data: bytes, uuid: str) -> dict[str, Any]:
+    """A JSON-RPC answer: ``result`` is an ``xctrl.Response`` (``code``, ``message``)."""
+    try:
+        answer = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise CommandFailed(ErrorCode.FAILED, "the node's answer is not JSON") from None
+    if not isinstance(answer, dict):
+        raise CommandFailed(ErrorCode.FAILED, "the node's answer is not an object")
+    if answer.get("error"):
+        raise CommandFailed(ErrorCode.FAILED, f"XNode.Hangup: {answer['error']}")
+    result = answer.get("result") if isinstance(answer.get("result"), dict) else {}
+    code = result.get("code")
+    if code == 200:
+        return {"channel_id": uuid}
+    message = str(result.get("message") or "no message")
+    if code in (400, 404) and "locate" in message:
+        raise CommandFailed(ErrorCode.NOT_FOUND, message, vendor_code=code)
+    raise CommandFailed(ErrorCode.FAILED, message, vendor_code=code)

@@ -1,0 +1,188 @@
+"""The NATS session of one XSwitch link: core subscriptions, or a JetStream durable consumer.
+
+Core NATS delivers only to whoever listens at that moment, so by default (``jetstream: auto``,
+when the server has JetStream) the gateway captures the XCC subjects in a stream of its own and
+reads them through a durable pull consumer, acknowledging each message only after its events are
+in the outbox: a gateway restart or a NATS reconnect then resumes where it stopped.
+
+The stream is created with ``no_ack`` so that a node's *request* on a captured subject is not
+answered by JetStream's publish acknowledgement in place of the controller it was meant for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import nats
+from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from gateway.connectors.xswitch.settings import CTRL_SUBJECT, XSwitchPbxSettings
+
+#: ``body -> None``, done when the message's events are spooled; raising leaves it unacked.
+Handle = Callable[[bytes], Awaitable[None]]
+
+
+def subjects(pbx: XSwitchPbxSettings) -> list[str]:
+    """Every subject the link reads (``ctrl/serve.go`` ``EnableApp``: the shared controller
+    subject and this controller's own; CDRs on theirs), with the tenant prefix."""
+    names = [CTRL_SUBJECT, f"{CTRL_SUBJECT}.{pbx.ctrl_uuid}", *pbx.cdr_subjects]
+    return list(dict.fromkeys(pbx.subject_prefix + name for name in names))
+
+
+@dataclass
+class NatsSession:
+    """One connection; ``closed`` is set when NATS drops it (``reason`` says why)."""
+
+    nc: Nats
+    jetstream: bool
+    backlog: int = 0  # messages the durable consumer held when the session began
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = "the NATS connection closed"
+    pull: JetStreamContext.PullSubscription | None = None
+    queue: asyncio.Queue[Msg] = field(default_factory=asyncio.Queue)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+
+async def open_session(pbx: XSwitchPbxSettings) -> NatsSession:
+    """Connect without nats-py's own reconnects: the link's loop reconnects, with backoff, and
+    reports every interruption (``gateway.connection``, ``gateway.gap``)."""
+    holder: list[NatsSession] = []
+
+    async def on_closed() -> None:
+        if holder:
+            holder[0].closed.set()
+
+    async def on_disconnected() -> None:
+        if holder:
+            holder[0].reason = "the NATS server closed the connection"
+            holder[0].closed.set()
+
+    async def on_error(exc: Exception) -> None:
+        if holder:
+            holder[0].reason = f"NATS error: {type(exc).__name__}: {exc}"
+
+    nc = await nats.connect(
+        servers=[pbx.nats_url],
+        name=f"pbx-gateway-{pbx.tenant}",
+        allow_reconnect=False,
+        connect_timeout=pbx.request_timeout_s,
+        ping_interval=pbx.ping_interval_s,
+        max_outstanding_pings=2,
+        closed_cb=on_closed,
+        disconnected_cb=on_disconnected,
+        error_cb=on_error,
+    )
+    try:
+        use_js = await _wants_jetstream(nc, pbx)
+        session = NatsSession(nc=nc, jetstream=use_js)
+        holder.append(session)
+        if use_js:
+            await _bind_consumer(session, pbx)
+        else:
+            for subject in subjects(pbx):
+                await nc.subscribe(subject, cb=session.queue.put)
+            await nc.flush()
+        return session
+    except BaseException:
+        await nc.close()
+        raise
+
+
+async def _wants_jetstream(nc: Nats, pbx: XSwitchPbxSettings) -> bool:
+    if pbx.jetstream == "off":
+        return False
+    try:
+        await nc.jetstream(timeout=pbx.request_timeout_s).account_info()
+    except Exception as exc:
+        if pbx.jetstream == "on":
+            raise RuntimeError(f"jetstream: on, but the server has none ({exc})") from exc
+        return False
+    return True
+
+
+async def _bind_consumer(session: NatsSession, pbx: XSwitchPbxSettings) -> None:
+    js = session.nc.jetstream(timeout=pbx.request_timeout_s)
+    name = pbx.stream_name()
+    config = StreamConfig(
+        name=name,
+        subjects=subjects(pbx),
+        storage=StorageType.FILE,
+        max_age=pbx.stream_max_age_s,
+        no_ack=True,
+    )
+    try:
+        await js.stream_info(name)
+        created = False
+        await js.update_stream(config)
+    except NotFoundError:
+        await js.add_stream(config)
+        created = True
+    durable = f"gateway-{pbx.tenant}"
+    consumer = ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=pbx.ack_wait_s,
+        # A stream made just now holds only what came since: take all of it. An existing
+        # stream without our consumer holds history we never promised: start from now.
+        deliver_policy=DeliverPolicy.ALL if created else DeliverPolicy.NEW,
+        max_ack_pending=10_000,
+    )
+    session.pull = await js.pull_subscribe(
+        subject="", durable=durable, stream=name, config=consumer
+    )
+    info = await session.pull.consumer_info()
+    session.backlog = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+
+async def serve(session: NatsSession, handle: Handle, *, batch: int = 100) -> str:
+    """Hand every message to ``handle`` in order until the connection closes; JetStream
+    messages are acked after ``handle`` returned (a crash before that redelivers them)."""
+    if session.pull is not None:
+        while not session.closed.is_set():
+            try:
+                messages = await session.pull.fetch(batch, timeout=1.0)
+            except NatsTimeout:
+                continue
+            except Exception as exc:
+                if session.closed.is_set() or session.nc.is_closed:
+                    break
+                return f"JetStream fetch failed: {type(exc).__name__}: {exc}"
+            for msg in messages:
+                await handle(msg.data)
+                with contextlib.suppress(Exception):  # unacked: redelivered, dropped as duplicate
+                    await msg.ack()
+        return session.reason
+    while True:
+        getter = asyncio.ensure_future(session.queue.get())
+        closer = asyncio.ensure_future(session.closed.wait())
+        try:
+            await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closer.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            await handle(getter.result().data)
+        elif session.closed.is_set():
+            return session.reason
+
+
+async def delete_stream(pbx: XSwitchPbxSettings) -> None:
+    """Remove the link's stream (and its consumer): for tests and for operators leaving it."""
+    nc = await nats.connect(servers=[pbx.nats_url], allow_reconnect=False)
+    try:
+        with contextlib.suppress(NotFoundError):
+            await nc.jetstream().delete_stream(pbx.stream_name())
+    finally:
+        await nc.close()
