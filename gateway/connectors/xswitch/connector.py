@@ -15,6 +15,9 @@ from gateway.connectors.base import Emit
 from gateway.connectors.link import LinkState, PushLink
 from gateway.connectors.plugin import LinkResources
 from gateway.connectors.watermark import Gap, Watermark
+from gateway.connectors.xswitch.client import XccClient
+from gateway.connectors.xswitch.commands import COMMAND_NAMES, execute_rest
+from gateway.connectors.xswitch.config import ConfigWatcher
 from gateway.connectors.xswitch.nats_link import NatsSession, open_session, serve
 from gateway.connectors.xswitch.normalize import normalize_message
 from gateway.connectors.xswitch.settings import NODE_SUBJECT, XSwitchPbxSettings
@@ -44,12 +47,21 @@ class XSwitchConnector:
             serve=self._serve,
             recover=self._recover,
         )
+        self.client = XccClient(resources.http, pbx, backoff=Backoff(pbx.backoff))
+        self.config = ConfigWatcher(
+            self.client,
+            resources.store,
+            self.state,
+            interval_s=pbx.config_poll_interval_s,
+            backoff=Backoff(pbx.backoff),
+        )
 
     async def run(self, emit: Emit) -> None:
         self.state.attach(emit)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.push.run(), name=f"{self.tenant}-nats")
+                tg.create_task(self.config.run(), name=f"{self.tenant}-config")
         finally:
             if self.session is not None:
                 await self.session.close()
@@ -83,6 +95,8 @@ class XSwitchConnector:
     # --- commands ------------------------------------------------------------------------------
 
     async def execute(self, command: CommandModel) -> dict[str, Any]:
+        if command.command in COMMAND_NAMES:
+            return await execute_rest(self.client, command)
         if command.command == "call.hangup":
             return await self._hangup(str(command.args.channel_id))  # type: ignore[attr-defined]
         raise CommandFailed(ErrorCode.UNSUPPORTED, f"XSwitch cannot do {command.command!r}")
@@ -136,7 +150,9 @@ def _result(data: bytes, uuid: str) -> dict[str, Any]:
         raise CommandFailed(ErrorCode.FAILED, "the node's answer is not an object")
     if answer.get("error"):
         raise CommandFailed(ErrorCode.FAILED, f"XNode.Hangup: {answer['error']}")
-    result = answer.get("result") if isinstance(answer.get("result"), dict) else {}
+    result = answer.get("result")
+    if not isinstance(result, dict):
+        raise CommandFailed(ErrorCode.FAILED, "the node's answer has no result")
     code = result.get("code")
     if code == 200:
         return {"channel_id": uuid}

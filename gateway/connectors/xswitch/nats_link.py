@@ -152,7 +152,7 @@ async def serve(session: NatsSession, handle: Handle, *, batch: int = 100) -> st
         while not session.closed.is_set():
             try:
                 messages = await session.pull.fetch(batch, timeout=1.0)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):  # nothing new within the second (both kinds)
                 continue
             except Exception as exc:
                 if session.closed.is_set() or session.nc.is_closed:

@@ -51,7 +51,9 @@ class XSwitchPbxSettings(PbxSettings):
     )
     stream: str = Field("", pattern=r"^[A-Za-z0-9_-]*$", description="default XCC_<tenant>")
     stream_max_age_s: float = Field(86400.0, gt=0, description="how long the stream keeps messages")
-    ack_wait_s: float = Field(30.0, gt=0)
+    ack_wait_s: float = Field(
+        10.0, gt=0, description="unacknowledged messages (a cut mid-batch) come again after this"
+    )
     config_poll_interval_s: float = Field(60.0, gt=0, description="extensions/queues/IVRs/hotlines")
     ping_interval_s: float = Field(
         20.0, gt=0, description="NATS PING period; two unanswered close the link"
