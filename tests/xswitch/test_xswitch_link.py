@@ -4,10 +4,8 @@ RabbitMQ, a consumer. Each test has its own subject prefix, stream and tenant.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,6 @@ import orjson
 import pytest
 import yaml
 
-from gateway.connectors.xswitch.nats_link import delete_stream
 from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 from gateway.settings import BackoffSettings
 from gateway.sim.xswitch.cli import XSwitchSimulator
@@ -25,53 +22,12 @@ from tests.integration.bridge import BrokerBridge
 from tests.integration.fixtures import Collected, running_gateway
 from tests.integration.process import GatewayProcess
 from tests.integration.test_process_faults import DurableConsumer
+from tests.xswitch.link_fixtures import connected_count, pbx_for, stream_removed
 
 pytestmark = pytest.mark.integration
 
 FAST = BackoffSettings(initial_s=0.05, max_s=0.5, reset_after_s=5)
 NATS_PORT = 4222
-
-
-@pytest.fixture
-async def xsim(unique: str) -> AsyncIterator[XSwitchSimulator]:
-    sim = XSwitchSimulator(prefix=f"from-t{unique}.", seed=11)
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-
-
-def pbx_for(sim: XSwitchSimulator, tenant: str, **overrides: Any) -> XSwitchPbxSettings:
-    values: dict[str, Any] = {
-        "tenant": tenant,
-        "vendor": "xswitch",
-        "base_url": sim.base_url,
-        "dev_key": sim.dev_key,
-        "nats_url": sim.nats_url,
-        "subject_prefix": sim.prefix,
-        "timezone": "Asia/Shanghai",
-        "include_raw": True,
-        "ping_interval_s": 2.0,
-        "ack_wait_s": 2.0,
-        "config_poll_interval_s": 30.0,
-        "backoff": FAST,
-    }
-    values.update(overrides)
-    return XSwitchPbxSettings(**values)
-
-
-@contextlib.asynccontextmanager
-async def stream_removed(pbx: XSwitchPbxSettings) -> AsyncIterator[XSwitchPbxSettings]:
-    try:
-        yield pbx
-    finally:
-        if pbx.jetstream != "off":
-            await delete_stream(pbx)
-
-
-def _connected(got: Collected) -> int:
-    return sum(e["data"]["state"] == "connected" for e in got.of_type("gateway.connection"))
 
 
 def _sent_legs(sim: XSwitchSimulator) -> tuple[set[str], set[str]]:
@@ -130,7 +86,7 @@ async def test_calls_reach_the_consumer(
     got: Collected = await collector(tenant)
     async with stream_removed(pbx_for(xsim, tenant, jetstream=jetstream)) as pbx:
         async with running_gateway(pbx) as app:
-            await wait_for(lambda: _connected(got) >= 1, timeout=15)
+            await wait_for(lambda: connected_count(got) >= 1, timeout=15)
             await xsim.node.publish_calls(KINDS)
             await wait_for(lambda: _complete(_audit(xsim, got.events)), timeout=20)
             (health,) = [c.health() for c in app.connectors if c.tenant == tenant]
@@ -174,7 +130,7 @@ async def test_nats_connection_cut_mid_traffic(
     pbx = pbx_for(xsim, tenant, jetstream=jetstream, nats_url=f"nats://127.0.0.1:{relay.port}")
     try:
         async with stream_removed(pbx), running_gateway(pbx):
-            await wait_for(lambda: _connected(got) >= 1, timeout=15)
+            await wait_for(lambda: connected_count(got) >= 1, timeout=15)
             await xsim.node.publish_calls(KINDS)
             await relay.cut()
             await wait_for(
@@ -185,7 +141,7 @@ async def test_nats_connection_cut_mid_traffic(
             )
             await xsim.node.publish_calls(KINDS)  # while the gateway is away
             await relay.restore()
-            await wait_for(lambda: _connected(got) >= 2, timeout=15)
+            await wait_for(lambda: connected_count(got) >= 2, timeout=15)
             await wait_for(lambda: bool(got.of_type("gateway.gap")), timeout=15)
             last = _first_legs(await xsim.node.publish_calls(KINDS))
             await wait_for(lambda: last <= _ended(got.events), timeout=20)
