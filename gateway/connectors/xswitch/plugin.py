@@ -30,6 +30,7 @@ async def _demo(options: DemoOptions) -> AsyncIterator[XSwitchPbxSettings]:
         config_change_s=20.0,
         seed=options.seed,
         tz=DEMO_TZ,
+        talk_s=(2, 8),  # calls end within a short demo
     )
     await sim.start()
     try:

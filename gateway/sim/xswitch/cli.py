@@ -24,6 +24,7 @@ class XSwitchSimulator:
         config_change_s: float = 0.0,
         seed: int | None = None,
         tz: str = "Asia/Shanghai",
+        talk_s: tuple[int, int] = (5, 90),
     ) -> None:
         # A prefix of its own keeps one simulator's calls away from every other listener of a
         # shared NATS server (``from-<tenant>.`` is XCC's multi-tenant form).
@@ -33,7 +34,12 @@ class XSwitchSimulator:
         self.rest = XccRestSimulator(self.dev_key, token_ttl_s=token_ttl_s, seed=seed)
         self.config_change_s = config_change_s
         self.node = XccNodeSimulator(
-            nats_url, prefix=self.prefix, calls_per_second=calls_per_second, seed=seed, tz=tz
+            nats_url,
+            prefix=self.prefix,
+            calls_per_second=calls_per_second,
+            seed=seed,
+            tz=tz,
+            talk_s=talk_s,
         )
 
     @property

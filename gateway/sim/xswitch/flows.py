@@ -77,6 +77,8 @@ class FlowBuilder:
         self.rng = random.Random(seed)
         self.now = start if start is not None else int(datetime.now(UTC).timestamp())
         self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.times: list[int] = []  # when each message is due, epoch seconds
+        self.talk_s = (5, 90)  # how long answered calls last, seconds (min, max)
 
     # --- primitives --------------------------------------------------------------------------
 
@@ -95,6 +97,19 @@ class FlowBuilder:
             create_epoch=self.now,
         )
 
+    def _emit(self, subject: str, body: dict[str, Any]) -> None:
+        self.messages.append((subject, body))
+        self.times.append(self.now)
+
+    def take(self) -> list[tuple[int, str, dict[str, Any]]]:
+        """The queued messages with their due times (epoch seconds), emptying the queue."""
+        taken = [
+            (due, subject, body)
+            for due, (subject, body) in zip(self.times, self.messages, strict=True)
+        ]
+        self.messages, self.times = [], []
+        return taken
+
     def tick(self, seconds: int = 1) -> None:
         self.now += seconds
 
@@ -103,20 +118,16 @@ class FlowBuilder:
             leg.ring_epoch = self.now
         elif state == "ANSWERED":
             leg.answer_epoch = self.now
-        self.messages.append((CTRL, leg.event(state)))
+        self._emit(CTRL, leg.event(state))
 
     def dtmf(self, leg: Leg, digit: str) -> None:
         params = {"node_uuid": leg.node_uuid, "uuid": leg.uuid, "dtmf_digit": digit}
-        self.messages.append(
-            (
-                CTRL,
-                {
-                    "jsonrpc": "2.0",
-                    "method": "Event.DTMF",
-                    "params": {**params, "dtmf_duration": 100},
-                },
-            )
-        )
+        body = {
+            "jsonrpc": "2.0",
+            "method": "Event.DTMF",
+            "params": {**params, "dtmf_duration": 100},
+        }
+        self._emit(CTRL, body)
 
     def _stamp(self, epoch: int) -> str:
         if not epoch:
@@ -157,7 +168,7 @@ class FlowBuilder:
                 "cdr": cdr,
             },
         }
-        self.messages.append((CDR, body))
+        self._emit(CDR, body)
         self.state(leg, "DESTROY")
 
     # --- whole calls -------------------------------------------------------------------------
@@ -230,7 +241,7 @@ class FlowBuilder:
         self.destroy(a, "NORMAL_CLEARING", leg_name="a")
 
     def call(self, kind: str) -> None:
-        talk = self.rng.randint(5, 90)
+        talk = self.rng.randint(*self.talk_s)
         if kind == "bridged":
             self.click_to_dial(self._extension(), self._outside(), talk=talk)
         elif kind == "inbound":

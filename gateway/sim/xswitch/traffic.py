@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -43,14 +44,14 @@ class XccNodeSimulator:
         calls_per_second: float = 0.0,
         seed: int | None = None,
         tz: str = "Asia/Shanghai",
-        message_gap_s: float = 0.0,
+        talk_s: tuple[int, int] = (5, 90),
     ) -> None:
         self.nats_url = nats_url
         self.prefix = prefix
         self.command_prefix = command_prefix
         self.node_uuid = node_uuid
         self.calls_per_second = calls_per_second
-        self.message_gap_s = message_gap_s
+        self.talk_s = talk_s
         self.rng = random.Random(seed)
         self.builder = FlowBuilder(node_uuid=node_uuid, tz=ZoneInfo(tz), seed=seed)
         self.published: list[tuple[str, bytes]] = []
@@ -81,18 +82,17 @@ class XccNodeSimulator:
 
     # --- publishing --------------------------------------------------------------------------
 
-    async def _flush(self) -> list[bytes]:
-        """Publish what the builder queued, in order."""
+    async def _publish(self, subject: str, body: dict[str, Any]) -> bytes:
         assert self._nc is not None, "start() first"
-        messages, self.builder.messages = self.builder.messages, []
-        bodies = []
-        for subject, body in messages:
-            data = orjson.dumps(body)
-            await self._nc.publish(self.prefix + subject, data)
-            self.published.append((self.prefix + subject, data))
-            bodies.append(data)
-            if self.message_gap_s:
-                await asyncio.sleep(self.message_gap_s)
+        data = orjson.dumps(body)
+        await self._nc.publish(self.prefix + subject, data)
+        self.published.append((self.prefix + subject, data))
+        return data
+
+    async def _flush(self) -> list[bytes]:
+        """Publish what the builder queued, in order, at once."""
+        bodies = [await self._publish(subject, body) for _, subject, body in self.builder.take()]
+        assert self._nc is not None
         await self._nc.flush()
         return bodies
 
@@ -122,10 +122,32 @@ class XccNodeSimulator:
             return a.uuid, callee.uuid
 
     async def _traffic(self) -> None:
-        while True:
-            await asyncio.sleep(self.rng.expovariate(self.calls_per_second))
+        """Calls at ``calls_per_second`` (Poisson), each played in real time, overlapping."""
+        calls: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await asyncio.sleep(self.rng.expovariate(self.calls_per_second))
+                call = asyncio.create_task(self._play(self.rng.choice(KINDS)))
+                calls.add(call)
+                call.add_done_callback(calls.discard)
+        finally:
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+
+    async def _play(self, kind: str) -> None:
+        builder = FlowBuilder(
+            node_uuid=self.node_uuid,
+            tz=self.builder.tz,
+            seed=self.rng.getrandbits(64),
+            start=int(time.time()),
+        )
+        builder.talk_s = self.talk_s
+        builder.call(kind)
+        for due, subject, body in builder.take():
+            await asyncio.sleep(max(0.0, due - time.time()))
             try:
-                await self.publish_calls((self.rng.choice(KINDS),))
+                await self._publish(subject, body)
             except Exception as exc:  # a NATS hiccup must not end the simulator
                 log.warning("sim.publish_failed", error=str(exc))
 
