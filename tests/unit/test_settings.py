@@ -26,9 +26,11 @@ def write(tmp_path: Path, data: dict) -> Path:
 
 def test_example_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACME_HQ_CLIENT_SECRET", "x")
+    monkeypatch.setenv("ACME_CC_DEV_KEY", "k")
     settings = load_settings(Path("config/gateway.example.yaml"))
-    assert settings.pbxs[0].tenant == "acme-hq"
-    assert settings.pbxs[0].secret() == "x"
+    yeastar, xswitch = settings.pbxs
+    assert (yeastar.tenant, yeastar.vendor, yeastar.secret()) == ("acme-hq", "yeastar", "x")
+    assert (xswitch.tenant, xswitch.vendor, xswitch.secret()) == ("acme-cc", "xswitch", "k")
 
 
 def test_defaults_and_normalization(tmp_path: Path) -> None:
