@@ -145,6 +145,7 @@ class Poller:
         self._failing_since: datetime | None = None  # start of the window not read yet
         self._outage = False
         self._log = get_logger(f"{state.vendor}.poll").bind(tenant=state.tenant, source=name)
+        self._polling = asyncio.Lock()
 
     def load(self) -> None:
         """The cursor and passed ids a previous run (or owner) left."""
@@ -202,7 +203,14 @@ class Poller:
             await asyncio.sleep(max(0.0, self._interval - (self._clock() - started)))
 
     async def poll_once(self) -> int:
-        """One poll: publish what is new, then move and save the cursor. How many were new."""
+        """One poll: publish what is new, then move and save the cursor. How many were new.
+
+        A connector may also call it between the loop's rounds (e.g. to re-read after its push
+        link's gap): polls never overlap, so two cannot move the cursor from the same place."""
+        async with self._polling:
+            return await self._poll_locked()
+
+    async def _poll_locked(self) -> int:
         result = await self._poll(self.cursor)
         self.state.received(result.records)
         fresh = 0

@@ -87,10 +87,13 @@ class XSwitchConnector:
             self.push.mark(datetime.now(UTC), event)
 
     async def _recover(self, gap: Gap, end: datetime) -> int:
-        """What came back after the interruption: with JetStream, the messages the durable
-        consumer kept meanwhile (delivered by the stream itself, in order)."""
+        """What came back after an interruption of the NATS link: with JetStream, the messages
+        the durable consumer kept meanwhile (delivered by the stream itself, in order); and what
+        the REST API still shows, the configuration, re-read at once. XCC's REST API keeps no
+        call or CDR history, so without JetStream the calls of the gap are lost (and said so)."""
         session = self.session
-        return session.backlog if session is not None and session.jetstream else 0
+        kept = session.backlog if session is not None and session.jetstream else 0
+        return kept + await self.config.poll_once()
 
     # --- commands ------------------------------------------------------------------------------
 
