@@ -38,7 +38,7 @@ def pbx_for(sim: XSwitchSimulator, tenant: str, **overrides: Any) -> XSwitchPbxS
         "subject_prefix": sim.prefix,
         "timezone": "Asia/Shanghai",
         "include_raw": True,
-        "ping_interval_s": 2.0,
+        "ping_interval_s": 10.0,  # a cut is seen at once (EOF); a loaded machine is no cut
         "ack_wait_s": 2.0,
         "config_poll_interval_s": 30.0,
         "backoff": FAST,

@@ -73,6 +73,7 @@ def _audit(sim: XSwitchSimulator, events: list[dict[str, Any]]) -> dict[str, int
         "cdrs_lost": len(cdrs - got_cdrs),
         "calls_not_ended": len(calls - ended),
         "duplicates": sum(n - 1 for n in ids.values()),
+        "dup_types": sorted({e["type"] for e in events if ids[e["id"]] > 1}),
         "gaps": len([e for e in events if e["type"] == "gateway.gap"]),
         "rejected": len([e for e in events if e["type"] == "gateway.rejected"]),
     }

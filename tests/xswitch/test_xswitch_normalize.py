@@ -208,6 +208,35 @@ def test_messages_after_destroy_are_dropped() -> None:
     assert [e.type for e in events] == ["call.ringing", "call.ended", "call.failed"]
 
 
+def test_a_leg_heard_after_its_call_ended_changes_nothing() -> None:
+    """A redelivered b-leg overtaken by the a-leg's DESTROY: the call ended once."""
+    b_leg = {"direction": "outbound", "peer_uuid": "a-1", "context": "default"}
+    events = run(
+        [
+            channel("START"),
+            channel("DESTROY"),
+            channel("CALLING", uuid="b-1", **b_leg),
+            channel("DESTROY", uuid="b-1", **b_leg),
+        ]
+    )
+    assert [e.type for e in events] == ["call.ringing", "call.ended", "call.failed"]
+
+
+def test_the_first_leg_heard_after_its_call_ended_changes_nothing() -> None:
+    """The a-leg's messages overtaken by its b-leg's whole life: the call ends once."""
+    b_leg = {"direction": "outbound", "peer_uuid": "a-1", "context": "default"}
+    events = run(
+        [
+            channel("CALLING", uuid="b-1", **b_leg),
+            channel("DESTROY", uuid="b-1", **b_leg),
+            channel("START"),
+            channel("DESTROY"),
+        ]
+    )
+    assert [e.type for e in events] == ["call.ringing", "call.ended", "call.failed"]
+    assert {e.data["call_id"] for e in events} == {"a-1"}
+
+
 def test_cdr_before_destroy_and_after_restart_find_the_call() -> None:
     builder = FlowBuilder(node_uuid="n", tz=TZ, seed=5, start=1772440000)
     builder.call("inbound")

@@ -114,35 +114,39 @@ async def _wants_jetstream(nc: Nats, pbx: XSwitchPbxSettings) -> bool:
 async def _bind_consumer(session: NatsSession, pbx: XSwitchPbxSettings) -> None:
     js = session.nc.jetstream(timeout=pbx.request_timeout_s)
     name = pbx.stream_name()
+    mark = f"pbx-gateway: the XCC subjects of {pbx.tenant}"
     config = StreamConfig(
         name=name,
+        description=mark,
         subjects=subjects(pbx),
         storage=StorageType.FILE,
         max_age=pbx.stream_max_age_s,
         no_ack=True,
     )
     try:
-        await js.stream_info(name)
-        created = False
-        await js.update_stream(config)
+        info = await js.stream_info(name)
+        ours = info.config.description == mark
+        if ours:
+            await js.update_stream(config)
     except NotFoundError:
         await js.add_stream(config)
-        created = True
+        ours = True
     durable = f"gateway-{pbx.tenant}"
     consumer = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=pbx.ack_wait_s,
-        # A stream made just now holds only what came since: take all of it. An existing
-        # stream without our consumer holds history we never promised: start from now.
-        deliver_policy=DeliverPolicy.ALL if created else DeliverPolicy.NEW,
+        # The gateway's own stream holds only what came for it: take all of it (also when an
+        # earlier attempt made the stream but not the consumer). A stream someone else made
+        # holds history the gateway never promised: start from now.
+        deliver_policy=DeliverPolicy.ALL if ours else DeliverPolicy.NEW,
         max_ack_pending=10_000,
     )
     session.pull = await js.pull_subscribe(
         subject="", durable=durable, stream=name, config=consumer
     )
-    info = await session.pull.consumer_info()
-    session.backlog = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+    held = await session.pull.consumer_info()
+    session.backlog = int(held.num_pending or 0) + int(held.num_ack_pending or 0)
 
 
 async def serve(session: NatsSession, handle: Handle, *, batch: int = 100) -> str:

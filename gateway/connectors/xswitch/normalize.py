@@ -218,6 +218,11 @@ def _channel(msg: dict[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
         return []  # a late or repeated message of a leg whose call has ended
     leg = memory.get(f"leg:{uuid}")
     call_id = _call_of(memory, params, uuid)
+    if call_id != uuid and memory.get(f"ended:{call_id}") is not None:
+        # A leg first heard of after its call ended (a redelivery overtaken by newer
+        # messages): its story is over; its CDR still comes.
+        memory.set(f"ended:{uuid}", call_id)
+        return []
     call = memory.get(f"call:{call_id}") or {
         "direction": _direction(params),
         "legs": [],
@@ -278,6 +283,7 @@ def _channel(msg: dict[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
             events.append(_event(ctx, "call.failed", failed, (call_id, "failed"), when, msg))
         memory.pop(f"call:{call_id}")
         memory.set(f"direction:{call_id}", call["direction"])  # for CDRs after DESTROY
+        memory.set(f"ended:{call_id}", call_id)  # also when its first leg was never heard
         for entry in call["legs"]:
             memory.pop(f"leg:{entry}")
             memory.set(f"ended:{entry}", call_id)
