@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.connectors.yeastar.connector import YeastarConnector
+from gateway.connectors.yeastar.normalize import cdr_identity
 from gateway.schema.events import event_id
+from gateway.sim.yeastar.cdr import CdrRecord
 from gateway.sim.yeastar.server import YeastarSimulator
 from tests.conftest import wait_for
 from tests.integration.fixtures import Collected, pbx_settings, running_gateway
@@ -27,9 +29,15 @@ GAP_PERIOD = float(os.environ.get("GAP_TEST_PERIOD", "10"))
 MAX_CALLS = 100_000  # bounds the traffic loop whatever the duration
 
 
-def live_cdr_id(tenant: str, call_id: str) -> str:
-    """The id the live 30012 of ``call_id`` gets (and a back-filled record with its file)."""
-    return event_id(tenant, "yeastar", "cdr.created", "cdr", call_id)
+def live_cdr_id(tenant: str, record: CdrRecord) -> str:
+    """The id the live 30012 of ``record`` gets (and the back-filled record with its file):
+    the record's call id, start, parties, disposition and type (a call may have several)."""
+    started = datetime.fromtimestamp(record.timestamp, UTC)
+    disposition = record.disposition.lower().replace(" ", "_")
+    identity = cdr_identity(
+        record.call_id, started, record.caller, record.callee, disposition, record.call_type.lower()
+    )
+    return event_id(tenant, "yeastar", "cdr.created", *identity)
 
 
 def cdr_account(sim: YeastarSimulator, collected: Collected, records: Any = None) -> dict[str, Any]:
@@ -45,7 +53,7 @@ def cdr_account(sim: YeastarSimulator, collected: Collected, records: Any = None
         for r in records
         if r.record_file
         and any(
-            e["data"]["call_id"] == r.call_id and e["id"] != live_cdr_id(e["tenant"], r.call_id)
+            e["data"]["call_id"] == r.call_id and e["id"] != live_cdr_id(e["tenant"], r)
             for e in by_id.values()
         )
     ]
@@ -192,7 +200,7 @@ async def test_restart_backfills_the_calls_made_while_down(
     ids = {e["id"] for e in collected.of_type("cdr.created")}
     for record in down:
         if record.record_file:  # the id the live 30012 would have had
-            assert live_cdr_id(tenant, record.call_id) in ids
+            assert live_cdr_id(tenant, record) in ids
         else:
             assert event_id(tenant, "yeastar", "cdr.created", "cdr-uid", record.uid) in ids
     assert datetime.fromisoformat(gap["data"]["from"]) < datetime.fromisoformat(gap["data"]["to"])

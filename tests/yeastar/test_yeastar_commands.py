@@ -13,11 +13,26 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import orjson
 import pytest
+import websockets
 from aiohttp import web
+from websockets.datastructures import Headers
+from websockets.http11 import Response
 
 from gateway.connectors.yeastar.auth import Token, YeastarAuth
-from gateway.connectors.yeastar.client import YeastarClient
+from gateway.connectors.yeastar.client import (
+    ERR_IP_BLOCKED,
+    TOKEN_EXPIRED,
+    UNSUPPORTED_ERRCODES,
+    YeastarAuthRejected,
+    YeastarBlocked,
+    YeastarClient,
+    YeastarError,
+    YeastarTokenError,
+    YeastarUnsupported,
+)
 from gateway.connectors.yeastar.commands import ERROR_CODES, SUPPORTED, YeastarCommands
+from gateway.connectors.yeastar.connector import SubscribeRefused, _is_auth_refusal
+from gateway.connectors.yeastar.recovery import NOT_FOUND
 from gateway.runtime.backoff import Backoff
 from gateway.schema.commands import (
     COMMANDS,
@@ -27,6 +42,7 @@ from gateway.schema.commands import (
     parse_command,
 )
 from gateway.settings import BackoffSettings
+from gateway.sim.yeastar.frames import ERRORS as MANUAL_ERRORS
 from tests.yeastar.test_yeastar_recovery import MANUAL_CALL_QUERY
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -51,6 +67,7 @@ class FakePbx:
     default: dict[str, Any] = field(default_factory=lambda: dict(OK))
     tokens: int = 0
     delay_s: float = 0.0
+    token_script: list[dict[str, Any]] = field(default_factory=list)  # get/refresh_token answers
 
     async def handle(self, request: web.Request) -> web.Response:
         endpoint = request.path.removeprefix("/openapi/v1.0/")
@@ -60,6 +77,8 @@ class FakePbx:
         if endpoint in ("get_token", "refresh_token"):
             self.tokens += 1
             self.seen.append(Seen(request.method, endpoint, query, body, token))
+            if self.token_script:
+                return web.json_response(self.token_script.pop(0))
             return web.json_response(
                 {
                     **OK,
@@ -606,11 +625,18 @@ async def test_cdr_search_second_page_and_custom_format(env: Env) -> None:
 
 
 async def test_cdr_search_bad_record_becomes_rejected_event(env: Env) -> None:
-    env.pbx.default = {**OK, "total_number": 2, "data": [{"uid": "x"}, "junk"]}
+    data = [{"uid": "x"}, {"disposition": "BUSY"}, "junk"]
+    env.pbx.default = {**OK, "total_number": 3, "data": data}
     got = await env.commands.execute(
         cmd("cdr.search", start="2022-05-30T05:00:00Z", end="2022-05-30T07:00:00Z")
     )
-    assert [e["type"] for e in got["events"]] == ["gateway.rejected", "gateway.rejected"]
+    # a record with its uid is published whatever else it lacks; without any id it cannot be
+    assert [e["type"] for e in got["events"]] == [
+        "cdr.created",
+        "gateway.rejected",
+        "gateway.rejected",
+    ]
+    assert got["events"][0]["data"]["disposition"] is None
 
 
 @pytest.mark.parametrize(
@@ -626,6 +652,9 @@ async def test_cdr_search_bad_record_becomes_rejected_event(env: Env) -> None:
         (40003, ErrorCode.INVALID),
         (70132, ErrorCode.UNSUPPORTED),
         (10001, ErrorCode.UNSUPPORTED),
+        (10002, ErrorCode.UNSUPPORTED),
+        (10003, ErrorCode.UNSUPPORTED),
+        (40004, ErrorCode.INVALID),
         (70004, ErrorCode.UNAVAILABLE),
         (70123, ErrorCode.UNAVAILABLE),
         (-1, ErrorCode.FAILED),
@@ -814,3 +843,163 @@ async def test_commands_it_cannot_do_are_unsupported(env: Env) -> None:
         await env.commands.execute(Foreign())  # type: ignore[arg-type]
     assert info.value.code == ErrorCode.UNSUPPORTED
     assert env.pbx.calls == []
+
+
+def _handshake(status: int, body: bytes) -> BaseException:
+    """A refused WebSocket handshake, as ``websockets`` raises it."""
+    return websockets.InvalidStatus(Response(status, "refused", Headers(), body))
+
+
+# --- error codes of the manual's table (line 18516, 表 388): only 10004 is a token error ----------
+
+
+@pytest.mark.parametrize("errcode", [10002, 10003])
+async def test_api_version_errors_are_unsupported_and_sent_once(env: Env, errcode: int) -> None:
+    """10002 API VERSION OUT OF MAINTENANCE / 10003 API VERSION UNSUPPORTED: no token refresh,
+    no second request (a dial sent twice is the worst thing the gateway can do)."""
+    env.pbx.default = {"errcode": errcode, "errmsg": "API VERSION UNSUPPORTED"}
+    with pytest.raises(CommandFailed) as info:
+        await env.commands.execute(cmd("call.dial", caller="2001", callee="2002"))
+    error = info.value.to_error()
+    assert (error.code, error.retryable, error.vendor_code) == (
+        ErrorCode.UNSUPPORTED,
+        False,
+        str(errcode),
+    )
+    assert env.auth.refreshed == []
+    assert [s.path for s in env.pbx.calls] == ["call/dial"]
+
+
+@pytest.mark.parametrize("errcode", [10002, 10003])
+async def test_a_dial_refused_for_its_api_version_is_sent_once_with_the_real_auth(
+    env: Env, errcode: int
+) -> None:
+    async def on_state(state: str, reason: str | None) -> None:
+        return None
+
+    auth = YeastarAuth(
+        env.client,
+        tenant="acme",
+        client_id="id",
+        secret=lambda: "secret",
+        backoff=Backoff(BackoffSettings(initial_s=0.01, max_s=0.05, jitter=0)),
+        on_state=on_state,
+    )
+    runner = asyncio.create_task(auth.run())
+    try:
+        commands = YeastarCommands(env.client, auth, tz=SHANGHAI)
+        env.pbx.script["call/dial"] = [{"errcode": errcode, "errmsg": "API VERSION"}]
+        with pytest.raises(CommandFailed) as info:
+            await asyncio.wait_for(
+                commands.execute(cmd("call.dial", caller="2000", callee="2001")), 5
+            )
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert (info.value.code, info.value.retryable) == (ErrorCode.UNSUPPORTED, False)
+    assert [s.path for s in env.pbx.seen] == ["get_token", "call/dial"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "errcode", "kind"),
+    [
+        ("call/hold", 10004, YeastarTokenError),
+        ("call/hold", 10001, YeastarUnsupported),
+        ("call/hold", 10002, YeastarUnsupported),
+        ("call/hold", 10003, YeastarUnsupported),
+        ("call/hold", 70004, YeastarBlocked),
+        ("call/hold", 60001, YeastarError),
+        ("get_token", 10002, YeastarUnsupported),  # not a credential refusal: no ban counted
+        ("get_token", 10003, YeastarUnsupported),
+        ("get_token", 70004, YeastarBlocked),
+        ("get_token", -1, YeastarAuthRejected),
+        ("refresh_token", 10004, YeastarTokenError),
+    ],
+)
+async def test_client_errcode_kinds(env: Env, endpoint: str, errcode: int, kind: type) -> None:
+    answer = {"errcode": errcode, "errmsg": "X"}
+    env.pbx.token_script.append(answer)
+    env.pbx.default = answer
+    with pytest.raises(YeastarError) as info:
+        if endpoint == "get_token":
+            await env.client.get_token("id", "secret")
+        elif endpoint == "refresh_token":
+            await env.client.refresh_token("refresh")
+        else:
+            await env.client.request("POST", endpoint, "tok", json={"channel_id": CH})
+    assert type(info.value) is kind and info.value.errcode == errcode
+
+
+async def test_an_api_version_answer_to_get_token_is_never_a_credential_refusal(
+    env: Env,
+) -> None:
+    """The PBX bans an address after 5 credential refusals; 10003 is not one: the link says
+    why it is down and keeps trying, it never gives up as if the secret were wrong."""
+    states: list[tuple[str, str | None]] = []
+
+    async def on_state(state: str, reason: str | None) -> None:
+        states.append((state, reason))
+
+    env.pbx.token_script.extend([{"errcode": 10003, "errmsg": "API VERSION UNSUPPORTED"}] * 5)
+    auth = YeastarAuth(
+        env.client,
+        tenant="acme",
+        client_id="id",
+        secret=lambda: "secret",
+        backoff=Backoff(BackoffSettings(initial_s=0.01, max_s=0.02, jitter=0)),
+        on_state=on_state,
+        max_auth_failures=3,
+    )
+    runner = asyncio.create_task(auth.run())
+    try:
+        token = await asyncio.wait_for(auth.wait_token(), 5)  # the 6th try gets one
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert token.access_token == "access-6"
+    assert {state for state, _ in states} == {"disconnected"}
+    assert all("10003" in (reason or "") for _, reason in states)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "is_token"),
+    [
+        (SubscribeRefused(10004, "TOKEN EXPIRED"), True),
+        (SubscribeRefused("10004", "TOKEN EXPIRED"), True),
+        (SubscribeRefused(10002, "API VERSION OUT OF MAINTENANCE"), False),
+        (SubscribeRefused(10003, "API VERSION UNSUPPORTED"), False),
+        (SubscribeRefused(10001, "INTERFACE NOT EXISTED"), False),
+        (SubscribeRefused(40002, "PARAMETER ERROR 10004"), False),  # the code, not the text
+        (_handshake(401, b'{"errcode": 10004, "errmsg": "TOKEN EXPIRED"}'), True),
+        (_handshake(200, b'{"errcode": 10003, "errmsg": "API VERSION UNSUPPORTED"}'), False),
+        (_handshake(403, b'{"errcode": 10005, "errmsg": "ACCESS DENIED"}'), False),
+        (_handshake(401, b""), True),  # no body: the status says it
+        (_handshake(500, b""), False),
+    ],
+)
+def test_subscribe_refusals_force_a_token_refresh_only_for_10004(
+    refusal: BaseException, is_token: bool
+) -> None:
+    assert _is_auth_refusal(refusal) is is_token
+
+
+def test_every_errcode_treated_specially_is_in_the_manuals_table() -> None:
+    """REST client, command mapping and recovery name only codes of 表 388 (mirrored by the
+    simulator's table), with the meaning the table gives them."""
+    special = {
+        *ERROR_CODES,
+        TOKEN_EXPIRED,
+        ERR_IP_BLOCKED,
+        *UNSUPPORTED_ERRCODES,
+        NOT_FOUND,
+    }
+    assert special <= set(MANUAL_ERRORS)
+    assert MANUAL_ERRORS[TOKEN_EXPIRED] == "TOKEN EXPIRED"
+    assert {MANUAL_ERRORS[c] for c in UNSUPPORTED_ERRCODES} == {
+        "INTERFACE NOT EXISTED",
+        "API VERSION OUT OF MAINTENANCE",
+        "API VERSION UNSUPPORTED",
+    }
+    assert MANUAL_ERRORS[ERR_IP_BLOCKED] == "ACCOUNT IP BLOCKED"
+    assert MANUAL_ERRORS[NOT_FOUND] == "DATA NOT FOUND"
+    assert TOKEN_EXPIRED not in ERROR_CODES  # refreshed and retried once, not mapped

@@ -21,7 +21,7 @@ from gateway.connectors.watermark import Gap
 from gateway.connectors.yeastar.auth import YeastarAuth
 from gateway.connectors.yeastar.calls import CallTracker
 from gateway.connectors.yeastar.cdrs import SeenCdrs
-from gateway.connectors.yeastar.client import YeastarClient
+from gateway.connectors.yeastar.client import YeastarClient, YeastarUnsupported
 from gateway.connectors.yeastar.connector import YeastarConnector
 from gateway.connectors.yeastar.normalize import (
     agent_status_events,
@@ -114,10 +114,19 @@ def test_call_query_state_and_id_follow_the_30011_rules() -> None:
     assert again.id == held.id != later.id
 
 
-@pytest.mark.parametrize("bad", [None, "x", {"call_id": "1.2"}, {"members": []}])
+@pytest.mark.parametrize("bad", [None, "x", {"members": []}, {"call_id": " "}])
 def test_call_query_bad_info_is_rejected_not_raised(bad: Any) -> None:
     [event] = normalize_call_query(bad, ctx())
     assert event.type == "gateway.rejected" and event.vendorevent == "call/query"
+
+
+def test_call_query_without_members_is_a_call_in_progress_of_its_listed_type() -> None:
+    [event] = normalize_call_query({"call_id": "1.2", "members": None}, ctx(), direction="inbound")
+    assert (event.type, event.data["direction"], event.data["members"]) == (
+        "call.ringing",
+        "inbound",
+        [],
+    )
 
 
 # --- queue/agent_status -> agent.queue_status ----------------------------------------------
@@ -569,3 +578,45 @@ async def test_connector_recovers_after_a_drop_and_after_a_restart(
             assert live[record.call_id] in received
         else:
             assert event_id("acme", "yeastar", "cdr.created", "cdr-uid", record.uid) in received
+
+
+class _OldApiPbx:
+    """A PBX that no longer serves v1.0 queue/list (10002); calls and CDRs answer empty."""
+
+    def __init__(self, errcode: int) -> None:
+        self.errcode = errcode
+        self.asked: list[str] = []
+
+    async def request(
+        self, method: str, endpoint: str, token: str, *, params: Any = None, json: Any = None
+    ) -> dict[str, Any]:
+        self.asked.append(endpoint)
+        if endpoint == "queue/list":
+            raise YeastarUnsupported(self.errcode, "API VERSION OUT OF MAINTENANCE")
+        return {"errcode": 0, "data": []}
+
+
+@pytest.mark.parametrize("errcode", [10001, 10002, 10003])
+async def test_queue_list_the_firmware_does_not_serve_is_asked_once(errcode: int) -> None:
+    pbx = _OldApiPbx(errcode)
+    auth = _FakeAuth()
+    recovery = YeastarRecovery(
+        pbx,  # type: ignore[arg-type]
+        auth,  # type: ignore[arg-type]
+        tenant="acme",
+        tz=SHANGHAI,
+        cdr_time_format="%m/%d/%Y %H:%M:%S",
+        settings=RecoverySettings(),
+        clock=lambda: NOW,
+    )
+
+    async def emit(event: CloudEvent) -> None:
+        return None
+
+    gap = Gap(NOW - timedelta(seconds=5), NOW - timedelta(seconds=5))
+    first = await recovery.recover(gap, NOW, emit, SeenCdrs(), CallTracker())
+    assert [e.split(":")[0] for e in first.errors] == ["queue/agent_status"]
+    assert str(errcode) in first.errors[0]
+    assert recovery.queue_list_supported is False and auth.refreshed == 0  # not a token error
+    second = await recovery.recover(gap, NOW, emit, SeenCdrs(), CallTracker())
+    assert second.errors == [] and pbx.asked.count("queue/list") == 1

@@ -14,8 +14,12 @@ from typing import Any, Final
 import aiohttp
 
 API_PATH = "/openapi/v1.0"
-TOKEN_ERRCODES = frozenset({10002, 10003, 10004})  # the manual's token / session answers
-ERR_IP_BLOCKED = 70004
+#: The manual's error table (line 18516, 表 388). Only 10004 TOKEN EXPIRED is about the token.
+TOKEN_EXPIRED: Final = 10004
+#: 10001 INTERFACE NOT EXISTED, 10002 API VERSION OUT OF MAINTENANCE, 10003 API VERSION
+#: UNSUPPORTED: this PBX does not serve the endpoint / this API version; no retry changes that.
+UNSUPPORTED_ERRCODES: Final = frozenset({10001, 10002, 10003})
+ERR_IP_BLOCKED: Final = 70004
 QUEUE_PAGE_SIZE: Final = 100
 MAX_QUEUE_PAGES: Final = 100
 
@@ -34,7 +38,11 @@ class YeastarError(Exception):
 
 
 class YeastarTokenError(YeastarError):
-    """The access token is expired or refused: refresh once and retry."""
+    """10004: the access token is expired or refused: refresh once and retry."""
+
+
+class YeastarUnsupported(YeastarError):
+    """10001/10002/10003: the endpoint or API version is not served by this PBX (firmware)."""
 
 
 class YeastarBlocked(YeastarError):
@@ -144,8 +152,10 @@ class YeastarClient:
 
 
 def _error(errcode: int, errmsg: str, body: dict[str, Any], endpoint: str) -> YeastarError:
-    if errcode in TOKEN_ERRCODES:
+    if errcode == TOKEN_EXPIRED:
         return YeastarTokenError(errcode, errmsg, body)
+    if errcode in UNSUPPORTED_ERRCODES:  # before the auth endpoints: not a credential refusal
+        return YeastarUnsupported(errcode, errmsg, body)
     if errcode == ERR_IP_BLOCKED:
         return YeastarBlocked(errcode, errmsg, body)
     if endpoint in ("get_token", "refresh_token"):

@@ -3,8 +3,8 @@
 One small mapping per command: the neutral args become the manual's endpoint, HTTP method and
 parameter names; the answer (minus ``errcode``/``errmsg``) becomes a neutral result dict.
 The PBX's error codes become :class:`~gateway.schema.commands.ErrorCode` values, always keeping
-the vendor code. An expired token (10004, and 10002/10003 which the client reports the same
-way) is refreshed once and the request retried once.
+the vendor code. Only an expired token (10004) is refreshed once and the request retried once;
+10002/10003 (API version not served) are ``unsupported`` and the request is never sent again.
 """
 
 from __future__ import annotations
@@ -48,13 +48,17 @@ from gateway.schema.events import NormalizeContext
 
 VENDOR: Final = "yeastar"
 
-#: The manual's error table -> neutral codes; anything else is ``failed``.
+#: The manual's error table (line 18516, 表 388) -> neutral codes; anything else is ``failed``.
+#: 10004 TOKEN EXPIRED is not here: it is refreshed and retried once, then ``unavailable``.
 ERROR_CODES: Final[dict[int, ErrorCode]] = {
     10001: ErrorCode.UNSUPPORTED,  # INTERFACE NOT EXISTED: this firmware lacks the endpoint
+    10002: ErrorCode.UNSUPPORTED,  # API VERSION OUT OF MAINTENANCE: v1.0 no longer served
+    10003: ErrorCode.UNSUPPORTED,  # API VERSION UNSUPPORTED
     10005: ErrorCode.FORBIDDEN,  # ACCESS DENIED
     40001: ErrorCode.INVALID,  # PARAMETER SYNTAX ERROR
     40002: ErrorCode.INVALID,  # PARAMETER ERROR
     40003: ErrorCode.INVALID,  # DUPLICATE KEY VALUE
+    40004: ErrorCode.INVALID,  # FILE SIZE EXCEEDED
     60001: ErrorCode.NOT_FOUND,  # DATA NOT FOUND
     70004: ErrorCode.UNAVAILABLE,  # ACCOUNT IP BLOCKED
     70084: ErrorCode.FORBIDDEN,  # ACTION FORBIDDEN
@@ -521,7 +525,7 @@ class YeastarCommands:
         events = [
             event.model_dump(mode="json")
             for record in page
-            for event in normalize_cdr_record(record, ctx)
+            for event in normalize_cdr_record(record, ctx, display_format=self._cdr_time_format)
         ]
         return {
             "events": events,

@@ -21,7 +21,7 @@ from gateway.connectors.link import LinkState, PushLink, describe
 from gateway.connectors.plugin import LinkResources
 from gateway.connectors.watermark import Gap
 from gateway.connectors.yeastar.auth import Token, YeastarAuth
-from gateway.connectors.yeastar.client import YeastarClient
+from gateway.connectors.yeastar.client import TOKEN_EXPIRED, YeastarClient
 from gateway.connectors.yeastar.commands import YeastarCommands
 from gateway.connectors.yeastar.metrics import FRAMES_DEDUPED
 from gateway.connectors.yeastar.normalize import normalize_frame
@@ -32,7 +32,7 @@ from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.dedupe import OverlapDeduper
 from gateway.schema.commands import CommandModel
-from gateway.schema.events import ConnectionState
+from gateway.schema.events import CloudEvent, ConnectionState
 
 HEARTBEAT = "heartbeat"
 HEARTBEAT_ANSWER = "heartbeat response"
@@ -40,6 +40,10 @@ HEARTBEAT_ANSWER = "heartbeat response"
 
 class SubscribeRefused(Exception):
     """The PBX answered the topic list with a non-zero errcode."""
+
+    def __init__(self, errcode: Any, errmsg: Any) -> None:
+        super().__init__(f"{errcode} {errmsg}")
+        self.errcode = errcode
 
 
 class _Subscription:
@@ -214,9 +218,12 @@ class YeastarConnector:
     async def _recover(self, gap: Gap, end: datetime) -> int:
         if not self._recovery_settings.enabled:
             return 0
-        result = await self.recovery.recover(
-            gap, end, self.link_state.send, self.watermark.cdrs, self.watermark.calls
-        )
+        calls = self.watermark.calls
+
+        async def emit(event: CloudEvent) -> None:  # re-read calls keep their direction too
+            await self.link_state.send(calls.direct(event))
+
+        result = await self.recovery.recover(gap, end, emit, self.watermark.cdrs, calls)
         if result.open_calls is not None:
             self.watermark.calls.reset(result.open_calls)
         if result.errors:
@@ -278,7 +285,7 @@ class YeastarConnector:
                         await self._on_frame(generation, message)
                         continue
                     if answer.get("errcode") != 0:
-                        raise SubscribeRefused(f"{answer.get('errcode')} {answer.get('errmsg')}")
+                        raise SubscribeRefused(answer.get("errcode"), answer.get("errmsg"))
                     break
         except BaseException:
             with contextlib.suppress(Exception):
@@ -313,7 +320,11 @@ class YeastarConnector:
                 errmsg=answer.get("errmsg"),
             )
             return
-        for event in normalize_frame(message, self.link_state.ctx()):  # always one, maybe rejected
+        events = normalize_frame(
+            message, self.link_state.ctx(), display_format=self._pbx.cdr_time_format
+        )
+        for event in events:  # always one, maybe rejected
+            event = self.watermark.calls.direct(event)  # the direction its call was shown to have
             await self.link_state.send(event)
             # Only once the event is spooled: a crash in between then repeats it, never skips it.
             self._push.mark(now, event)
@@ -333,11 +344,32 @@ def _control_answer(message: str | bytes) -> dict[str, Any] | None:
 
 
 def _is_auth_refusal(exc: BaseException) -> bool:
+    """Only 10004 TOKEN EXPIRED is about the token (manual line 18516, 表 388): 10002/10003 say
+    the PBX does not serve this API version, and a new token would not change that."""
     if isinstance(exc, websockets.InvalidStatus):
+        errcode = _errcode(exc.response.body)
+        if errcode is not None:
+            return errcode == TOKEN_EXPIRED
         return exc.response.status_code in (401, 403)
     if isinstance(exc, SubscribeRefused):
-        return any(code in str(exc) for code in ("10002", "10003", "10004"))
+        return _errcode_value(exc.errcode) == TOKEN_EXPIRED
     return False
+
+
+def _errcode(body: bytes | bytearray | None) -> int | None:
+    """The ``errcode`` of a refused handshake's JSON body, if it has one."""
+    try:
+        answer = orjson.loads(body or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return _errcode_value(answer.get("errcode")) if isinstance(answer, dict) else None
+
+
+def _errcode_value(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _ws_ssl(base_url: str, verify: bool) -> ssl.SSLContext | None:

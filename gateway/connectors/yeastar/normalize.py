@@ -1,10 +1,12 @@
 """Yeastar P-Series events -> gateway CloudEvents (pure: no I/O, no clock, never raises).
 
 The PBX pushes WebSocket frames ``{"type": 30011, "sn": "...", "msg": "<JSON string>"}``
-(manual, "API 事件" 30005-30026). The manual's own examples drift in spelling and shape, so
-every reader here is lenient about case, blanks (``" "``), trailing spaces and field-name
-variants, and strict only about the fields an event cannot exist without; a frame missing
-one of those becomes ``gateway.rejected``, never an exception and never silence.
+(manual, "API 事件" 30005-30026). The manual's own examples drift in spelling and shape, and live
+PBXs send ``null`` or nothing where the manual shows a value, so every reader here is lenient
+about case, blanks (``" "``), trailing spaces, field-name variants, nulls, absent fields and
+wrong types. Only an event's *identity* (its call id, extension, trunk ...) is required: a frame
+without one becomes ``gateway.rejected``, never an exception and never silence; any other field
+the PBX left out or sent in a shape the manual does not describe is published as None / empty.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -48,6 +50,7 @@ from gateway.schema.events import (
 __all__ = [
     "agent_status_events",
     "call_id_from_recording",
+    "cdr_identity",
     "normalize_call_query",
     "normalize_cdr_record",
     "normalize_frame",
@@ -203,23 +206,24 @@ _MEMBER_STATUS: Final[dict[str, str]] = {
     "HELD": "held",
     "BYE": "hung_up",
 }
+#: Statuses only the *calling* member has (manual line 17383, 表 350: ALERT "作为主叫 ... 回铃",
+#: ANSWERED "作为主叫 ... 电话被接听"); RING / ANSWER are the called member's.
+_CALLER_STATUSES: Final = frozenset({"ALERT", "ANSWERED"})
+_MEMBER_KINDS: Final = ("extension", "inbound", "outbound")
+DIRECTIONS: Final = frozenset({"inbound", "outbound", "internal"})
 
 
-def _member_status(info: Mapping[str, Any], index: int) -> str:
+def _raw_status(info: Mapping[str, Any]) -> Any:
     """Tables say ``member_status`` or ``member_statuses`` for the same thing."""
-    raw = info.get("member_status", info.get("member_statuses"))
-    status = _MEMBER_STATUS.get(_token(raw))
-    if status is None:
-        raise _Invalid(f"members[{index}]: unknown or missing member_status {raw!r}")
-    return status
+    value = info.get("member_status")
+    return info.get("member_statuses") if value is None else value
 
 
-def _member(kind: str, info: Any, index: int) -> Member:
-    """One party. Trunk legs keep ``number`` null: which of from/to is the outside party
-    differs between the manual's examples (30011 outbound: ``to``; 30018 outbound: ``from``).
-    """
-    if not isinstance(info, dict):
-        raise _Invalid(f"members[{index}].{kind} is not an object")
+def _member(kind: str, info: Any) -> Member:
+    """One party; a status the manual does not list (or none) is None. Trunk legs keep
+    ``number`` null: which of from/to is the outside party differs between the manual's
+    examples (30011 outbound: ``to``; 30018 outbound: ``from``)."""
+    info = info if isinstance(info, dict) else {}
     return Member.model_validate(
         {
             "kind": kind,
@@ -228,33 +232,58 @@ def _member(kind: str, info: Any, index: int) -> Member:
             "to": _str(info.get("to")),
             "trunk": _first(info, "trunk_name", "trunk"),
             "channel_id": _str(info.get("channel_id")),
-            "status": _member_status(info, index),
+            "status": _MEMBER_STATUS.get(_token(_raw_status(info))),
             "via": _str(info.get("call_path")),
         }
     )
 
 
-def _members(msg: Mapping[str, Any], *, required: bool) -> list[Member]:
-    """``members`` is ``[{"extension": {...}}, {"inbound": {...}}, ...]``."""
+def _members(msg: Mapping[str, Any]) -> tuple[list[Member], str | None]:
+    """``members`` is ``[{"extension": {...}}, {"inbound": {...}}, ...]``; anything else in it
+    (null, an item of an unknown kind) carries no member. Also what the members prove about the
+    call's direction (:func:`_direction_evidence`)."""
     items = msg.get("members")
-    if items is None and not required:
-        return []
-    if not isinstance(items, list):
-        raise _Invalid("missing required field 'members' (a list)")
     members: list[Member] = []
-    for index, item in enumerate(items):
+    kinds: set[str] = set()
+    extensions = callers = 0
+    for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):
-            raise _Invalid(f"members[{index}] is not an object")
-        kinds = [k for k in ("extension", "inbound", "outbound") if k in item]
-        if not kinds:
-            raise _Invalid(f"members[{index}] has none of extension/inbound/outbound")
-        members.extend(_member(kind, item[kind], index) for kind in kinds)
-    return members
+            continue
+        for kind in _MEMBER_KINDS:
+            if kind not in item:
+                continue
+            members.append(_member(kind, item[kind]))
+            kinds.add(kind)
+            if kind == "extension":
+                extensions += 1
+                info = item[kind] if isinstance(item[kind], dict) else {}
+                callers += _token(_raw_status(info)) in _CALLER_STATUSES
+    return members, _direction_evidence(kinds, extensions, callers)
+
+
+def _direction_evidence(kinds: set[str], extensions: int, callers: int) -> str | None:
+    """What one report proves about the call's direction, or None when it proves nothing.
+
+    A trunk member decides it (``inbound`` wins over ``outbound``: an inbound call forwarded
+    out is still inbound). Extensions alone prove ``internal`` only when one of them is the
+    *caller* and another extension is in the call: an outbound call's first report lists only
+    its dialing extension, an inbound call's last report and its 30015 often list only the
+    extension leg, and trunk legs are reported at all only where the trunk's call status
+    monitoring is on (manual line 17352).
+    """
+    if "inbound" in kinds:
+        return "inbound"
+    if "outbound" in kinds:
+        return "outbound"
+    if callers and extensions >= 2:
+        return "internal"
+    return None
 
 
 def _call_state(members: list[Member]) -> str:
-    """Ended only when everyone hung up; a hold anywhere beats an answer; otherwise ringing."""
-    statuses = {m.status for m in members}
+    """Ended only when everyone hung up; a hold anywhere beats an answer; otherwise (also when
+    no member status could be read) ringing, i.e. in progress."""
+    statuses = {m.status for m in members if m.status is not None}
     if statuses == {"hung_up"}:
         return "ended"
     if "held" in statuses:
@@ -264,21 +293,14 @@ def _call_state(members: list[Member]) -> str:
     return "ringing"
 
 
-def _direction(members: list[Member]) -> str:
-    kinds = {m.kind for m in members}
-    if "inbound" in kinds:
-        return "inbound"
-    if "outbound" in kinds:
-        return "outbound"
-    return "internal"
-
-
-def _call_data(msg: Mapping[str, Any]) -> dict[str, Any]:
-    members = _members(msg, required=True)
+def _call_data(msg: Mapping[str, Any], direction: str | None = None) -> dict[str, Any]:
+    """A call report's fields; ``direction`` is a hint used when the members prove nothing."""
+    call_id = _required(msg, "call_id")
+    members, evidence = _members(msg)
     return {
-        "call_id": _required(msg, "call_id"),
+        "call_id": call_id,
         "state": _call_state(members),
-        "direction": _direction(members),
+        "direction": evidence or direction or "unknown",
         "members": members,
     }
 
@@ -296,30 +318,131 @@ _DISPOSITION: Final[dict[str, str]] = {
 }
 _CDR_DIRECTION: Final = {"INBOUND": "inbound", "OUTBOUND": "outbound", "INTERNAL": "internal"}
 
-#: Formats the PBX's "Date and Time > Display Format" settings can produce (cdr/search notes).
-#: Month-first is tried before day-first: it is the manual's default and its only example.
+#: Date orders and clocks the PBX's "系统 > 日期和时间 > 显示格式" setting can produce (manual
+#: line 13814, cdr/search ``start_time``: 月/日/年 or 年/月/日, 24-hour or 12-hour AM/PM).
+_DATE_ORDERS: Final = ("%Y-%m-%d", "%Y/%m/%d", "%m/%d/%Y", "%d/%m/%Y", "%m-%d-%Y", "%d-%m-%Y")
+_CLOCKS: Final = ("%H:%M:%S", "%I:%M:%S %p", "%H:%M", "%I:%M %p")
 _LOCAL_TIME_FORMATS: Final = (
-    *(
-        f"{date} {clock}"
-        for date in ("%Y-%m-%d", "%m/%d/%Y", "%d/%m/%Y", "%Y/%m/%d", "%m-%d-%Y", "%d-%m-%Y")
-        for clock in ("%H:%M:%S", "%I:%M:%S %p", "%H:%M", "%I:%M %p")
-    ),
+    *(f"{date} {clock}" for date in _DATE_ORDERS for clock in _CLOCKS),
     "%Y-%m-%dT%H:%M:%S",
 )
+#: ``uid`` and recording file names start with the PBX-local ``YYYYMMDDHHMMSS`` (manual line
+#: 13728: uid ``20220614111928CC54A`` for ``time`` 06/14/2022 11:19:28; line 13735: the file of
+#: that call ``20220614111933-1655176768.0-...``, written from the answer on).
+_LOCAL_STAMP = re.compile(r"^(\d{14})")
+#: A live call id is ``<unix start of the call>.<sequence>`` (manual line 17503 vs 17507).
+_UNIX_CALL_ID = re.compile(r"^(\d{9,10})\.\d+$")
+_EXACT_SLACK: Final = timedelta(seconds=2)
+_CALL_SLACK: Final = timedelta(seconds=60)
+_LONGEST_CALL: Final = timedelta(days=1)
 
 _RECORDING_CALL_ID = re.compile(r"^\d{8,}-(\d+(?:\.\d+)?)(?=-|\.[A-Za-z0-9]+$|$)")
 _NAME_NUMBER = re.compile(r"^.*<\s*([^<>]*?)\s*>$")
 
 
-def _local_time(value: Any, tz: ZoneInfo) -> datetime | None:
-    """PBX-local wall-clock text (no zone) -> aware UTC, or None if no known format fits."""
-    text = " ".join(value.split()) if isinstance(value, str) else ""
-    for fmt in _LOCAL_TIME_FORMATS:
+@dataclass(frozen=True, slots=True)
+class _StartEvidence:
+    """What else says when a CDR started: the ``uid``'s stamp (exact), and a window from the
+    call id (a leg starts at or after its call) and the recording (started within the call)."""
+
+    exact: datetime | None = None
+    low: datetime | None = None
+    high: datetime | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.exact is not None or self.low is not None or self.high is not None
+
+    def admits(self, start: datetime) -> bool:
+        if self.exact is not None and abs(start - self.exact) > _EXACT_SLACK:
+            return False
+        if self.low is not None and start < self.low:
+            return False
+        return self.high is None or start <= self.high
+
+
+def _local_stamp(value: str | None, tz: ZoneInfo) -> datetime | None:
+    """``20220614111928...`` (PBX-local) -> aware UTC, or None."""
+    match = _LOCAL_STAMP.match(re.split(r"[/\\]", value)[-1]) if value else None
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y%m%d%H%M%S").replace(tzinfo=tz).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _start_evidence(
+    tz: ZoneInfo,
+    *,
+    uid: str | None = None,
+    call_id: str | None = None,
+    recording: str | None = None,
+    duration_s: int | None = None,
+) -> _StartEvidence:
+    lows: list[datetime] = []
+    highs: list[datetime] = []
+    match = _UNIX_CALL_ID.match(call_id) if call_id else None
+    if match is not None:
+        call_start = datetime.fromtimestamp(int(match.group(1)), UTC)
+        lows.append(call_start - _CALL_SLACK)
+        highs.append(call_start + _LONGEST_CALL)
+    recorded = _local_stamp(recording, tz)
+    if recorded is not None:
+        lasted = timedelta(seconds=duration_s) if duration_s and duration_s > 0 else _LONGEST_CALL
+        lows.append(recorded - lasted - _CALL_SLACK)
+        highs.append(recorded + _CALL_SLACK)
+    return _StartEvidence(
+        exact=_local_stamp(uid, tz),
+        low=max(lows, default=None),
+        high=min(highs, default=None),
+    )
+
+
+def _readings(text: str, tz: ZoneInfo, display_format: str | None) -> dict[datetime, str]:
+    """Every instant ``text`` can mean in a display format the PBX offers (the configured
+    one first), with the first format that gave it."""
+    found: dict[datetime, str] = {}
+    formats = (display_format, *_LOCAL_TIME_FORMATS) if display_format else _LOCAL_TIME_FORMATS
+    for fmt in formats:
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=tz).astimezone(UTC)
+            instant = datetime.strptime(text, fmt).replace(tzinfo=tz).astimezone(UTC)
         except (ValueError, OverflowError):
             continue
-    return None
+        found.setdefault(instant, fmt)
+    return found
+
+
+def _start_time(
+    value: Any, tz: ZoneInfo, display_format: str | None, evidence: _StartEvidence
+) -> datetime | None:
+    """PBX-local wall-clock text in the display format (no zone) -> aware UTC.
+
+    Never a silent guess: a text only one format reads is that instant; otherwise the
+    configured display format decides unless the ``uid`` / call id / recording contradict it,
+    and the reading they admit wins; with no format configured, they pick the one reading they
+    admit, or give the start themselves (the ``uid``). A text that stays ambiguous raises
+    :class:`_Invalid` with the readings; a missing or unreadable one is None (or the ``uid``'s).
+    """
+    text = " ".join(value.split()) if isinstance(value, str) else ""
+    readings = _readings(text, tz, display_format) if text else {}
+    if len(readings) == 1:
+        return next(iter(readings))
+    if not readings:
+        return evidence.exact
+    configured = next((at for at, fmt in readings.items() if fmt == display_format), None)
+    fits = [at for at in readings if evidence.admits(at)] if evidence.any else []
+    if configured is not None and (configured in fits or not fits):
+        return configured
+    if len(fits) == 1:
+        return fits[0]
+    if evidence.exact is not None:
+        return evidence.exact
+    local = ", ".join(at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") for at in readings)
+    raise _Invalid(
+        f"time {text!r} is ambiguous (could be {local}) and nothing in the record decides:"
+        " set the PBX's display format (pbxs[].cdr_time_format)"
+    )
 
 
 def _unix_time(value: Any) -> datetime | None:
@@ -341,13 +464,6 @@ def _party(value: Any) -> str | None:
     return (match.group(1) or text) if match else text
 
 
-def _disposition(value: Any) -> str:
-    disposition = _DISPOSITION.get(_token(value))
-    if disposition is None:
-        raise _Invalid(f"unknown or missing CDR status {value!r}")
-    return disposition
-
-
 def call_id_from_recording(name: str) -> str | None:
     """``20220427190445-1651057476.362-2005-2002-Internal.wav`` -> ``1651057476.362``.
 
@@ -361,6 +477,42 @@ def call_id_from_recording(name: str) -> str | None:
     base = re.split(r"[/\\]", text)[-1]
     match = _RECORDING_CALL_ID.match(base)
     return match.group(1) if match else None
+
+
+def _call_direction(leg: str | None, call_id: str, started_at: datetime | None) -> str:
+    """A record's type is its *leg's*: an inbound call forwarded out has an ``Outbound`` leg.
+    It is the call's direction only for the leg that began the call, the one starting when
+    the call id says the call began (manual line 17503 / 17507: ``1651057476.362`` and
+    ``2022-04-27 19:04:36`` +08:00); of any other leg it proves nothing (``unknown``)."""
+    match = _UNIX_CALL_ID.match(call_id)
+    if leg is None or match is None or started_at is None:
+        return "unknown"
+    began = datetime.fromtimestamp(int(match.group(1)), UTC)
+    return leg if abs(started_at - began) <= _EXACT_SLACK else "unknown"
+
+
+def cdr_identity(
+    call_id: str,
+    started_at: datetime | None,
+    caller: str | None,
+    callee: str | None,
+    disposition: str | None,
+    leg_direction: str | None,
+) -> tuple[object, ...]:
+    """The identity of one CDR *record*, not of its call: a forwarded or ring-group call has
+    one record per leg, all with the call's ``call_id``. The leg facts are read the same way
+    from the live 30012 and from a ``cdr/list`` / ``cdr/search`` record of it (start as UTC,
+    numbers without display names, disposition and type as tokens), so both give one id."""
+    start = started_at.astimezone(UTC).isoformat() if started_at else ""
+    return (
+        "cdr",
+        call_id,
+        start,
+        caller or "",
+        callee or "",
+        disposition or "",
+        leg_direction or "",
+    )
 
 
 # --- one handler per event id: msg -> (type, data, identity, subject, time) ----------------------
@@ -382,25 +534,26 @@ _Handler = Callable[[dict[str, Any], NormalizeContext], _Built]
 _ORG_ACTION: Final = {1: "enable", 0: "disable"}
 
 
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value else None
+
+
+def _ids(value: Any) -> list[str]:
+    """A list of ids (numbers or text); anything else is no ids."""
+    return [s for s in map(_str, value) if s is not None] if isinstance(value, list) else []
+
+
 def _org_status(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30005: the department feature was switched on/off (show_root_org stays in raw)."""
     status = _int(msg.get("org_status"))
     action = _ORG_ACTION.get(status) if status is not None else None
-    if action is None:
-        raise _Invalid(f"missing or unknown 'org_status' {msg.get('org_status')!r}")
     return _Built("config.changed", ConfigChangedData(object="organization", action=action))
 
 
 def _org_config(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30006: departments created/updated/deleted/reordered or their extensions changed."""
-    ids = msg.get("id_list")
-    if ids is None:
-        ids = []
-    if not isinstance(ids, list):
-        raise _Invalid("'id_list' is not a list")
-    action = _required(msg, "action").lower()
     data = ConfigChangedData(
-        object="organization", action=action, ids=[s for s in map(_str, ids) if s is not None]
+        object="organization", action=_lower(_first(msg, "action")), ids=_ids(msg.get("id_list"))
     )
     return _Built("config.changed", data)
 
@@ -410,7 +563,7 @@ def _config_change(object_: str, key: str) -> _Handler:
 
     def handle(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
         ident = _required(msg, key)
-        action = _required(msg, "option", "action").lower()
+        action = _lower(_first(msg, "option", "action"))
         return _Built(
             "config.changed", ConfigChangedData(object=object_, action=action, ids=[ident])
         )
@@ -424,14 +577,10 @@ _REGISTRATION: Final = {"REGISTERED": True, "UNREGISTERED": False}
 def _registration(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30007: SIP phone / Linkus client (un)registered."""
     extension = _required(msg, "extension")
-    registered = _REGISTRATION.get(_token(msg.get("status")))
-    if registered is None:
-        raise _Invalid(f"unknown or missing registration status {msg.get('status')!r}")
-    device = _first(msg, "kind")
     data = AgentRegistrationData(
         extension=extension,
-        registered=registered,
-        device=device.lower() if device else None,
+        registered=_REGISTRATION.get(_token(msg.get("status"))),
+        device=_lower(_first(msg, "kind")),
         ip=_first(msg, "registered_ip", "ip_address", "ip_addresses"),
     )
     return _Built("agent.registration", data, subject=extension)
@@ -451,8 +600,6 @@ def _agent_call_state(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30008: ``ringing`` in the table, ``Ringing`` in the example."""
     extension = _required(msg, "extension")
     state = _AGENT_CALL_STATE.get(_token(msg.get("status")))
-    if state is None:
-        raise _Invalid(f"unknown or missing extension call status {msg.get('status')!r}")
     return _Built(
         "agent.call_state", AgentCallStateData(extension=extension, state=state), subject=extension
     )
@@ -472,10 +619,7 @@ _PRESENCE: Final = {
 def _presence(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30009: presence status."""
     extension = _required(msg, "extension")
-    presence = _PRESENCE.get(_token(msg.get("status")))
-    if presence is None:
-        raise _Invalid(f"unknown or missing presence status {msg.get('status')!r}")
-    data = AgentPresenceData(extension=extension, presence=presence)
+    data = AgentPresenceData(extension=extension, presence=_PRESENCE.get(_token(msg.get("status"))))
     return _Built("agent.presence", data, subject=extension)
 
 
@@ -496,13 +640,10 @@ TRUNK_STATES: Final[dict[int, str]] = {
 def _trunk_status(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30010: numeric status -> the table's name, the code kept for consumers."""
     trunk = _required(msg, "trunk_name")
-    raw = msg.get("status")
-    code = _int(raw)
-    if code is None:
-        raise _Invalid(f"missing or non-numeric trunk 'status' {raw!r}")
+    code = _int(msg.get("status"))
     data = TrunkStatusData(
         trunk=trunk,
-        state=TRUNK_STATES.get(code, "unknown"),
+        state=TRUNK_STATES.get(code, "unknown") if code is not None else "unknown",
         code=code,
         kind=_first(msg, "kind"),
         ip=_first(msg, "registered_ip", "ip_address", "ip_addresses"),
@@ -541,10 +682,10 @@ def _dtmf(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     call_id = _required(msg, "call_id")
     data = CallDtmfData(
         call_id=call_id,
-        digit=_required(msg, "info"),
+        digit=_first(msg, "info"),
         sequence=_int(msg.get("flag")),
         digits=_first(msg, "infos"),
-        members=_members(msg, required=False),
+        members=_members(msg)[0],
     )
     return _Built("call.dtmf", data, subject=call_id)
 
@@ -553,7 +694,7 @@ def _prompt_finished(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30018: the example's prompt name carries a trailing space (``"Test "``)."""
     call_id = _required(msg, "call_id")
     data = CallPromptFinishedData(
-        call_id=call_id, prompt=_first(msg, "prompt"), members=_members(msg, required=False)
+        call_id=call_id, prompt=_first(msg, "prompt"), members=_members(msg)[0]
     )
     return _Built("call.prompt_finished", data, subject=call_id)
 
@@ -565,51 +706,58 @@ def _survey(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
         call_id=call_id,
         result=_first(msg, "survey_result", "result"),
         extension=_first(msg, "extension"),
-        members=_members(msg, required=False),
+        members=_members(msg)[0],
     )
     return _Built("call.survey", data, subject=call_id)
 
 
 def _uacsta(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
-    """30020: its ``call_id`` is the uaCSTA call id, not the PBX call id."""
+    """30020: its ``call_id`` is the uaCSTA call id, not the PBX call id; every field is
+    optional (the event is about a phone, whichever of them the PBX sent)."""
     call_id = _first(msg, "call_id")
     ip = _first(msg, "ip_addresses", "ip_address", "registered_ip")
     data = CallUacstaData(
         call_id=call_id,
-        operation=_required(msg, "operation"),
+        operation=_first(msg, "operation"),
         extension=_first(msg, "extension"),
         details={"ip": ip} if ip else {},
     )
     return _Built("call.uacsta", data, subject=call_id)
 
 
-def _cdr(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
-    """30012: live CDR; its id is shared with the back-filled cdr/list record of the call."""
-    recording = msg.get("recording")
-    call_id = _first(msg, "call_id") or (
-        call_id_from_recording(recording) if isinstance(recording, str) else None
-    )
+def _cdr(msg: dict[str, Any], ctx: NormalizeContext, display_format: str | None = None) -> _Built:
+    """30012: one record of a call (a call has one per leg, manual line 17465). Its id is the
+    record's (:func:`cdr_identity`), shared with the back-filled cdr/list record of the leg."""
+    recording = _first(msg, "recording")
+    call_id = _first(msg, "call_id") or (call_id_from_recording(recording) if recording else None)
     if call_id is None:
         raise _Invalid("missing required field 'call_id'")
-    started_at = _local_time(msg.get("time_start"), ctx.tz)
+    duration = _int(msg.get("call_duration"))
+    evidence = _start_evidence(ctx.tz, call_id=call_id, recording=recording, duration_s=duration)
+    started_at = _start_time(msg.get("time_start"), ctx.tz, display_format, evidence)
+    leg = _CDR_DIRECTION.get(_token(msg.get("type")))
     data = CdrData(
         call_id=call_id,
         started_at=started_at,
         caller=_party(msg.get("call_from")),
         callee=_party(msg.get("call_to")),
-        direction=_CDR_DIRECTION.get(_token(msg.get("type"))),
-        disposition=_disposition(msg.get("status")),
-        duration_s=_int(msg.get("call_duration")),
+        direction=_call_direction(leg, call_id, started_at),
+        leg_direction=leg,
+        disposition=_DISPOSITION.get(_token(msg.get("status"))),
+        duration_s=duration,
         talk_duration_s=_int(msg.get("talk_duration")),
         ring_duration_s=_int(msg.get("ring_duration")),
         trunk_in=_first(msg, "src_trunk_name"),
         trunk_out=_first(msg, "dst_trunk_name"),
         did=_first(msg, "did_number"),
-        recording=_first(msg, "recording"),
+        recording=recording,
         agent_id=_first(msg, "agent_number", "agent_id"),
         agent_ring_s=_int(msg.get("agent_ring_time")),
     )
-    return _Built("cdr.created", data, subject=call_id, identity=("cdr", call_id), time=started_at)
+    identity = cdr_identity(
+        call_id, started_at, data.caller, data.callee, data.disposition, data.leg_direction
+    )
+    return _Built("cdr.created", data, subject=call_id, identity=identity, time=started_at)
 
 
 def _host_left(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
@@ -622,12 +770,10 @@ def _host_left(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
 def _auto_paused(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30025: agent paused after too many missed calls; ``calls`` lists them."""
     extension = _required(msg, "agent_number")
-    calls = msg.get("calls") or []
-    if not isinstance(calls, list):
-        raise _Invalid("'calls' is not a list")
+    calls = msg.get("calls")
     missed = [
         {"caller": _first(c, "caller_number"), "call_id": _first(c, "call_id")}
-        for c in calls
+        for c in (calls if isinstance(calls, list) else [])
         if isinstance(c, dict)
     ]
     data = AgentAutoPausedData(
@@ -697,7 +843,7 @@ def _unknown(ctx: NormalizeContext, code: str, frame: dict[str, Any]) -> CloudEv
     return event
 
 
-def _normalize(text: str, ctx: NormalizeContext) -> CloudEvent:
+def _normalize(text: str, ctx: NormalizeContext, display_format: str | None) -> CloudEvent:
     frame = _parse_json(text, "frame")
     if not isinstance(frame, dict):
         raise _Invalid(f"frame is not a JSON object (got {type(frame).__name__})")
@@ -707,7 +853,7 @@ def _normalize(text: str, ctx: NormalizeContext) -> CloudEvent:
         return _unknown(ctx, code, frame)
     try:
         msg = _decode_msg(frame.get("msg"))
-        built = handler(msg, ctx)
+        built = _cdr(msg, ctx, display_format) if handler is _cdr else handler(msg, ctx)
     except (_Invalid, ValidationError) as exc:
         raise _Invalid(f"{code}: {_reason(exc)}") from None
     identity = built.identity or (code, _canonical(msg), ctx.received_at.isoformat())
@@ -741,11 +887,19 @@ def _frame_code(text: str) -> str | None:
         return None
 
 
-def normalize_frame(text: str | bytes, ctx: NormalizeContext) -> list[CloudEvent]:
-    """One WebSocket event frame -> events. Pure (no I/O, no clock: use ctx.received_at), total."""
+def normalize_frame(
+    text: str | bytes, ctx: NormalizeContext, *, display_format: str | None = None
+) -> list[CloudEvent]:
+    """One WebSocket event frame -> events. Pure (no I/O, no clock: use ctx.received_at), total.
+
+    ``display_format``: the PBX's date display format (strftime), to read CDR times that more
+    than one format could read; None reads only what is unambiguous or proven otherwise.
+    A call's ``direction`` here is what this one frame proves (``unknown`` when it proves
+    nothing); a stream keeps it per call (``calls.CallDirections``).
+    """
     safe = _safe_text(text)
     try:
-        return [_normalize(safe, ctx)]
+        return [_normalize(safe, ctx, display_format)]
     except _Invalid as exc:
         return [rejected(ctx, safe, _safe_text(str(exc)), _frame_code(safe))]
     except Exception as exc:  # a bug here must not cost the event: publish it as rejected
@@ -759,21 +913,34 @@ def record_call_id(record: dict[str, Any]) -> str | None:
     return _first(record, "call_id") or (call_id_from_recording(recording) if recording else None)
 
 
-def _cdr_record(record: dict[str, Any], ctx: NormalizeContext) -> CloudEvent:
+def _cdr_record(
+    record: dict[str, Any], ctx: NormalizeContext, display_format: str | None
+) -> CloudEvent:
+    """Read like its live 30012 (field names of manual line 13684, 表 274): ``timestamp`` when
+    present, else ``time`` in the display format checked against ``uid`` and ``record_file``."""
     recording = _first(record, "record_file", "recording")
     call_id = record_call_id(record)
     uid = _first(record, "uid")
     if call_id is None and uid is None:
         raise _Invalid("record has neither a call id (call_id / record_file) nor a 'uid'")
-    started_at = _unix_time(record.get("timestamp")) or _local_time(record.get("time"), ctx.tz)
+    duration = _int(record.get("duration"))
+    started_at = _unix_time(record.get("timestamp"))
+    if started_at is None:
+        evidence = _start_evidence(
+            ctx.tz, uid=uid, call_id=call_id, recording=recording, duration_s=duration
+        )
+        started_at = _start_time(record.get("time"), ctx.tz, display_format, evidence)
+    leg = _CDR_DIRECTION.get(_token(record.get("call_type", record.get("type"))))
     data = CdrData(
         call_id=call_id or uid,
         started_at=started_at,
         caller=_party(record.get("call_from")),
         callee=_party(record.get("call_to")),
-        direction=_CDR_DIRECTION.get(_token(record.get("call_type", record.get("type")))),
-        disposition=_disposition(record.get("disposition", record.get("status"))),
-        duration_s=_int(record.get("duration")),
+        # without a call id the record is published as a call of its own: its type is its own
+        direction=_call_direction(leg, call_id, started_at) if call_id else leg or "unknown",
+        leg_direction=leg,
+        disposition=_DISPOSITION.get(_token(record.get("disposition", record.get("status")))),
+        duration_s=duration,
         talk_duration_s=_int(record.get("talk_duration")),
         ring_duration_s=_int(record.get("ring_duration")),
         trunk_in=_first(record, "src_trunk", "src_trunk_name"),
@@ -783,7 +950,12 @@ def _cdr_record(record: dict[str, Any], ctx: NormalizeContext) -> CloudEvent:
         agent_id=_first(record, "agent_number", "agent_id"),
         agent_ring_s=_int(record.get("agent_ring_time")),
     )
-    identity = ("cdr", call_id) if call_id else ("cdr-uid", uid)
+    if call_id is not None:
+        identity = cdr_identity(
+            call_id, started_at, data.caller, data.callee, data.disposition, data.leg_direction
+        )
+    else:  # no call id: an id of its own; recovery matches it to a live twin by its facts
+        identity = ("cdr-uid", uid)
     return make_event(
         ctx,
         "cdr.created",
@@ -796,15 +968,18 @@ def _cdr_record(record: dict[str, Any], ctx: NormalizeContext) -> CloudEvent:
     )
 
 
-def normalize_cdr_record(record: dict, ctx: NormalizeContext) -> list[CloudEvent]:
-    """One cdr/list or cdr/search record -> one cdr.created with the id the live 30012 gets."""
+def normalize_cdr_record(
+    record: dict, ctx: NormalizeContext, *, display_format: str | None = None
+) -> list[CloudEvent]:
+    """One cdr/list or cdr/search record -> one cdr.created with the id the live 30012 of the
+    same leg gets (``display_format`` as in :func:`normalize_frame`)."""
     if not isinstance(record, dict):
         return [
             rejected(ctx, _safe_text(repr(record)), "CDR record is not an object", CDR_VENDOREVENT)
         ]
     text = _safe_text(_canonical(record))
     try:
-        return [_cdr_record(record, ctx)]
+        return [_cdr_record(record, ctx, display_format)]
     except (_Invalid, ValidationError) as exc:
         error = _safe_text(f"{CDR_VENDOREVENT}: {_reason(exc)}")
         return [rejected(ctx, text, error, CDR_VENDOREVENT)]
@@ -813,11 +988,15 @@ def normalize_cdr_record(record: dict, ctx: NormalizeContext) -> list[CloudEvent
         return [rejected(ctx, text, error, CDR_VENDOREVENT)]
 
 
-def normalize_call_query(call: dict, ctx: NormalizeContext) -> list[CloudEvent]:
+def normalize_call_query(
+    call: dict, ctx: NormalizeContext, *, direction: str | None = None
+) -> list[CloudEvent]:
     """One ``call/query`` Call_Info -> the call.* event a 30011 with these members would give.
 
     Why: after a link interruption the live 30011 reports are gone; the snapshot says where
     each call is now. Its id is new per snapshot time (``ctx.received_at``), like a 30011's.
+    ``direction`` is the communication type the call was listed under (manual line 15630,
+    表 330: inbound / outbound / internal), the PBX's own word when the members prove nothing.
     """
     if not isinstance(call, dict):
         return [
@@ -827,7 +1006,8 @@ def normalize_call_query(call: dict, ctx: NormalizeContext) -> list[CloudEvent]:
         ]
     text = _safe_text(_canonical(call))
     try:
-        fields = _call_data(call)
+        hint = direction if direction in DIRECTIONS else None
+        fields = _call_data(call, hint)
         return [
             make_event(
                 ctx,

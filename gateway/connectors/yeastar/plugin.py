@@ -10,9 +10,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from gateway.connectors.plugin import DemoOptions, SimulatorSpec, VendorPlugin
+from gateway.connectors.yeastar.calls import normalize_stream
 from gateway.connectors.yeastar.commands import SUPPORTED
 from gateway.connectors.yeastar.connector import YeastarConnector
-from gateway.connectors.yeastar.normalize import normalize_frame
 from gateway.connectors.yeastar.settings import YeastarPbxSettings
 from gateway.sim.yeastar import YeastarSimulator, add_arguments, serve
 
@@ -42,7 +42,7 @@ PLUGIN = VendorPlugin(
     title="Yeastar P-Series",
     settings=YeastarPbxSettings,
     connector=YeastarConnector,
-    normalize=normalize_frame,
+    normalize=normalize_stream,
     simulator=SimulatorSpec(add_arguments=add_arguments, serve=serve, demo=_demo),
     commands=SUPPORTED,
 )

@@ -4,9 +4,11 @@ The WebSocket has no replay. After any interruption (socket drop, token trouble,
 restart, lease takeover) the gateway re-reads the PBX's own state instead:
 
 * ``call/query`` by communication type (the manual's only way to list every call): one
-  call.* event per call in progress, derived like a 30011;
+  call.* event per call in progress, derived like a 30011; the type it was listed under is
+  the call's direction where its members prove none (a call first seen after a restart);
 * ``cdr/search`` over the gap, in the PBX's display time format and zone: each record through
-  :func:`normalize_cdr_record`, so it carries the id its live 30012 would have;
+  :func:`normalize_cdr_record`, so it carries the id its live 30012 would have (one per leg:
+  a forwarded call's records share its call id, and each is published);
 * ``queue/list`` then ``queue/agent_status`` per queue: one ``agent.queue_status`` per agent.
 
 Where to start is the *watermark* (:mod:`gateway.connectors.yeastar.watermark`); the shared
@@ -29,7 +31,12 @@ from gateway.connectors.watermark import Gap
 from gateway.connectors.yeastar.auth import YeastarAuth
 from gateway.connectors.yeastar.calls import CallTracker, call_start
 from gateway.connectors.yeastar.cdrs import SeenCdrs
-from gateway.connectors.yeastar.client import YeastarClient, YeastarError, list_queues
+from gateway.connectors.yeastar.client import (
+    UNSUPPORTED_ERRCODES,
+    YeastarClient,
+    YeastarError,
+    list_queues,
+)
 from gateway.connectors.yeastar.normalize import (
     agent_status_events,
     normalize_call_query,
@@ -48,9 +55,8 @@ CALL_QUERY_TYPES: Final = ("inbound", "outbound", "internal")
 CDR_SLICE_S: Final = 900
 MAX_CDR_REQUESTS: Final = 2000
 STEP_TIMEOUT_S: Final = 60.0
-#: errcodes meaning "nothing there" / "this firmware has no such endpoint".
+#: 60001 DATA NOT FOUND means "nothing there" (manual line 18516, 表 388).
 NOT_FOUND: Final = 60001
-NO_INTERFACE: Final = 10001
 
 
 def cdr_window(gap: Gap, end: datetime, settings: RecoverySettings) -> tuple[datetime, datetime]:
@@ -147,20 +153,23 @@ class YeastarRecovery:
 
     async def _calls(self, result: RecoveryResult, calls: CallTracker) -> list[CloudEvent]:
         asked_at = self._clock()
-        infos: dict[str, dict[str, Any]] = {}
+        infos: dict[str, tuple[dict[str, Any], str]] = {}
         for kind in CALL_QUERY_TYPES:
             body = await self._get_or_empty("call/query", {"type": kind})
             for info in _list(body.get("data")):
                 call_id = text_or_none(info.get("call_id")) if isinstance(info, dict) else None
                 if call_id is not None:
-                    infos.setdefault(call_id, info)
+                    infos.setdefault(call_id, (info, kind))
         result.open_calls = {cid: call_start(cid, asked_at) for cid in infos}
         ctx = self._ctx()
         events = []
-        for call_id, info in infos.items():
+        for call_id, (info, kind) in infos.items():
+            [event] = normalize_call_query(info, ctx, direction=kind)
+            if event.type != "gateway.rejected":  # live reports to come keep this direction
+                calls.directions.learn(call_id, event.data.get("direction"), asked_at)
             if calls.changed_since(call_id, asked_at):
                 continue  # a live report after our question is newer than this snapshot
-            events.extend(normalize_call_query(info, ctx))
+            events.append(event)
         return events
 
     # --- CDRs ----------------------------------------------------------------------------------
@@ -201,7 +210,7 @@ class YeastarRecovery:
         held: list[CloudEvent] = []
         for record in records:
             by_fact = isinstance(record, dict) and record_call_id(record) is None
-            for event in normalize_cdr_record(record, ctx):
+            for event in normalize_cdr_record(record, ctx, display_format=self._format):
                 cdr = event.type == "cdr.created"
                 if cdr and seen.knows(event, by_fact=by_fact):
                     continue
@@ -227,7 +236,7 @@ class YeastarRecovery:
         try:
             queues = await list_queues(self._get_or_empty)
         except YeastarError as exc:
-            if exc.errcode == NO_INTERFACE:
+            if exc.errcode in UNSUPPORTED_ERRCODES:
                 self.queue_list_supported = False  # said once; this firmware has no queue/list
             raise
         events: list[CloudEvent] = []

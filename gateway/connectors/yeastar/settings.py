@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -40,7 +41,9 @@ class YeastarPbxSettings(PbxSettings):
         600.0, gt=0, description="wait before one new try once IP-banned"
     )
     cdr_time_format: str = Field(
-        "%m/%d/%Y %H:%M:%S", description="the PBX's display date format, used by cdr/search"
+        "%m/%d/%Y %H:%M:%S",
+        description="the PBX's date and time display format (strftime), as set on the PBX;"
+        " cdr/search filters in it and CDR times are read with it",
     )
     handover_grace_s: float = Field(
         1.0, ge=0, description="overlap of old and new socket on token move"
@@ -50,6 +53,24 @@ class YeastarPbxSettings(PbxSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("cdr_time_format")
+    @classmethod
+    def _full_date_and_time(cls, value: str) -> str:
+        """The PBX's display format names the whole date and time (manual line 13814: e.g.
+        ``MM/DD/YYYY HH:mm:ss`` or ``YYYY/MM/DD HH:mm:ss AM/PM``); a format that loses any of
+        it would misread every CDR time and match no cdr/search filter."""
+        sample = datetime(2023, 10, 2, 13, 28, 8)
+        try:
+            back = datetime.strptime(sample.strftime(value), value)
+        except ValueError as exc:
+            raise ValueError(f"not a strftime date and time format: {exc}") from None
+        if back != sample:
+            raise ValueError(
+                f"{value!r} must give year, month, day, hour, minute and second"
+                " (e.g. '%d/%m/%Y %H:%M:%S' or '%Y/%m/%d %I:%M:%S %p')"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> YeastarPbxSettings:
