@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from gateway.connectors import fields as read
 from gateway.schema.events import (
     AgentAutoPausedData,
     AgentCallStateData,
@@ -61,8 +62,6 @@ CDR_VENDOREVENT: Final = "cdr/list"
 #: vendorevent of call snapshots re-read with ``call/query`` after a link interruption.
 CALL_QUERY_VENDOREVENT: Final = "call/query"
 
-_MAX_INT: Final = 2**63 - 1  # beyond this orjson cannot serialize the event
-
 
 class _Invalid(ValueError):
     """A payload the normalizer understands too little of to publish as its own type."""
@@ -71,64 +70,12 @@ class _Invalid(ValueError):
 # --- low-level readers: tolerate the manual's drift ---------------------------------------------
 
 
-def _str(value: Any) -> str | None:
-    """Strip trailing/leading blanks; ``" "`` (the PBX's "empty") and non-scalars -> None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return value.strip() or None
-    return None
-
-
-def _int(value: Any) -> int | None:
-    """Integers arrive as numbers or numeric strings; anything else (or absurd) -> None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip()) if "." in value else int(value.strip())
-        except ValueError:
-            return None
-    if isinstance(value, float):
-        if not value.is_integer():
-            return None
-        value = int(value)
-    if isinstance(value, int) and abs(value) <= _MAX_INT:
-        return value
-    return None
-
-
-def _first(msg: Mapping[str, Any], *keys: str) -> str | None:
-    """First non-blank value among field-name variants (``ip_address`` / ``ip_addresses`` ...)."""
-    for key in keys:
-        found = _str(msg.get(key))
-        if found is not None:
-            return found
-    return None
-
-
 def _required(msg: Mapping[str, Any], *keys: str) -> str:
     """Like :func:`_first`, but the event is meaningless without it."""
-    found = _first(msg, *keys)
+    found = read.first(msg, *keys)
     if found is None:
         raise _Invalid(f"missing required field {keys[0]!r}")
     return found
-
-
-def _token(value: Any) -> str:
-    """Case/separator-insensitive key for vendor enums (``NO ANSWER`` == ``no_answer``)."""
-    text = _str(value) or ""
-    return re.sub(r"[\s_\-]+", "", text).upper()
-
-
-def _canonical(value: Any) -> str:
-    """Key-sorted JSON of a vendor object, so the same fact hashes to the same event id."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # e.g. huge ints in a record handed over by the connector
-        return repr(value)
 
 
 def _json_safe(value: Any) -> Any:
@@ -144,15 +91,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     return str(value)
-
-
-def _safe_text(text: str | bytes) -> str:
-    """The text to quote in ``gateway.rejected``: always valid UTF-8."""
-    if isinstance(text, bytes | bytearray):
-        return bytes(text).decode("utf-8", "replace")
-    if isinstance(text, str):
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return repr(text)
 
 
 # --- frame envelope ------------------------------------------------------------------------------
@@ -176,7 +114,7 @@ def _event_code(frame: Mapping[str, Any]) -> str:
         or not str(value).strip()
     ):
         raise _Invalid(f"frame 'type' is not an event id: {value!r}")
-    code = _int(value)
+    code = read.integer(value)
     return str(code) if code is not None else str(value).strip()
 
 
@@ -227,13 +165,13 @@ def _member(kind: str, info: Any) -> Member:
     return Member.model_validate(
         {
             "kind": kind,
-            "number": _str(info.get("number")),
-            "from": _str(info.get("from")),
-            "to": _str(info.get("to")),
-            "trunk": _first(info, "trunk_name", "trunk"),
-            "channel_id": _str(info.get("channel_id")),
-            "status": _MEMBER_STATUS.get(_token(_raw_status(info))),
-            "via": _str(info.get("call_path")),
+            "number": read.text(info.get("number")),
+            "from": read.text(info.get("from")),
+            "to": read.text(info.get("to")),
+            "trunk": read.first(info, "trunk_name", "trunk"),
+            "channel_id": read.text(info.get("channel_id")),
+            "status": _MEMBER_STATUS.get(read.token(_raw_status(info))),
+            "via": read.text(info.get("call_path")),
         }
     )
 
@@ -257,7 +195,7 @@ def _members(msg: Mapping[str, Any]) -> tuple[list[Member], str | None]:
             if kind == "extension":
                 extensions += 1
                 info = item[kind] if isinstance(item[kind], dict) else {}
-                callers += _token(_raw_status(info)) in _CALLER_STATUSES
+                callers += read.token(_raw_status(info)) in _CALLER_STATUSES
     return members, _direction_evidence(kinds, extensions, callers)
 
 
@@ -445,19 +383,9 @@ def _start_time(
     )
 
 
-def _unix_time(value: Any) -> datetime | None:
-    seconds = _int(value)
-    if seconds is None or seconds <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
 def _party(value: Any) -> str | None:
     """``"Kristin Hale<2005>"`` (cdr/list) -> ``"2005"``, as the live 30012 reports it."""
-    text = _str(value)
+    text = read.text(value)
     if text is None:
         return None
     match = _NAME_NUMBER.match(text)
@@ -471,7 +399,7 @@ def call_id_from_recording(name: str) -> str | None:
     is the one place the live call id survives, which lets a back-filled CDR dedupe against
     the live 30012 of the same call.
     """
-    text = _str(name) if isinstance(name, str) else None
+    text = read.text(name) if isinstance(name, str) else None
     if text is None:
         return None
     base = re.split(r"[/\\]", text)[-1]
@@ -540,12 +468,12 @@ def _lower(value: str | None) -> str | None:
 
 def _ids(value: Any) -> list[str]:
     """A list of ids (numbers or text); anything else is no ids."""
-    return [s for s in map(_str, value) if s is not None] if isinstance(value, list) else []
+    return [s for s in map(read.text, value) if s is not None] if isinstance(value, list) else []
 
 
 def _org_status(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30005: the department feature was switched on/off (show_root_org stays in raw)."""
-    status = _int(msg.get("org_status"))
+    status = read.integer(msg.get("org_status"))
     action = _ORG_ACTION.get(status) if status is not None else None
     return _Built("config.changed", ConfigChangedData(object="organization", action=action))
 
@@ -553,7 +481,9 @@ def _org_status(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
 def _org_config(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30006: departments created/updated/deleted/reordered or their extensions changed."""
     data = ConfigChangedData(
-        object="organization", action=_lower(_first(msg, "action")), ids=_ids(msg.get("id_list"))
+        object="organization",
+        action=_lower(read.first(msg, "action")),
+        ids=_ids(msg.get("id_list")),
     )
     return _Built("config.changed", data)
 
@@ -563,7 +493,7 @@ def _config_change(object_: str, key: str) -> _Handler:
 
     def handle(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
         ident = _required(msg, key)
-        action = _lower(_first(msg, "option", "action"))
+        action = _lower(read.first(msg, "option", "action"))
         return _Built(
             "config.changed", ConfigChangedData(object=object_, action=action, ids=[ident])
         )
@@ -579,9 +509,9 @@ def _registration(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     extension = _required(msg, "extension")
     data = AgentRegistrationData(
         extension=extension,
-        registered=_REGISTRATION.get(_token(msg.get("status"))),
-        device=_lower(_first(msg, "kind")),
-        ip=_first(msg, "registered_ip", "ip_address", "ip_addresses"),
+        registered=_REGISTRATION.get(read.token(msg.get("status"))),
+        device=_lower(read.first(msg, "kind")),
+        ip=read.first(msg, "registered_ip", "ip_address", "ip_addresses"),
     )
     return _Built("agent.registration", data, subject=extension)
 
@@ -599,7 +529,7 @@ _AGENT_CALL_STATE: Final = {
 def _agent_call_state(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30008: ``ringing`` in the table, ``Ringing`` in the example."""
     extension = _required(msg, "extension")
-    state = _AGENT_CALL_STATE.get(_token(msg.get("status")))
+    state = _AGENT_CALL_STATE.get(read.token(msg.get("status")))
     return _Built(
         "agent.call_state", AgentCallStateData(extension=extension, state=state), subject=extension
     )
@@ -619,7 +549,9 @@ _PRESENCE: Final = {
 def _presence(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30009: presence status."""
     extension = _required(msg, "extension")
-    data = AgentPresenceData(extension=extension, presence=_PRESENCE.get(_token(msg.get("status"))))
+    data = AgentPresenceData(
+        extension=extension, presence=_PRESENCE.get(read.token(msg.get("status")))
+    )
     return _Built("agent.presence", data, subject=extension)
 
 
@@ -640,13 +572,13 @@ TRUNK_STATES: Final[dict[int, str]] = {
 def _trunk_status(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30010: numeric status -> the table's name, the code kept for consumers."""
     trunk = _required(msg, "trunk_name")
-    code = _int(msg.get("status"))
+    code = read.integer(msg.get("status"))
     data = TrunkStatusData(
         trunk=trunk,
         state=TRUNK_STATES.get(code, "unknown") if code is not None else "unknown",
         code=code,
-        kind=_first(msg, "kind"),
-        ip=_first(msg, "registered_ip", "ip_address", "ip_addresses"),
+        kind=read.first(msg, "kind"),
+        ip=read.first(msg, "registered_ip", "ip_address", "ip_addresses"),
     )
     return _Built("trunk.status", data, subject=trunk)
 
@@ -671,7 +603,7 @@ def _call_kind(type_: str, identity_tag: str | None = None) -> _Handler:
 def _call_failed(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30015: a failed call is over, whatever its members last reported."""
     fields = {**_call_data(msg), "state": "ended"}
-    data = CallFailedData(**fields, reason=_first(msg, "reason"))
+    data = CallFailedData(**fields, reason=read.first(msg, "reason"))
     return _Built(
         "call.failed", data, subject=fields["call_id"], identity=("failed", fields["call_id"])
     )
@@ -682,9 +614,9 @@ def _dtmf(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     call_id = _required(msg, "call_id")
     data = CallDtmfData(
         call_id=call_id,
-        digit=_first(msg, "info"),
-        sequence=_int(msg.get("flag")),
-        digits=_first(msg, "infos"),
+        digit=read.first(msg, "info"),
+        sequence=read.integer(msg.get("flag")),
+        digits=read.first(msg, "infos"),
         members=_members(msg)[0],
     )
     return _Built("call.dtmf", data, subject=call_id)
@@ -694,7 +626,7 @@ def _prompt_finished(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30018: the example's prompt name carries a trailing space (``"Test "``)."""
     call_id = _required(msg, "call_id")
     data = CallPromptFinishedData(
-        call_id=call_id, prompt=_first(msg, "prompt"), members=_members(msg)[0]
+        call_id=call_id, prompt=read.first(msg, "prompt"), members=_members(msg)[0]
     )
     return _Built("call.prompt_finished", data, subject=call_id)
 
@@ -704,8 +636,8 @@ def _survey(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     call_id = _required(msg, "call_id")
     data = CallSurveyData(
         call_id=call_id,
-        result=_first(msg, "survey_result", "result"),
-        extension=_first(msg, "extension"),
+        result=read.first(msg, "survey_result", "result"),
+        extension=read.first(msg, "extension"),
         members=_members(msg)[0],
     )
     return _Built("call.survey", data, subject=call_id)
@@ -714,12 +646,12 @@ def _survey(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
 def _uacsta(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30020: its ``call_id`` is the uaCSTA call id, not the PBX call id; every field is
     optional (the event is about a phone, whichever of them the PBX sent)."""
-    call_id = _first(msg, "call_id")
-    ip = _first(msg, "ip_addresses", "ip_address", "registered_ip")
+    call_id = read.first(msg, "call_id")
+    ip = read.first(msg, "ip_addresses", "ip_address", "registered_ip")
     data = CallUacstaData(
         call_id=call_id,
-        operation=_first(msg, "operation"),
-        extension=_first(msg, "extension"),
+        operation=read.first(msg, "operation"),
+        extension=read.first(msg, "extension"),
         details={"ip": ip} if ip else {},
     )
     return _Built("call.uacsta", data, subject=call_id)
@@ -728,14 +660,16 @@ def _uacsta(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
 def _cdr(msg: dict[str, Any], ctx: NormalizeContext, display_format: str | None = None) -> _Built:
     """30012: one record of a call (a call has one per leg, manual line 17465). Its id is the
     record's (:func:`cdr_identity`), shared with the back-filled cdr/list record of the leg."""
-    recording = _first(msg, "recording")
-    call_id = _first(msg, "call_id") or (call_id_from_recording(recording) if recording else None)
+    recording = read.first(msg, "recording")
+    call_id = read.first(msg, "call_id") or (
+        call_id_from_recording(recording) if recording else None
+    )
     if call_id is None:
         raise _Invalid("missing required field 'call_id'")
-    duration = _int(msg.get("call_duration"))
+    duration = read.integer(msg.get("call_duration"))
     evidence = _start_evidence(ctx.tz, call_id=call_id, recording=recording, duration_s=duration)
     started_at = _start_time(msg.get("time_start"), ctx.tz, display_format, evidence)
-    leg = _CDR_DIRECTION.get(_token(msg.get("type")))
+    leg = _CDR_DIRECTION.get(read.token(msg.get("type")))
     data = CdrData(
         call_id=call_id,
         started_at=started_at,
@@ -743,16 +677,16 @@ def _cdr(msg: dict[str, Any], ctx: NormalizeContext, display_format: str | None 
         callee=_party(msg.get("call_to")),
         direction=_call_direction(leg, call_id, started_at),
         leg_direction=leg,
-        disposition=_DISPOSITION.get(_token(msg.get("status"))),
+        disposition=_DISPOSITION.get(read.token(msg.get("status"))),
         duration_s=duration,
-        talk_duration_s=_int(msg.get("talk_duration")),
-        ring_duration_s=_int(msg.get("ring_duration")),
-        trunk_in=_first(msg, "src_trunk_name"),
-        trunk_out=_first(msg, "dst_trunk_name"),
-        did=_first(msg, "did_number"),
+        talk_duration_s=read.integer(msg.get("talk_duration")),
+        ring_duration_s=read.integer(msg.get("ring_duration")),
+        trunk_in=read.first(msg, "src_trunk_name"),
+        trunk_out=read.first(msg, "dst_trunk_name"),
+        did=read.first(msg, "did_number"),
         recording=recording,
-        agent_id=_first(msg, "agent_number", "agent_id"),
-        agent_ring_s=_int(msg.get("agent_ring_time")),
+        agent_id=read.first(msg, "agent_number", "agent_id"),
+        agent_ring_s=read.integer(msg.get("agent_ring_time")),
     )
     identity = cdr_identity(
         call_id, started_at, data.caller, data.callee, data.disposition, data.leg_direction
@@ -763,7 +697,7 @@ def _cdr(msg: dict[str, Any], ctx: NormalizeContext, display_format: str | None 
 def _host_left(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     """30024: the conference lost its host."""
     conference = _required(msg, "conference_id")
-    data = ConferenceHostLeftData(conference=conference, host=_first(msg, "host_num"))
+    data = ConferenceHostLeftData(conference=conference, host=read.first(msg, "host_num"))
     return _Built("conference.host_left", data, subject=conference)
 
 
@@ -772,12 +706,12 @@ def _auto_paused(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     extension = _required(msg, "agent_number")
     calls = msg.get("calls")
     missed = [
-        {"caller": _first(c, "caller_number"), "call_id": _first(c, "call_id")}
+        {"caller": read.first(c, "caller_number"), "call_id": read.first(c, "call_id")}
         for c in (calls if isinstance(calls, list) else [])
         if isinstance(c, dict)
     ]
     data = AgentAutoPausedData(
-        extension=extension, queue=_first(msg, "queue_number"), missed_calls=missed
+        extension=extension, queue=read.first(msg, "queue_number"), missed_calls=missed
     )
     return _Built("agent.auto_paused", data, subject=extension)
 
@@ -787,9 +721,9 @@ def _ring_timeout(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     extension = _required(msg, "agent_number")
     data = AgentRingTimeoutData(
         extension=extension,
-        queue=_first(msg, "queue_number"),
-        caller=_first(msg, "caller_number"),
-        call_id=_first(msg, "call_id"),
+        queue=read.first(msg, "queue_number"),
+        caller=read.first(msg, "caller_number"),
+        call_id=read.first(msg, "call_id"),
     )
     return _Built("agent.ring_timeout", data, subject=extension)
 
@@ -835,7 +769,7 @@ def _unknown(ctx: NormalizeContext, code: str, frame: dict[str, Any]) -> CloudEv
         ctx,
         "vendor.unknown",
         VendorUnknownData(event=code),
-        identity=(code, _canonical(body), ctx.received_at.isoformat()),
+        identity=(code, read.canonical(body), ctx.received_at.isoformat()),
         vendorevent=code,
         raw=raw,
     )
@@ -856,7 +790,7 @@ def _normalize(text: str, ctx: NormalizeContext, display_format: str | None) -> 
         built = _cdr(msg, ctx, display_format) if handler is _cdr else handler(msg, ctx)
     except (_Invalid, ValidationError) as exc:
         raise _Invalid(f"{code}: {_reason(exc)}") from None
-    identity = built.identity or (code, _canonical(msg), ctx.received_at.isoformat())
+    identity = built.identity or (code, read.canonical(msg), ctx.received_at.isoformat())
     return make_event(
         ctx,
         built.type_,
@@ -897,20 +831,22 @@ def normalize_frame(
     A call's ``direction`` here is what this one frame proves (``unknown`` when it proves
     nothing); a stream keeps it per call (``calls.CallDirections``).
     """
-    safe = _safe_text(text)
+    safe = read.safe_text(text)
     try:
         return [_normalize(safe, ctx, display_format)]
     except _Invalid as exc:
-        return [rejected(ctx, safe, _safe_text(str(exc)), _frame_code(safe))]
+        return [rejected(ctx, safe, read.safe_text(str(exc)), _frame_code(safe))]
     except Exception as exc:  # a bug here must not cost the event: publish it as rejected
-        error = _safe_text(f"normalizer error: {type(exc).__name__}: {exc}")
+        error = read.safe_text(f"normalizer error: {type(exc).__name__}: {exc}")
         return [rejected(ctx, safe, error, _frame_code(safe))]
 
 
 def record_call_id(record: dict[str, Any]) -> str | None:
     """The live call id of a cdr/list or cdr/search record, when it carries one."""
-    recording = _first(record, "record_file", "recording")
-    return _first(record, "call_id") or (call_id_from_recording(recording) if recording else None)
+    recording = read.first(record, "record_file", "recording")
+    return read.first(record, "call_id") or (
+        call_id_from_recording(recording) if recording else None
+    )
 
 
 def _cdr_record(
@@ -918,19 +854,19 @@ def _cdr_record(
 ) -> CloudEvent:
     """Read like its live 30012 (field names of manual line 13684, 表 274): ``timestamp`` when
     present, else ``time`` in the display format checked against ``uid`` and ``record_file``."""
-    recording = _first(record, "record_file", "recording")
+    recording = read.first(record, "record_file", "recording")
     call_id = record_call_id(record)
-    uid = _first(record, "uid")
+    uid = read.first(record, "uid")
     if call_id is None and uid is None:
         raise _Invalid("record has neither a call id (call_id / record_file) nor a 'uid'")
-    duration = _int(record.get("duration"))
-    started_at = _unix_time(record.get("timestamp"))
+    duration = read.integer(record.get("duration"))
+    started_at = read.unix_time(record.get("timestamp"))
     if started_at is None:
         evidence = _start_evidence(
             ctx.tz, uid=uid, call_id=call_id, recording=recording, duration_s=duration
         )
         started_at = _start_time(record.get("time"), ctx.tz, display_format, evidence)
-    leg = _CDR_DIRECTION.get(_token(record.get("call_type", record.get("type"))))
+    leg = _CDR_DIRECTION.get(read.token(record.get("call_type", record.get("type"))))
     data = CdrData(
         call_id=call_id or uid,
         started_at=started_at,
@@ -939,16 +875,16 @@ def _cdr_record(
         # without a call id the record is published as a call of its own: its type is its own
         direction=_call_direction(leg, call_id, started_at) if call_id else leg or "unknown",
         leg_direction=leg,
-        disposition=_DISPOSITION.get(_token(record.get("disposition", record.get("status")))),
+        disposition=_DISPOSITION.get(read.token(record.get("disposition", record.get("status")))),
         duration_s=duration,
-        talk_duration_s=_int(record.get("talk_duration")),
-        ring_duration_s=_int(record.get("ring_duration")),
-        trunk_in=_first(record, "src_trunk", "src_trunk_name"),
-        trunk_out=_first(record, "dst_trunk", "dst_trunk_name"),
-        did=_first(record, "did_number"),
+        talk_duration_s=read.integer(record.get("talk_duration")),
+        ring_duration_s=read.integer(record.get("ring_duration")),
+        trunk_in=read.first(record, "src_trunk", "src_trunk_name"),
+        trunk_out=read.first(record, "dst_trunk", "dst_trunk_name"),
+        did=read.first(record, "did_number"),
         recording=recording,
-        agent_id=_first(record, "agent_number", "agent_id"),
-        agent_ring_s=_int(record.get("agent_ring_time")),
+        agent_id=read.first(record, "agent_number", "agent_id"),
+        agent_ring_s=read.integer(record.get("agent_ring_time")),
     )
     if call_id is not None:
         identity = cdr_identity(
@@ -975,16 +911,18 @@ def normalize_cdr_record(
     same leg gets (``display_format`` as in :func:`normalize_frame`)."""
     if not isinstance(record, dict):
         return [
-            rejected(ctx, _safe_text(repr(record)), "CDR record is not an object", CDR_VENDOREVENT)
+            rejected(
+                ctx, read.safe_text(repr(record)), "CDR record is not an object", CDR_VENDOREVENT
+            )
         ]
-    text = _safe_text(_canonical(record))
+    text = read.safe_text(read.canonical(record))
     try:
         return [_cdr_record(record, ctx, display_format)]
     except (_Invalid, ValidationError) as exc:
-        error = _safe_text(f"{CDR_VENDOREVENT}: {_reason(exc)}")
+        error = read.safe_text(f"{CDR_VENDOREVENT}: {_reason(exc)}")
         return [rejected(ctx, text, error, CDR_VENDOREVENT)]
     except Exception as exc:  # total, like normalize_frame
-        error = _safe_text(f"{CDR_VENDOREVENT}: normalizer error: {type(exc).__name__}: {exc}")
+        error = read.safe_text(f"{CDR_VENDOREVENT}: normalizer error: {type(exc).__name__}: {exc}")
         return [rejected(ctx, text, error, CDR_VENDOREVENT)]
 
 
@@ -1001,10 +939,13 @@ def normalize_call_query(
     if not isinstance(call, dict):
         return [
             rejected(
-                ctx, _safe_text(repr(call)), "Call_Info is not an object", CALL_QUERY_VENDOREVENT
+                ctx,
+                read.safe_text(repr(call)),
+                "Call_Info is not an object",
+                CALL_QUERY_VENDOREVENT,
             )
         ]
-    text = _safe_text(_canonical(call))
+    text = read.safe_text(read.canonical(call))
     try:
         hint = direction if direction in DIRECTIONS else None
         fields = _call_data(call, hint)
@@ -1020,10 +961,10 @@ def normalize_call_query(
             )
         ]
     except (_Invalid, ValidationError) as exc:
-        error = _safe_text(f"{CALL_QUERY_VENDOREVENT}: {_reason(exc)}")
+        error = read.safe_text(f"{CALL_QUERY_VENDOREVENT}: {_reason(exc)}")
         return [rejected(ctx, text, error, CALL_QUERY_VENDOREVENT)]
     except Exception as exc:  # total, like normalize_frame
-        error = _safe_text(
+        error = read.safe_text(
             f"{CALL_QUERY_VENDOREVENT}: normalizer error: {type(exc).__name__}: {exc}"
         )
         return [rejected(ctx, text, error, CALL_QUERY_VENDOREVENT)]
@@ -1078,7 +1019,7 @@ def agent_status_events(
                 logged_in=_flag(item.get("is_login")),
                 paused=_flag(item.get("is_pause")),
                 pause_reason=text_or_none(item.get("pause_reason")),
-                call_state=QUEUE_AGENT_CALL_STATE.get(_int(item.get("call_status")) or 0),
+                call_state=QUEUE_AGENT_CALL_STATE.get(read.integer(item.get("call_status")) or 0),
             )
         except ValidationError as exc:
             events.append(rejected(ctx, raw, str(exc)[:300], "queue/agent_status"))
