@@ -1,0 +1,422 @@
+"""UUCall cloud REST client (seed 000): ``GET/POST/PUT/DELETE <base_url><path>`` with query
+parameters, JSON bodies for the writes that take a model, JSON answers.
+
+Every response code the document lists for every path is handled the same way:
+
+=====  ==========================================================================================
+code   what the client does
+=====  ==========================================================================================
+401    :class:`AuthRefused` (``forbidden``, vendor code 401); polling reports ``auth_failed``
+403    :class:`AuthRefused` (``forbidden``, vendor code 403); polling reports ``blocked``
+405    ``unsupported``: this account's API does not offer the method on the path
+424    ``failed`` with the answer's body in the message (a dependency refused the operation)
+429    waits ``Retry-After`` (seconds or an HTTP date; the backoff when absent, capped at
+       ``max_retry_after_s``) and sends again, reads and writes alike (a 429 was not run); every
+       request of this client waits too. After ``rate_limit_retries`` of them: :class:`RateLimited`
+       (``unavailable``, retryable, with the wait the server asked for)
+500    reads: sent again after the backoff, ``read_retries`` times, then ``unavailable``;
+       writes: never again, ``failed`` ("the change may have been made")
+=====  ==========================================================================================
+
+Codes the document does not list are mapped the usual way (400/422 ``invalid``, 404
+``not_found``, 409 ``conflict``, other 5xx like 500). A write that got no answer (timeout,
+connection dropped after sending) is ``timeout``: its outcome is unknown, it is not sent again.
+
+Answers are decoded with JSON numbers that have a fraction read as :class:`~decimal.Decimal`:
+no amount ever becomes a float. The document shows a model, not an envelope, for list
+answers: :func:`rows` accepts a bare array, an object holding the array (``data``, ``list``,
+``rows``, ``records``, ``items``, ``result``, ``content``, one level deep), or a single object.
+
+The secret (token or password) is never put in a message; query parameters (``password`` of
+``POST /power/roleuser`` travels in the query, as the document says) never either: messages
+name the method and path only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+import aiohttp
+
+from gateway.connectors.uucall.settings import UucallPbxSettings
+from gateway.logging import get_logger
+from gateway.runtime.backoff import Backoff
+from gateway.schema.commands import CommandFailed, ErrorCode
+
+Method = Literal["GET", "POST", "PUT", "DELETE"]
+#: Keys that may hold the rows of a list answer (the document shows none).
+ROW_KEYS: Final = ("data", "list", "rows", "records", "items", "result", "content")
+TOTAL_KEYS: Final = ("total", "totalCount", "count", "totalElements", "recordsTotal")
+PAGES_KEYS: Final = ("pages", "totalPages", "pageCount", "page_count")
+_MESSAGE_KEYS: Final = ("message", "msg", "error", "errmsg", "errorMessage", "detail")
+
+
+class AuthRefused(CommandFailed):
+    """401 or 403: the credentials (401) or their rights (403) were refused."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(ErrorCode.FORBIDDEN, message, vendor_code=status)
+        self.status = status
+
+
+class RateLimited(CommandFailed):
+    """429 more often than ``rate_limit_retries``: try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(ErrorCode.UNAVAILABLE, message, vendor_code=429, retryable=True)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A successful answer: its status, content type and decoded JSON (None when empty)."""
+
+    status: int
+    content_type: str
+    body: Any
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON with fractional numbers as ``Decimal`` (never ``float``)."""
+    return json.loads(raw, parse_float=Decimal)
+
+
+def rows(answer: Any) -> list[dict[str, Any]]:
+    """The records of a list answer (see the module docstring); rows that are not objects are
+    left out, ``null`` and an empty envelope are no rows."""
+    if answer is None:
+        return []
+    if isinstance(answer, list):
+        return [row for row in answer if isinstance(row, dict)]
+    if not isinstance(answer, dict):
+        return []
+    for key in ROW_KEYS:
+        if key in answer:
+            inner = answer[key]
+            if isinstance(inner, dict) and any(k in inner for k in ROW_KEYS):
+                return rows(inner)
+            if isinstance(inner, list | type(None)):
+                return rows(inner)
+            if isinstance(inner, dict):
+                return [inner]
+    return [answer]
+
+
+def record(answer: Any) -> dict[str, Any] | None:
+    """The one record of a single-object answer (also inside an envelope or a one-row list)."""
+    found = rows(answer)
+    return found[0] if found else None
+
+
+def _count(answer: Any, keys: tuple[str, ...]) -> int | None:
+    if not isinstance(answer, dict):
+        return None
+    for scope in (answer, *(answer[k] for k in ROW_KEYS if isinstance(answer.get(k), dict))):
+        for key in keys:
+            value = scope.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().isdigit():
+                return int(value)
+    return None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After``: delay-seconds (decimals tolerated) or an HTTP date; None when absent or
+    unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = datetime.now(UTC).timestamp() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+class UucallClient:
+    """One enterprise account's REST API over the gateway's shared aiohttp session."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        settings: UucallPbxSettings,
+        *,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self._http = http
+        self._s = settings
+        self._base_url = settings.base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s)
+        self._backoff = backoff or Backoff(settings.backoff)
+        self._clock = clock
+        self._sleep = sleep
+        self._not_before = 0.0  # monotonic: no request before (the last Retry-After)
+        self._secret = ""
+        #: 401/403 answers in a row (reset by any other answer).
+        self.auth_rejections = 0
+        #: 429 answers received (for tests and the status page).
+        self.rate_limited = 0
+        self._log = get_logger("uucall.client").bind(tenant=settings.tenant)
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    # --- the API -------------------------------------------------------------------------------
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """A read: its decoded JSON answer."""
+        return (await self.request("GET", path, params)).body
+
+    async def request(
+        self,
+        method: Method,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Answer:
+        """One operation; failures raise :class:`CommandFailed` with a neutral code."""
+        async with self._exchange(method, path, params, body) as response:
+            raw = await response.read()
+            content_type = response.content_type or ""
+            status = response.status
+        where = f"{method} {path}"
+        if not raw.strip():
+            return Answer(status, content_type, None)
+        try:
+            decoded = decode_json(raw)
+        except (ValueError, RecursionError):
+            if method != "GET":
+                # a write was run; its answer is simply not JSON (the document says No Content)
+                return Answer(status, content_type, None)
+            raise CommandFailed(
+                ErrorCode.UNAVAILABLE, f"{where}: HTTP {status} answer is not JSON", retryable=True
+            ) from None
+        return Answer(status, content_type, decoded)
+
+    async def list_all(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        page_size: int | None = None,
+        max_pages: int | None = None,
+        stop: Callable[[list[dict[str, Any]]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every row of a paged list (``page``, ``pageSize``: 1-based, as strings).
+
+        It stops at a short or empty page, at the answer's total or page count when it gives
+        one, at a page of nothing new (a server ignoring ``page``), or when ``stop(page_rows)``
+        says the rest is not needed. Rows seen twice (the list moved while it was read) are
+        kept once, by ``id``. More than ``max_pages`` pages fail rather than return a part.
+        """
+        size = page_size or self._s.page_size
+        limit = max_pages or self._s.max_pages
+        found: dict[str, dict[str, Any]] = {}
+        anonymous: list[dict[str, Any]] = []
+        for page in range(1, limit + 1):
+            answer = await self.get(path, {**params, "page": str(page), "pageSize": str(size)})
+            got = rows(answer)
+            fresh = 0
+            for row in got:
+                ident = row.get("id")
+                if ident is None:
+                    anonymous.append(row)
+                    fresh += 1
+                else:
+                    fresh += str(ident) not in found
+                    found[str(ident)] = row
+            seen = len(found) + len(anonymous)
+            total, pages = _count(answer, TOTAL_KEYS), _count(answer, PAGES_KEYS)
+            if (
+                len(got) < size
+                or (page > 1 and not fresh)
+                or (total is not None and seen >= total)
+                or (pages is not None and page >= pages)
+                or (stop is not None and stop(got))
+            ):
+                return [*found.values(), *anonymous]
+        raise CommandFailed(
+            ErrorCode.FAILED, f"GET {path}: more than {limit} pages of {size}; not all read"
+        )
+
+    @asynccontextmanager
+    async def stream(
+        self, path: str, params: Mapping[str, str] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A read whose body the caller consumes (file downloads), after the same error
+        handling as :meth:`request`."""
+        async with self._exchange("GET", path, params, None) as response:
+            yield response
+
+    # --- one exchange ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _exchange(
+        self,
+        method: Method,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Any,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send until an answer that is not retried here; yield it when it is a success."""
+        where = f"{method} {path}"
+        write = method != "GET"
+        limited = failed_reads = 0
+        while True:
+            await self._wait_turn()
+            response = await self._send(method, path, params, body, write=write)
+            status = response.status
+            if status < 300:
+                self.auth_rejections = 0
+                try:
+                    yield response
+                finally:
+                    response.release()
+                return
+            text = await self._error_text(response)
+            if status == 429:
+                limited += 1
+                self.rate_limited += 1
+                asked = parse_retry_after(response.headers.get("Retry-After"))
+                wait = min(
+                    asked if asked is not None else self._backoff.next_delay(),
+                    self._s.max_retry_after_s,
+                )
+                self._not_before = max(self._not_before, self._clock() + wait)
+                if limited > self._s.rate_limit_retries:
+                    raise RateLimited(f"{where}: 429 rate limited {limited} times", wait)
+                self._log.info("rate_limited", path=path, retry_in_s=round(wait, 2))
+                continue
+            if status >= 500 and not write and failed_reads < self._s.read_retries:
+                failed_reads += 1
+                await self._sleep(self._backoff.next_delay())
+                continue
+            if status in (401, 403):
+                self.auth_rejections += 1
+            else:
+                self.auth_rejections = 0
+            raise self._failure(where, status, text, write=write)
+
+    async def _wait_turn(self) -> None:
+        """After a 429 every request of this client waits until the server's Retry-After."""
+        while (delay := self._not_before - self._clock()) > 0:
+            await self._sleep(delay)
+
+    async def _send(
+        self, method: Method, path: str, params: Mapping[str, str] | None, body: Any, *, write: bool
+    ) -> aiohttp.ClientResponse:
+        where = f"{method} {path}"
+        url = self._base_url + path
+        headers = self._headers()
+        data = None if body is None else json.dumps(body, default=str).encode()
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            return await self._http.request(
+                method,
+                url,
+                params=dict(params or {}),
+                data=data,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except aiohttp.ClientConnectorError as exc:  # never reached the server: not run
+            raise CommandFailed(
+                ErrorCode.UNAVAILABLE,
+                self.redact(f"{where}: cannot connect: {exc}"),
+                retryable=True,
+            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            kind = type(exc).__name__
+            if write:
+                raise CommandFailed(
+                    ErrorCode.TIMEOUT,
+                    self.redact(f"{where}: no answer ({kind}); the change may have been made"),
+                ) from None
+            raise CommandFailed(
+                ErrorCode.UNAVAILABLE, self.redact(f"{where}: no answer ({kind})"), retryable=True
+            ) from None
+
+    def _headers(self) -> dict[str, str]:
+        if self._s.auth == "none":
+            return {}
+        self._secret = secret = self._s.read_secret()
+        if self._s.auth == "basic":
+            pair = f"{self._s.username}:{secret}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+        return {self._s.auth_header: secret}
+
+    async def _error_text(self, response: aiohttp.ClientResponse) -> str:
+        try:
+            raw = await response.content.read(4096)
+        except (TimeoutError, aiohttp.ClientError):
+            raw = b""
+        finally:
+            response.release()
+        text = raw.decode("utf-8", "replace").strip()
+        try:
+            body = decode_json(raw) if text else None
+        except (ValueError, RecursionError):
+            body = None
+        if isinstance(body, dict):
+            for key in _MESSAGE_KEYS:
+                value = body.get(key)
+                if isinstance(value, str) and value.strip():
+                    return self.redact(text if key == "error" else value.strip())[:500]
+        return self.redact(text)[:500]
+
+    def _failure(self, where: str, status: int, text: str, *, write: bool) -> CommandFailed:
+        """An error answer -> a neutral code; the status is kept as ``vendor_code``."""
+        said = f": {text}" if text else ""
+        message = f"{where}: {status}{said}"
+        if status == 401:
+            return AuthRefused(401, f"{where}: 401 authentication refused{said}")
+        if status == 403:
+            return AuthRefused(403, f"{where}: 403 forbidden{said}")
+        if status == 405:
+            return CommandFailed(ErrorCode.UNSUPPORTED, message, vendor_code=status)
+        if status == 424:
+            return CommandFailed(ErrorCode.FAILED, message, vendor_code=status)
+        if status in (400, 422):
+            return CommandFailed(ErrorCode.INVALID, message, vendor_code=status)
+        if status in (404, 410):
+            return CommandFailed(ErrorCode.NOT_FOUND, message, vendor_code=status)
+        if status == 409:
+            return CommandFailed(ErrorCode.CONFLICT, message, vendor_code=status)
+        if status >= 500:
+            if write:
+                return CommandFailed(
+                    ErrorCode.FAILED,
+                    f"{message}; the change may have been made",
+                    vendor_code=status,
+                )
+            return CommandFailed(ErrorCode.UNAVAILABLE, message, vendor_code=status, retryable=True)
+        return CommandFailed(ErrorCode.FAILED, message, vendor_code=status)
+
+    def redact(self, text: str) -> str:
+        """``text`` without the secret."""
+        if len(self._secret) >= 4:
+            text = text.replace(self._secret, "***")
+        return text

@@ -1,0 +1,2 @@
+"""Simulated UUCall cloud: the REST API of seed 000 (``rest``); ``cli`` runs it as ``gateway sim
+uucall``."""
