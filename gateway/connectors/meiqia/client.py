@@ -1,0 +1,287 @@
+"""Meiqia unified call OpenAPI client (seed 001): every path is under
+``/unified-api/call/openapi/ent/v1/``, authorized with ``Authorization: Bearer <token>``.
+
+Success is an HTTP 200 with the JSON answer; a failure is any other status with
+``{"error": {"code", "message"}}`` ("以HTTP CODE判断请求是否成功 ... 提示error中的message即可").
+The codes are gRPC status names (the document's example is ``Unauthenticated``), mapped to the
+contract's result codes:
+
+=================================================  ==========================================
+answer                                             result
+=================================================  ==========================================
+message ``坐席未注册`` (seat not registered), any    ``failed`` with the vendor's message: the
+status (the document pairs it with                 agent's phone is not registered, the token
+``Unauthenticated``)                               is fine
+401 / ``Unauthenticated``                          ``forbidden``: the token is refused
+                                                   (:class:`MeiqiaAuthRejected`)
+403 / ``PermissionDenied``                         ``forbidden``
+404 / ``NotFound``                                 ``not_found``
+400, 422 / ``InvalidArgument`` ...                 ``invalid``
+409 / ``AlreadyExists``                            ``conflict``
+429 / ``ResourceExhausted``, a 5xx with            ``unavailable``, retryable, with the
+``Retry-After`` (a read, or 502-504)               ``Retry-After`` (:class:`MeiqiaRateLimited`)
+502, 503, 504                                      ``unavailable``, retryable (not run)
+500 and other 5xx                                  a read: ``unavailable``, retryable; a
+                                                   write: ``failed`` (it may have been done)
+=================================================  ==========================================
+
+The token is permanent and a new one invalidates the old, so the client never asks for one. It
+never sends a write twice, except after a 429 (or a 502-504 with ``Retry-After``): the server
+refused it before doing anything.
+The token is replaced by ``***`` in every message this module builds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
+from gateway.logging import get_logger
+from gateway.schema.commands import CommandFailed, ErrorCode
+
+API_PREFIX: Final = "/unified-api/call/openapi/ent/v1/"
+#: The message of an agent whose seat (SIP phone) is not registered (the document's example).
+SEAT_NOT_REGISTERED: Final = "坐席未注册"
+#: Statuses whose request the server certainly did not run.
+_NOT_RUN: Final = frozenset({408, 429, 502, 503, 504})
+_CODES: Final[dict[str, ErrorCode]] = {
+    "unauthenticated": ErrorCode.FORBIDDEN,
+    "permissiondenied": ErrorCode.FORBIDDEN,
+    "notfound": ErrorCode.NOT_FOUND,
+    "invalidargument": ErrorCode.INVALID,
+    "failedprecondition": ErrorCode.INVALID,
+    "outofrange": ErrorCode.INVALID,
+    "alreadyexists": ErrorCode.CONFLICT,
+    "aborted": ErrorCode.CONFLICT,
+    "unimplemented": ErrorCode.UNSUPPORTED,
+}
+
+
+class MeiqiaAuthRejected(CommandFailed):
+    """The token was refused (401 / ``Unauthenticated``): nothing works until it is replaced."""
+
+
+class MeiqiaRateLimited(CommandFailed):
+    """429 (or a 503 with ``Retry-After``): the server asks to wait ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float | None, vendor_code: str) -> None:
+        super().__init__(ErrorCode.UNAVAILABLE, message, vendor_code=vendor_code, retryable=True)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """``Retry-After``: seconds, or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def error_of(answer: Any) -> tuple[str | None, str | None]:
+    """``{"error": {"code", "message"}}`` -> (code, message); also a bare ``code``/``message``."""
+    if not isinstance(answer, dict):
+        return None, None
+    error = answer.get("error")
+    source = error if isinstance(error, dict) else answer
+    code, message = source.get("code"), source.get("message")
+    if isinstance(error, str) and message is None:
+        message = error
+    return (
+        str(code) if isinstance(code, str | int) and not isinstance(code, bool) else None,
+        str(message) if isinstance(message, str | int) and not isinstance(message, bool) else None,
+    )
+
+
+class MeiqiaClient:
+    """One enterprise's unified call API over the gateway's shared (cookie-less) session."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        settings: MeiqiaPbxSettings,
+        *,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self._http = http
+        self._base_url = settings.base_url + API_PREFIX
+        self._secret = settings.secret
+        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s)
+        self._max_retry_after = settings.max_retry_after_s
+        self._jitter = settings.backoff.jitter
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._token = ""  # never in a message
+        #: Why the token was refused, once it was (polling stops; commands still try).
+        self.refused: str | None = None
+        #: Requests sent, by path (tests and the status page).
+        self.requests: dict[str, int] = {}
+        self._log = get_logger("meiqia.client").bind(tenant=settings.tenant)
+
+    # --- the API -------------------------------------------------------------------------------
+
+    async def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return await self.request("GET", path, params=params)
+
+    async def post(self, path: str, body: dict[str, Any], *, write: bool = True) -> Any:
+        return await self.request("POST", path, body=body, write=write)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        write: bool = False,
+        retries: int = 0,
+        deadline: float | None = None,
+    ) -> Any:
+        """One API call; the decoded answer (object or array). ``retries``: how many times a
+        429 is waited out (honouring ``Retry-After``, with jitter) before it is raised, as long
+        as the wait ends before ``deadline`` (a ``time.monotonic()`` value)."""
+        attempt = 0
+        while True:
+            try:
+                return await self._once(method, path, params, body, write=write)
+            except MeiqiaRateLimited as exc:
+                delay = self.wait_for(exc)
+                late = deadline is not None and time.monotonic() + delay > deadline
+                if attempt >= retries or late:
+                    raise
+                attempt += 1
+                self._log.info("rate_limited_retry", path=path, retry_in_s=round(delay, 2))
+                await self._sleep(delay)
+
+    def wait_for(self, exc: MeiqiaRateLimited, fallback_s: float = 1.0) -> float:
+        """How long to wait after ``exc``: its ``Retry-After`` (capped) plus up to ``jitter``
+        of it, so many gateways refused at once do not come back at once."""
+        base = min(
+            exc.retry_after_s if exc.retry_after_s is not None else fallback_s,
+            self._max_retry_after,
+        )
+        return base * (1 + self._rng.uniform(0, self._jitter))
+
+    # --- the wire ------------------------------------------------------------------------------
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: dict[str, Any] | None,
+        *,
+        write: bool,
+    ) -> Any:
+        token = self._token = self._secret()
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        self.requests[path] = self.requests.get(path, 0) + 1
+        try:
+            async with self._http.request(
+                method,
+                self._base_url + path,
+                params=query or None,
+                data=None if body is None else orjson.dumps(body),
+                headers=headers,
+                timeout=self._timeout,
+            ) as resp:
+                status = resp.status
+                raw = await resp.read()
+                wait = retry_after(resp.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorError as exc:  # never reached the server: not run
+            raise CommandFailed(
+                ErrorCode.UNAVAILABLE, self.redact(f"{path}: cannot connect: {exc}"), retryable=True
+            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            kind = type(exc).__name__
+            if write:
+                raise CommandFailed(
+                    ErrorCode.TIMEOUT,
+                    self.redact(f"{path}: no answer ({kind}: {exc}); it may have been done"),
+                ) from None
+            raise CommandFailed(
+                ErrorCode.UNAVAILABLE,
+                self.redact(f"{path}: no answer ({kind}: {exc})"),
+                retryable=True,
+            ) from None
+        try:
+            answer = orjson.loads(raw) if raw.strip() else {}
+        except orjson.JSONDecodeError:
+            if status == 200:
+                raise CommandFailed(
+                    ErrorCode.FAILED if write else ErrorCode.UNAVAILABLE,
+                    f"{path}: HTTP 200 answer is not JSON"
+                    + ("; it may have been done" if write else ""),
+                    retryable=not write,
+                ) from None
+            answer = {"error": {"message": raw[:200].decode("utf-8", "replace")}}
+        if status == 200:
+            if self.refused is not None:
+                self._log.info("token_accepted_again", path=path)
+                self.refused = None
+            return answer
+        raise self._failure(path, status, answer, wait, write=write)
+
+    def _failure(
+        self, path: str, status: int, answer: Any, wait: float | None, *, write: bool
+    ) -> CommandFailed:
+        code, message = error_of(answer)
+        text = self.redact((message or f"HTTP {status}")[:300])
+        vendor_code = code or str(status)
+        described = f"{path}: {status} {code + ': ' if code else ''}{text}"
+        key = (code or "").replace("_", "").lower()
+        if message and SEAT_NOT_REGISTERED in message:
+            return CommandFailed(ErrorCode.FAILED, text, vendor_code=vendor_code)
+        if status == 401 or key == "unauthenticated":
+            self.refused = f"{status} {code + ': ' if code else ''}{text}"  # the same on any path
+            return MeiqiaAuthRejected(ErrorCode.FORBIDDEN, described, vendor_code=vendor_code)
+        if status == 429 or key == "resourceexhausted":
+            return MeiqiaRateLimited(described, wait, vendor_code)
+        if status >= 500 and wait is not None and (not write or status in _NOT_RUN):
+            return MeiqiaRateLimited(described, wait, vendor_code)  # overloaded: come back then
+        if key in _CODES:
+            return CommandFailed(_CODES[key], described, vendor_code=vendor_code)
+        if status == 403:
+            return CommandFailed(ErrorCode.FORBIDDEN, described, vendor_code=vendor_code)
+        if status in (404, 410):
+            return CommandFailed(ErrorCode.NOT_FOUND, described, vendor_code=vendor_code)
+        if status in (400, 422):
+            return CommandFailed(ErrorCode.INVALID, described, vendor_code=vendor_code)
+        if status == 409:
+            return CommandFailed(ErrorCode.CONFLICT, described, vendor_code=vendor_code)
+        if status in _NOT_RUN:
+            return CommandFailed(
+                ErrorCode.UNAVAILABLE, described, vendor_code=vendor_code, retryable=True
+            )
+        if status >= 500:
+            if write:
+                return CommandFailed(
+                    ErrorCode.FAILED, f"{described}; it may have been done", vendor_code=vendor_code
+                )
+            return CommandFailed(
+                ErrorCode.UNAVAILABLE, described, vendor_code=vendor_code, retryable=True
+            )
+        return CommandFailed(ErrorCode.FAILED, described, vendor_code=vendor_code)
+
+    def redact(self, text: str) -> str:
+        """``text`` without the token."""
+        if len(self._token) >= 4:
+            text = text.replace(self._token, "***")
+        return text

@@ -1,0 +1,136 @@
+"""The Meiqia link: call records and seats polled over the unified call OpenAPI, webhooks taken
+from the gateway's HTTP server, commands over REST."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+import orjson
+
+from gateway.connectors.base import Emit
+from gateway.connectors.fields import text
+from gateway.connectors.link import LinkState, describe
+from gateway.connectors.meiqia.client import MeiqiaClient
+from gateway.connectors.meiqia.commands import MeiqiaCommands
+from gateway.connectors.meiqia.normalize import VENDOR, delivery_events
+from gateway.connectors.meiqia.records import RecordsWatcher
+from gateway.connectors.meiqia.seats import SeatWatcher
+from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
+from gateway.connectors.plugin import LinkResources
+from gateway.connectors.polling import SeenIds
+from gateway.logging import get_logger
+from gateway.runtime.backoff import Backoff
+from gateway.runtime.statestore import KeyValue
+from gateway.schema.commands import CommandModel
+from gateway.schema.events import rejected
+
+#: The webhook delivery ids taken: a replay within this time is acknowledged, not published.
+DELIVERIES_KEY: Final = "webhook:deliveries"
+DELIVERIES_TTL_S: Final = 86400.0
+DELIVERIES_LIMIT: Final = 10_000
+
+
+class MeiqiaConnector:
+    """One Meiqia enterprise: the records and seats pollers share one :class:`LinkState`
+    (the link shows the worse of the two); webhooks go through the records poller's
+    de-duplication (:meth:`take_delivery`)."""
+
+    vendor = VENDOR
+
+    def __init__(self, pbx: MeiqiaPbxSettings, resources: LinkResources) -> None:
+        self.tenant = pbx.tenant
+        self._pbx = pbx
+        self._store = resources.store
+        self.state = LinkState(pbx.tenant, VENDOR, pbx.zone, include_raw=pbx.include_raw)
+        self.link = self.state.link
+        self.client = MeiqiaClient(resources.http, pbx)
+        self.records = RecordsWatcher(
+            self.client,
+            resources.store,
+            self.state,
+            interval_s=pbx.records_poll_interval_s,
+            overlap_s=pbx.records_overlap_s,
+            page_size=pbx.records_page_size,
+            max_window_s=resources.recovery.max_window_s,
+            backoff=Backoff(pbx.backoff),
+        )
+        self.seats = SeatWatcher(
+            self.client,
+            resources.store,
+            self.state,
+            interval_s=pbx.seats_poll_interval_s or 1.0,
+            backoff=Backoff(pbx.backoff),
+        )
+        self.commands = MeiqiaCommands(self.client, self.state.ctx)
+        self.deliveries = _load_deliveries(resources.store)
+        self.webhooks_taken = 0
+        self._running = False  # events can be published (the link runs)
+        self._log = get_logger("meiqia.link").bind(tenant=pbx.tenant)
+
+    async def run(self, emit: Emit) -> None:
+        self.state.attach(emit)
+        self._running = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.records.run(), name=f"{self.tenant}-records")
+                if self._pbx.seats_poll_interval_s > 0:
+                    tg.create_task(self.seats.run(), name=f"{self.tenant}-sips")
+        finally:
+            self._running = False
+            await self.state.stopped()
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    async def take_delivery(self, envelope: dict[str, Any]) -> tuple[int, bool]:
+        """One verified webhook delivery: its events published unless this delivery, or the
+        call it reports, was published before. ``(published, duplicate)``; ``TimeoutError``
+        when it cannot be published now (the route answers 503)."""
+        if not self._running:  # owned a moment ago, its link not started yet (or stopping)
+            raise TimeoutError("the link is not running; deliver again")
+        self.state.received()
+        delivery = text(envelope.get("id")) or ""
+        if delivery in self.deliveries:
+            return 0, True
+        ctx = self.state.ctx()
+        try:
+            events = delivery_events(envelope, ctx)
+        except Exception as exc:  # a Cdr it cannot read is published as rejected, not lost
+            raw = orjson.dumps(envelope, default=str).decode()
+            events = [rejected(ctx, raw, describe(exc), text(envelope.get("event")))]
+        published = await self.records.poller.offer(events)
+        self.deliveries.add(delivery)
+        self._save_deliveries()
+        self.webhooks_taken += 1
+        return len(published), not published
+
+    def _save_deliveries(self) -> None:
+        try:
+            self._store.set(DELIVERIES_KEY, orjson.dumps(self.deliveries.items()).decode())
+        except Exception as exc:  # the poller's ids still de-duplicate the calls
+            self._log.warning("deliveries_not_saved", error=describe(exc))
+
+    # --- commands ------------------------------------------------------------------------------
+
+    async def execute(self, command: CommandModel) -> dict[str, Any]:
+        return await self.commands.execute(command)
+
+    def health(self) -> dict[str, Any]:
+        return self.state.health(
+            records_until=(self.records.poller.cursor or {}).get("until")
+            if isinstance(self.records.poller.cursor, dict)
+            else None,
+            webhooks=self._pbx.webhooks,
+            token_refused=self.client.refused is not None,
+        )
+
+
+def _load_deliveries(store: KeyValue) -> SeenIds:
+    raw = store.get(DELIVERIES_KEY)
+    ids: list[tuple[str, float]] = []
+    if raw:
+        try:
+            ids = [(str(i), float(t)) for i, t in orjson.loads(raw)]
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            ids = []
+    return SeenIds(ids, ttl_s=DELIVERIES_TTL_S, limit=DELIVERIES_LIMIT)

@@ -1,0 +1,85 @@
+"""One Meiqia call center (one enterprise): its member of the ``pbxs[]`` union (``vendor:
+meiqia``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from gateway.settings import PbxSettings, check_secret_source, read_secret
+
+
+class MeiqiaPbxSettings(PbxSettings):
+    """The unified call OpenAPI's host and access token, the webhook secret and the polling.
+
+    The access token is permanent and requesting a new one invalidates the old (seed 001, the
+    ``callout`` section's ``Authorization`` row), so the gateway never requests one: it uses
+    the token given here until it is refused.
+    """
+
+    vendor: Literal["meiqia"]
+    base_url: str = Field(
+        pattern=r"^https?://[^\s/]+(:\d+)?/?$",
+        description="the API host ({{host}} of the document); paths are /unified-api/call/...",
+    )
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    token_env: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_secret_file: Path | None = None
+    webhook_secret_env: str | None = None
+    request_timeout_s: float = Field(10.0, gt=0)
+    records_poll_interval_s: float = Field(10.0, gt=0, description="how often `records` is read")
+    records_overlap_s: float = Field(
+        1800.0,
+        gt=0,
+        description="each window starts this long before the previous one ended: more than the"
+        " longest call plus the time Meiqia takes to list its record",
+    )
+    records_page_size: int = Field(100, ge=1, le=1000)
+    seats_poll_interval_s: float = Field(
+        30.0, ge=0, description="how often `sips` is compared (0: seat state is not polled)"
+    )
+    webhook_max_bytes: int = Field(
+        256 * 1024, ge=1024, le=16 * 1024 * 1024, description="larger deliveries get 413"
+    )
+    max_retry_after_s: float = Field(
+        300.0, gt=0, description="the longest Retry-After honoured (a longer one is capped)"
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _secret_sources(self) -> MeiqiaPbxSettings:
+        check_secret_source("token", self.token, self.token_file, self.token_env)
+        given = [
+            x for x in (self.webhook_secret, self.webhook_secret_file, self.webhook_secret_env) if x
+        ]
+        if len(given) > 1:
+            raise ValueError(
+                "give at most one of webhook_secret, webhook_secret_file, webhook_secret_env"
+            )
+        if self.webhook_secret_file and not self.webhook_secret_file.is_file():
+            raise ValueError(f"webhook_secret_file {self.webhook_secret_file} does not exist")
+        if self.webhook_secret_env and self.webhook_secret_env not in os.environ:
+            raise ValueError(f"environment variable {self.webhook_secret_env} is not set")
+        return self
+
+    def secret(self) -> str:
+        """The access token, read where the settings say; never logged."""
+        return read_secret(self.token, self.token_file, self.token_env)
+
+    @property
+    def webhooks(self) -> bool:
+        """Whether deliveries are taken (a webhook secret is configured)."""
+        return bool(self.webhook_secret or self.webhook_secret_file or self.webhook_secret_env)
+
+    def webhook_key(self) -> str:
+        """The webhook secret (``Meiqia-Signature`` = SHA-1 of body + secret); never logged."""
+        return read_secret(self.webhook_secret, self.webhook_secret_file, self.webhook_secret_env)

@@ -1,0 +1,182 @@
+"""Meiqia webhooks: ``POST /webhooks/meiqia/<tenant>`` on the gateway's HTTP server.
+
+Meiqia's Webhooks help page: a JSON ``POST`` whose body is an envelope ``{"id" (unique per
+delivery), "event" (the topic), "enterprise_token", "created_at" (Unix seconds), ...}`` with
+the topic's business data, signed in a header ``Meiqia-Signature``: the SHA-1 (hex) of the raw
+body followed by the webhook secret. The page's example request names the header
+``Meiqia-Sign``; both are read, ``Meiqia-Signature`` first (when both are sent, only it counts).
+
+Answers, in the order they are checked:
+
+====  =====================================================================================
+404   no PBX ``<tenant>`` of vendor meiqia, or no webhook secret configured for it
+413   a body over ``webhook_max_bytes`` (not read further)
+401   a missing or wrong signature (compared in constant time); counted, logged once per
+      source, nothing published
+400   a body that is not a JSON object with ``id`` and ``event``
+503   this instance does not own the PBX now, or its link cannot take it now (starting,
+      stopping, or a records poll held it over 10 s); with ``Retry-After``
+200   the delivery's events are in the durable outbox (``{"published": n, "duplicate": b}``);
+      also for a replay (same delivery ``id``, or a call already published) and for a topic
+      that is not a call (published as ``vendor.unknown``)
+====  =====================================================================================
+
+**Which instance publishes**: every instance serves the route, but only the one that owns the
+PBX (holds its lease) publishes: the delivery goes through its connector, which de-duplicates
+it against the ids its records poll has passed (one per ``call_uuid``, saved with the cursor
+and handed to the next owner). Another instance verifies the signature and answers 503, so
+Meiqia delivers it again; and should it never reach the owner, the owner's records poll
+publishes the call all the same, under the same id. No delivery is acknowledged before its
+event is in an outbox, and no call is published by two instances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from typing import Any, Final, Protocol
+
+import orjson
+from aiohttp import web
+
+from gateway.connectors.meiqia.metrics import WEBHOOKS
+from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
+from gateway.connectors.plugin import VendorRoutes
+from gateway.logging import get_logger
+
+#: Header names, preferred first.
+SIGNATURE_HEADERS: Final = ("Meiqia-Signature", "Meiqia-Sign")
+#: Seconds a non-owner asks Meiqia to wait before delivering again.
+NOT_OWNER_RETRY_S: Final = 5
+#: Sources whose refusals were logged (bounded: a flood of new sources is not a log flood).
+_MAX_LOGGED_SOURCES: Final = 1000
+
+log = get_logger("meiqia.webhook")
+
+
+class WebhookTaker(Protocol):
+    """What the owner's connector offers the route: publish one delivery."""
+
+    async def take_delivery(self, envelope: dict[str, Any]) -> tuple[int, bool]: ...
+
+
+def signature(body: bytes, secret: str) -> str:
+    """SHA-1 hex of the raw body followed by the secret (the help page's four steps)."""
+    return hashlib.sha1(body + secret.encode("utf-8")).hexdigest()
+
+
+def signature_header(headers: Any) -> str | None:
+    """The signature sent: ``Meiqia-Signature``, else ``Meiqia-Sign``; None when neither."""
+    for name in SIGNATURE_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def verify(body: bytes, secret: str, sent: str | None) -> bool:
+    """Whether ``sent`` is the body's signature; compared in constant time (hex, any case)."""
+    if not sent:
+        return False
+    expected = signature(body, secret).encode("ascii")
+    given = sent.strip().lower().encode("utf-8", errors="replace")
+    return hmac.compare_digest(expected, given)
+
+
+class _Refusals:
+    """Logs a kind of refusal once per (tenant, remote address, kind)."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str, str]] = set()
+
+    def log(self, tenant: str, remote: str, kind: str, **fields: Any) -> None:
+        key = (tenant, remote, kind)
+        if key in self._seen or len(self._seen) >= _MAX_LOGGED_SOURCES:
+            return
+        self._seen.add(key)
+        log.warning("webhook_refused", tenant=tenant, source=remote, refusal=kind, **fields)
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is longer than ``limit`` (not read further)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _answer(
+    status: int, tenant: str, result: str, body: dict[str, Any], **headers: str
+) -> web.Response:
+    WEBHOOKS.labels(tenant, result).inc()
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
+    """The plugin's routes: ``POST /<tenant>`` under ``/webhooks/meiqia/``."""
+    refusals = _Refusals()
+
+    async def deliver(request: web.Request) -> web.Response:
+        tenant = request.match_info["tenant"]
+        remote = request.remote or "?"
+        pbx = ctx.pbxs.get(tenant)
+        if not isinstance(pbx, MeiqiaPbxSettings):
+            refusals.log("", remote, "unknown_tenant")
+            return _answer(404, "", "unknown_tenant", {"error": "no such Meiqia tenant"})
+        if not pbx.webhooks:
+            refusals.log(tenant, remote, "disabled")
+            return _answer(
+                404, tenant, "disabled", {"error": f"webhooks are not configured for {tenant}"}
+            )
+        limit = pbx.webhook_max_bytes
+        if request.content_length is not None and request.content_length > limit:
+            refusals.log(tenant, remote, "too_large", size=request.content_length)
+            return _answer(413, tenant, "too_large", {"error": f"body over {limit} bytes"})
+        body = await _read_at_most(request, limit)
+        if body is None:
+            refusals.log(tenant, remote, "too_large")
+            return _answer(413, tenant, "too_large", {"error": f"body over {limit} bytes"})
+        sent = signature_header(request.headers)
+        if not verify(body, pbx.webhook_key(), sent):
+            kind = "unsigned" if not sent else "bad_signature"
+            refusals.log(tenant, remote, kind)
+            return _answer(401, tenant, kind, {"error": "missing or wrong Meiqia-Signature"})
+        try:
+            envelope = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            refusals.log(tenant, remote, "not_json")
+            return _answer(400, tenant, "not_json", {"error": f"body is not JSON: {exc}"})
+        if not isinstance(envelope, dict) or not envelope.get("id") or not envelope.get("event"):
+            refusals.log(tenant, remote, "invalid")
+            return _answer(
+                400, tenant, "invalid", {"error": "body must be an object with 'id' and 'event'"}
+            )
+        owner = ctx.connector(tenant)
+        if owner is None or not hasattr(owner, "take_delivery"):
+            return _answer(
+                503,
+                tenant,
+                "not_owner",
+                {"error": f"this instance does not own {tenant} now; deliver again"},
+                **{"Retry-After": str(NOT_OWNER_RETRY_S)},
+            )
+        taker: WebhookTaker = owner  # type: ignore[assignment]  # checked above
+        try:
+            published, duplicate = await taker.take_delivery(envelope)
+        except TimeoutError:
+            return _answer(
+                503,
+                tenant,
+                "busy",
+                {"error": "the link cannot take it now; deliver again"},
+                **{"Retry-After": str(NOT_OWNER_RETRY_S)},
+            )
+        result = "duplicate" if duplicate else "accepted"
+        return _answer(200, tenant, result, {"published": published, "duplicate": duplicate})
+
+    return [web.post("/{tenant}", deliver)]

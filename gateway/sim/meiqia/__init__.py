@@ -1,0 +1,1 @@
+"""Simulated Meiqia call center: the unified call OpenAPI (seed 001) and a webhook sender."""
