@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -40,13 +41,33 @@ _SUMMARY_FIELDS = (
     "action",
     "recovered",
     "operation",
+    "occupied",
+    "agent_id",
+    "changes",
+    "balance",
+    "change",
+    "threshold",
+    "money",
+    "total",
+    "who",
+    "what",
+    "title",
 )
+
+
+def _shown(value: Any) -> Any:
+    """An amount (``{"value", "amount"}``, as in ``account.*`` events) as its decimal amount."""
+    return value["amount"] if isinstance(value, dict) and "amount" in value else value
 
 
 def summarize(event: dict[str, Any]) -> str:
     """One readable line per event: time, type, subject and the telling fields."""
     data = event.get("data") or {}
-    parts = [f"{key}={data[key]}" for key in _SUMMARY_FIELDS if data.get(key) not in (None, "", [])]
+    parts = [
+        f"{key}={_shown(data[key])}"
+        for key in _SUMMARY_FIELDS
+        if data.get(key) not in (None, "", [])
+    ]
     members = data.get("members")
     if members:
         parts.append(
@@ -65,19 +86,28 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     plugin = registry.plugin(args.vendor)
     if plugin.simulator is None:
         raise registry.PluginError(f"vendor {args.vendor!r} ships no simulator")
-    options = DemoOptions(args.tenant, args.calls_per_second, args.seed)
+    port = _free_port()  # the gateway's HTTP server, where a simulator may post webhooks
+    options = DemoOptions(
+        args.tenant, args.calls_per_second, args.seed, gateway_url=f"http://127.0.0.1:{port}"
+    )
     async with plugin.simulator.demo(options) as pbx:
-        await _run(args, stop, plugin.title, pbx)
+        await _run(args, stop, plugin.title, pbx, port)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def _run(
-    args: argparse.Namespace, stop: asyncio.Event, title: str, pbx: PbxSettings
+    args: argparse.Namespace, stop: asyncio.Event, title: str, pbx: PbxSettings, port: int
 ) -> None:
     settings = Settings(
         bus={"url": args.amqp_url},
         state_dir=Path(tempfile.mkdtemp(prefix="gateway-demo-")),
         lease=LeaseSettings(enabled=False),  # one instance: no need to wait for peers
-        http=HttpSettings(enabled=False),
+        http=HttpSettings(enabled=True, host="127.0.0.1", port=port),
         logging=LoggingSettings(format="console", level="WARNING"),
         pbxs=[pbx],
     )

@@ -1,7 +1,9 @@
 """Print the README's event catalogue: one example per event type, made by the real normalizer.
 
-Examples come from the manual-derived fixtures in tests/fixtures/yeastar, so the catalogue shows
-exactly what the gateway publishes. tests/unit/test_readme.py fails when the README is stale.
+Examples come from the manual-derived fixtures in tests/fixtures/yeastar (and, for the
+``account.*`` types, the UUCall messages in tests/fixtures/uucall/sample.jsonl; for
+``agent.seat``, Meiqia's seat list in tests/fixtures/meiqia/sips.json), so the catalogue
+shows exactly what the gateway publishes. tests/unit/test_readme.py fails when the README is stale.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway.connectors.meiqia.normalize import seat_events, seat_snapshot  # noqa: E402
+from gateway.connectors.uucall.normalize import normalize_message  # noqa: E402
 from gateway.connectors.yeastar.normalize import normalize_frame  # noqa: E402
 from gateway.schema.events import (  # noqa: E402
     EVENT_TYPES,
@@ -40,7 +44,21 @@ def examples() -> dict[str, CloudEvent]:
         frame = json.loads(path.read_text())["frame"]
         for event in normalize_frame(json.dumps(frame), ctx):
             found.setdefault(event.type, event)
+    uucall = NormalizeContext(
+        "acme-fin", "uucall", ZoneInfo("Asia/Shanghai"), datetime(2024, 5, 1, 10, 30, tzinfo=UTC)
+    )
+    for line in (ROOT / "tests/fixtures/uucall/sample.jsonl").read_text().splitlines():
+        for event in normalize_message(line, uucall) if line.strip() else []:
+            first_seen = event.data.get("previous_balance", 0) is None  # show a change
+            if event.type.startswith("account.") and not first_seen:
+                found.setdefault(event.type, event)
     found.setdefault("vendor.unknown", normalize_frame('{"type":30099,"msg":"{}"}', ctx)[0])
+    # Meiqia's seats (tests/fixtures/meiqia/sips.json): seat 8001 freed between two polls
+    meiqia = NormalizeContext("acme-cc", "meiqia", ZoneInfo("Asia/Shanghai"), ctx.received_at)
+    seats = json.loads((ROOT / "tests/fixtures/meiqia/sips.json").read_text())
+    freed = [{**seats[0], "occupied": "n", "agent_id": 0, "agent_name": ""}, *seats[1:]]
+    before, after = (seat_snapshot(rows, meiqia.received_at, meiqia.tz) for rows in (seats, freed))
+    found.setdefault("agent.seat", seat_events(before, after, {}, meiqia)[0])
     found.setdefault("gateway.rejected", normalize_frame("not json", ctx)[0])
     found.setdefault("gateway.connection", connection_event(ctx, "connected", None))
     start = datetime(2022, 4, 27, 11, 4, 0, tzinfo=UTC)

@@ -67,6 +67,9 @@ class DemoOptions:
     tenant: str
     calls_per_second: float
     seed: int | None
+    #: The gateway's HTTP server (``http://host:port``), where a simulator that sends
+    #: webhooks posts them (``/webhooks/<vendor>/...``); None when the gateway serves none.
+    gateway_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ class SimulatorSpec:
 class VendorRoutes:
     """What a plugin's HTTP handlers may use: its PBXs, the event path and the running links.
 
-    Handlers are mounted under ``/vendors/<name>/`` on the gateway's web server. ``emit``
+    Handlers are mounted under ``/webhooks/<name>/`` on the gateway's web server. ``emit``
     spools an event durably in the outbox (it is published with confirms, also after a broker
     outage), so a webhook may be answered 2xx as soon as ``emit`` returned. Every instance
     serves the routes, owner of the PBX or not: ``connector(tenant)`` is the running link only
@@ -114,13 +117,15 @@ class VendorPlugin:
     * ``settings``: the vendor's PBX model, a subclass of :class:`PbxSettings` whose
       ``vendor`` field is ``Literal[name]``: its member of the ``pbxs[]`` union.
     * ``connector``: builds the link of one PBX (:class:`Connector`).
-    * ``normalize``: the pure normalizer behind ``gateway normalize --vendor <name>``.
+    * ``normalize``: the pure normalizer behind ``gateway normalize --vendor <name>``; what
+      earlier messages of the same stream showed (a call's direction ...) it keeps in
+      ``ctx.memory``.
     * ``simulator``: ``gateway sim <name>`` and ``gateway demo --vendor <name>``.
     * ``commands``: the command names the vendor executes; every other command is answered
       ``unsupported`` without reaching the vendor. Shared names come from the contract
       (``call.dial`` ...); the vendor's own management commands are named ``<name>.<...>``
       and their models listed in ``command_models``.
-    * ``routes``: HTTP handlers (webhooks), mounted under ``/vendors/<name>/``.
+    * ``routes``: HTTP handlers (webhooks), mounted under ``/webhooks/<name>/``.
     """
 
     name: str
@@ -152,4 +157,3 @@ class VendorPlugin:
         unknown = sorted(self.commands - set(BASE_COMMANDS) - own)
         if unknown:
             raise ValueError(f"commands neither in the contract nor modelled: {unknown}")
-

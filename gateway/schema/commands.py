@@ -167,17 +167,41 @@ def _one_of(model: BaseModel, *names: str, required: bool = True) -> None:
 # --- call control --------------------------------------------------------------------------------
 
 
-class CallDialArgs(CommandArgs):
-    """Start a call from ``caller`` (extension, IVR, queue, ... or outside number) to ``callee``."""
+def _id_text(value: Any) -> Any:
+    """An id given as a JSON integer (a call center's agent id) is kept as its digits."""
+    if isinstance(value, bool):
+        raise ValueError("must be an id, not a boolean")
+    return str(value) if isinstance(value, int) else value
 
-    caller: Number
+
+class CallDialArgs(CommandArgs):
+    """Start a call from ``caller`` (extension, IVR, queue, ... or outside number) to ``callee``;
+    on a call center whose calls start from an agent (Meiqia's click-to-dial), from ``agent_id``
+    instead. A vendor refuses (``invalid``) what it cannot honour."""
+
+    caller: Number | None = None
     callee: Number
+    agent_id: Annotated[Id, BeforeValidator(_id_text)] | None = Field(
+        default=None, description="The call center agent who places the call (instead of caller)"
+    )
+    trunk_number: Number | None = Field(
+        default=None, description="Outside number shown to the callee (where the vendor lets it)"
+    )
+    user_data: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        default=None,
+        description="Text the vendor keeps with the call; data.user_data of its cdr.created",
+    )
     dial_permission: Number | None = Field(
         default=None, description="Extension whose call permissions the call borrows"
     )
     auto_answer: StrictBool | None = Field(
         default=None, description="Caller's phone answers by itself (phones that support it)"
     )
+
+    @model_validator(mode="after")
+    def _from(self) -> Self:
+        _one_of(self, "caller", "agent_id")
+        return self
 
 
 class ChannelArgs(CommandArgs):

@@ -17,7 +17,9 @@ from zoneinfo import ZoneInfo
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-Direction = Literal["inbound", "outbound", "internal"]
+#: ``unknown``: no evidence of the call's direction yet (e.g. a call first seen mid-way after a
+#: restart, through frames that list only extensions); never a guess.
+Direction = Literal["inbound", "outbound", "internal", "unknown"]
 MemberStatus = Literal["dialing", "ringing", "early_media", "answered", "held", "hung_up"]
 CallState = Literal["ringing", "answered", "held", "ended"]
 Disposition = Literal["answered", "no_answer", "busy", "failed", "voicemail"]
@@ -44,7 +46,7 @@ class Member(BaseModel):
     to: str | None = None
     trunk: str | None = None
     channel_id: str | None = None
-    status: MemberStatus
+    status: MemberStatus | None = None  # None: the PBX sent none, or one not in the manual
     via: str | None = Field(default=None, description="IVR / queue / ring group path")
 
 
@@ -61,7 +63,7 @@ class CallFailedData(CallData):
 
 class CallDtmfData(_Data):
     call_id: str
-    digit: str
+    digit: str | None = None
     sequence: int | None = None
     digits: str | None = None
     members: list[Member] = []
@@ -96,7 +98,7 @@ class CdrData(_Data):
     caller: str | None
     callee: str | None
     direction: Direction | None
-    disposition: Disposition
+    disposition: Disposition | None
     duration_s: int | None
     talk_duration_s: int | None
     ring_duration_s: int | None = None
@@ -106,6 +108,22 @@ class CdrData(_Data):
     recording: str | None = None
     agent_id: str | None = None
     agent_ring_s: int | None = None
+    leg_direction: Direction | None = Field(
+        default=None,
+        description="This record's own type; `direction` is the whole call's (legs may differ)",
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Why the call ended as it did where the vendor says (e.g. abandoned_in_queue)",
+    )
+    trunk_name: str | None = Field(default=None, description="The trunk number's name")
+    queue_wait_s: int | None = Field(default=None, description="Seconds waited in a queue")
+    customer_location: str | None = Field(
+        default=None, description="Where the customer's number is registered (vendor's words)"
+    )
+    user_data: str | None = Field(
+        default=None, description="Text given with call.dial (user_data), carried unchanged"
+    )
 
 
 # --- agents / extensions -----------------------------------------------------------------------
@@ -113,19 +131,19 @@ class CdrData(_Data):
 
 class AgentRegistrationData(_Data):
     extension: str
-    registered: bool
+    registered: bool | None = None
     device: str | None = None
     ip: str | None = None
 
 
 class AgentCallStateData(_Data):
     extension: str
-    state: AgentCallState
+    state: AgentCallState | None = None
 
 
 class AgentPresenceData(_Data):
     extension: str
-    presence: Presence
+    presence: Presence | None = None
 
 
 class AgentQueueStatusData(_Data):
@@ -150,6 +168,115 @@ class AgentRingTimeoutData(_Data):
     call_id: str | None = None
 
 
+SeatChange = Literal["added", "removed", "occupied", "agent", "expires_at", "expired"]
+
+
+class AgentSeatData(_Data):
+    """A call center seat (a SIP account agents are bound to) whose occupancy, bound agent or
+    expiry changed; ``extension`` is the seat's SIP number, ``changes`` says what changed."""
+
+    extension: str
+    occupied: bool | None = None
+    agent_id: str | None = None
+    agent_name: str | None = None
+    expires_at: datetime | None = None
+    expired: bool | None = None
+    changes: list[SeatChange] = []
+
+
+# --- account (cloud account and billing state, e.g. UUCall) ------------------------------------
+
+#: A decimal number as text: ``"123.45"``, ``"-0.05"``, ``"7"``.
+_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
+
+
+class Money(BaseModel):
+    """An amount: the integer exactly as the vendor sent it (in its minor unit), and that
+    integer divided by the event's ``minor_unit`` as a decimal string. Never a float."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: int = Field(description="The integer as the vendor sent it (e.g. fen)")
+    amount: str = Field(pattern=_DECIMAL, description="value / minor_unit, e.g. '123.45'")
+
+
+class DecimalMoney(BaseModel):
+    """An amount the vendor sends as a decimal number: the number as sent, as exact text
+    (never read as a float), and scaled by the event's ``minor_unit``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(pattern=_DECIMAL, description="The number as the vendor sent it, as text")
+    amount: str = Field(pattern=_DECIMAL, description="value / minor_unit")
+
+
+class AccountBalanceChangedData(_Data):
+    enterprise: str = Field(description="The vendor's enterprise (account owner) id")
+    billing_account: str | None = None
+    name: str | None = None
+    minor_unit: int = Field(description="How many `value` units make one currency unit")
+    balance: Money
+    overdraft: Money | None = None
+    advance: Money | None = None
+    consume: Money | None = None
+    state: int | None = Field(default=None, description="The account's state code, as sent")
+    previous_balance: Money | None = Field(default=None, description="None: first seen")
+    change: Money | None = Field(default=None, description="balance - previous_balance")
+    changed: list[str] = Field(
+        default=[], description="Which of balance/overdraft/advance/consume/state changed"
+    )
+
+
+class AccountLowBalanceData(_Data):
+    enterprise: str
+    billing_account: str | None = None
+    minor_unit: int
+    balance: Money
+    threshold: Money
+    previous_balance: Money | None = None
+
+
+class AccountRechargedData(_Data):
+    enterprise: str
+    entry_id: str = Field(description="The cash log entry's id")
+    minor_unit: int
+    money: Money
+    kind: int | None = Field(default=None, description="The entry's type code, as sent")
+    booked_at: datetime | None = None
+    serial_number: str | None = None
+    note: str | None = None
+
+
+class AccountBillData(_Data):
+    enterprise: str
+    month: str = Field(description="yyyy-MM")
+    sub_user: str | None = Field(default=None, description="The sub-account billed")
+    action: Literal["created", "changed"]
+    minor_unit: int
+    total: DecimalMoney | None = None
+    basic: DecimalMoney | None = None
+    function: DecimalMoney | None = None
+    previous_total: DecimalMoney | None = None
+
+
+class AccountAuditData(_Data):
+    enterprise: str
+    entry_id: str = Field(description="The operation log entry's id")
+    at: datetime | None = None
+    who: str | None = Field(default=None, description="The sub-account that acted")
+    what: str | None = Field(default=None, description="What it did, as the vendor wrote it")
+
+
+class AccountNoticeData(_Data):
+    enterprise: str
+    notice_id: str
+    action: Literal["created", "changed", "removed"]
+    title: str | None = None
+    content: str | None = None
+    targets: list[str] = Field(default=[], description="Sub-account ids it is addressed to")
+    created_at: datetime | None = None
+
+
 # --- other -------------------------------------------------------------------------------------
 
 
@@ -163,7 +290,7 @@ class TrunkStatusData(_Data):
 
 class ConfigChangedData(_Data):
     object: str
-    action: str
+    action: str | None = None
     ids: list[str] = []
 
 
@@ -225,9 +352,16 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "agent.queue_status": AgentQueueStatusData,
     "agent.auto_paused": AgentAutoPausedData,
     "agent.ring_timeout": AgentRingTimeoutData,
+    "agent.seat": AgentSeatData,
     "trunk.status": TrunkStatusData,
     "config.changed": ConfigChangedData,
     "conference.host_left": ConferenceHostLeftData,
+    "account.balance_changed": AccountBalanceChangedData,
+    "account.low_balance": AccountLowBalanceData,
+    "account.recharged": AccountRechargedData,
+    "account.bill": AccountBillData,
+    "account.audit": AccountAuditData,
+    "account.notice": AccountNoticeData,
     "vendor.unknown": VendorUnknownData,
     "gateway.connection": GatewayConnectionData,
     "gateway.gap": GatewayGapData,

@@ -1,5 +1,5 @@
 """Operational endpoints: /healthz (alive), /readyz (bus and every PBX link up), /metrics;
-and each vendor plugin's own routes (webhooks) under ``/vendors/<name>/``."""
+and each vendor plugin's own routes (webhooks) under ``/webhooks/<name>/``."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def build_web_app(
     for vendor, routes in (vendor_routes or {}).items():
         sub = web.Application()
         sub.add_routes(list(routes))
-        app.add_subapp(f"/vendors/{vendor}/", sub)
+        app.add_subapp(f"/webhooks/{vendor}/", sub)
     return app
 
 

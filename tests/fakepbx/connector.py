@@ -103,6 +103,8 @@ class FakePbxConnector:
         body = command.args.model_dump(mode="json", exclude_none=True)
         path = f"/command/{command.command}"
         if command.command == "call.dial":
+            if "caller" not in body:
+                raise CommandFailed(ErrorCode.INVALID, "the fake PBX dials from a caller")
             path, body = "/dial", {"caller": body["caller"], "callee": body["callee"]}
         try:
             async with self._http.post(

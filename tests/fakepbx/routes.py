@@ -1,4 +1,4 @@
-"""The fake PBX's webhook: ``POST /vendors/fakepbx/{tenant}/webhook`` with a call frame."""
+"""The fake PBX's webhook: ``POST /webhooks/fakepbx/{tenant}/webhook`` with a call frame."""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ async def test_the_webhook_route_answers_over_http_and_publishes(
         aiohttp.ClientSession() as client,
     ):
         assert app.web is not None and app.web.port
-        base = f"http://127.0.0.1:{app.web.port}/vendors/fakepbx"
+        base = f"http://127.0.0.1:{app.web.port}/webhooks/fakepbx"
         hook = f"{base}/{tenant}/webhook"
 
         async with client.post(hook, json=frame("w1", "ringing")) as response:

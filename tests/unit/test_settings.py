@@ -27,10 +27,21 @@ def write(tmp_path: Path, data: dict) -> Path:
 def test_example_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACME_HQ_CLIENT_SECRET", "x")
     monkeypatch.setenv("ACME_CC_DEV_KEY", "k")
+    monkeypatch.setenv("ACME_FIN_UUCALL_TOKEN", "u")
+    monkeypatch.setenv("ACME_MQ_TOKEN", "mq-token")
+    monkeypatch.setenv("ACME_MQ_WEBHOOK_SECRET", "mq-hook")
     settings = load_settings(Path("config/gateway.example.yaml"))
-    yeastar, xswitch = settings.pbxs
+    yeastar, xswitch = settings.pbxs[:2]
     assert (yeastar.tenant, yeastar.vendor, yeastar.secret()) == ("acme-hq", "yeastar", "x")
     assert (xswitch.tenant, xswitch.vendor, xswitch.secret()) == ("acme-cc", "xswitch", "k")
+    uucall = next(p for p in settings.pbxs if p.vendor == "uucall")
+    assert (uucall.tenant, uucall.uid, uucall.read_secret()) == ("acme-fin", "10001", "u")
+    meiqia = next(p for p in settings.pbxs if p.vendor == "meiqia")
+    assert (meiqia.tenant, meiqia.secret(), meiqia.webhook_key()) == (
+        "acme-mq",
+        "mq-token",
+        "mq-hook",
+    )
 
 
 def test_defaults_and_normalization(tmp_path: Path) -> None:

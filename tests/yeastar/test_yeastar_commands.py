@@ -1003,3 +1003,22 @@ def test_every_errcode_treated_specially_is_in_the_manuals_table() -> None:
     assert MANUAL_ERRORS[ERR_IP_BLOCKED] == "ACCOUNT IP BLOCKED"
     assert MANUAL_ERRORS[NOT_FOUND] == "DATA NOT FOUND"
     assert TOKEN_EXPIRED not in ERROR_CODES  # refreshed and retried once, not mapped
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"agent_id": 1, "callee": "13800000000"},
+        {"caller": "2001", "callee": "2002", "trunk_number": "88880000"},
+        {"caller": "2001", "callee": "2002", "user_data": "crm-42"},
+    ],
+)
+async def test_a_call_center_dial_is_refused_before_any_request(
+    env: Env, args: dict[str, Any]
+) -> None:
+    """``call.dial`` may name a call center's agent (Meiqia); a Yeastar PBX dials from a
+    number and keeps no user data: refused ``invalid``, nothing sent."""
+    with pytest.raises(CommandFailed) as info:
+        await env.commands.execute(cmd("call.dial", **args))
+    assert (info.value.code, info.value.retryable) == (ErrorCode.INVALID, False)
+    assert env.pbx.calls == []

@@ -129,6 +129,16 @@ def _channel(endpoint: str) -> Callable[[ChannelArgs], _Request]:
 
 
 def _dial(args: CallDialArgs) -> _Request:
+    """``call/dial`` starts from a number on the PBX (manual, call/dial ``caller``): a call
+    center's ``agent_id``, ``trunk_number`` or ``user_data`` cannot be honoured, so such a dial
+    is refused before any request rather than placed differently than asked."""
+    unusable = [name for name in ("agent_id", "trunk_number", "user_data") if getattr(args, name)]
+    if args.caller is None or unusable:
+        raise CommandFailed(
+            ErrorCode.INVALID,
+            "Yeastar dials from a caller number; it has no "
+            + (", ".join(unusable) if unusable else "agent_id: give caller"),
+        )
     return _Request(
         "POST",
         "call/dial",
