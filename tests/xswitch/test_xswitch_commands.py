@@ -15,6 +15,7 @@ from gateway.connectors.xswitch.commands import (
     COMMAND_MODELS,
     COMMAND_NAMES,
     ENDPOINTS,
+    EXTENSION_SECRETS,
     QUEUE_STRATEGIES,
     execute_rest,
 )
@@ -334,13 +335,28 @@ async def test_lists_read_every_page_or_the_one_asked(
 
 
 async def test_get_results_are_the_records(xcc: XccClient) -> None:
-    assert await run(xcc, "xswitch.extension.get", {"id": "236"}) == doc_answer("extensions_get")
+    record = doc_answer("extensions_get")
+    with_secrets = await run(xcc, "xswitch.extension.get", {"id": "236", "include_secrets": True})
+    assert with_secrets == record
+    without = {k: v for k, v in record.items() if k not in EXTENSION_SECRETS}
+    assert await run(xcc, "xswitch.extension.get", {"id": "236"}) == without
     assert await run(xcc, "xswitch.hotline.get", {"id": 3}) == doc_answer("hotlines_get")
     assert await run(xcc, "xswitch.ivr.get", {"id": 1}) == doc_answer("ivrs_get")[0]
     nodes = await run(xcc, "xswitch.node.list", {})
     assert nodes == {"data": doc_answer("freeswitch_list")}
     offdays = await run(xcc, "xswitch.offday.list", {})
     assert offdays == {"data": doc_answer("timeDef_list_offday")}
+
+
+async def test_extension_credentials_stay_off_the_bus_unless_asked(xcc: XccClient) -> None:
+    """``ha1`` (MD5 of user:realm:password) registers as the extension: results travel on
+    the bus, so lists and gets leave it (and ``ha1b``, ``vm_password``) out by default."""
+    listed = await run(xcc, "xswitch.extension.list", {})
+    assert listed["data"] and not any(
+        secret in record for record in listed["data"] for secret in EXTENSION_SECRETS
+    )
+    asked = await run(xcc, "xswitch.extension.list", {"include_secrets": True})
+    assert all("ha1" in record for record in asked["data"])
 
 
 async def test_writes_answer_the_id_acted_on(rest_sim: XccRestSimulator, xcc: XccClient) -> None:

@@ -352,3 +352,38 @@ def test_any_field_nulled_removed_or_retyped(
     assert all(e.type != "gateway.rejected" for e in events), (key, value, events[0].data)
     expected = {"Event.Channel": "call.", "Event.CDR": "cdr.", "Event.DTMF": "call.dtmf"}
     assert events[0].type.startswith(expected[message["method"]])
+
+
+def _dtmf(digit: str) -> bytes:
+    params = {"node_uuid": "node-1", "uuid": "a-1", "dtmf_digit": digit, "dtmf_duration": 100}
+    return orjson.dumps({"jsonrpc": "2.0", "method": "Event.DTMF", "params": params})
+
+
+def test_dtmf_with_a_stream_position_is_identified_by_it() -> None:
+    """With JetStream a key has a place in the stream: a redelivery (same place) publishes
+    nothing, also into a fresh memory (a restarted gateway) it gets the same id; the same
+    digit at another place is another key."""
+    memory = StreamMemory()
+
+    def at(body: bytes, position: str, into: StreamMemory) -> list[CloudEvent]:
+        ctx = NormalizeContext("acme", "xswitch", TZ, RECEIVED, memory=into)
+        return normalize_message(body, ctx, position=position)
+
+    first = at(_dtmf("5"), "XCC_acme:10", memory)
+    assert at(_dtmf("5"), "XCC_acme:10", memory) == []
+    again = at(_dtmf("5"), "XCC_acme:11", memory)
+    assert again[0].id != first[0].id and again[0].data["digits"] == "55"
+    restarted = at(_dtmf("5"), "XCC_acme:10", StreamMemory())
+    assert restarted[0].id == first[0].id
+
+
+def test_each_cdr_says_its_legs_own_direction() -> None:
+    """A bridged inbound call has two CDRs under one call id: the caller's leg from the
+    trunk and the leg that rang the extension."""
+    builder = FlowBuilder(node_uuid="n", tz=TZ, seed=8, start=1772440000)
+    builder.call("inbound")
+    events = run([orjson.dumps(body) for _, body in builder.messages])
+    b_leg, a_leg = [e.data for e in events if e.type == "cdr.created"]  # b hangs up first
+    assert (a_leg["leg_direction"], b_leg["leg_direction"]) == ("inbound", "internal")
+    assert a_leg["direction"] == b_leg["direction"] == "inbound"
+    assert a_leg["call_id"] == b_leg["call_id"]

@@ -80,9 +80,9 @@ class XSwitchConnector:
         finally:
             await session.close()
 
-    async def _handle(self, body: bytes) -> None:
+    async def _handle(self, body: bytes, position: str | None) -> None:
         self.state.received()
-        for event in normalize_message(body, self.state.ctx()):
+        for event in normalize_message(body, self.state.ctx(), position=position):
             await self.state.send(event)
             self.push.mark(datetime.now(UTC), event)
 

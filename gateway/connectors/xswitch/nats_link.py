@@ -26,8 +26,9 @@ from nats.js.errors import NotFoundError
 
 from gateway.connectors.xswitch.settings import CTRL_SUBJECT, XSwitchPbxSettings
 
-#: ``body -> None``, done when the message's events are spooled; raising leaves it unacked.
-Handle = Callable[[bytes], Awaitable[None]]
+#: ``(body, position) -> None``, done when the message's events are spooled; raising leaves it
+#: unacked. ``position`` is ``<stream>:<sequence>`` for a JetStream message, else None.
+Handle = Callable[[bytes, str | None], Awaitable[None]]
 
 
 def subjects(pbx: XSwitchPbxSettings) -> list[str]:
@@ -121,6 +122,7 @@ async def _bind_consumer(session: NatsSession, pbx: XSwitchPbxSettings) -> None:
         subjects=subjects(pbx),
         storage=StorageType.FILE,
         max_age=pbx.stream_max_age_s,
+        max_bytes=pbx.stream_max_bytes,
         no_ack=True,
     )
     try:
@@ -163,7 +165,7 @@ async def serve(session: NatsSession, handle: Handle, *, batch: int = 100) -> st
                     break
                 return f"JetStream fetch failed: {type(exc).__name__}: {exc}"
             for msg in messages:
-                await handle(msg.data)
+                await handle(msg.data, _position(msg))
                 with contextlib.suppress(Exception):  # unacked: redelivered, dropped as duplicate
                     await msg.ack()
         return session.reason
@@ -177,9 +179,17 @@ async def serve(session: NatsSession, handle: Handle, *, batch: int = 100) -> st
             if not getter.done():
                 getter.cancel()
         if getter.done() and not getter.cancelled():
-            await handle(getter.result().data)
+            await handle(getter.result().data, None)
         elif session.closed.is_set():
             return session.reason
+
+
+def _position(msg: Msg) -> str | None:
+    try:
+        meta = msg.metadata
+    except Exception:  # not a JetStream message
+        return None
+    return f"{meta.stream}:{meta.sequence.stream}"
 
 
 async def delete_stream(pbx: XSwitchPbxSettings) -> None:

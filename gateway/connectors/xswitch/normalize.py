@@ -331,14 +331,25 @@ def _event(
 # --- DTMF ----------------------------------------------------------------------------------------
 
 
-def _dtmf(msg: dict[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
-    """``DTMFEvent``: one key; ``sequence``/``digits`` count the keys of the leg in this stream."""
+def _dtmf(
+    msg: dict[str, Any], ctx: NormalizeContext, position: str | None = None
+) -> list[CloudEvent]:
+    """``DTMFEvent``: one key; ``sequence``/``digits`` count the keys of the leg in this stream.
+
+    A key carries no time or number of its own, so a repeated message cannot be told from a
+    repeated key by its content. Where the message has a place in a stream (``position``: the
+    JetStream sequence), that place is its identity and a redelivery publishes nothing; on core
+    NATS the key's count on its leg is."""
     params = _params(msg.get("params"))
     uuid = text(params.get("uuid"))
     digit = text(params.get("dtmf_digit"))
     if uuid is None or digit is None:
         raise _Invalid("Event.DTMF needs 'uuid' and 'dtmf_digit'")
     memory = ctx.memory
+    if position is not None:
+        if memory.get(f"dtmf-at:{position}"):
+            return []
+        memory.set(f"dtmf-at:{position}", True)
     call_id = memory.get(f"ended:{uuid}") or _call_of(memory, params, uuid)
     so_far = memory.get(f"dtmf:{uuid}") or ""
     digits = so_far + digit
@@ -351,7 +362,8 @@ def _dtmf(msg: dict[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
         digits=digits,
         members=[_member(leg)] if leg and leg.get("status") else [],
     )
-    return [_event(ctx, "call.dtmf", data, (uuid, len(so_far)), ctx.received_at, msg)]
+    identity = (uuid, position) if position is not None else (uuid, len(so_far))
+    return [_event(ctx, "call.dtmf", data, identity, ctx.received_at, msg)]
 
 
 # --- CDR -----------------------------------------------------------------------------------------
@@ -375,7 +387,10 @@ def _disposition(cdr: dict[str, Any], talk: int | None) -> str:
 
 
 def _cdr(msg: dict[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
-    """One CDR per leg (``leg`` a/b); its id is the leg's uuid, so legs never collide."""
+    """One CDR per leg (``leg`` a/b): a bridged call has two, under one ``call_id``; its id
+    is the leg's uuid, so legs never collide. ``direction`` is the call's, ``leg_direction``
+    the leg's own (the caller's leg from a trunk inbound, a leg to an extension internal, a
+    leg to a number outbound)."""
     params = _params(msg.get("params"))
     cdr = _params(params.get("cdr"))
     uuid = text(cdr.get("uuid")) or text(params.get("uuid"))
@@ -395,8 +410,9 @@ def _cdr(msg: dict[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
         else:
             call_id = uuid
     call = memory.get(f"call:{call_id}")
-    started = _local(cdr.get("start_stamp"), ctx.tz) or unix_time(cdr.get("start_epoch"))
-    answered = _local(cdr.get("answer_stamp"), ctx.tz) or unix_time(cdr.get("answer_epoch"))
+    # Epochs are absolute; the stamps are the node's wall clock (read in the PBX's zone).
+    started = unix_time(cdr.get("start_epoch")) or _local(cdr.get("start_stamp"), ctx.tz)
+    answered = unix_time(cdr.get("answer_epoch")) or _local(cdr.get("answer_stamp"), ctx.tz)
     talk = integer(cdr.get("billsec"))
     caller = first(cdr, "caller_id_number", "xcc_origin_cid_number")
     callee = first(cdr, "destination_number", "xcc_origin_dest_number")
@@ -410,6 +426,11 @@ def _cdr(msg: dict[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
                 "direction": "inbound" if token(cdr.get("leg")) != "B" else "outbound",
             }
         )
+    own_context = (text(cdr.get("context")) or text(cdr.get("sofia_profile_name")) or "").lower()
+    if token(cdr.get("leg")) != "B" and own_context in _PUBLIC_CONTEXTS:
+        leg_direction = "inbound"  # the caller's leg, from a trunk
+    else:  # a leg ringing an extension, or going out to a number
+        leg_direction = "internal" if _is_extension(callee) else "outbound"
     trunk = first(cdr, "sip_gateway_name", "xcc_gateway")
     public = (text(cdr.get("sofia_profile_name")) or "").lower() in _PUBLIC_CONTEXTS
     data = CdrData(
@@ -429,6 +450,7 @@ def _cdr(msg: dict[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
         did=first(cdr, "xcc_origin_dest_number") if direction == "inbound" else None,
         recording=first(cdr, "record_file", "xcc_record_file", "record_path"),
         agent_id=first(cdr, "cc_agent_name", "cc_agent"),
+        leg_direction=leg_direction,
     )
     return [_event(ctx, "cdr.created", data, ("cdr", uuid), started or ctx.received_at, msg)]
 
@@ -462,7 +484,7 @@ def is_result(msg: Any) -> bool:
     )
 
 
-def _normalize(body: str, ctx: NormalizeContext) -> list[CloudEvent]:
+def _normalize(body: str, ctx: NormalizeContext, position: str | None) -> list[CloudEvent]:
     try:
         msg = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -471,11 +493,12 @@ def _normalize(body: str, ctx: NormalizeContext) -> list[CloudEvent]:
         raise _Invalid(f"message is not a JSON object (got {type(msg).__name__})")
     if is_result(msg):
         return []
-    handler = _HANDLERS.get(str(msg.get("method")))
+    method = str(msg.get("method"))
+    handler = _HANDLERS.get(method)
     if handler is None:
         return _unknown(msg, ctx)
     try:
-        return handler(msg, ctx)
+        return _dtmf(msg, ctx, position) if method == "Event.DTMF" else handler(msg, ctx)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:3])
@@ -490,12 +513,15 @@ def _method(body: str) -> str | None:
     return text(msg.get("method")) if isinstance(msg, dict) else None
 
 
-def normalize_message(body: str | bytes, ctx: NormalizeContext) -> list[CloudEvent]:
+def normalize_message(
+    body: str | bytes, ctx: NormalizeContext, *, position: str | None = None
+) -> list[CloudEvent]:
     """One NATS message body -> events (none for a duplicate, a stale state or a JSON-RPC
-    result). Total: what it cannot read becomes ``gateway.rejected``."""
+    result). Total: what it cannot read becomes ``gateway.rejected``. ``position``: the
+    message's place in a stream (JetStream), where it has one."""
     safe = safe_text(body)
     try:
-        return _normalize(safe, ctx)
+        return _normalize(safe, ctx, position)
     except _Invalid as exc:
         return [rejected(ctx, safe, str(exc), _method(safe))]
     except Exception as exc:  # a bug here must not cost the message: publish it as rejected

@@ -51,6 +51,9 @@ class XSwitchPbxSettings(PbxSettings):
     )
     stream: str = Field("", pattern=r"^[A-Za-z0-9_-]*$", description="default XCC_<tenant>")
     stream_max_age_s: float = Field(86400.0, gt=0, description="how long the stream keeps messages")
+    stream_max_bytes: int = Field(
+        1 << 30, gt=0, description="the stream's size cap; the oldest messages go first"
+    )
     ack_wait_s: float = Field(
         10.0, gt=0, description="unacknowledged messages (a cut mid-batch) come again after this"
     )
