@@ -166,3 +166,35 @@ async def test_a_thousand_malformed_bodies_get_clear_4xx_and_the_gateway_goes_on
     await wait_for(lambda: bool(got.of_type("cdr.created")), timeout=10)
     assert [e["data"]["call_id"] for e in got.of_type("cdr.created")] == [call]
     assert not got.of_type("gateway.rejected")  # a refused delivery publishes nothing
+
+
+async def test_a_thin_webhook_is_completed_from_the_record(
+    msim: MeiqiaSimulator, unique: str, collector
+) -> None:
+    """A signed ``cdr.hangup`` whose Cdr holds only the call id is published with the call's
+    ``records`` record (direction, disposition, ``user_data``) found by ``call_uuid``: the
+    first reading of a call names it for good, so it must be the full one."""
+    tenant = f"m{unique}"
+    secret = f"whsec-{unique}"
+    got: Collected = await collector(tenant)
+    msim.webhooks.secret = secret
+    pbx = pbx_for(msim, tenant, webhook_secret=secret, records_poll_interval_s=3600)
+    async with running_gateway(pbx, http=HTTP) as app:
+        assert app.web is not None
+        url = f"http://127.0.0.1:{app.web.port}/webhooks/meiqia/{tenant}"
+        await wait_for(lambda: connected(got), timeout=15)
+        call = msim.place_call("外呼", "接听", agent_id=1, user_data="crm-7")
+        await wait_for(lambda: any(r["call_uuid"] == call for r in msim.records()), timeout=15)
+        thin = {
+            "id": f"sub_thin_{unique}",
+            "event": "cdr.hangup",
+            "enterprise_token": "x",
+            "created_at": 1714533805,
+            "cdr": {"call_uuid": call},
+        }
+        assert await msim.webhooks.post(orjson.dumps(thin), "good", url=url) == 200
+        await wait_for(lambda: bool(got.of_type("cdr.created")), timeout=15)
+    (cdr,) = got.of_type("cdr.created")
+    assert cdr["data"]["call_id"] == call
+    assert (cdr["data"]["direction"], cdr["data"]["disposition"]) == ("outbound", "answered")
+    assert cdr["data"]["user_data"] == "crm-7"

@@ -13,8 +13,8 @@ from gateway.connectors.fields import text
 from gateway.connectors.link import LinkState, describe
 from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.connectors.meiqia.commands import MeiqiaCommands
-from gateway.connectors.meiqia.normalize import VENDOR, delivery_events
-from gateway.connectors.meiqia.records import RecordsWatcher
+from gateway.connectors.meiqia.normalize import VENDOR, delivery_events, records_events
+from gateway.connectors.meiqia.records import RecordsWatcher, read_records
 from gateway.connectors.meiqia.seats import SeatWatcher
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
 from gateway.connectors.plugin import LinkResources
@@ -23,7 +23,7 @@ from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
 from gateway.schema.commands import CommandModel
-from gateway.schema.events import rejected
+from gateway.schema.events import CloudEvent, NormalizeContext, rejected
 
 #: The webhook delivery ids taken: a replay within this time is acknowledged, not published.
 DELIVERIES_KEY: Final = "webhook:deliveries"
@@ -98,11 +98,42 @@ class MeiqiaConnector:
         except Exception as exc:  # a Cdr it cannot read is published as rejected, not lost
             raw = orjson.dumps(envelope, default=str).decode()
             events = [rejected(ctx, raw, describe(exc), text(envelope.get("event")))]
+        events = await self._completed(events, ctx)
         published = await self.records.poller.offer(events)
         self.deliveries.add(delivery)
         self._save_deliveries()
         self.webhooks_taken += 1
         return len(published), not published
+
+    async def _completed(self, events: list[CloudEvent], ctx: NormalizeContext) -> list[CloudEvent]:
+        """A webhook's Cdr may be thinner than the call's ``records`` record (its fields are
+        not documented; a record has the recording, queue wait and ``user_data``), and the
+        first of the two to arrive names the call for good (one id per call). So a thin one
+        is looked up in ``records`` by ``call_uuid`` first; if the record is not listed yet,
+        the webhook's own reading is published (nothing waits on a record that may never
+        come)."""
+        out: list[CloudEvent] = []
+        for event in events:
+            data = event.data
+            thin = event.type == "cdr.created" and (
+                data.get("direction") in (None, "unknown")
+                or data.get("disposition") is None
+                or data.get("started_at") is None
+            )
+            if not thin:
+                out.append(event)
+                continue
+            try:
+                async with asyncio.timeout(self._pbx.request_timeout_s):
+                    rows, _ = await read_records(
+                        self.client, {"call_uuid": data["call_id"]}, page_size=10, max_pages=1
+                    )
+            except Exception as exc:  # the webhook's reading is still worth publishing
+                self._log.info("webhook_record_lookup_failed", error=describe(exc))
+                rows = []
+            found = [e for e in records_events(rows, ctx) if e.id == event.id]
+            out.append(found[0] if found else event)
+        return out
 
     def _save_deliveries(self) -> None:
         try:

@@ -5,8 +5,10 @@ Meiqia pushes nothing over a socket: a call becomes a record in ``records`` once
 window ``[until - records_overlap_s, now]`` (``start_time`` / ``end_time``, RFC 3339 with the
 PBX's offset, the document's ``date-time``) page by page (``page_index`` from 1, ``page_size``,
 until ``total`` records or an empty page), and moves ``until`` to ``now``. So every window
-reaches back ``records_overlap_s`` before the previous one ended: a record that appeared late,
-or a long call whose record is listed by its start time, is still found.
+reaches back ``records_overlap_s`` before the previous one ended: a record that appeared late
+is still found. The document's filters select calls that *started* after ``start_time`` and
+*ended* before ``end_time``, so a call longer than the overlap (default 30 min) is found only by
+its webhook or a ``cdr.search``: raise ``records_overlap_s`` above the longest call expected.
 
 It runs on the shared :class:`~gateway.connectors.polling.Poller`: the cursor (``until``) and
 the ids passed (one per ``call_uuid``, see :mod:`.normalize`) are persisted in the PBX's slice
