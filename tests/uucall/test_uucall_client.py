@@ -10,11 +10,11 @@ from email.utils import format_datetime
 import aiohttp
 import pytest
 
+from gateway.connectors.http_answers import retry_after_s
 from gateway.connectors.uucall.client import (
     AuthRefused,
     RateLimited,
     UucallClient,
-    parse_retry_after,
     record,
     rows,
 )
@@ -168,11 +168,11 @@ async def test_429_writes_are_sent_again(
 def test_retry_after_forms() -> None:
     now = datetime(2024, 5, 1, tzinfo=UTC)
     date = format_datetime(now + timedelta(seconds=30), usegmt=True)
-    assert parse_retry_after(date, now=now.timestamp()) == 30.0
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after("0.5") == 0.5
-    assert parse_retry_after("-3") == 0.0
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert retry_after_s(date, now=lambda: now.timestamp()) == 30.0
+    assert retry_after_s("7") == 7.0
+    assert retry_after_s("0.5") == 0.5
+    assert retry_after_s("-3") == 0.0
+    assert retry_after_s(None) is None and retry_after_s("soon") is None
 
 
 async def test_500_reads_are_retried_with_backoff(

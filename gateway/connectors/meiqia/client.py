@@ -34,7 +34,6 @@ The token is replaced by ``***`` in every message this module builds.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
+from gateway.connectors.http_answers import NOT_RUN, retry_after_s, status_failure
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
 from gateway.logging import get_logger
 from gateway.schema.commands import CommandFailed, ErrorCode
@@ -50,8 +50,6 @@ from gateway.schema.commands import CommandFailed, ErrorCode
 API_PREFIX: Final = "/unified-api/call/openapi/ent/v1/"
 #: The message of an agent whose seat (SIP phone) is not registered (the document's example).
 SEAT_NOT_REGISTERED: Final = "坐席未注册"
-#: Statuses whose request the server certainly did not run.
-_NOT_RUN: Final = frozenset({408, 429, 502, 503, 504})
 _CODES: Final[dict[str, ErrorCode]] = {
     "unauthenticated": ErrorCode.FORBIDDEN,
     "permissiondenied": ErrorCode.FORBIDDEN,
@@ -75,22 +73,6 @@ class MeiqiaRateLimited(CommandFailed):
     def __init__(self, message: str, retry_after_s: float | None, vendor_code: str) -> None:
         super().__init__(ErrorCode.UNAVAILABLE, message, vendor_code=vendor_code, retryable=True)
         self.retry_after_s = retry_after_s
-
-
-def retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """``Retry-After``: seconds, or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now())
 
 
 def error_of(answer: Any) -> tuple[str | None, str | None]:
@@ -204,7 +186,7 @@ class MeiqiaClient:
             ) as resp:
                 status = resp.status
                 raw = await resp.read()
-                wait = retry_after(resp.headers.get("Retry-After"))
+                wait = retry_after_s(resp.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:  # never reached the server: not run
             raise CommandFailed(
                 ErrorCode.UNAVAILABLE, self.redact(f"{path}: cannot connect: {exc}"), retryable=True
@@ -254,31 +236,11 @@ class MeiqiaClient:
             return MeiqiaAuthRejected(ErrorCode.FORBIDDEN, described, vendor_code=vendor_code)
         if status == 429 or key == "resourceexhausted":
             return MeiqiaRateLimited(described, wait, vendor_code)
-        if status >= 500 and wait is not None and (not write or status in _NOT_RUN):
+        if status >= 500 and wait is not None and (not write or status in NOT_RUN):
             return MeiqiaRateLimited(described, wait, vendor_code)  # overloaded: come back then
         if key in _CODES:
             return CommandFailed(_CODES[key], described, vendor_code=vendor_code)
-        if status == 403:
-            return CommandFailed(ErrorCode.FORBIDDEN, described, vendor_code=vendor_code)
-        if status in (404, 410):
-            return CommandFailed(ErrorCode.NOT_FOUND, described, vendor_code=vendor_code)
-        if status in (400, 422):
-            return CommandFailed(ErrorCode.INVALID, described, vendor_code=vendor_code)
-        if status == 409:
-            return CommandFailed(ErrorCode.CONFLICT, described, vendor_code=vendor_code)
-        if status in _NOT_RUN:
-            return CommandFailed(
-                ErrorCode.UNAVAILABLE, described, vendor_code=vendor_code, retryable=True
-            )
-        if status >= 500:
-            if write:
-                return CommandFailed(
-                    ErrorCode.FAILED, f"{described}; it may have been done", vendor_code=vendor_code
-                )
-            return CommandFailed(
-                ErrorCode.UNAVAILABLE, described, vendor_code=vendor_code, retryable=True
-            )
-        return CommandFailed(ErrorCode.FAILED, described, vendor_code=vendor_code)
+        return status_failure(status, described, write=write, vendor_code=vendor_code)
 
     def redact(self, text: str) -> str:
         """``text`` without the token."""

@@ -36,18 +36,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
 
 import aiohttp
 
+from gateway.connectors.http_answers import retry_after_s, status_failure
 from gateway.connectors.uucall.settings import UucallPbxSettings
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
@@ -129,26 +128,6 @@ def _count(answer: Any, keys: tuple[str, ...]) -> int | None:
             if isinstance(value, str) and value.strip().isdigit():
                 return int(value)
     return None
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After``: delay-seconds (decimals tolerated) or an HTTP date; None when absent or
-    unreadable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = datetime.now(UTC).timestamp() if now is None else now
-    return max(0.0, when.timestamp() - current)
 
 
 class UucallClient:
@@ -298,7 +277,7 @@ class UucallClient:
             if status == 429:
                 limited += 1
                 self.rate_limited += 1
-                asked = parse_retry_after(response.headers.get("Retry-After"))
+                asked = retry_after_s(response.headers.get("Retry-After"))
                 wait = min(
                     asked if asked is not None else self._backoff.next_delay(),
                     self._s.max_retry_after_s,
@@ -395,25 +374,7 @@ class UucallClient:
             return AuthRefused(401, f"{where}: 401 authentication refused{said}")
         if status == 403:
             return AuthRefused(403, f"{where}: 403 forbidden{said}")
-        if status == 405:
-            return CommandFailed(ErrorCode.UNSUPPORTED, message, vendor_code=status)
-        if status == 424:
-            return CommandFailed(ErrorCode.FAILED, message, vendor_code=status)
-        if status in (400, 422):
-            return CommandFailed(ErrorCode.INVALID, message, vendor_code=status)
-        if status in (404, 410):
-            return CommandFailed(ErrorCode.NOT_FOUND, message, vendor_code=status)
-        if status == 409:
-            return CommandFailed(ErrorCode.CONFLICT, message, vendor_code=status)
-        if status >= 500:
-            if write:
-                return CommandFailed(
-                    ErrorCode.FAILED,
-                    f"{message}; the change may have been made",
-                    vendor_code=status,
-                )
-            return CommandFailed(ErrorCode.UNAVAILABLE, message, vendor_code=status, retryable=True)
-        return CommandFailed(ErrorCode.FAILED, message, vendor_code=status)
+        return status_failure(status, message, write=write)  # 424 too: failed, with its body
 
     def redact(self, text: str) -> str:
         """``text`` without the secret."""

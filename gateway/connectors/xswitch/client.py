@@ -29,6 +29,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
+from gateway.connectors.http_answers import status_failure
 from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
@@ -46,8 +47,6 @@ _TOKEN_TEXT: Final = re.compile(
     r"token.{0,40}(expire|invalid|过期|无效)|(expire|invalid|过期|无效).{0,40}token", re.I
 )
 _MESSAGE_KEYS: Final = ("message", "msg", "error", "errmsg", "text")
-#: Statuses whose request the server certainly did not run (so a command may be sent again).
-_NOT_RUN: Final = frozenset({408, 429, 502, 503, 504})
 
 
 class XccAuthRejected(CommandFailed):
@@ -356,32 +355,9 @@ class XccClient:
         code = _code(answer)
         effective = code if code is not None and code >= 400 else status
         message = f"{path}: {effective} {self._message(answer, status)}"
-        if effective in (400, 422):
-            return CommandFailed(ErrorCode.INVALID, message, vendor_code=effective)
-        if effective == 403:
-            return CommandFailed(ErrorCode.FORBIDDEN, message, vendor_code=effective)
-        if effective in (404, 410):
-            return CommandFailed(ErrorCode.NOT_FOUND, message, vendor_code=effective)
-        if effective in (405, 501):
-            return CommandFailed(ErrorCode.UNSUPPORTED, message, vendor_code=effective)
-        if effective == 409:
-            return CommandFailed(ErrorCode.CONFLICT, message, vendor_code=effective)
-        if effective in _NOT_RUN:
-            return CommandFailed(
-                ErrorCode.UNAVAILABLE, message, vendor_code=effective, retryable=True
-            )
-        if effective >= 500:
-            # A read may simply be asked again; a write's 500 may have half-happened.
-            if write:
-                return CommandFailed(
-                    ErrorCode.FAILED,
-                    f"{message}; the change may have been made",
-                    vendor_code=effective,
-                )
-            return CommandFailed(
-                ErrorCode.UNAVAILABLE, message, vendor_code=effective, retryable=True
-            )
-        return CommandFailed(ErrorCode.INVALID, message, vendor_code=effective)
+        return status_failure(
+            effective, message, write=write, vendor_code=effective, otherwise=ErrorCode.INVALID
+        )
 
     def _message(self, answer: Any, status: int) -> str:
         text = ""
