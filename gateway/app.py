@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 import aiohttp
 from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
 
+from gateway.bus.connection import connect_failover
 from gateway.bus.consumer import CommandConsumer
 from gateway.bus.idempotency import CommandLedger
 from gateway.bus.journal import CommandJournal
@@ -24,29 +27,57 @@ from gateway.connectors.plugin import LinkResources, VendorPlugin, VendorRoutes
 from gateway.connectors.registry import command_catalog, plugins
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
+from gateway.runtime.metrics import BUS_UP
 from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import StateStore, StoreSlice, TenantState
 from gateway.runtime.supervisor import supervise
-from gateway.settings import BackoffSettings, PbxSettings, Settings, redact_url
+from gateway.schema.events import CloudEvent
+from gateway.settings import BackoffSettings, PbxSettings, Settings, redact_url, split_urls
 from gateway.web.server import WebServer
 
 
-async def connect_bus(url: str, stop: asyncio.Event | None = None) -> AbstractRobustConnection:
-    """Connect to RabbitMQ, waiting with backoff while it is not there yet."""
+class StartError(Exception):
+    """The gateway cannot start for a reason the operator can fix (one line, no traceback)."""
+
+
+#: How long one attempt to reach RabbitMQ may take (a host that drops packets never refuses).
+BUS_CONNECT_TIMEOUT_S = 10.0
+
+
+def bus_problem(exc: BaseException, setting: str = "bus.url") -> str:
+    """One line saying why RabbitMQ could not be reached, and what to check (``setting``)."""
+    if isinstance(exc, aio_pika.exceptions.ProbableAuthenticationError):
+        return f"RabbitMQ refused the login: check the user and password in {setting}"
+    if isinstance(exc, TimeoutError):
+        return f"RabbitMQ did not answer in time: check the host and port in {setting}"
+    text = str(exc) or type(exc).__name__
+    if "ACCESS_REFUSED" in text or "vhost" in text.lower():
+        return f"RabbitMQ refused the connection ({text[:200]}): check {setting}"
+    return f"RabbitMQ unreachable ({text[:200]}): is it running, and is {setting} right?"
+
+
+async def connect_bus(
+    url: str, on_failure: Callable[[str], None] | None = None
+) -> AbstractRobustConnection:
+    """Connect to RabbitMQ, waiting with backoff while it is not there yet (one warning line per
+    attempt, ``on_failure`` told why). Cancel the caller to stop waiting."""
     log = get_logger("bus")
     backoff = Backoff(BackoffSettings(initial_s=0.5, max_s=10))
     while True:
         try:
-            return await aio_pika.connect_robust(
-                url, client_properties={"connection_name": "pbx-gateway"}
+            return await connect_failover(  # several addresses: the nodes of a cluster
+                split_urls(url),
+                client_properties={"connection_name": "pbx-gateway"},
+                timeout=BUS_CONNECT_TIMEOUT_S,
             )
-        except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
             delay = backoff.next_delay()
+            problem = bus_problem(exc)
             log.warning(
-                "bus_unreachable", url=redact_url(url), error=str(exc), retry_in_s=round(delay, 2)
+                "bus_unreachable", url=redact_url(url), error=problem, retry_in_s=round(delay, 2)
             )
-            if stop is not None and stop.is_set():
-                raise
+            if on_failure is not None:
+                on_failure(problem)
             await asyncio.sleep(delay)
 
 
@@ -77,6 +108,9 @@ class GatewayApp:
         self._connection: AbstractRobustConnection | None = None
         self.resources = SharedResources()
         self._log = get_logger("app")
+        self.phase = "starting"  # -> running -> stopping -> stopped
+        self._bus_error: str | None = None  # why the broker could not be reached, if it could not
+        self._bus_since = datetime.now(UTC)  # when the broker went up or down (or start-up)
 
     @property
     def owned(self) -> set[str]:
@@ -90,26 +124,107 @@ class GatewayApp:
             if c.tenant in self._links
         ]
         bus_up = self._connection is not None and not self._connection.is_closed
+        reasons = self._not_ready(bus_up, links)
         return {
-            "ready": bus_up and all(link["state"] == "connected" for link in links),
+            "ready": not reasons,
+            "reasons": reasons,
+            "phase": self.phase,
             "instance": self.leases.instance_id if self.leases else None,
             "time": datetime.now(UTC).isoformat(),
             "bus": {
                 "connected": bus_up,
+                "url": redact_url(self.settings.bus.url.get_secret_value()),
+                "since": self._bus_since.isoformat(),
+                "error": None if bus_up else self._bus_error,
                 "backlog": self.publisher.backlog if self.publisher else 0,
+                "outbox_events": len(self.outbox) if self.outbox else 0,
+                "outbox_oldest_age_s": round(self.outbox.oldest_age_s(), 1) if self.outbox else 0,
             },
             "links": links,
+            "pbxs": [
+                {
+                    "tenant": pbx.tenant,
+                    "vendor": pbx.vendor,
+                    "owned": pbx.tenant in self._links,
+                    "owner": (self.leases.instance_id if self.leases else "this instance")
+                    if pbx.tenant in self._links
+                    else None,
+                }
+                for pbx in self.settings.pbxs
+            ],
         }
 
+    def _not_ready(self, bus_up: bool, links: list[dict[str, Any]]) -> list[str]:
+        """Why this instance is not ready, one line each (empty: ready)."""
+        reasons: list[str] = []
+        if self.phase != "running":
+            reasons.append(f"gateway {self.phase}")
+        if not bus_up:
+            why = f": {self._bus_error}" if self._bus_error else ""
+            reasons.append(f"broker not connected since {self._bus_since.isoformat()}{why}")
+        for link in links:
+            if link["state"] != "connected":
+                reason = f" ({link['reason']})" if link.get("reason") else ""
+                reasons.append(
+                    f"PBX {link['tenant']} {link['state']} since {link.get('since')}{reason}"
+                )
+        return reasons
+
+    def _bus_up(self) -> float:
+        return 1.0 if self._connection is not None and not self._connection.is_closed else 0.0
+
+    def _bus_failed(self, problem: str) -> None:
+        if self._bus_error is None:
+            self._bus_since = datetime.now(UTC)
+        self._bus_error = problem
+
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
-        """Run until ``stop`` is set, then shut down in the documented order."""
+        """HTTP first (``/healthz`` answers, ``/readyz`` says why not ready while the broker is
+        away), then the bus and the PBXs; ``stop`` ends it cleanly at any phase, start-up
+        included, then shuts down in the documented order."""
+        started = started if started is not None else asyncio.Event()
+        BUS_UP.set_function(self._bus_up)
+        if self.settings.http.enabled:
+            s = self.settings
+            self.web = WebServer(
+                self.status, s.http.host, s.http.port, self._vendor_routes(plugins())
+            )
+            try:
+                await self.web.start()
+            except OSError as exc:
+                self.web = None
+                raise StartError(
+                    f"cannot serve HTTP on {s.http.host}:{s.http.port}:"
+                    f" {exc.strerror or exc} (set http.port / http.host)"
+                ) from exc
+            self._log.info("http_listening", host=s.http.host, port=self.web.port)
+        serving = asyncio.create_task(self._serve(stop, started), name="gateway-serve")
+        waiter = asyncio.create_task(stop.wait(), name="gateway-stop-wait")
+        try:
+            await asyncio.wait({serving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not serving.done() and not started.is_set():
+                serving.cancel()  # stopped during start-up: its `finally` shuts down
+            await asyncio.wait({serving})
+            if not serving.cancelled():
+                serving.result()  # a real failure propagates
+        finally:
+            waiter.cancel()
+            if not serving.done():  # this task was cancelled from outside
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+            if self.web is not None and self.phase != "stopped":
+                await self.web.stop()  # start-up failed before the ordered shutdown stopped it
+
+    async def _serve(self, stop: asyncio.Event, started: asyncio.Event) -> None:
+        """Connect, build and run until ``stop`` is set, then shut down in order."""
         s = self.settings
         url = s.bus.url.get_secret_value()
-        self._connection = await connect_bus(url, stop)
         # No cookie jar: one session serves every PBX, and tenants of a SaaS vendor share a host.
         session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         lease_task: asyncio.Task[None] | None = None
         try:
+            self._connection = await connect_bus(url, on_failure=self._bus_failed)
+            self._bus_error, self._bus_since = None, datetime.now(UTC)
             self.outbox = Outbox(
                 s.state_dir / "outbox.sqlite3",
                 max_events=s.outbox.max_events,
@@ -125,7 +240,7 @@ class GatewayApp:
             )
             await self.publisher.start()
             self.store = StateStore(s.state_dir / "state.sqlite3")
-            self.shared = SharedState(self._connection)
+            self.shared = SharedState(self._connection, s.bus.queue_type)
             self.states = {pbx.tenant: TenantState(self.store, pbx.tenant) for pbx in s.pbxs}
             vendors = plugins()
             self.connectors = [
@@ -151,13 +266,9 @@ class GatewayApp:
                     prefetch=s.commands.prefetch,
                     execute_timeout_s=s.commands.execute_timeout_s,
                     drain_timeout_s=s.commands.drain_timeout_s,
+                    queue_type=s.bus.queue_type,
                 )
                 await self.consumer.start()
-            if s.http.enabled:
-                self.web = WebServer(
-                    self.status, s.http.host, s.http.port, self._vendor_routes(vendors)
-                )
-                await self.web.start()
             if s.lease.enabled and self.connectors:
                 self.leases = LeaseManager(
                     url,
@@ -180,8 +291,8 @@ class GatewayApp:
                 bus=redact_url(url),
                 http_port=self.web.port if self.web else None,
             )
-            if started is not None:
-                started.set()
+            self.phase = "running"
+            started.set()
             await stop.wait()
         finally:
             await self._shutdown(lease_task, session)
@@ -205,15 +316,24 @@ class GatewayApp:
 
     def _vendor_routes(self, vendors: dict[str, VendorPlugin]) -> dict[str, list[Any]]:
         """Each plugin's HTTP routes (webhooks), by vendor name."""
-        assert self.publisher is not None
         routes: dict[str, list[Any]] = {}
         for name, plugin in vendors.items():
             if plugin.routes is None:
                 continue
             pbxs = {p.tenant: p for p in self.settings.pbxs if p.vendor == name}
-            context = VendorRoutes(pbxs, self.publisher.submit, self._owned_connector)
+            context = VendorRoutes(pbxs, self._submit, self._owned_connector)
             routes[name] = list(plugin.routes(context))
         return routes
+
+    async def _submit(self, event: CloudEvent) -> None:
+        """A webhook's event; the HTTP server is up before the spool is open, so until then the
+        sender is told to come back (503, it retries)."""
+        if self.publisher is None or self.phase != "running":
+            raise web.HTTPServiceUnavailable(
+                text="the gateway is not running yet (or stopping): retry later",
+                headers={"Retry-After": "5"},
+            )
+        await self.publisher.submit(event)
 
     def _owned_connector(self, tenant: str) -> Connector | None:
         if tenant not in self._links:
@@ -296,6 +416,7 @@ class GatewayApp:
     ) -> None:
         """Stop taking commands and finish in-flight ones, close the PBX links and give the
         leases back, flush the publisher, then close the channels and the connection."""
+        self.phase = "stopping"
         self._log.info("gateway_stopping")
         if self.consumer is not None:
             await self.consumer.stop()
@@ -323,6 +444,7 @@ class GatewayApp:
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
+        self.phase = "stopped"
         self._log.info("gateway_stopped")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml  # type: ignore[import-untyped]
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -50,10 +51,39 @@ class BackoffSettings(_Strict):
 
 
 class BusSettings(_Strict):
-    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    url: SecretStr = Field(
+        SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
+        description="one broker, or the nodes of a cluster separated by commas: the gateway"
+        " connects to the first that answers and moves to the next one when it loses it",
+    )
     events_exchange: str = "pbx.events"
-    confirm_window: int = Field(64, ge=1, le=65535, description="unconfirmed publishes in flight")
+    confirm_window: int = Field(256, ge=1, le=65535, description="unconfirmed publishes in flight")
     reconnect_interval_s: float = Field(1.0, gt=0)
+    queue_type: Literal["classic", "quorum"] = Field(
+        "classic",
+        description="type of the durable queues the gateway declares (commands, their dead"
+        " letters, shared PBX state): classic for one broker, quorum for a cluster",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _amqp_urls(cls, value: SecretStr) -> SecretStr:
+        urls = split_urls(value.get_secret_value())
+        if not urls:
+            raise ValueError("give at least one amqp:// or amqps:// URL")
+        bad = [f"{redact_url(u)}: {why}" for u in urls if (why := amqp_url_problem(u))]
+        if bad:
+            raise ValueError("; ".join(bad))
+        return value
+
+    def urls(self) -> list[str]:
+        """The broker addresses, in the order they are tried."""
+        return split_urls(self.url.get_secret_value())
+
+
+def split_urls(value: str) -> list[str]:
+    """``"amqp://a, amqp://b"`` -> ``["amqp://a", "amqp://b"]``."""
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 class CommandSettings(_Strict):
@@ -256,12 +286,46 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         loaded = _FromFile(**overrides)
     except PydanticSettingsError as exc:  # e.g. GATEWAY__PBXS that is not JSON
         raise SettingsError(f"invalid settings: {exc}") from None
+    except yaml.YAMLError as exc:  # the file is no YAML: say where, in one line
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SettingsError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except OSError as exc:  # unreadable (permissions, a directory)
+        raise SettingsError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     except ValidationError as exc:
         lines = [
             f"  {'.'.join(map(str, err['loc'])) or '(root)'}: {err['msg']}" for err in exc.errors()
         ]
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+    except (TypeError, ValueError) as exc:  # e.g. a file holding a list, not a mapping
+        raise SettingsError(
+            f"config file {path} must hold a mapping of settings (bus:, http:, pbxs:, ...): {exc}"
+        ) from None
     return loaded
+
+
+def amqp_url_problem(url: str) -> str | None:
+    """Why ``url`` is no RabbitMQ URL (scheme ``amqp``/``amqps`` and a host), or None. The
+    message never repeats the URL's password."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a valid URL ({exc}): expected amqp://user:password@host:5672/vhost"
+    if parts.scheme not in ("amqp", "amqps"):
+        shown = f"{parts.scheme!r}" if parts.scheme else "none"
+        return (
+            f"scheme must be amqp or amqps, not {shown}: expected"
+            " amqp://user:password@host:5672/vhost"
+        )
+    if not parts.hostname:
+        return "no host: expected amqp://user:password@host:5672/vhost"
+    if port == 0:
+        return "port 0 is not a RabbitMQ port"
+    return None
 
 
 def redact_url(url: str) -> str:

@@ -1,13 +1,16 @@
 """Command intake over AMQP: deliver -> decide (:mod:`gateway.bus.processing`) -> reply -> ack,
 or dead-letter.
 
-One channel and consumer per tenant, so a slow or unreachable PBX never holds up another. While
-a tenant's link is not connected its consumer is cancelled and commands wait in their queue;
-those that expire there are dead-lettered by the broker and answered ``expired`` from
-``pbx.commands.expired``. Replies are published with confirms before the command is acked, so
-a crash between the two redelivers the command and the ledger answers it again without running
-it twice. With a :class:`CommandJournal`, a lane first replays the ledger records of the PBX's
-previous owners, and journals every id before the PBX is called.
+One consumer per owned tenant, each with its own prefetch (``basic.qos`` per consumer), so a slow
+or unreachable PBX never holds up another; the consumers share a few channels
+(:data:`LANES_PER_CHANNEL` each) rather than one channel per tenant, which would cost the broker
+a channel's processes per PBX. While a tenant's link is not connected its consumer is cancelled
+and commands wait in their queue; those that expire there are dead-lettered by the broker and
+answered ``expired`` from ``pbx.commands.expired``. Replies are published with confirms before
+the command is acked, so a crash between the two redelivers the command and the ledger answers it
+again without running it twice. With a :class:`CommandJournal`, this instance follows the shared
+ledger stream, a lane first waits until the follower has caught up with everything journaled
+before it, and every id is journaled before the PBX is called.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from gateway.bus.processing import CommandProcessor, failure
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.topology import (
     CommandNames,
+    QueueType,
     declare_command_exchanges,
     declare_tenant_queue,
 )
@@ -48,6 +52,9 @@ from gateway.schema.commands import (
 from gateway.schema.events import CommandResultData, NormalizeContext, make_event
 
 RESULT_CONTENT_TYPE = "application/json"
+#: Tenants' consumers sharing one channel. A channel closed by an error takes its consumers
+#: with it until the robust channel reopens and restores them, so not all on one.
+LANES_PER_CHANNEL = 100
 
 
 class CommandConsumer:
@@ -65,6 +72,8 @@ class CommandConsumer:
         prefetch: int = 8,
         execute_timeout_s: float = 20.0,
         drain_timeout_s: float = 10.0,
+        queue_type: QueueType = "classic",
+        lanes_per_channel: int = LANES_PER_CHANNEL,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._connection = connection
@@ -83,10 +92,14 @@ class CommandConsumer:
         )
         self._prefetch = prefetch
         self._drain_timeout_s = drain_timeout_s
+        self._queue_type: QueueType = queue_type
+        self._lanes_per_channel = lanes_per_channel
         self._clock = clock
         self._channels: list[AbstractChannel] = []
+        self._lane_channels: list[AbstractChannel] = []
         self._reply_channel: AbstractChannel | None = None
-        self._lanes: dict[str, tuple[asyncio.Task[None], AbstractChannel]] = {}
+        self._queues: dict[str, AbstractQueue] = {}
+        self._lanes: dict[str, asyncio.Task[None]] = {}
         self._consumers: dict[str, tuple[AbstractQueue, str]] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -95,55 +108,83 @@ class CommandConsumer:
 
     async def start(self) -> None:
         setup = await self._connection.channel()
-        await declare_command_exchanges(setup, self._names)
-        await setup.close()
+        try:
+            await declare_command_exchanges(setup, self._names, self._queue_type)
+        finally:
+            if not setup.is_closed:
+                await setup.close()
         self._reply_channel = await self._connection.channel(publisher_confirms=True)
         channel = await self._open_channel()
-        # Every configured tenant's queue exists from the start, owned here or not, so commands
-        # published before any instance takes the PBX wait instead of being unroutable.
-        for tenant in self._connectors:
-            await declare_tenant_queue(channel, self._names, tenant)
         expired = await channel.get_queue(self._names.expired)
+        # Every configured tenant's queue exists from the start, owned here or not, so commands
+        # published before any instance takes the PBX wait instead of being unroutable. Declared
+        # on the lane channels, one after the other on each channel (the channels side by side).
+        tenants = list(self._connectors)
+        groups = [
+            tenants[i : i + self._lanes_per_channel]
+            for i in range(0, len(tenants), self._lanes_per_channel)
+        ]
+        for _ in groups:
+            self._lane_channels.append(await self._open_channel())
+        await asyncio.gather(
+            *(
+                self._declare_all(ch, group)
+                for ch, group in zip(self._lane_channels, groups, strict=True)
+            )
+        )
+        if self._journal is not None:
+            await self._journal.follow(self._ledger, tenants)
         self._consumers["expired"] = (expired, await expired.consume(self._on_expired))
+
+    async def _declare_all(self, channel: AbstractChannel, tenants: list[str]) -> None:
+        for tenant in tenants:
+            self._queues[tenant] = await declare_tenant_queue(
+                channel, self._names, tenant, self._queue_type
+            )
 
     async def add_tenant(self, tenant: str) -> None:
         """Take this tenant's commands (while its link is up): this instance owns the PBX."""
         if tenant in self._lanes:
             return
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=self._prefetch)
-        queue = await declare_tenant_queue(channel, self._names, tenant)
-        task = asyncio.create_task(
+        queue = self._queues.get(tenant)
+        if queue is None:  # (not configured at start: a channel of its own)
+            channel = await self._open_channel()
+            queue = await declare_tenant_queue(channel, self._names, tenant, self._queue_type)
+            self._queues[tenant] = queue
+        self._lanes[tenant] = asyncio.create_task(
             self._lane(tenant, self._connectors[tenant], queue), name=f"commands-{tenant}"
         )
-        self._lanes[tenant] = (task, channel)
 
     async def remove_tenant(self, tenant: str) -> None:
         """Stop taking this tenant's commands; the ones already taken still finish."""
-        lane = self._lanes.pop(tenant, None)
-        if lane is None:
+        task = self._lanes.pop(tenant, None)
+        if task is None:
             return
-        task, channel = lane
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await self._drain()  # answer what was taken before another instance may take over
-        with contextlib.suppress(Exception):
-            await channel.close()
 
     async def stop(self) -> None:
         """Stop taking commands, let in-flight ones finish (bounded), close the channels."""
-        for tenant in list(self._lanes):
-            await self.remove_tenant(tenant)
+        lanes = list(self._lanes.values())
+        self._lanes.clear()
+        for task in lanes:
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
         for queue, tag in list(self._consumers.values()):
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
         self._consumers.clear()
         await self._drain()
+        if self._journal is not None:
+            await self._journal.close()
         for channel in [*self._channels, self._reply_channel]:
             if channel is not None and not channel.is_closed:
                 with contextlib.suppress(Exception):
                     await channel.close()
         self._channels.clear()
+        self._lane_channels.clear()
+        self._queues.clear()
 
     async def _drain(self) -> None:
         try:
@@ -185,15 +226,14 @@ class CommandConsumer:
             log.warning("commands_paused", link=state)
 
     async def _catch_up(self, tenant: str) -> bool:
-        """Load what earlier owners of this PBX executed; no command is taken before that."""
+        """Know what earlier owners of this PBX executed; no command is taken before that."""
         assert self._journal is not None
         try:
-            entries = await self._journal.replay(tenant, since=self._ledger.newest(tenant))
+            await self._journal.caught_up()
         except JournalError as exc:
             self._log.warning("ledger_replay_failed", tenant=tenant, error=str(exc))
             return False
-        merged = self._ledger.merge(tenant, entries)
-        self._log.info("ledger_replayed", tenant=tenant, records=len(entries), merged=merged)
+        self._log.debug("ledger_caught_up", tenant=tenant)
         return True
 
     # --- one command -------------------------------------------------------------------------

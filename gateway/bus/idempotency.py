@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS commands (
     PRIMARY KEY (tenant, command_id)
 )
 """
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class CommandLedger:
     def __init__(self, path: Path | str, ttl_s: float) -> None:
         self._db = open_sqlite(path)
         self._db.execute(_SCHEMA)
+        self._db.execute(_META)
         self._ttl_s = ttl_s
         self.expire()
 
@@ -116,6 +118,19 @@ class CommandLedger:
             "SELECT MAX(created_at) FROM commands WHERE tenant = ?", (tenant,)
         ).fetchone()
         return row[0]
+
+    def mark_followed(self, at: float) -> None:
+        """Every journal record appended before ``at`` (this clock) is merged here."""
+        self._db.execute(
+            "INSERT INTO meta VALUES ('followed', ?) ON CONFLICT (key) DO UPDATE"
+            " SET value = MAX(value, excluded.value)",
+            (at,),
+        )
+
+    def followed(self) -> float | None:
+        """Up to when this ledger knows the shared journal (None: never followed it)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'followed'").fetchone()
+        return None if row is None else float(row[0])
 
     def expire(self) -> int:
         cursor = self._db.execute(

@@ -1,19 +1,28 @@
-"""The command ledger shared between instances: one RabbitMQ stream per tenant.
+"""The command ledger shared between instances: one RabbitMQ stream for every tenant.
 
 Each instance keeps its own SQLite ledger, which answers duplicates it has seen. Before a PBX is
-called, the command id is also journaled as ``started`` on the stream
-``<commands exchange>.<tenant>.ledger`` (confirmed), and its result once it is known. An instance
-taking a PBX over replays that stream into its own ledger before it takes any command, so:
+called, the command id is also journaled as ``started`` on the stream ``<commands exchange>.ledger``
+(confirmed, with the tenant in the record), and its result once it is known.
+
+Every instance *follows* that stream while it runs (one consumer, whatever the number of PBXs) and
+merges the records of every PBX it is configured for into its own ledger, owned or not. Before it
+takes a PBX's commands, it appends a marker and waits until its follower has read it
+(:meth:`CommandJournal.caught_up`): everything journaled before the PBX was taken is then known,
+so
 
 * an id the previous owner started or finished is answered from the record, never run again,
   also when it is published again after the takeover;
 * an id the journal does not know was never sent to the PBX by anyone, so a redelivery of it
   (the previous owner died holding it) is executed instead of answered "outcome unknown".
 
-A stream keeps its records for the ledger's retention (``x-max-age``) and can be read from the
-start, or from a point in time, by any number of readers without consuming it. An instance that
-owned the PBX before knows every record up to its newest one, so it reads only from there (less
-:data:`REPLAY_OVERLAP_S`, for clock skew between instances and the broker).
+A stream keeps its records for the ledger's retention (``x-max-age``). The follower starts where
+this instance last knew it was caught up (less :data:`REPLAY_OVERLAP_S`, for clock skew between
+instances and the broker), or at the start of the stream for an instance without a ledger yet;
+a marker every :data:`FOLLOW_MARK_INTERVAL_S` keeps that point recent.
+
+One stream instead of one per tenant keeps the broker's cost flat in the number of PBXs (a stream
+is a set of Erlang processes, a replica and files of its own: a thousand of them exhausted a
+broker; see issue 12).
 """
 
 from __future__ import annotations
@@ -22,22 +31,33 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, FieldValue
 from aio_pika.abc import AbstractRobustConnection as Connection
 
-from gateway.bus.topology import CommandNames
+from gateway.bus.topology import CommandNames, mismatch
+from gateway.logging import get_logger
 from gateway.schema.commands import CommandResult
+
+if TYPE_CHECKING:
+    from gateway.bus.idempotency import CommandLedger
 
 #: Stream segments this small let ``x-max-age`` retire old records without waiting for 500 MB.
 SEGMENT_BYTES = 8_000_000
 REPLAY_PREFETCH = 500
-#: How far before the newest record it knows an instance starts reading the stream again.
+#: How far before the point it knows it was caught up an instance starts reading again.
 REPLAY_OVERLAP_S = 300.0
+#: How often the follower checks (and records) that it is caught up while nothing happens.
+FOLLOW_MARK_INTERVAL_S = 60.0
+#: Records merged into the ledger in one transaction at most.
+MERGE_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +72,9 @@ class JournalError(RuntimeError):
     """The journal could not be read or written; the caller must not execute."""
 
 
+StreamOffset = str | datetime | int
+
+
 class CommandJournal:
     def __init__(
         self,
@@ -61,6 +84,7 @@ class CommandJournal:
         retention_s: float,
         replay_timeout_s: float = 30.0,
         replay_overlap_s: float = REPLAY_OVERLAP_S,
+        mark_interval_s: float = FOLLOW_MARK_INTERVAL_S,
     ) -> None:
         self._connection = connection
         self._names = names
@@ -71,24 +95,45 @@ class CommandJournal:
         }
         self._replay_timeout_s = replay_timeout_s
         self._replay_overlap_s = replay_overlap_s
+        self._mark_interval_s = mark_interval_s
         self._channel: AbstractChannel | None = None
-        self._declared: set[str] = set()
+        self._declared = False
+        # the follower
+        self._ledger: CommandLedger | None = None
+        self._tenants: frozenset[str] = frozenset()
+        self._follow_channel: AbstractChannel | None = None
+        self._follow_queue: AbstractQueue | None = None
+        self._follow_tag: str | None = None
+        self._next_offset: StreamOffset = "first"
+        self._markers: dict[str, tuple[asyncio.Future[None], float]] = {}
+        self._pending: dict[str, list[JournalEntry]] = defaultdict(list)
+        self._flush_scheduled = False
+        self._marking: asyncio.Task[None] | None = None
+        self._resubscribing: asyncio.Task[None] | None = None
+        self._log = get_logger("bus.ledger")
 
-    def queue_name(self, tenant: str) -> str:
-        return f"{self._names.tenant_queue(tenant)}.ledger"
+    @property
+    def queue_name(self) -> str:
+        return self._names.ledger
 
-    async def _declare(self, channel: AbstractChannel, tenant: str) -> AbstractQueue:
-        return await channel.declare_queue(
-            self.queue_name(tenant), durable=True, arguments=self._arguments
-        )
+    async def _declare(self, channel: AbstractChannel, *, robust: bool = True) -> AbstractQueue:
+        try:
+            return await channel.declare_queue(
+                self.queue_name,
+                durable=True,
+                arguments=self._arguments,
+                robust=robust,  # type: ignore[call-arg]
+            )
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            raise mismatch(self.queue_name, "stream", exc) from exc
 
-    async def _publisher(self, tenant: str) -> AbstractChannel:
+    async def _publisher(self) -> AbstractChannel:
         if self._channel is None or self._channel.is_closed:
             self._channel = await self._connection.channel(publisher_confirms=True)
-            self._declared.clear()
-        if tenant not in self._declared:
-            await self._declare(self._channel, tenant)
-            self._declared.add(tenant)
+            self._declared = False
+        if not self._declared:
+            await self._declare(self._channel)
+            self._declared = True
         return self._channel
 
     async def record(
@@ -96,37 +141,170 @@ class CommandJournal:
     ) -> None:
         """Append one record and wait for the broker's confirm."""
         body: dict[str, object] = {
+            "tenant": tenant,
             "command_id": command_id,
             "command": command,
             "result": result.model_dump(mode="json") if result else None,
             "at": time.time(),
         }
-        await self._append(tenant, body)
+        await self._append(body)
 
-    async def _append(self, tenant: str, body: dict[str, object]) -> None:
+    async def _append(self, body: dict[str, object]) -> None:
         try:
-            channel = await self._publisher(tenant)
+            channel = await self._publisher()
             await channel.default_exchange.publish(
                 aio_pika.Message(
                     orjson.dumps(body), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
                 ),
-                routing_key=self.queue_name(tenant),
+                routing_key=self.queue_name,
             )
         except Exception as exc:
             raise JournalError(f"ledger journal write failed: {type(exc).__name__}: {exc}") from exc
 
+    # --- the follower --------------------------------------------------------------------------
+
+    async def follow(self, ledger: CommandLedger, tenants: Iterable[str]) -> None:
+        """Read the stream from where ``ledger`` was last caught up (or its start) and keep
+        merging the records of ``tenants`` into it until :meth:`close`."""
+        self._ledger = ledger
+        self._tenants = frozenset(tenants)
+        since = ledger.followed()
+        if since is not None:
+            self._next_offset = datetime.fromtimestamp(since - self._replay_overlap_s, UTC)
+        self._follow_channel = await self._connection.channel()
+        await self._follow_channel.set_qos(prefetch_count=REPLAY_PREFETCH)
+        self._follow_queue = await self._declare(self._follow_channel)
+        await self._subscribe()
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+        self._marking = asyncio.create_task(self._mark_periodically(), name="ledger-marks")
+        self._log.info(
+            "ledger_following",
+            stream=self.queue_name,
+            since=None if since is None else round(since - self._replay_overlap_s, 3),
+        )
+
+    async def _subscribe(self) -> None:
+        """(Re)start the follower's consumer at the next record it has not seen."""
+        assert self._follow_queue is not None
+        if self._follow_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._follow_queue.cancel(self._follow_tag)
+            self._follow_tag = None
+        # Not robust: after a reconnect it resumes from the next unseen offset (below), not from
+        # the offset it first started at.
+        self._follow_tag = await self._follow_queue.consume(
+            self._on_follow,
+            arguments={"x-stream-offset": self._next_offset},
+            robust=False,  # type: ignore[call-arg]
+        )
+
+    async def _on_reconnect(self, *_: object) -> None:
+        self._follow_tag = None  # the consumer went with the old connection
+        try:
+            await self._subscribe()
+        except Exception as exc:  # the next caught_up() timing out subscribes again
+            self._log.warning("ledger_follow_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _on_follow(self, message: AbstractIncomingMessage) -> None:
+        # Everything up to the first await runs in delivery order.
+        offset = (message.headers or {}).get("x-stream-offset")
+        if isinstance(offset, int):
+            if isinstance(self._next_offset, int) and offset < self._next_offset:
+                offset = None  # seen already (a resubscription overlaps)
+            else:
+                self._next_offset = offset + 1
+                self._take(message.body)
+        else:
+            self._take(message.body)
+        with contextlib.suppress(Exception):
+            await message.ack()  # a stream consumer acks to get more credit
+
+    def _take(self, raw: bytes) -> None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(body, dict):
+            return
+        marker = body.get("marker")
+        if marker is not None:
+            waiting = self._markers.get(str(marker))
+            if waiting is not None and not waiting[0].done():
+                self._flush()
+                if self._ledger is not None:
+                    self._ledger.mark_followed(waiting[1])
+                waiting[0].set_result(None)
+            return
+        tenant = body.get("tenant")
+        if tenant not in self._tenants:
+            return
+        entry = _entry(body)
+        if entry is None:
+            return
+        pending = self._pending[str(tenant)]
+        pending.append(entry)
+        if len(pending) >= MERGE_BATCH:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending or self._ledger is None:
+            return
+        pending, self._pending = self._pending, defaultdict(list)
+        for tenant, entries in pending.items():
+            try:
+                self._ledger.merge(tenant, entries)
+            except Exception:
+                self._log.exception("ledger_merge_failed", tenant=tenant, records=len(entries))
+
+    async def caught_up(self) -> None:
+        """Return once every record appended before this call is merged into the ledger.
+        :class:`JournalError` if that cannot be known in time (then nothing may be taken)."""
+        if self._follow_queue is None:
+            raise JournalError("ledger journal not followed")
+        marker = uuid.uuid4().hex
+        seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._markers[marker] = (seen, time.time())
+        try:
+            await self._append({"marker": marker})
+            try:
+                async with asyncio.timeout(self._replay_timeout_s):
+                    await seen
+            except TimeoutError:
+                if self._resubscribing is None or self._resubscribing.done():
+                    # The follower may have lost its consumer (a channel closed under it).
+                    self._resubscribing = asyncio.create_task(
+                        self._on_reconnect(), name="ledger-resubscribe"
+                    )
+                raise JournalError(
+                    f"ledger journal not read back within {self._replay_timeout_s:.0f} s"
+                ) from None
+        finally:
+            self._markers.pop(marker, None)
+
+    async def _mark_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._mark_interval_s)
+            with contextlib.suppress(JournalError):
+                await self.caught_up()
+
+    # --- reading one tenant's records ------------------------------------------------------
+
     async def replay(self, tenant: str, since: float | None = None) -> list[JournalEntry]:
         """The records kept for ``tenant`` (all, or those journaled from about ``since`` less the
         overlap: the stream is read from the first chunk written at that time), oldest first,
-        up to a marker appended now."""
+        up to a marker appended now. (The follower does this for every tenant at once.)"""
         marker = uuid.uuid4().hex
-        await self._append(tenant, {"marker": marker})
+        await self._append({"marker": marker})
         entries: list[JournalEntry] = []
         reached = asyncio.Event()
 
         async def on_record(message: AbstractIncomingMessage) -> None:
             with contextlib.suppress(Exception):
-                await message.ack()  # a stream consumer acks to get more credit
+                await message.ack()
             if reached.is_set():
                 return
             try:
@@ -135,7 +313,7 @@ class CommandJournal:
                 return
             if body.get("marker") == marker:
                 reached.set()
-            elif entry := _entry(body):
+            elif body.get("tenant") == tenant and (entry := _entry(body)):
                 entries.append(entry)
 
         try:
@@ -144,7 +322,7 @@ class CommandJournal:
             raise JournalError(f"ledger journal unreadable: {type(exc).__name__}: {exc}") from exc
         try:
             await channel.set_qos(prefetch_count=REPLAY_PREFETCH)
-            queue = await self._declare(channel, tenant)
+            queue = await self._declare(channel, robust=False)
             offset: str | datetime = "first"
             if since is not None:
                 offset = datetime.fromtimestamp(since - self._replay_overlap_s, UTC)
@@ -161,9 +339,16 @@ class CommandJournal:
         return entries
 
     async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            with contextlib.suppress(Exception):
-                await self._channel.close()
+        for task in (self._marking, self._resubscribing):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._connection.reconnect_callbacks.discard(self._on_reconnect)
+        self._flush()
+        for channel in (self._follow_channel, self._channel):
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
 
 
 def _entry(body: dict[str, object]) -> JournalEntry | None:

@@ -29,8 +29,10 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
+from gateway.bus.connection import connect_first
 from gateway.logging import get_logger
 from gateway.runtime.metrics import LEASES_HELD
+from gateway.settings import split_urls
 
 LEASE_PREFIX = "pbx.lease."
 PRESENCE_EXCHANGE = "pbx.instances"
@@ -101,6 +103,8 @@ class LeaseManager:
         self._first_seen: dict[str, float] = {}
         self._free_since: dict[str, float] = {}
         self._lost_at: float | None = None
+        self._last_address = 0
+        self._lease_channel: AbstractChannel | None = None
         self.owned: set[str] = set()
         self._log = get_logger("bus.lease").bind(instance=instance_id)
 
@@ -121,8 +125,8 @@ class LeaseManager:
             connection: AbstractConnection | None = None
             try:
                 async with asyncio.timeout(self._connect_budget()):
-                    connection = await aio_pika.connect(
-                        self._url,
+                    connection = await connect_first(
+                        self._addresses(),
                         client_properties={"connection_name": f"lease {self.instance_id}"},
                     )
                 await self._reclaim(connection)
@@ -134,12 +138,21 @@ class LeaseManager:
                     self._lost_at = time.monotonic()
                     self._log.warning("lease_connection_lost", error=f"{type(exc).__name__}: {exc}")
             finally:
+                self._lease_channel = None
                 if connection is not None and not connection.is_closed:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(connection.close())
             if self._lost_at is not None and time.monotonic() - self._lost_at >= self._grace_s:
                 await self._lose_all()
             await asyncio.sleep(min(self._acquire_interval_s, self._grace_s / 2))
+
+    def _addresses(self) -> list[str]:
+        """The broker addresses, starting after the one last used (a cluster: the lease
+        connection moves on when it loses its node, as the main connection does)."""
+        urls = split_urls(self._url)
+        start = (self._last_address + 1) % len(urls) if self._lost_at is not None else 0
+        self._last_address = start
+        return urls[start:] + urls[:start]
 
     def _connect_budget(self) -> float:
         """While leases are at risk, never wait past the grace for a connection."""
@@ -166,16 +179,36 @@ class LeaseManager:
         await inbox.bind(presence)
         await inbox.consume(self._on_presence, no_ack=True)
         started = time.monotonic()
+        # Presence has a task of its own: taking a thousand PBXs (each started on the spot) may
+        # take longer than the member timeout, and other instances must not think us gone.
+        heartbeat = asyncio.create_task(self._announce(presence, closed), name="lease-presence")
+        try:
+            while not closed.is_set():
+                # Listen a full member timeout before taking anything, so simultaneous starts
+                # spread.
+                if time.monotonic() - started >= self._member_timeout_s:
+                    await self._balance(connection)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._acquire_interval_s):
+                        await closed.wait()
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            self._lease_channel = None
+        raise ConnectionError("lease connection closed")
+
+    async def _announce(
+        self, presence: aio_pika.abc.AbstractExchange, closed: asyncio.Event
+    ) -> None:
         announcement = orjson.dumps({"instance": self.instance_id, "tenants": self._tenants})
         while not closed.is_set():
-            await presence.publish(aio_pika.Message(announcement, expiration=10), routing_key="")
-            # Listen a full member timeout before taking anything, so simultaneous starts spread.
-            if time.monotonic() - started >= self._member_timeout_s:
-                await self._balance(connection)
+            with contextlib.suppress(Exception):  # the connection going: _serve notices
+                await presence.publish(
+                    aio_pika.Message(announcement, expiration=10), routing_key=""
+                )
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(self._heartbeat_s, self._acquire_interval_s)):
+                async with asyncio.timeout(self._heartbeat_s):
                     await closed.wait()
-        raise ConnectionError("lease connection closed")
 
     async def _on_presence(self, message: AbstractIncomingMessage) -> None:
         with contextlib.suppress(Exception):
@@ -200,16 +233,16 @@ class LeaseManager:
                 await self._try_acquire(connection, tenant)
 
     async def _declare(self, connection: AbstractConnection, tenant: str) -> bool:
-        """Hold the tenant's exclusive lease queue on this connection; False if someone has it."""
-        channel: AbstractChannel = await connection.channel()
+        """Hold the tenant's exclusive lease queue on this connection; False if someone has it.
+        One channel serves every declaration until a refusal closes it (a channel costs the
+        broker processes; opening one per PBX made a thousand-PBX start-up slow)."""
+        if self._lease_channel is None or self._lease_channel.is_closed:
+            self._lease_channel = await connection.channel()
         try:
-            await channel.declare_queue(f"{LEASE_PREFIX}{tenant}", exclusive=True)
+            await self._lease_channel.declare_queue(f"{LEASE_PREFIX}{tenant}", exclusive=True)
         except aio_pika.exceptions.ChannelClosed:  # RESOURCE_LOCKED: another instance owns it
+            self._lease_channel = None
             return False
-        finally:
-            if not channel.is_closed:
-                with contextlib.suppress(Exception):
-                    await channel.close()
         return True
 
     async def _try_acquire(self, connection: AbstractConnection, tenant: str) -> None:
@@ -227,12 +260,9 @@ class LeaseManager:
         LEASES_HELD.set(len(self.owned))
         self._log.info("lease_released", tenant=tenant, reason=reason)
         await self._on_lost(tenant)  # stop using the PBX before anyone else may take it
-        channel = await connection.channel()
-        try:
-            await channel.queue_delete(f"{LEASE_PREFIX}{tenant}")
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
+        if self._lease_channel is None or self._lease_channel.is_closed:
+            self._lease_channel = await connection.channel()
+        await self._lease_channel.queue_delete(f"{LEASE_PREFIX}{tenant}")
 
     async def _lose_all(self) -> None:
         for tenant in sorted(self.owned):

@@ -228,4 +228,3 @@ class CommandProcessor:
             await self._journal.record(tenant, result.command_id, name, result)
         except JournalError as exc:  # answered all the same; a takeover sees it as started
             self._log.warning("ledger_journal_failed", tenant=tenant, error=str(exc))
-

@@ -1,8 +1,10 @@
 """A PBX's small state (watermarks) kept in RabbitMQ, so whichever instance owns the PBX next
 continues where the last owner stopped.
 
-One durable last-value queue per tenant, ``pbx.state.<tenant>`` (max length 1, drop-head): the
-owner publishes its snapshot with confirms; a new owner reads it without consuming it.
+One durable last-value queue per tenant, ``pbx.state.<tenant>`` (max length 1, drop-head, of
+the type ``bus.queue_type``): the owner publishes its snapshot with confirms; a new owner reads it
+without consuming it. Each queue is declared once per channel (not at every push: a robust
+channel keeps every declared queue object to re-declare it after a reconnect).
 """
 
 from __future__ import annotations
@@ -12,24 +14,36 @@ import time
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
+
+from gateway.bus.topology import QueueType, declare_durable_queue
 
 STATE_PREFIX = "pbx.state."
 
 
 class SharedState:
-    def __init__(self, connection: AbstractRobustConnection) -> None:
+    def __init__(
+        self, connection: AbstractRobustConnection, queue_type: QueueType = "classic"
+    ) -> None:
         self._connection = connection
+        self._queue_type: QueueType = queue_type
         self._channel: AbstractChannel | None = None
+        self._queues: dict[str, AbstractQueue] = {}
 
-    async def _queue(self, tenant: str) -> aio_pika.abc.AbstractQueue:
+    async def _queue(self, tenant: str) -> AbstractQueue:
         if self._channel is None or self._channel.is_closed:
             self._channel = await self._connection.channel(publisher_confirms=True)
-        return await self._channel.declare_queue(
-            f"{STATE_PREFIX}{tenant}",
-            durable=True,
-            arguments={"x-max-length": 1, "x-overflow": "drop-head"},
-        )
+            self._queues.clear()
+        queue = self._queues.get(tenant)
+        if queue is None:
+            queue = await declare_durable_queue(
+                self._channel,
+                f"{STATE_PREFIX}{tenant}",
+                self._queue_type,
+                {"x-max-length": 1, "x-overflow": "drop-head"},
+            )
+            self._queues[tenant] = queue
+        return queue
 
     async def push(self, tenant: str, values: dict[str, str]) -> None:
         queue = await self._queue(tenant)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from gateway.settings import (
 )
 from gateway.sim.yeastar.server import YeastarSimulator
 from tests.conftest import AMQP_URL, wait_for
+from tests.integration.brokers import RabbitNode, start_node
 
 
 @dataclass
@@ -107,10 +108,11 @@ async def running_gateway(
     commands: CommandSettings | None = None,
     state_dir: Path | None = None,
     http: HttpSettings | None = None,
+    bus: dict[str, Any] | None = None,
 ) -> AsyncIterator[GatewayApp]:
     settings = Settings(
         state_dir=state_dir or Path(tempfile.mkdtemp(prefix="gateway-test-")),
-        bus={"url": AMQP_URL},
+        bus={"url": AMQP_URL, **(bus or {})},
         http=http or HttpSettings(enabled=False),
         logging=LoggingSettings(format="console", level="WARNING"),
         commands=commands or CommandSettings(enabled=False),
@@ -132,6 +134,18 @@ async def running_gateway(
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture(scope="session")
+def broker_node() -> Iterator[RabbitNode]:
+    """A RabbitMQ node of this test session's own (see :mod:`tests.integration.brokers`), for
+    tests that stop, restart or alarm a broker: the machine's broker on 5672 is never touched.
+    Started on first use, reused by every such test, removed at the end of the session."""
+    node = start_node()
+    try:
+        yield node
+    finally:
+        node.destroy_sync()
 
 
 @pytest.fixture
@@ -242,8 +256,8 @@ async def command_bus(amqp: AbstractRobustConnection, unique: str) -> AsyncItera
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         cleanup = await amqp.channel()
-        tenant_queues = [f".{t}{kind}" for t in bus.tenants for kind in ("", ".ledger")]
-        for name in (".dead", ".expired", *tenant_queues):
+        tenant_queues = [f".{t}" for t in bus.tenants]
+        for name in (".dead", ".expired", ".ledger", *tenant_queues):
             with contextlib.suppress(Exception):
                 await cleanup.queue_delete(settings.exchange + name)
         for name in ("", ".dlx"):

@@ -2,8 +2,9 @@
 
 (a) ``rabbitmqctl close_all_connections`` a few times, (b) ``rabbitmqctl stop_app`` for a few
 seconds, then ``start_app``. The consumer reads a durable queue over a robust connection, so it
-survives both; it de-duplicates by id. The broker is shared with other tests: it is always
-restarted in a ``finally`` and every wait is bounded.
+survives both; it de-duplicates by id. These tests run against the session's own RabbitMQ node
+(fixture ``broker_node``), never the machine's broker on 5672, which others use meanwhile; the
+node is still restarted in a ``finally`` for the next test, and every wait is bounded.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import subprocess
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,26 +21,15 @@ import orjson
 import pytest
 
 from gateway.settings import LeaseSettings
-from tests.conftest import AMQP_URL, wait_for
+from tests.conftest import wait_for
 from tests.integration import fixtures as gateway_fixtures
+from tests.integration.brokers import RabbitNode
 from tests.integration.fixtures import Collected, pbx_settings, running_gateway
 from tests.yeastar.test_yeastar_events import account
 
 pytestmark = pytest.mark.integration
 
 STOPPED_S = 3.0  # how long the broker stays stopped
-
-
-async def rabbitmqctl(*args: str, timeout: float = 60) -> str:
-    done = await asyncio.to_thread(
-        subprocess.run,
-        ["rabbitmqctl", "-q", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture
@@ -62,16 +51,16 @@ async def all_delivered(publisher: Any, sim: Any, collected: Collected) -> None:
         pytest.fail(f"events missing: {account(sim, collected)}")
 
 
-async def broker_up() -> None:
+async def broker_up(node: RabbitNode) -> None:
     """Start the app (a no-op when running) and wait until the broker answers."""
-    await rabbitmqctl("start_app", timeout=120)
-    await rabbitmqctl("await_startup", "--timeout", "120", timeout=150)
+    await node.start_app()
 
 
 class DurableCollector:
     """A consumer that outlives broker restarts: robust connection, durable queue."""
 
-    def __init__(self, tenant: str, queue_name: str) -> None:
+    def __init__(self, url: str, tenant: str, queue_name: str) -> None:
+        self.url = url
         self.tenant = tenant
         self.queue_name = queue_name
         self.collected = Collected()
@@ -80,7 +69,7 @@ class DurableCollector:
         self._queue: Any = None
 
     async def start(self) -> Collected:
-        self._connection = await aio_pika.connect_robust(AMQP_URL, reconnect_interval=0.5)
+        self._connection = await aio_pika.connect_robust(self.url, reconnect_interval=0.5)
         channel = await self._connection.channel()
         exchange = await channel.declare_exchange(
             "pbx.events", aio_pika.ExchangeType.TOPIC, durable=True
@@ -113,32 +102,33 @@ async def steady_traffic(sim: Any, stop: asyncio.Event) -> None:
             await sim.run_traffic(calls=3, concurrency=3)
 
 
-async def test_broker_outages_lose_nothing(sim_factory, unique, leases_off) -> None:
+async def test_broker_outages_lose_nothing(sim_factory, unique, leases_off, broker_node) -> None:
     sim = await sim_factory(trap_rate=0.2)
     tenant = f"t{unique}"
-    consumer = DurableCollector(tenant, f"test-faults-{unique}")
+    node = broker_node
+    consumer = DurableCollector(node.url, tenant, f"test-faults-{unique}")
     collected = await consumer.start()
     stop_traffic = asyncio.Event()
     closes = 0
     recovery_s = float("nan")
     try:
-        async with running_gateway(pbx_settings(sim, tenant)) as app:
+        async with running_gateway(pbx_settings(sim, tenant), bus={"url": node.url}) as app:
             await wait_for(lambda: app.connectors[0].health()["state"] == "connected")
             traffic = asyncio.create_task(steady_traffic(sim, stop_traffic))
             try:
                 # (a) the broker drops every connection, three times
                 for _ in range(3):
                     await asyncio.sleep(1.5)
-                    await rabbitmqctl("close_all_connections", "test: broker fault")
+                    await node.ctl("close_all_connections", "test: broker fault")
                     closes += 1
                 await asyncio.sleep(2.0)
                 # (b) the broker stops for a few seconds
                 try:
-                    await rabbitmqctl("stop_app")
+                    await node.stop_app()
                     await asyncio.sleep(STOPPED_S)
                     spooled = app.publisher.backlog if app.publisher else 0
                 finally:
-                    await broker_up()
+                    await broker_up(node)
                 back_at = time.monotonic()
                 assert app.publisher is not None
                 publisher = app.publisher
@@ -152,7 +142,7 @@ async def test_broker_outages_lose_nothing(sim_factory, unique, leases_off) -> N
             await all_delivered(publisher, sim, collected)
     finally:
         stop_traffic.set()
-        await broker_up()  # whatever happened, leave the shared broker running
+        await broker_up(node)  # whatever happened, leave the node running for the next test
         await consumer.close()
     counts = account(sim, collected)
     print(
@@ -175,8 +165,8 @@ async def test_broker_outages_lose_nothing(sim_factory, unique, leases_off) -> N
     assert len(copies) <= counts["duplicates"]
 
 
-async def memory_watermark() -> str:
-    value = await rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+async def memory_watermark(node: RabbitNode) -> str:
+    value = await node.ctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
     return value if value.replace(".", "", 1).isdigit() else "0.4"
 
 
@@ -197,18 +187,21 @@ def arrival_disorder(collected: Collected) -> int:
     return disorder
 
 
-async def test_memory_alarm_holds_events_in_the_spool(sim_factory, unique, leases_off) -> None:
+async def test_memory_alarm_holds_events_in_the_spool(
+    sim_factory, unique, leases_off, broker_node
+) -> None:
     """RabbitMQ blocks publishers on a memory alarm: the spool takes the events meanwhile, and
     they go out in order once the alarm clears."""
     sim = await sim_factory(trap_rate=0.2)
     tenant = f"m{unique}"
-    consumer = DurableCollector(tenant, f"test-alarm-{unique}")
+    node = broker_node
+    consumer = DurableCollector(node.url, tenant, f"test-alarm-{unique}")
     collected = await consumer.start()
     stop_traffic = asyncio.Event()
-    watermark = await memory_watermark()
+    watermark = await memory_watermark(node)
     spooled, blocked_s, drain_s = 0, 0.0, float("nan")
     try:
-        async with running_gateway(pbx_settings(sim, tenant)) as app:
+        async with running_gateway(pbx_settings(sim, tenant), bus={"url": node.url}) as app:
             await wait_for(lambda: app.connectors[0].health()["state"] == "connected")
             assert app.publisher is not None
             publisher = app.publisher
@@ -216,7 +209,7 @@ async def test_memory_alarm_holds_events_in_the_spool(sim_factory, unique, lease
             try:
                 await wait_for(lambda: len(collected.events) > 20, timeout=30)
                 try:
-                    await rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
+                    await node.ctl("set_vm_memory_high_watermark", "0.0000001")
                     blocked_at = time.monotonic()
                     await wait_for(lambda: publisher.backlog > 50, timeout=30)
                     received_while_blocked = len(collected.events)
@@ -224,7 +217,7 @@ async def test_memory_alarm_holds_events_in_the_spool(sim_factory, unique, lease
                     spooled = publisher.backlog
                     assert len(collected.events) - received_while_blocked <= 64  # the window
                 finally:
-                    await rabbitmqctl("set_vm_memory_high_watermark", watermark)
+                    await node.ctl("set_vm_memory_high_watermark", watermark)
                 cleared_at = time.monotonic()
                 blocked_s = cleared_at - blocked_at
                 await wait_for(lambda: publisher.backlog == 0, timeout=60)
@@ -236,7 +229,7 @@ async def test_memory_alarm_holds_events_in_the_spool(sim_factory, unique, lease
     finally:
         stop_traffic.set()
         with contextlib.suppress(Exception):
-            await rabbitmqctl("set_vm_memory_high_watermark", watermark)
+            await node.ctl("set_vm_memory_high_watermark", watermark)
         await consumer.close()
     counts = account(sim, collected)
     disorder = arrival_disorder(collected)

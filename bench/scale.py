@@ -1,0 +1,230 @@
+"""Start-up at scale: `python bench/scale.py [--pbxs 1000 2000] [--idle-s 30]`.
+
+For each PBX count: a RabbitMQ node of its own (never the machine's broker on 5672), one Yeastar
+simulator on loopback standing in for every PBX (it answers get_token and keeps each WebSocket
+subscribed), and one `gateway run` process with the default settings (leases, commands, shared
+ledger and recovery on), its config listing that many PBXs. Measured:
+
+- time from process start until every link is subscribed (sockets with topics at the simulator);
+- token requests: total and the most in any one second (no PBX asks twice);
+- while idle (``--idle-s``): gateway RSS and CPU (% of one core);
+- broker RSS growth (node before the gateway vs idle with it) and the broker's objects: queues by
+  type, channels, consumers, connections, Erlang processes (total, and per PBX).
+
+Results are printed as a table and saved to bench/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from gateway.sim.yeastar.server import YeastarSimulator  # noqa: E402
+from tests.integration.brokers import RabbitNode, start_node  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "scale.json"
+
+
+def proc_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def subscribed(sim: YeastarSimulator) -> int:
+    return sum(1 for conn in list(sim._conns) if conn.topics)
+
+
+async def broker_objects(node: RabbitNode) -> dict[str, Any]:
+    queues = (await node.ctl("list_queues", "type", "--no-table-headers")).split()
+    channels = await node.ctl("list_channels", "pid", "--no-table-headers")
+    consumers = await node.ctl("list_consumers", "queue_name", "--no-table-headers")
+    connections = await node.ctl("list_connections", "pid", "--no-table-headers")
+    processes = await node.ctl("eval", "erlang:system_info(process_count).")
+    return {
+        "queues": dict(Counter(queues)),
+        "channels": len(channels.splitlines()),
+        "consumers": len(consumers.splitlines()),
+        "connections": len(connections.splitlines()),
+        "erlang_processes": int(processes),
+    }
+
+
+def config(sim: YeastarSimulator, node: RabbitNode, pbxs: int, state: Path) -> Path:
+    path = state / "gateway.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "bus": {"url": node.url},
+                "state_dir": str(state / "var"),
+                "http": {"port": 0},
+                "logging": {"level": "WARNING"},
+                "pbxs": [
+                    {
+                        "tenant": f"pbx{n:05d}",
+                        "vendor": "yeastar",
+                        "base_url": sim.base_url,
+                        "client_id": sim.client_id,
+                        "client_secret": sim.client_secret,
+                    }
+                    for n in range(pbxs)
+                ],
+            }
+        )
+    )
+    return path
+
+
+async def run_one(pbxs: int, idle_s: float, timeout_s: float) -> dict[str, Any]:
+    node = await asyncio.to_thread(start_node, "gwscale")
+    sim = YeastarSimulator(seed=1, idle_timeout=120)
+    await sim.start()
+    state = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        await asyncio.sleep(2)  # the fresh node settles
+        broker_before = node.rss_bytes()
+        objects_before = await broker_objects(node)
+        path = config(sim, node, pbxs, state)
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "run",
+            "--config",
+            str(path),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=open(state / "gateway.log", "wb"),  # noqa: ASYNC230
+            cwd=str(ROOT),
+        )
+        tokens_per_s: Counter[int] = Counter()
+        last_tokens = 0
+        all_subscribed_s: float | None = None
+        progress: list[tuple[float, int]] = []
+        while time.monotonic() - started < timeout_s:
+            await asyncio.sleep(0.25)
+            now = time.monotonic() - started
+            tokens_per_s[int(now)] += sim.token_requests - last_tokens
+            last_tokens = sim.token_requests
+            count = subscribed(sim)
+            if not progress or progress[-1][1] != count:
+                progress.append((round(now, 2), count))
+            if count >= pbxs:
+                all_subscribed_s = now
+                break
+            if proc.returncode is not None:
+                break
+        # idle: nothing happens on the PBXs; the gateway only heartbeats and holds leases
+        await asyncio.sleep(5)
+        cpu_before, idle_from = proc_cpu_s(proc.pid), time.monotonic()
+        await asyncio.sleep(idle_s)
+        cpu_pct = 100 * (proc_cpu_s(proc.pid) - cpu_before) / (time.monotonic() - idle_from)
+        gateway_rss = proc_rss(proc.pid)
+        broker_after = node.rss_bytes()
+        objects = await broker_objects(node)
+        still = subscribed(sim)
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await sim.stop()
+        await node.destroy()
+    log_tail = (state / "gateway.log").read_text(errors="replace").splitlines()[-5:]
+    shutil.rmtree(state, ignore_errors=True)
+    per_pbx = {
+        "queues": round(
+            (sum(objects["queues"].values()) - sum(objects_before["queues"].values())) / pbxs, 3
+        ),
+        "streams": round(objects["queues"].get("stream", 0) / pbxs, 4),
+        "channels": round(objects["channels"] / pbxs, 4),
+        "consumers": round(objects["consumers"] / pbxs, 4),
+        "erlang_processes": round(
+            (objects["erlang_processes"] - objects_before["erlang_processes"]) / pbxs, 2
+        ),
+        "broker_rss_kb": round((broker_after - broker_before) / pbxs / 1024, 1),
+    }
+    return {
+        "pbxs": pbxs,
+        "all_subscribed_s": None if all_subscribed_s is None else round(all_subscribed_s, 2),
+        "subscribed_at_end": still,
+        "token_requests": sim.token_requests,
+        "token_requests_max_per_s": max(tokens_per_s.values(), default=0),
+        "gateway_rss_mb": round(gateway_rss / 2**20, 1),
+        "gateway_idle_cpu_pct": round(cpu_pct, 2),
+        "broker_rss_before_mb": round(broker_before / 2**20, 1),
+        "broker_rss_after_mb": round(broker_after / 2**20, 1),
+        "broker_rss_growth_mb": round((broker_after - broker_before) / 2**20, 1),
+        "broker_objects": objects,
+        "broker_objects_before": objects_before,
+        "per_pbx": per_pbx,
+        "progress": progress[:: max(1, len(progress) // 20)],
+        "gateway_log_tail": log_tail,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--pbxs", type=int, nargs="+", default=[1000, 2000])
+    parser.add_argument("--idle-s", type=float, default=30.0)
+    parser.add_argument("--timeout-s", type=float, default=180.0)
+    args = parser.parse_args()
+    runs = [await run_one(n, args.idle_s, args.timeout_s) for n in args.pbxs]
+    print(
+        f"\n{'PBXs':>6} {'subscribed s':>12} {'tokens':>7} {'tok/s max':>9} {'gw RSS MB':>9} "
+        f"{'gw CPU %':>8} {'broker +MB':>10} {'queues':>7} {'streams':>7} {'channels':>8} "
+        f"{'consumers':>9} {'procs/PBX':>9}"
+    )
+    for r in runs:
+        o = r["broker_objects"]
+        print(
+            f"{r['pbxs']:>6} {r['all_subscribed_s']!s:>12} {r['token_requests']:>7} "
+            f"{r['token_requests_max_per_s']:>9} {r['gateway_rss_mb']:>9} "
+            f"{r['gateway_idle_cpu_pct']:>8} {r['broker_rss_growth_mb']:>10} "
+            f"{sum(o['queues'].values()):>7} {o['queues'].get('stream', 0):>7} "
+            f"{o['channels']:>8} {o['consumers']:>9} {r['per_pbx']['erlang_processes']:>9}"
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "command": "python bench/scale.py " + " ".join(sys.argv[1:]),
+                "runs": runs,
+            },
+            indent=2,
+        )
+    )
+    print(f"saved {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,220 @@
+"""A real 3-node RabbitMQ cluster (started by the fixture, the machine's broker untouched):
+quorum queues, failover of the gateway to another node, two instances on two nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+
+from gateway.bus.connection import FailoverConnection
+from gateway.bus.topology import TopologyMismatch
+from gateway.settings import CommandSettings
+from tests.conftest import wait_for
+from tests.integration.brokers import RabbitNode, destroy_all, start_cluster
+from tests.integration.fixtures import Collected, pbx_settings, running_gateway
+from tests.yeastar.test_yeastar_events import account
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[list[RabbitNode]]:
+    nodes = start_cluster(3)
+    try:
+        yield nodes
+    finally:
+        destroy_all(nodes)
+
+
+def urls(nodes: list[RabbitNode]) -> str:
+    return ",".join(n.url for n in nodes)
+
+
+class Client:
+    """Events (a quorum queue bound to ``<tenant>.#``) and command replies, on one node."""
+
+    def __init__(self, node: RabbitNode, tenant: str, exchange: str) -> None:
+        self.node, self.tenant, self.exchange = node, tenant, exchange
+        self.collected = Collected()
+        self.results: dict[str, dict[str, Any]] = {}
+        self.queue = f"test-cluster-{uuid.uuid4().hex[:8]}"
+        self._connection: Any = None
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.node.url, reconnect_interval=0.5)
+        channel = await self._connection.channel()
+        events = await channel.declare_exchange(
+            "pbx.events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(
+            self.queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind(events, routing_key=f"{self.tenant}.#")
+        await queue.consume(self._on_event)
+        self.replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await self.replies.consume(self._on_reply, no_ack=True)
+        self._channel = channel
+
+    async def _on_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.collected.events.append(orjson.loads(message.body))
+        with contextlib.suppress(Exception):
+            await message.ack()
+
+    async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.results.setdefault(message.correlation_id or "", orjson.loads(message.body))
+
+    async def command(self, command: str, args: dict[str, Any]) -> str:
+        command_id = uuid.uuid4().hex
+        exchange = await self._channel.get_exchange(self.exchange)
+        await exchange.publish(
+            aio_pika.Message(
+                orjson.dumps({"command": command, "args": args}),
+                message_id=command_id,
+                correlation_id=command_id,
+                reply_to=self.replies.name,
+            ),
+            routing_key=f"{self.tenant}.{command}",
+        )
+        return command_id
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._channel.queue_delete(self.queue)
+        with contextlib.suppress(Exception):
+            await self._connection.close()
+
+
+@contextlib.asynccontextmanager
+async def node_stopped(node: RabbitNode) -> AsyncIterator[None]:
+    await node.stop_app()
+    try:
+        yield
+    finally:
+        await node.start_app()
+
+
+async def test_gateway_moves_to_another_node_and_loses_nothing(
+    cluster, sim_factory, unique
+) -> None:
+    sim = await sim_factory(trap_rate=0.0)
+    tenant = f"k{unique}"
+    commands = CommandSettings(exchange=f"test-{unique}.commands", execute_timeout_s=5)
+    client = Client(cluster[2], tenant, commands.exchange)
+    await client.start()
+    bus = {"url": urls(cluster), "queue_type": "quorum", "reconnect_interval_s": 0.5}
+    sent_commands: list[str] = []
+    stop = asyncio.Event()
+    failover_s = float("nan")
+
+    async def traffic() -> None:
+        while not stop.is_set():
+            await sim.run_traffic(calls=2, concurrency=2)
+
+    async def load() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                sent_commands.append(
+                    await client.command("call.dial", {"caller": "2001", "callee": "2002"})
+                )
+            await asyncio.sleep(0.2)
+
+    try:
+        async with running_gateway(pbx_settings(sim, tenant), commands=commands, bus=bus) as app:
+            connection = app._connection
+            assert isinstance(connection, FailoverConnection)
+            await wait_for(lambda: app.connectors[0].health()["state"] == "connected", 20)
+            first = connection.address
+            assert first == f"127.0.0.1:{cluster[0].port}"
+            tasks = [asyncio.create_task(traffic()), asyncio.create_task(load())]
+            try:
+                await wait_for(lambda: len(client.results) >= 3, timeout=30)
+                victim = cluster[0]
+                stopped_at = time.monotonic()
+                async with node_stopped(victim):
+                    # moved: connected elsewhere, and a command sent now is answered
+                    await wait_for(
+                        lambda: connection.connected.is_set() and connection.address != first,
+                        timeout=30,
+                    )
+                    probe = await client.command("call.dial", {"caller": "2001", "callee": "2003"})
+                    sent_commands.append(probe)
+                    await wait_for(lambda: probe in client.results, timeout=45)
+                    failover_s = time.monotonic() - stopped_at
+                    await asyncio.sleep(2)  # traffic goes on without the node
+                    owned_during = set(app.owned)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await wait_for(lambda: all(c in client.results for c in sent_commands), timeout=60)
+            assert app.publisher is not None
+            publisher = app.publisher
+            await wait_for(lambda: publisher.backlog == 0, timeout=60)
+            await wait_for(lambda: account(sim, client.collected)["lost"] == 0, timeout=30)
+    finally:
+        stop.set()
+        await client.close()
+    counts = account(sim, client.collected)
+    answered = len([c for c in sent_commands if c in client.results])
+    executed = sim.control_calls["call/dial"]
+    ok = sum(1 for c in sent_commands if client.results.get(c, {}).get("ok"))
+    print(
+        f"\ncluster failover: events sent={counts['sent']} received={counts['published']} "
+        f"lost={counts['lost']} duplicates={counts['duplicates']} commands sent="
+        f"{len(sent_commands)} executed={executed} answered={answered} ok={ok} "
+        f"failover_s={failover_s:.1f}"
+    )
+    assert counts["lost"] == 0 and counts["unexpected"] == 0
+    assert answered == len(sent_commands)
+    assert executed <= len(sent_commands), "no command executed twice"
+    assert ok <= executed
+    assert owned_during == {tenant}, "the lease moved with the gateway: one owner"
+
+
+async def test_two_instances_on_two_nodes_split_the_pbxs(cluster, sim_factory, unique) -> None:
+    sims = [await sim_factory() for _ in range(4)]
+    pbxs = [pbx_settings(sim, f"s{unique}-{n}") for n, sim in enumerate(sims)]
+    commands = CommandSettings(exchange=f"test-{unique}.commands")
+    a_bus = {"url": urls(cluster), "queue_type": "quorum"}
+    b_bus = {"url": urls([cluster[1], cluster[2], cluster[0]]), "queue_type": "quorum"}
+    async with (
+        running_gateway(*pbxs, commands=commands, bus=a_bus) as a,
+        running_gateway(*pbxs, commands=commands, bus=b_bus) as b,
+    ):
+        assert isinstance(a._connection, FailoverConnection)
+        assert isinstance(b._connection, FailoverConnection)
+        assert a._connection.address != b._connection.address
+        await wait_for(
+            lambda: len(a.owned) == 2 and len(b.owned) == 2 and not (a.owned & b.owned),
+            timeout=30,
+        )
+        assert a.owned | b.owned == {p.tenant for p in pbxs}
+
+
+async def test_a_queue_of_the_other_type_is_a_clear_start_up_error(
+    cluster, sim_factory, unique
+) -> None:
+    sim = await sim_factory()
+    commands = CommandSettings(exchange=f"test-{unique}.commands")
+    bus = {"url": cluster[1].url, "queue_type": "classic"}
+    connection = await aio_pika.connect(cluster[1].url)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(
+            f"{commands.exchange}.dead", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        with pytest.raises(TopologyMismatch, match=r"bus\.queue_type"):
+            async with running_gateway(pbx_settings(sim, f"q{unique}"), commands=commands, bus=bus):
+                pass
+    finally:
+        with contextlib.suppress(Exception):
+            channel = await connection.channel()
+            await channel.queue_delete(f"{commands.exchange}.dead")
+        await connection.close()
