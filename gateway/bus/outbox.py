@@ -195,10 +195,23 @@ class Outbox:
         ).fetchall()
         return [(seq, CloudEvent.model_validate_json(body)) for seq, body in rows]
 
+    def pending_bodies(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
+        """Like :meth:`pending`, but the stored CloudEvent JSON as is (the publisher's hot path:
+        no model is built, the body is not serialized again)."""
+        return self._db.execute(
+            "SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        ).fetchall()
+
     def remove(self, seqs: Iterable[int]) -> int:
         """Forget confirmed events; unknown seqs (already shed) are ignored. How many went."""
-        seqs = list(seqs)
+        seqs = sorted(seqs)
         removed = 0
+        if seqs and seqs[-1] - seqs[0] == len(seqs) - 1 and len(set(seqs)) == len(seqs):
+            # the usual case: confirms come back in order, one range per batch
+            removed = self._db.execute(
+                "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (seqs[0], seqs[-1])
+            ).rowcount
+            seqs = []
         for start in range(0, len(seqs), 500):
             chunk = seqs[start : start + 500]
             marks = ", ".join("?" * len(chunk))

@@ -10,6 +10,14 @@ memory alarm blocking the connection) stays spooled and is retried every ``retry
 RabbitMQ confirms it; the robust connection reopens the channel and re-declares the exchange after a
 reconnect. Whatever is unconfirmed at :meth:`EventPublisher.stop` (or a crash) stays in the spool
 file and is published first by the next start.
+
+The hot path (issue 13, see bench/README.md): the pump takes up to the free part of the window from
+the spool at once, as stored bytes (no model is built, nothing is serialized again), and writes the
+whole batch to the channel as ONE socket write, each publish with its own delivery tag and confirm
+future registered on the aiormq channel exactly as ``basic_publish`` does; confirms are handled by
+callbacks, not one task per event. A failed confirm (nack, lost channel, none within
+``confirm_timeout_s``) makes the pump wait for what is in flight, then publish again from the
+oldest unconfirmed event, in ``seq`` order.
 """
 
 from __future__ import annotations
@@ -17,9 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import aio_pika
+import aiormq
+import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aiormq.abc import ChannelFrame
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from gateway.bus.outbox import Outbox
 from gateway.bus.topology import declare_events_exchange
@@ -64,6 +81,58 @@ def to_message(event: CloudEvent) -> aio_pika.Message:
     )
 
 
+#: what aio-pika would set on a :func:`to_message` message, as AMQP properties
+_APP_ID = "pbx-gateway"
+_HEADER_ATTRIBUTES = (
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "subject",
+    "tenant",
+    "vendor",
+    "vendorevent",
+)
+
+
+def message_parts(body: bytes) -> tuple[str, Basic.Properties, tuple[str, str, str]]:
+    """Routing key, AMQP properties and metric labels (tenant, vendor, type) of a stored
+    structured-mode CloudEvent: what :func:`to_message` gives the event, read from its JSON."""
+    event = orjson.loads(body)
+    headers = {
+        f"cloudEvents:{name}": event[name]
+        for name in _HEADER_ATTRIBUTES
+        if event.get(name) is not None
+    }
+    # the same instant, as the model gives it: an aware datetime rendered with +00:00
+    when = datetime.fromisoformat(event["time"])
+    headers["cloudEvents:time"] = when.isoformat()
+    properties = Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=2,
+        message_id=event["id"],
+        message_type=event["type"],
+        timestamp=when,
+        app_id=_APP_ID,
+        headers=headers,
+    )
+    labels = (event["tenant"], event["vendor"], event["type"])
+    return f"{event['tenant']}.{event['type']}", properties, labels
+
+
+class _Batch:
+    """Publishes written together; done when every confirm came back (or one failed)."""
+
+    __slots__ = ("failed", "left", "seqs", "timer")
+
+    def __init__(self, seqs: list[int]) -> None:
+        self.seqs = seqs
+        self.left = len(seqs)
+        self.failed: BaseException | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class EventPublisher:
     def __init__(
         self,
@@ -71,23 +140,26 @@ class EventPublisher:
         exchange_name: str,
         *,
         outbox: Outbox,
-        window: int = 64,
+        window: int = 256,
         retry_interval_s: float = 1.0,
+        confirm_timeout_s: float = 30.0,
     ) -> None:
         self._connection = connection
         self._exchange_name = exchange_name
         self._outbox = outbox
         self._window_size = window
-        self._window = asyncio.Semaphore(window)
         self._retry_interval_s = retry_interval_s
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._confirm_timeout_s = confirm_timeout_s
+        self._in_flight = 0  # publishes written, confirm not yet back
+        self._batches: set[_Batch] = set()
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()  # something was appended
+        self._wake = asyncio.Event()  # something was appended, or a slot of the window freed
         self._idle = asyncio.Event()  # the spool is empty
         self._confirmed: list[int] = []  # seqs confirmed, removed from the spool in batches
         self._removal_scheduled = False
+        self._failure: BaseException | None = None  # a confirm failed: publish again from there
         self._log = get_logger("bus.publisher")
         self._failing = False  # between the first failed publish and the next success
         self._set_backlog()
@@ -135,10 +207,12 @@ class EventPublisher:
         if not flushed:
             self._log.warning("publisher_stop_unflushed", backlog=self.backlog)
         self._pump.cancel()
-        for task in list(self._in_flight):
-            task.cancel()
-        await asyncio.gather(self._pump, *self._in_flight, return_exceptions=True)
+        await asyncio.gather(self._pump, return_exceptions=True)
         self._pump = None
+        for batch in list(self._batches):  # their confirms no longer matter: spooled still
+            if batch.timer is not None:
+                batch.timer.cancel()
+        self._batches.clear()
         self._remove_confirmed()
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
@@ -147,28 +221,125 @@ class EventPublisher:
     def _set_backlog(self) -> None:
         PUBLISH_BACKLOG.set(len(self._outbox))
 
+    # --- the pump ------------------------------------------------------------------------------
+
     async def _run(self) -> None:
-        taken = 0  # highest seq handed to a publish task
+        taken = 0  # highest seq written to the channel
         while True:
             self._wake.clear()
-            batch = self._outbox.pending(taken, self._window_size)
-            if not batch:
+            if self._failure is not None:
+                taken = await self._recover()
+                continue
+            free = self._window_size - self._in_flight
+            if free <= 0:
+                await self._wake.wait()
+                continue
+            rows = self._outbox.pending_bodies(taken, free)
+            if not rows:
                 if not len(self._outbox):
                     self._idle.set()
                 await self._wake.wait()
                 continue
-            for seq, event in batch:
-                await self._window.acquire()
-                task = asyncio.create_task(
-                    self._publish(seq, event, time.monotonic()), name=f"publish-{seq}"
-                )
-                self._in_flight.add(task)
-                task.add_done_callback(self._done)
-                taken = seq
+            try:
+                await self._write(rows)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # channel closed, connection lost: retry from the spool
+                self._failed(exc, rows[0][0])
+                continue
+            taken = rows[-1][0]
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._window.release()
+    async def _write(self, rows: list[tuple[int, bytes]]) -> None:
+        """Write the batch to the channel in one go; confirms come back to ``_on_confirm``."""
+        if self._channel is None or self._channel.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
+        channel: Any = await self._channel.get_underlay_channel()
+        frames: list[Any] = []
+        futures: list[asyncio.Future[Any]] = []
+        labels: list[tuple[str, str, str]] = []
+        batch = _Batch([seq for seq, _ in rows])
+        async with channel.lock:  # nothing else interleaves its frames with the batch
+            for _seq, body in rows:
+                routing_key, properties, label = message_parts(body)
+                labels.append(label)
+                channel.delivery_tag += 1
+                confirmation = channel.create_future()
+                channel.confirmations[channel.delivery_tag] = confirmation
+                futures.append(confirmation)
+                frames.append(Basic.Publish(exchange=self._exchange_name, routing_key=routing_key))
+                frames.append(ContentHeader(properties=properties, body_size=len(body)))
+                step = channel.max_content_size
+                frames.extend(ContentBody(body[at : at + step]) for at in range(0, len(body), step))
+            await channel.write_queue.put(
+                ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+            )
+        self._in_flight += len(rows)
+        self._batches.add(batch)
+        started = time.monotonic()
+        for (seq, body), confirmation, label in zip(rows, futures, labels, strict=True):
+            confirmation.add_done_callback(self._on_confirm(batch, seq, body, label, started))
+        batch.timer = asyncio.get_running_loop().call_later(
+            self._confirm_timeout_s, self._expire, futures
+        )
+
+    def _on_confirm(
+        self, batch: _Batch, seq: int, body: bytes, label: tuple[str, str, str], started: float
+    ) -> Callable[[asyncio.Future[Any]], None]:
+        def done(confirmation: asyncio.Future[Any]) -> None:
+            if batch not in self._batches:  # stopped meanwhile
+                return
+            batch.left -= 1
+            self._in_flight -= 1
+            failure = _failure_of(confirmation)
+            if failure is None:
+                self._confirmed.append(seq)
+                EVENTS_PUBLISHED.labels(*label).inc()
+                PUBLISH_LATENCY.observe(time.monotonic() - started)
+                if not self._removal_scheduled:
+                    self._removal_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._remove_confirmed)
+            elif batch.failed is None:
+                batch.failed = failure
+                self._failed(failure, seq, body)
+            if batch.left == 0:
+                self._batches.discard(batch)
+                if batch.timer is not None:
+                    batch.timer.cancel()
+            self._wake.set()
+
+        return done
+
+    def _expire(self, futures: list[asyncio.Future[Any]]) -> None:
+        """No confirm within ``confirm_timeout_s`` (a blocked connection, say): publish again."""
+        for confirmation in futures:
+            if not confirmation.done():
+                confirmation.set_exception(TimeoutError("no publisher confirm in time"))
+
+    def _failed(self, exc: BaseException, seq: int, body: bytes | None = None) -> None:
+        PUBLISH_RETRIES.inc()
+        if self._failure is None:
+            self._failure = exc
+        if not self._failing:  # one line per outage, not one per event
+            self._failing = True
+            self._log.warning(
+                "publish_failing_will_retry",
+                event_id=orjson.loads(body)["id"] if body else None,
+                error=type(exc).__name__,
+                detail=str(exc),
+                backlog=self.backlog,
+            )
+        self._wake.set()
+
+    async def _recover(self) -> int:
+        """After a failure: let what is in flight settle, wait, then start again from the oldest
+        unconfirmed event (``taken`` = 0: the spool holds only unconfirmed ones)."""
+        while self._in_flight:
+            self._wake.clear()
+            await self._wake.wait()
+        self._remove_confirmed()
+        await asyncio.sleep(self._retry_interval_s)  # the robust channel reopens itself
+        self._failure = None
+        return 0
 
     def _remove_confirmed(self) -> None:
         """Batch the deletes of everything confirmed since the last call (one per loop turn)."""
@@ -181,38 +352,21 @@ class EventPublisher:
         except Exception as exc:  # the spool is closed or failing: they are published again later
             self._log.error("outbox_remove_failed", error=str(exc), events=len(seqs))
             return
+        if self._failing and self._failure is None:
+            self._failing = False
+            self._log.info("publish_recovered", backlog=self.backlog)
         self._set_backlog()
         if not len(self._outbox):
             self._idle.set()
 
-    async def _publish(self, seq: int, event: CloudEvent, taken_at: float) -> None:
-        message = to_message(event)
-        while True:
-            try:
-                assert self._exchange is not None
-                await self._exchange.publish(message, routing_key=event.routing_key, timeout=30)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # nack, channel closed, connection lost, blocked: retry
-                PUBLISH_RETRIES.inc()
-                if not self._failing:  # one line per outage, not one per event
-                    self._failing = True
-                    self._log.warning(
-                        "publish_failing_will_retry",
-                        event_id=event.id,
-                        error=type(exc).__name__,
-                        detail=str(exc),
-                        backlog=self.backlog,
-                    )
-                await asyncio.sleep(self._retry_interval_s)  # the robust channel reopens itself
-                continue
-            if self._failing:
-                self._failing = False
-                self._log.info("publish_recovered", backlog=self.backlog)
-            EVENTS_PUBLISHED.labels(event.tenant, event.vendor, event.type).inc()
-            PUBLISH_LATENCY.observe(time.monotonic() - taken_at)
-            self._confirmed.append(seq)
-            if not self._removal_scheduled:
-                self._removal_scheduled = True
-                asyncio.get_running_loop().call_soon(self._remove_confirmed)
-            return
+
+def _failure_of(confirmation: asyncio.Future[Any]) -> BaseException | None:
+    if confirmation.cancelled():
+        return asyncio.CancelledError("publish cancelled (channel closed)")
+    exc = confirmation.exception()
+    if exc is not None:
+        return exc
+    result = confirmation.result()
+    if isinstance(result, Basic.Ack):
+        return None
+    return aio_pika.exceptions.DeliveryError(None, result)

@@ -1,0 +1,268 @@
+"""The benchmark suite of the event path, measured as a new user would (see bench/README.md).
+
+    python bench/suite.py                      # everything, one table, JSON in bench/results/
+    python bench/suite.py --only e2e latency   # some of it
+    python bench/suite.py --duration 60 --label after
+
+Each figure that is a ratio is taken against a baseline measured in the same run (the machine is
+noisy); nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import (  # noqa: E402
+    GatewayUnderTest,
+    blast,
+    broker_ceiling,
+    frame,
+    paced,
+    percentile,
+)
+from gateway.connectors.registry import plugins  # noqa: E402
+from gateway.schema.events import NormalizeContext, StreamMemory  # noqa: E402
+
+PARTS = ("e2e", "latency", "commands", "normalize")
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def event_size(tenant: str) -> int:
+    """Bytes of the event one bench frame becomes (the ceiling publishes this size)."""
+    normalize = plugins()["yeastar"].normalize
+    ctx = NormalizeContext(tenant, "yeastar", ZoneInfo("UTC"), datetime.now(UTC))
+    return len(normalize(frame(1), ctx)[0].to_json())
+
+
+def normalizer_rates(seconds: float = 1.0) -> dict[str, float]:
+    """Messages per second of CPU time through each vendor's pure normalizer, fed its recorded
+    sample stream (tests/fixtures/<vendor>/sample.jsonl) over and over."""
+    rates: dict[str, float] = {}
+    for name, plugin in sorted(plugins().items()):
+        sample = FIXTURES / name / "sample.jsonl"
+        if not sample.exists():
+            continue
+        lines = [line for line in sample.read_text().splitlines() if line.strip()]
+        memory = StreamMemory()
+        count = 0
+        started = time.process_time()
+        while time.process_time() - started < seconds:
+            for line in lines:
+                ctx = NormalizeContext(
+                    "bench", name, ZoneInfo("UTC"), datetime.now(UTC), False, memory
+                )
+                plugin.normalize(line, ctx)
+            count += len(lines)
+        rates[name] = count / (time.process_time() - started)
+    return rates
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    only = set(args.only)
+    out: dict[str, Any] = {}
+    if only & {"e2e", "latency"}:
+        gw = GatewayUnderTest(full=False, profile=args.profile)
+        await gw.start()
+        try:
+            size = event_size(gw.tenant)
+            out["event_bytes"] = size
+            first = 0
+            if "e2e" in only:
+                runs = []
+                for _ in range(args.repeat):
+                    ceiling = await broker_ceiling(args.events, size)
+                    rate, lost = await blast(gw, args.events, first)
+                    first += args.events
+                    runs.append({"ceiling": ceiling, "e2e": rate, "lost": lost})
+                    print(f"  e2e {rate:,.0f}/s, ceiling {ceiling:,.0f}/s, lost {lost}")
+                out["e2e"] = runs
+            if "latency" in only and args.profile is None:
+                out["latency"] = {}
+                for rate in args.rates:
+                    lat, lost = await paced(gw, rate, args.duration, first)
+                    first += int(rate * args.duration)
+                    out["latency"][str(rate)] = summary_ms(lat) | {"lost": lost}
+                    print(f"  latency at {rate}/s: {out['latency'][str(rate)]}")
+        finally:
+            await gw.stop()
+    if only & {"e2e", "commands"} and args.profile is None:
+        full = GatewayUnderTest(full=True)
+        await full.start()
+        try:
+            size = event_size(full.tenant)
+            if "e2e" in only:
+                ceiling = await broker_ceiling(args.events, size)
+                rate, lost = await blast(full, args.events, 0)
+                out["e2e_full"] = {"ceiling": ceiling, "e2e": rate, "lost": lost}
+                print(f"  e2e (leases, commands, recovery on) {rate:,.0f}/s, lost {lost}")
+            if "commands" in only:
+                rtts, failed = await full.command_round_trips(args.command_rate, args.duration)
+                out["commands"] = summary_ms(rtts) | {"failed": failed}
+                print(f"  commands: {out['commands']}")
+        finally:
+            await full.stop()
+    if "normalize" in only:
+        out["normalize"] = normalizer_rates()
+    return out
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    return {
+        "count": len(values),
+        "p50_ms": percentile(values, 0.50) * 1000,
+        "p99_ms": percentile(values, 0.99) * 1000,
+        "max_ms": max(values) * 1000 if values else float("nan"),
+    }
+
+
+def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    for n, run in enumerate(result.get("e2e", []), start=1):
+        ratio = run["e2e"] / run["ceiling"]
+        rows.append((f"raw aio-pika ceiling (run {n})", f"{run['ceiling']:,.0f} msg/s", ""))
+        rows.append(
+            (
+                f"gateway end to end (run {n})",
+                f"{run['e2e']:,.0f} events/s",
+                f"ratio {ratio:.2f}, lost {run['lost']} (goal >= 0.80)",
+            )
+        )
+    if "e2e_full" in result:
+        run = result["e2e_full"]
+        rows.append(
+            (
+                "end to end, leases+commands+recovery on",
+                f"{run['e2e']:,.0f} events/s",
+                f"ratio {run['e2e'] / run['ceiling']:.2f}, lost {run['lost']}",
+            )
+        )
+    for rate, lat in result.get("latency", {}).items():
+        goal = 10 if float(rate) <= 1000 else 20
+        rows.append(
+            (
+                f"latency at {float(rate):,.0f} frames/s, {args.duration:g} s",
+                f"p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} / max {lat['max_ms']:.1f} ms",
+                f"lost {lat['lost']} (goal p99 < {goal} ms)",
+            )
+        )
+    if "commands" in result:
+        c = result["commands"]
+        rows.append(
+            (
+                f"command RPC at {args.command_rate:g}/s, {args.duration:g} s",
+                f"p50 {c['p50_ms']:.1f} / p99 {c['p99_ms']:.1f} ms",
+                f"{c['count']} answered, {c['failed']} failed or late",
+            )
+        )
+    for vendor, rate in result.get("normalize", {}).items():
+        rows.append((f"normalize {vendor} (per core)", f"{rate:,.0f} msg/s", "sample.jsonl"))
+    return rows
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
+    print(f"| {'bench':<{widths[0]}} | {'result':<{widths[1]}} | {'':<{widths[2]}} |")
+    print(f"|{'-' * (widths[0] + 2)}|{'-' * (widths[1] + 2)}|{'-' * (widths[2] + 2)}|")
+    for row in rows:
+        print("| " + " | ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)) + " |")
+
+
+def revision() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
+def profile_top(path: Path, limit: int = 25) -> list[tuple[str, float, float]]:
+    """From py-spy's raw (collapsed) output: the functions with most samples, as (function,
+    share of samples on the CPU in it, share in it or what it called)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    names = [name for name, _ in own.most_common(limit)]
+    return [(name, own[name] / total, inclusive[name] / total) for name in names]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--events", type=int, default=20_000, help="frames per end-to-end run")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="end-to-end runs, each with its ceiling"
+    )
+    parser.add_argument("--rates", type=float, nargs="+", default=[1000.0, 2000.0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per fixed rate")
+    parser.add_argument("--command-rate", type=float, default=200.0)
+    parser.add_argument("--label", default="latest", help="results go to suite-<label>.json")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run `gateway run` under py-spy (raw output here) for the end-to-end runs only",
+    )
+    args = parser.parse_args()
+    started = time.time()
+    result = asyncio.run(measure(args))
+    rows = table(result, args)
+    command = "python bench/suite.py " + " ".join(sys.argv[1:])
+    print(f"\n{command.strip()}  ({revision()}, {time.time() - started:.0f} s)\n")
+    print_table(rows)
+    document = {
+        "when": datetime.now(UTC).isoformat(),
+        "command": command.strip(),
+        "revision": revision(),
+        "python": platform.python_version(),
+        "cpus": __import__("os").cpu_count(),
+        "result": result,
+        "table": rows,
+    }
+    if args.profile is not None and args.profile.exists():
+        top = profile_top(args.profile)
+        document["profile"] = top
+        print(f"\npy-spy, {args.profile}: own% incl% function")
+        for name, mine, total in top:
+            print(f"{mine * 100:5.1f} {total * 100:5.1f}  {name}")
+    out = ROOT / "bench" / "results" / f"suite-{args.label}.json"
+    out.write_text(json.dumps(document, indent=2))
+    print(f"\nsaved {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
