@@ -1,17 +1,29 @@
-"""The ``gateway`` command: run, sim, demo, normalize, send, schema (docs/CONTRACT.md section 3).
+"""The gateway command: run, sim, demo, normalize, send, schema (stable: docs/CONTRACT.md,
+section 3 "Command line"). `gateway COMMAND --help` shows each command's options and defaults.
 
-Vendors come from the registered plugins (``pbx_gateway.vendors``): ``sim``, ``demo --vendor``
-and ``normalize --vendor`` offer exactly those.
+exit status:
+  0  done (run, sim, demo: stopped by SIGTERM/SIGINT or --duration)
+  1  send: the command's result is a failure; any command: an internal error (a bug)
+  2  bad command line, settings or config file; send: no result within --timeout
+  3  normalize: a line was rejected; send: bad --args, or no gateway takes the tenant's commands
+  4  demo, send: RabbitMQ unreachable, refusing the login, or not set up for the gateway
+Errors are one line on stderr; --log-level DEBUG adds the traceback.
+
+Vendors come from the registered plugins (pbx_gateway.vendors): sim, demo --vendor and
+normalize --vendor offer exactly those.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+import time
+import traceback
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,22 +34,81 @@ import orjson
 from gateway.logging import configure_logging
 from gateway.settings import SettingsError, load_settings
 
+EXIT_USAGE = 2
 EXIT_REJECTED = 3
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+#: When this process began, for ``send --timeout`` (the whole command is bounded, not a part).
+_STARTED = time.monotonic()
+
+
+class UserError(Exception):
+    """A failure the user can fix: one line on stderr and an exit status, no traceback."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Stopped(BaseException):
+    """SIGTERM/SIGINT before the event loop took the signals over (start-up)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_early(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
+#: Commands that run until stopped: a signal is their normal end (exit status 0).
+_SERVICES = {"run", "sim", "demo"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_early)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(argv)
+    except _Stopped as stopped:
+        return 0 if _SERVICES.intersection(argv) else 128 + stopped.signum
+
+
+def _main(argv: list[str]) -> int:
     from gateway.connectors.registry import PluginError
+    from gateway.demo import DemoError
+    from gateway.send import SendError
 
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors are 2, but 3 ("bad arguments") for send
+        if exc.code == EXIT_USAGE and "send" in argv and "--help" not in argv:
+            return 3
+        raise
     if not getattr(args, "handler", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.handler(args) or 0)
-    except PluginError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 2
+    except (UserError, SendError, DemoError, PluginError) as exc:
+        status = getattr(exc, "status", EXIT_USAGE)
+        _fail(args, str(exc))
+        return int(status)
+
+
+def _fail(args: argparse.Namespace, message: str) -> None:
+    """One line on stderr; the traceback too at ``--log-level DEBUG``."""
+    if getattr(args, "log_level", None) == "DEBUG":
+        traceback.print_exc()
+    print(f"gateway: {message}", file=sys.stderr, flush=True)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written, every option's default shown."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,63 +120,132 @@ def _parser() -> argparse.ArgumentParser:
         prog="gateway",
         description=__doc__,
         epilog=f"vendor plugins that could not be loaded:{unusable}" if unusable else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
-    sub = parser.add_subparsers(dest="cmd")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=None,
+        help="log level (DEBUG also prints the traceback of an error); default: run: the"
+        " settings' logging.level, sim: INFO, demo: ERROR (nothing between the event lines)",
+    )
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the gateway service")
-    run.add_argument("--config", type=Path, default=None, help="YAML settings file")
+    def command(name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_, description=description or help_, formatter_class=_Formatter
+        )
+
+    run = command(
+        "run",
+        "run the gateway service",
+        "Run the gateway: HTTP first (/healthz, /readyz, /metrics, the status page at /), then"
+        " RabbitMQ (retried until it answers) and the PBXs. SIGTERM/SIGINT drain in order, at"
+        " any phase; a second signal forces exit.",
+    )
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML settings file (see config/gateway.example.yaml); without it: defaults and"
+        " GATEWAY__* environment variables only, and no PBX",
+    )
     run.set_defaults(handler=_cmd_run)
 
-    sim = sub.add_parser("sim", help="run a simulated PBX faithful to its manual")
-    sim_sub = sim.add_subparsers(dest="vendor", required=True)
+    sim = command("sim", "run a simulated PBX faithful to its manual")
+    sim_sub = sim.add_subparsers(dest="vendor", required=True, metavar="VENDOR")
     for name, plugin in vendors.items():
         if plugin.simulator is None:
             continue
-        vendor_parser = sim_sub.add_parser(name, help=f"simulated {plugin.title}")
+        vendor_parser = sim_sub.add_parser(
+            name,
+            help=f"simulated {plugin.title}",
+            description=f"A simulated {plugin.title}.",
+            formatter_class=_Formatter,
+        )
         plugin.simulator.add_arguments(vendor_parser)
         vendor_parser.set_defaults(handler=_cmd_sim, serve=plugin.simulator.serve)
 
-    demo = sub.add_parser("demo", help="simulator + gateway + a consumer printing events")
+    demo = command(
+        "demo",
+        "simulator + gateway + a consumer printing events",
+        "A simulated PBX, the gateway and a consumer printing each event, in one process"
+        " against RabbitMQ; prints the status page's URL first. Leaves nothing behind on the"
+        " broker but the shared exchanges.",
+    )
     demo.add_argument(
         "--amqp-url",
-        default=os.environ.get("GATEWAY_DEMO_AMQP", "amqp://guest:guest@127.0.0.1:5672/"),
+        default=os.environ.get("GATEWAY_DEMO_AMQP", DEFAULT_AMQP),
+        help="RabbitMQ (environment: GATEWAY_DEMO_AMQP)",
     )
     demo.add_argument(
         "--vendor",
         default="yeastar",
         choices=sorted(n for n, p in vendors.items() if p.simulator is not None),
-        help="which simulated PBX (default: yeastar)",
+        help="which simulated PBX",
     )
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
-    demo.add_argument("--calls-per-second", type=float, default=1.0)
-    demo.add_argument("--seed", type=int, default=None)
-    demo.add_argument("--tenant", default="demo")
+    demo.add_argument(
+        "--calls-per-second", type=float, default=1.0, help="simulated background calls"
+    )
+    demo.add_argument("--seed", type=int, default=None, help="random seed of the traffic")
+    demo.add_argument(
+        "--tenant", default="demo", help="the demo PBX's tenant (not a real tenant's name)"
+    )
     demo.add_argument("--json", action="store_true", help="print whole events as JSON lines")
     demo.set_defaults(handler=_cmd_demo)
 
-    send = sub.add_parser("send", help="publish a command and print its result")
-    send.add_argument("tenant")
-    send.add_argument("command", help="e.g. call.dial")
+    send = command(
+        "send",
+        "publish a command and print its result",
+        "Publish one command to a gateway through RabbitMQ, wait for its result, print it."
+        " Exit status: 0 ok, 1 failed result, 2 no result within --timeout, 3 bad arguments"
+        " (or no gateway takes the tenant's commands), 4 RabbitMQ unreachable or refusing.",
+    )
+    send.add_argument("tenant", help="the PBX's tenant name")
+    send.add_argument("command", help="e.g. call.dial (gateway schema lists them)")
     send.add_argument("--args", default="{}", help="the command's arguments as a JSON object")
-    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (and expiry)")
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds for the whole command (connect, publish, wait); also its AMQP expiry",
+    )
     send.add_argument(
         "--amqp-url",
-        default=os.environ.get("GATEWAY__BUS__URL", "amqp://guest:guest@127.0.0.1:5672/"),
+        default=os.environ.get("GATEWAY__BUS__URL", DEFAULT_AMQP),
+        help="RabbitMQ (environment: GATEWAY__BUS__URL)",
     )
-    send.add_argument("--exchange", default="pbx.commands")
+    send.add_argument("--exchange", default="pbx.commands", help="the gateway's command exchange")
     send.set_defaults(handler=_cmd_send)
 
-    schema = sub.add_parser("schema", help="JSON Schema of events and commands, or AsyncAPI")
-    schema.add_argument("--asyncapi", action="store_true")
+    schema = command(
+        "schema",
+        "JSON Schema of events and commands, or AsyncAPI",
+        "Print the contract as JSON Schema (a root schema per document: an event, a command),"
+        " or the AsyncAPI 3.0 document; docs/ holds the committed copies.",
+    )
+    schema.add_argument("--asyncapi", action="store_true", help="the AsyncAPI 3.0 document")
+    schema.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="settings whose bus.url and exchanges the AsyncAPI document names (user and"
+        " password never printed); default: the defaults and GATEWAY__* environment",
+    )
     schema.set_defaults(handler=_cmd_schema)
 
-    norm = sub.add_parser("normalize", help="raw vendor messages (one per line) -> events")
-    norm.add_argument("--vendor", required=True, choices=sorted(vendors))
-    norm.add_argument("--tenant", default="default")
-    norm.add_argument("--tz", default="UTC")
-    norm.add_argument("--include-raw", action="store_true")
-    norm.add_argument("file", nargs="?", default="-")
+    norm = command(
+        "normalize",
+        "raw vendor messages (one per line) -> events",
+        "One raw vendor message per input line, one event (JSON) per output line; rejected"
+        " lines go to stderr as JSON with their line number (exit status 3).",
+    )
+    norm.add_argument("--vendor", required=True, choices=sorted(vendors), help="the vendor")
+    norm.add_argument("--tenant", default="default", help="tenant of the events")
+    norm.add_argument("--tz", default="UTC", help="the PBX's time zone (IANA name)")
+    norm.add_argument("--include-raw", action="store_true", help="add the payload as data.raw")
+    norm.add_argument("file", nargs="?", default="-", help="input file, - for stdin")
     norm.set_defaults(handler=_cmd_normalize)
     return parser
 
@@ -117,12 +257,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    configure_logging(settings.logging.format, settings.logging.level)
-    from gateway.app import GatewayApp
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.logging.format, args.log_level or settings.logging.level)
+    from gateway.app import GatewayApp, StartError
 
-    return _run_until_signal(lambda stop: GatewayApp(settings).run(stop))
+    if not settings.pbxs:
+        hint = (
+            "no --config given: defaults and GATEWAY__* environment only, "
+            if args.config is None
+            else f"{args.config} lists no PBX: "
+        )
+        print(
+            f"gateway: {hint}no PBX configured (pbxs: in a config file, see"
+            " config/gateway.example.yaml); serving HTTP and the bus only",
+            file=sys.stderr,
+            flush=True,
+        )
+    from gateway.bus.topology import TopologyMismatch
+
+    try:
+        return _run_until_signal(lambda stop: GatewayApp(settings).run(stop))
+    except StartError as exc:
+        raise UserError(str(exc)) from exc
+    except (TopologyMismatch, BaseExceptionGroup) as exc:  # the broker holds other queues
+        mismatch = _first_of(exc, TopologyMismatch)
+        if mismatch is None:
+            raise
+        raise UserError(str(mismatch)) from exc
+
+
+def _first_of(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first ``kind`` inside it (task groups wrap what their tasks raise)."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_of(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 def _run_until_signal(work: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
@@ -149,7 +323,8 @@ def _run_until_signal(work: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    configure_logging("console", "INFO")
+    configure_logging("console", args.log_level or "INFO")
+
     async def work(stop: asyncio.Event) -> None:
         task = asyncio.create_task(args.serve(args), name="simulator")
         waiter = asyncio.create_task(stop.wait())
@@ -165,7 +340,9 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    configure_logging("console", "WARNING")
+    # Log lines go to stderr; by default only errors, so nothing lands between the event lines
+    # (stopping logs expected warnings: links closed, consumers cancelled).
+    configure_logging("console", args.log_level or "ERROR")
     from gateway.demo import run_demo
 
     async def work(stop: asyncio.Event) -> None:
@@ -178,13 +355,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    from gateway.send import EXIT_TIMEOUT, send_command
+    from gateway.send import EXIT_BAD_ARGS, send_command
 
+    configure_logging("console", args.log_level or "ERROR")
     try:
         command_args = orjson.loads(args.args)
     except orjson.JSONDecodeError as exc:
-        print(f"--args is not JSON: {exc}", file=sys.stderr)
-        return EXIT_TIMEOUT + 1
+        raise UserError(f"--args is not JSON: {exc}", EXIT_BAD_ARGS) from None
+    if not isinstance(command_args, dict):
+        raise UserError("--args must be a JSON object, e.g. '{\"a\": 1}'", EXIT_BAD_ARGS)
+    if args.timeout <= 0:
+        raise UserError("--timeout must be more than 0 seconds", EXIT_BAD_ARGS)
     code, result = asyncio.run(
         send_command(
             args.amqp_url,
@@ -193,10 +374,15 @@ def _cmd_send(args: argparse.Namespace) -> int:
             command_args,
             timeout_s=args.timeout,
             exchange=args.exchange,
+            started_at=_STARTED,
         )
     )
     if result is None:
-        print(f"no result within {args.timeout} s", file=sys.stderr)
+        print(
+            f"gateway: no result within {args.timeout:g} s (is a gateway running that owns"
+            f" {args.tenant!r}? its /readyz says)",
+            file=sys.stderr,
+        )
     else:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return code
@@ -207,7 +393,19 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     from gateway.schema.export import asyncapi_document, contract_json_schema
 
     catalog = command_catalog()
-    document = asyncapi_document(catalog) if args.asyncapi else contract_json_schema(catalog)
+    if args.asyncapi:
+        try:
+            settings = load_settings(args.config)
+        except SettingsError as exc:
+            raise UserError(str(exc)) from None
+        document = asyncapi_document(
+            catalog,
+            bus_url=settings.bus.url.get_secret_value(),
+            events_exchange=settings.bus.events_exchange,
+            commands_exchange=settings.commands.exchange,
+        )
+    else:
+        document = contract_json_schema(catalog)
     print(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
     return 0
 
@@ -225,10 +423,13 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     except Exception:
         print(orjson.dumps({"error": f"unknown time zone {args.tz!r}"}).decode(), file=sys.stderr)
         return 2
-    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    try:
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     rejected = 0
     memory = StreamMemory()  # one stream: a call's later lines see what its earlier ones said
-    with stream:
+    with stream, _readable(args.file):
         for number, line in enumerate(stream, start=1):
             line = line.rstrip("\n")
             if not line.strip():
@@ -244,6 +445,15 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
                 else:
                     sys.stdout.write(event.to_json().decode() + "\n")
     return EXIT_REJECTED if rejected else 0
+
+
+@contextlib.contextmanager
+def _readable(name: str) -> Iterator[None]:
+    """Input that is not UTF-8 text is a user's mistake: one line, not a traceback."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 if __name__ == "__main__":

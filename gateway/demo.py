@@ -1,8 +1,11 @@
 """``gateway demo``: a simulated PBX (``--vendor``, Yeastar by default), the gateway and a consumer
 printing what it receives.
 
-Everything runs in one process against the local RabbitMQ; the consumer's queue is exclusive and
-auto-deleted, so the demo leaves nothing behind.
+Everything runs in one process against the local RabbitMQ. The consumer's queue is exclusive and
+auto-deleted; at the end the demo deletes the tenant's queues the gateway declared (its command
+queue, command ledger and shared state, when no other process uses them) and its state folder, so
+it leaves nothing behind but the shared exchanges. ``--tenant`` must not be a real tenant's name.
+The gateway's status page is served while it runs; its URL is printed first.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import socket
 import sys
 import tempfile
@@ -19,10 +23,32 @@ from typing import Any
 import aio_pika
 import orjson
 
-from gateway.app import GatewayApp
+from gateway.app import GatewayApp, bus_problem
+from gateway.bus.shared_state import STATE_PREFIX
+from gateway.bus.topology import CommandNames
 from gateway.connectors import registry
 from gateway.connectors.plugin import DemoOptions
-from gateway.settings import HttpSettings, LeaseSettings, LoggingSettings, PbxSettings, Settings
+from gateway.settings import (
+    HttpSettings,
+    LeaseSettings,
+    LoggingSettings,
+    PbxSettings,
+    Settings,
+    amqp_url_problem,
+    redact_url,
+)
+
+#: Exit status when RabbitMQ is unreachable or refuses the login (as ``gateway send``).
+EXIT_BROKER = 4
+
+
+class DemoError(Exception):
+    """A failure the user can fix (RabbitMQ away, a bad URL), with its exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 _SUMMARY_FIELDS = (
     "state",
@@ -86,12 +112,26 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     plugin = registry.plugin(args.vendor)
     if plugin.simulator is None:
         raise registry.PluginError(f"vendor {args.vendor!r} ships no simulator")
+    problem = amqp_url_problem(args.amqp_url)
+    if problem:
+        raise DemoError(f"--amqp-url {redact_url(args.amqp_url)}: {problem}", 2)
+    try:  # RabbitMQ first: without it there is nothing to show
+        connection = await aio_pika.connect_robust(args.amqp_url, timeout=10)
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        raise DemoError(
+            f"{bus_problem(exc, '--amqp-url')} (at {redact_url(args.amqp_url)});"
+            " scripts/demo installs and starts a local RabbitMQ",
+            EXIT_BROKER,
+        ) from None
     port = _free_port()  # the gateway's HTTP server, where a simulator may post webhooks
     options = DemoOptions(
         args.tenant, args.calls_per_second, args.seed, gateway_url=f"http://127.0.0.1:{port}"
     )
-    async with plugin.simulator.demo(options) as pbx:
-        await _run(args, stop, plugin.title, pbx, port)
+    try:
+        async with plugin.simulator.demo(options) as pbx:
+            await _run(args, stop, plugin.title, pbx, port, connection)
+    finally:
+        await connection.close()
 
 
 def _free_port() -> int:
@@ -101,17 +141,22 @@ def _free_port() -> int:
 
 
 async def _run(
-    args: argparse.Namespace, stop: asyncio.Event, title: str, pbx: PbxSettings, port: int
+    args: argparse.Namespace,
+    stop: asyncio.Event,
+    title: str,
+    pbx: PbxSettings,
+    port: int,
+    connection: aio_pika.abc.AbstractRobustConnection,
 ) -> None:
+    state_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     settings = Settings(
         bus={"url": args.amqp_url},
-        state_dir=Path(tempfile.mkdtemp(prefix="gateway-demo-")),
+        state_dir=state_dir,
         lease=LeaseSettings(enabled=False),  # one instance: no need to wait for peers
         http=HttpSettings(enabled=True, host="127.0.0.1", port=port),
         logging=LoggingSettings(format="console", level="WARNING"),
         pbxs=[pbx],
     )
-    connection = await aio_pika.connect_robust(args.amqp_url)
     app_stop = asyncio.Event()
     app_task: asyncio.Task[None] | None = None
     try:
@@ -124,7 +169,8 @@ async def _run(
         app_task = asyncio.create_task(GatewayApp(settings).run(app_stop), name="gateway")
         print(
             f"demo: simulated {title} ({pbx.vendor}), events from pbx.events "
-            f"'{args.tenant}.#' (Ctrl-C stops)",
+            f"'{args.tenant}.#' (Ctrl-C stops)\n"
+            f"demo: status page http://127.0.0.1:{port}/",
             flush=True,
         )
 
@@ -148,5 +194,27 @@ async def _run(
         app_stop.set()
         if app_task is not None:
             await asyncio.gather(app_task, return_exceptions=True)
-        await connection.close()
+        await _delete_declared(connection, settings, args.tenant)
+        shutil.rmtree(state_dir, ignore_errors=True)
         print("demo: stopped", file=sys.stderr, flush=True)
+
+
+async def _delete_declared(
+    connection: aio_pika.abc.AbstractRobustConnection, settings: Settings, tenant: str
+) -> None:
+    """The tenant's queues the gateway declared: its command queue, command ledger (a stream)
+    and shared state. ``if_unused``: a queue another process consumes is left alone."""
+    commands = CommandNames(settings.commands.exchange).tenant_queue(tenant)
+    for name in (commands, f"{commands}.ledger", f"{STATE_PREFIX}{tenant}"):
+        try:
+            channel = await connection.channel()
+        except Exception:
+            return
+        try:
+            async with asyncio.timeout(5):
+                await channel.queue_delete(name, if_unused=True)
+        except Exception:  # absent, or in use: nothing to tidy
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()

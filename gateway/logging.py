@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections import deque
 from typing import Any
 
 import structlog
@@ -18,6 +20,34 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Last line of defence: a secret passed by mistake never reaches the output."""
     for key in _SECRET_KEYS.intersection(event):
         event[key] = "***"
+    return event
+
+
+#: The last warnings and errors, newest last, for the status page (secrets already redacted).
+RECENT_PROBLEMS: deque[dict[str, Any]] = deque(maxlen=20)
+_URL_PASSWORD = re.compile(r"//([^:@/\s]+):[^@/\s]*@")
+_SHOWN_KEYS = ("timestamp", "level", "event", "logger", "tenant", "vendor", "worker")
+
+
+def _remember(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Keep warnings and errors for the status page: the event, where, and one line of detail
+    (URL passwords masked, bounded), never a traceback."""
+    if method in ("warning", "error", "critical", "exception") or event.get("level") in (
+        "warning",
+        "error",
+        "critical",
+    ):
+        shown = {k: event[k] for k in _SHOWN_KEYS if k in event}
+        shown["level"] = event.get("level", method)
+        detail = " ".join(
+            f"{k}={v}"
+            for k, v in event.items()
+            if k not in _SHOWN_KEYS
+            and k not in ("exc_info", "stack_info", "_record", "_from_structlog")
+        )
+        shown["detail"] = _URL_PASSWORD.sub(r"//\1:***@", detail)[:300]
+        shown["event"] = _URL_PASSWORD.sub(r"//\1:***@", str(shown.get("event", "")))[:300]
+        RECENT_PROBLEMS.append(shown)
     return event
 
 
@@ -41,6 +71,7 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
+        _remember,
     ]
     # Library records (stdlib logging) come out in the same format, one line each.
     handler = logging.StreamHandler(sys.stderr)

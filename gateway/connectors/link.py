@@ -129,6 +129,7 @@ class LinkState:
             "tenant": self.tenant,
             "vendor": self.vendor,
             "state": self.state or "starting",
+            "reason": self.reason,
             "since": self.since.isoformat(),
             "frames": self.messages,
             **extra,

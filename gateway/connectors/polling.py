@@ -246,4 +246,3 @@ class Poller:
         else:
             self._log.debug("poll_failed_again", error=describe(exc))
         await self.state.set("disconnected", describe(exc), source=self._source)
-

@@ -46,3 +46,4 @@ OUTBOX_DROPPED = Counter(
     "Events shed by the outbox bound policy (reason: coalesced, dropped, expired)",
     ["tenant", "vendor", "type", "reason"],
 )
+BUS_UP = Gauge("gateway_bus_up", "1 while this instance's RabbitMQ connection is open")

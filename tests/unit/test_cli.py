@@ -31,7 +31,21 @@ def test_normalize_clean_input_exits_zero() -> None:
     assert result.returncode == 0 and result.stderr == ""
 
 
-def test_help_lists_the_contract_commands() -> None:
+def test_help_lists_every_command_and_the_readme_too() -> None:
     result = gateway_cli("--help")
-    for command in ("run", "sim", "demo", "normalize"):
-        assert command in result.stdout
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for command in ("run", "sim", "demo", "normalize", "send", "schema"):
+        assert f"    {command} " in result.stdout, command
+        assert f"| `gateway {command}" in readme, f"README's command table lacks {command}"
+    assert "exit status" in result.stdout and "docs/CONTRACT.md" in result.stdout
+
+
+def test_every_option_shows_its_default() -> None:
+    for args in (("demo",), ("send",), ("normalize",), ("sim", "yeastar"), ("run",)):
+        text = gateway_cli(*args, "--help").stdout
+        assert "(default:" in text, args
+    sim = " ".join(gateway_cli("sim", "yeastar", "--help").stdout.split())
+    assert "--calls-per-second CALLS_PER_SECOND" in sim and "(default: 1.0)" in sim
+    assert "(default: Asia/Shanghai)" in sim, "the simulator keeps the example config's zone"
+    example = (Path(__file__).resolve().parents[2] / "config/gateway.example.yaml").read_text()
+    assert "timezone: Asia/Shanghai" in example

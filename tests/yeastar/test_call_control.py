@@ -276,6 +276,6 @@ async def test_gateway_send_prints_results_and_exit_status(
             "0.5",
             *common,
         )
-        assert code == 2 and "no result" in err
+        assert code == 3 and "no gateway takes commands" in err, err
     dials = sim.control_calls["call/dial"]
-    print(f"\ngateway send: ok -> 0, not_found -> 1, no consumer -> 2; dials: {dials}")
+    print(f"\ngateway send: ok -> 0, not_found -> 1, unknown tenant -> 3; dials: {dials}")

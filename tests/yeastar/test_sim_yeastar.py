@@ -482,7 +482,7 @@ async def test_cli_serve_prints_and_stops(capsys: pytest.CaptureFixture[str]) ->
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--port", "0", "--seed", "1"])
-    assert args.host == "127.0.0.1" and args.calls_per_second == 0.0
+    assert args.host == "127.0.0.1" and args.calls_per_second == 1.0
     task = asyncio.create_task(serve(args))
     deadline = time.monotonic() + 3
     while "http://127.0.0.1:" not in capsys.readouterr().out:

@@ -82,6 +82,11 @@ class YeastarAuth:
         token = self._token
         return token if token is not None and token.valid(self._clock()) else None
 
+    def expires_in_s(self) -> float | None:
+        """Seconds the current token has left (None: no valid token), for the status page."""
+        token = self.token
+        return None if token is None else token.expires_at - self._clock()
+
     async def wait_token(self, newer_than: int = 0) -> Token:
         """The current token, or wait for one whose version is above ``newer_than``."""
         while True:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -198,7 +198,11 @@ class YeastarConnector:
         return await self.commands.execute(command)
 
     def health(self) -> dict[str, Any]:
-        return self.link_state.health()
+        left = self.auth.expires_in_s()
+        expires = datetime.now(UTC) + timedelta(seconds=left) if left is not None else None
+        return self.link_state.health(
+            token_expires_at=expires.isoformat(timespec="seconds") if expires else None
+        )
 
     @property
     def state(self) -> ConnectionState | None:

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="close a WebSocket after this many silent seconds",
     )
     parser.add_argument(
-        "--calls-per-second", type=float, default=0.0, help="background call rate (0 = none)"
+        "--calls-per-second", type=float, default=1.0, help="background call rate (0 = none)"
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed for traffic")
     parser.add_argument(
@@ -34,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.3,
         help="fraction of frames using one of the manual's inconsistencies",
     )
-    parser.add_argument("--tz", default="UTC", help="PBX time zone (IANA name)")
+    parser.add_argument(
+        "--tz",
+        default="Asia/Shanghai",
+        help="PBX time zone (IANA name); the gateway's pbxs[].timezone must say the same"
+        " (config/gateway.example.yaml does)",
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -54,7 +59,9 @@ async def serve(args: argparse.Namespace) -> None:
     print(
         f"Yeastar P-Series simulator on {sim.base_url}\n"
         f"  client id: {sim.client_id}\n  client secret: {sim.client_secret}\n"
-        f"  events: {sim.ws_url}?access_token=...",
+        f"  events: {sim.ws_url}?access_token=...\n"
+        f"  time zone: {args.tz} (set pbxs[].timezone to it)\n"
+        f"  background calls: {args.calls_per_second}/s",
         flush=True,
     )
     try:
