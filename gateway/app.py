@@ -343,8 +343,8 @@ class GatewayApp:
     async def _take(self, tenant: str) -> None:
         """This instance owns the PBX now: continue from the last owner's state, run its link,
         then take its commands."""
-        if tenant in self._links:
-            return
+        if tenant in self._links or self.phase == "stopping":
+            return  # (a lease won while stopping is given back with the others)
         await self._adopt_shared_state(tenant)
         self._owned_since[tenant] = datetime.now(UTC).isoformat()
         self._links[tenant] = asyncio.create_task(self._own(tenant), name=f"pbx-{tenant}")
@@ -422,8 +422,13 @@ class GatewayApp:
             await self.consumer.stop()
         if self.journal is not None:
             await self.journal.close()
-        for tenant in list(self._links):
-            await self._give_up(tenant)
+        # All at once: with many PBXs (and a broker away) one after the other would take N times
+        # the state hand-over's timeout.
+        gave_up = await asyncio.gather(
+            *(self._give_up(tenant) for tenant in list(self._links)), return_exceptions=True
+        )
+        for failure in (g for g in gave_up if isinstance(g, BaseException)):
+            self._log.warning("give_up_failed", error=f"{type(failure).__name__}: {failure}")
         if lease_task is not None:
             lease_task.cancel()
             await asyncio.gather(lease_task, return_exceptions=True)

@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except _Stopped as stopped:
         return 0 if _SERVICES.intersection(argv) else 128 + stopped.signum
+    except BrokenPipeError:  # `gateway schema | head`: the reader has what it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _main(argv: list[str]) -> int:

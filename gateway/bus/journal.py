@@ -56,6 +56,8 @@ REPLAY_PREFETCH = 500
 REPLAY_OVERLAP_S = 300.0
 #: How often the follower checks (and records) that it is caught up while nothing happens.
 FOLLOW_MARK_INTERVAL_S = 60.0
+#: How often ids older than ``commands.result_ttl_s`` are dropped from the ledger.
+EXPIRE_INTERVAL_S = 3600.0
 #: Records merged into the ledger in one transaction at most.
 MERGE_BATCH = 500
 
@@ -230,7 +232,8 @@ class CommandJournal:
         if marker is not None:
             waiting = self._markers.get(str(marker))
             if waiting is not None and not waiting[0].done():
-                self._flush()
+                if not self._flush():
+                    return  # not all merged: caught_up() times out, nothing is taken
                 if self._ledger is not None:
                     self._ledger.mark_followed(waiting[1])
                 waiting[0].set_result(None)
@@ -249,16 +252,22 @@ class CommandJournal:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Merge what is pending into the ledger; False when some of it could not be (it stays
+        pending for the next flush, and the follow point does not move past it)."""
         self._flush_scheduled = False
         if not self._pending or self._ledger is None:
-            return
+            return True
         pending, self._pending = self._pending, defaultdict(list)
+        merged = True
         for tenant, entries in pending.items():
             try:
                 self._ledger.merge(tenant, entries)
             except Exception:
                 self._log.exception("ledger_merge_failed", tenant=tenant, records=len(entries))
+                self._pending[tenant].extend(entries)
+                merged = False
+        return merged
 
     async def caught_up(self) -> None:
         """Return once every record appended before this call is merged into the ledger.
@@ -286,10 +295,21 @@ class CommandJournal:
             self._markers.pop(marker, None)
 
     async def _mark_periodically(self) -> None:
+        """Keep the follow point recent, and drop ids older than the result retention (the
+        ledger holds every configured tenant's commands: it must not grow for ever)."""
+        expired_at = time.monotonic()
         while True:
             await asyncio.sleep(self._mark_interval_s)
             with contextlib.suppress(JournalError):
                 await self.caught_up()
+            if self._ledger is not None and time.monotonic() - expired_at >= EXPIRE_INTERVAL_S:
+                expired_at = time.monotonic()
+                try:
+                    removed = self._ledger.expire()
+                except Exception as exc:
+                    self._log.warning("ledger_expire_failed", error=f"{type(exc).__name__}: {exc}")
+                else:
+                    self._log.debug("ledger_expired", removed=removed)
 
     # --- reading one tenant's records ------------------------------------------------------
 

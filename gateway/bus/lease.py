@@ -265,8 +265,14 @@ class LeaseManager:
         await self._lease_channel.queue_delete(f"{LEASE_PREFIX}{tenant}")
 
     async def _lose_all(self) -> None:
-        for tenant in sorted(self.owned):
-            self.owned.discard(tenant)
-            self._log.warning("lease_lost", tenant=tenant, reason="lease connection down")
-            await self._on_lost(tenant)
+        """Every lease went with the connection: stop using every PBX at once (one after the
+        other, N slow hand-overs would outlast the grace before others take them)."""
+        lost = sorted(self.owned)
+        self.owned.clear()
         LEASES_HELD.set(0)
+        for tenant in lost:
+            self._log.warning("lease_lost", tenant=tenant, reason="lease connection down")
+        results = await asyncio.gather(*(self._on_lost(t) for t in lost), return_exceptions=True)
+        for tenant, result in zip(lost, results, strict=True):
+            if isinstance(result, BaseException):
+                self._log.warning("give_up_failed", tenant=tenant, error=repr(result))

@@ -117,10 +117,13 @@ class LinkState:
 
     async def stopped(self) -> None:
         """The gateway stops this link: consumers learn it is gone, commands stop."""
-        LINK_UP.labels(self.tenant, self.vendor).set(0)
         self._sources.clear()
         with contextlib.suppress(Exception):
             await asyncio.shield(self.set("disconnected", "link stopped by the gateway"))
+        # The series goes with the link: an instance that handed the PBX over must not keep
+        # reporting it down (the link-down alert would fire for every handover).
+        with contextlib.suppress(KeyError):
+            LINK_UP.remove(self.tenant, self.vendor)
         self.link.set("stopped")
 
     def health(self, **extra: Any) -> dict[str, Any]:
