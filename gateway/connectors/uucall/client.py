@@ -47,6 +47,7 @@ from typing import Any, Final, Literal
 import aiohttp
 
 from gateway.connectors.http_answers import retry_after_s, status_failure
+from gateway.connectors.paging import read_pages
 from gateway.connectors.uucall.settings import UucallPbxSettings
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
@@ -211,33 +212,21 @@ class UucallClient:
         """
         size = page_size or self._s.page_size
         limit = max_pages or self._s.max_pages
-        found: dict[str, dict[str, Any]] = {}
-        anonymous: list[dict[str, Any]] = []
-        for page in range(1, limit + 1):
+
+        async def fetch(page: int) -> tuple[Any, list[dict[str, Any]]]:
             answer = await self.get(path, {**params, "page": str(page), "pageSize": str(size)})
-            got = rows(answer)
-            fresh = 0
-            for row in got:
-                ident = row.get("id")
-                if ident is None:
-                    anonymous.append(row)
-                    fresh += 1
-                else:
-                    fresh += str(ident) not in found
-                    found[str(ident)] = row
-            seen = len(found) + len(anonymous)
+            return answer, rows(answer)
+
+        def last(answer: Any, page: int, got: list[dict[str, Any]], kept: int) -> bool:
             total, pages = _count(answer, TOTAL_KEYS), _count(answer, PAGES_KEYS)
-            if (
+            return (
                 len(got) < size
-                or (page > 1 and not fresh)
-                or (total is not None and seen >= total)
+                or (total is not None and kept >= total)
                 or (pages is not None and page >= pages)
                 or (stop is not None and stop(got))
-            ):
-                return [*found.values(), *anonymous]
-        raise CommandFailed(
-            ErrorCode.FAILED, f"GET {path}: more than {limit} pages of {size}; not all read"
-        )
+            )
+
+        return await read_pages(fetch, last, max_pages=limit, what=f"GET {path} (pages of {size})")
 
     @asynccontextmanager
     async def stream(

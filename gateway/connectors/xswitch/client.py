@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 
 from gateway.connectors.http_answers import status_failure
+from gateway.connectors.paging import read_pages
 from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
@@ -170,29 +171,16 @@ class XccClient:
         (the list changed while it was read) is kept once, by ``id``. More than ``max_pages``
         pages fail rather than return a partial list (a caller diffing it would see removals).
         """
-        found: dict[str, dict[str, Any]] = {}
-        anonymous: list[dict[str, Any]] = []
-        total = 0
-        for page in range(1, max_pages + 1):
+
+        async def fetch(page: int) -> tuple[Any, list[dict[str, Any]]]:
             answer = await self.call(path, {**body, "page": str(page), "page_size": str(page_size)})
-            rows = records(answer)
-            fresh = 0
-            for row in rows:
-                ident = row.get("id")
-                if ident is None:
-                    anonymous.append(row)
-                    fresh += 1
-                else:
-                    fresh += str(ident) not in found
-                    found[str(ident)] = row
-            total += len(rows)
-            # A page of nothing new: the server ignores ``page`` (or the list is a bare array).
-            if (page > 1 and not fresh) or not _more_pages(
-                answer, page, total, len(rows), page_size
-            ):
-                return [*found.values(), *anonymous]
-        raise CommandFailed(
-            ErrorCode.FAILED, f"{path}: more than {max_pages} pages of {page_size}; not all read"
+            return answer, records(answer)
+
+        def last(answer: Any, page: int, rows: list[dict[str, Any]], kept: int) -> bool:
+            return not _more_pages(answer, page, kept, len(rows), page_size)
+
+        return await read_pages(
+            fetch, last, max_pages=max_pages, what=f"{path} (pages of {page_size})"
         )
 
     # --- the token -------------------------------------------------------------------------------
