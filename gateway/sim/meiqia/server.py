@@ -52,6 +52,7 @@ import orjson
 from aiohttp import web
 
 from gateway.logging import get_logger
+from gateway.sim.http import serve
 from gateway.sim.meiqia.webhooks import WebhookSender
 
 log = get_logger("sim.meiqia")
@@ -245,12 +246,7 @@ class MeiqiaSimulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self._runner is not None:
             return self.base_url
-        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        self.base_url = f"http://{host}:{runner.addresses[0][1]}"
+        self._runner, self.base_url = await serve(self.app(), host, port)
         await self.webhooks.start()
         self._spawn(self._clock(), "meiqia-sim-clock")
         return self.base_url

@@ -57,6 +57,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from gateway.logging import get_logger
+from gateway.sim.http import serve
 
 log = get_logger("sim.uucall")
 
@@ -448,11 +449,8 @@ class UucallSimulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self._runner is not None:
             return self.base_url
-        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        self._runner = runner
-        self.base_url = f"http://{host}:{runner.addresses[0][1]}{BASE_PATH}"
+        self._runner, root = await serve(self.app(), host, port)
+        self.base_url = root + BASE_PATH
         if self.tick_s > 0:
             self._ticker = asyncio.create_task(self._tick_loop(), name="uucall-sim-ticks")
         return self.base_url

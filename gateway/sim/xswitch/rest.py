@@ -40,6 +40,8 @@ from typing import Any, ClassVar, Final, Literal
 
 from aiohttp import web
 
+from gateway.sim.http import serve
+
 log = logging.getLogger(__name__)
 
 API: Final = "/api/xcc/"
@@ -522,12 +524,7 @@ class XccRestSimulator:
         """Serve on ``host:port``; returns (and sets) ``base_url``."""
         if self._runner is not None:
             return self.base_url
-        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        self.base_url = f"http://{host}:{runner.addresses[0][1]}"
+        self._runner, self.base_url = await serve(self.app(), host, port)
         self._running[self.base_url] = self
         return self.base_url
 
