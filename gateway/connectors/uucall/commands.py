@@ -178,14 +178,23 @@ def _query_value(value: Any) -> str:
     return str(value)
 
 
-def _changes(args: UucallArgs, *fixed: str) -> None:
-    """An update must change something besides its ``fixed`` key fields."""
-    if not any(
-        getattr(args, name) is not None
-        for name in type(args).model_fields
-        if name not in (*fixed, "deadline")
-    ):
-        raise ValueError("nothing to change: give at least one field besides " + ", ".join(fixed))
+class UpdateArgs(UucallArgs):
+    """An update of the object its one ``PATH`` field names: it must change something, and the
+    body repeats that id as ``id`` (the document's models carry it)."""
+
+    @model_validator(mode="after")
+    def _some(self) -> Self:
+        key = self.PATH[0]
+        if not any(
+            getattr(self, name) is not None
+            for name in type(self).model_fields
+            if name not in (key, "deadline")
+        ):
+            raise ValueError(f"nothing to change: give at least one field besides {key}")
+        return self
+
+    def body(self) -> dict[str, Any]:
+        return {"id": getattr(self, self.PATH[0]), **super().body()}
 
 
 class NoArgs(UucallArgs):
@@ -267,7 +276,7 @@ class NoticeCreateArgs(UucallArgs):
         return out
 
 
-class NoticeUpdateArgs(UucallArgs):
+class NoticeUpdateArgs(UpdateArgs):
     """2.16: the fields given go in the body ``Notice`` (with its ``id``)."""
 
     PATH = ("noticeId",)
@@ -278,16 +287,11 @@ class NoticeUpdateArgs(UucallArgs):
     content: Annotated[str, StringConstraints(min_length=1, max_length=65_536)] | None = None
     targets: IdList | None = None
 
-    @model_validator(mode="after")
-    def _some(self) -> Self:
-        _changes(self, "noticeId")
-        return self
-
     def body(self) -> dict[str, Any]:
         out = super().body()
         if self.targets is not None:
             out["targets"] = ",".join(str(t) for t in self.targets)
-        return {"id": self.noticeId, **out}
+        return out
 
 
 # operation log -----------------------------------------------------------------------------------
@@ -333,7 +337,7 @@ class RoleIdArgs(UucallArgs):
     roleId: Id64
 
 
-class RoleUpdateArgs(UucallArgs):
+class RoleUpdateArgs(UpdateArgs):
     """2.23: body ``Role`` with the fields given (and its ``id``)."""
 
     PATH = ("roleId",)
@@ -342,14 +346,6 @@ class RoleUpdateArgs(UucallArgs):
     roleId: Id64
     name: SafeName | None = None
     level: Level | None = None
-
-    @model_validator(mode="after")
-    def _some(self) -> Self:
-        _changes(self, "roleId")
-        return self
-
-    def body(self) -> dict[str, Any]:
-        return {"id": self.roleId, **super().body()}
 
 
 class AppAuthArgs(UucallArgs):
@@ -417,7 +413,7 @@ class SubUserIdArgs(UucallArgs):
     subUserId: Id64
 
 
-class RoleUserUpdateArgs(UucallArgs):
+class RoleUserUpdateArgs(UpdateArgs):
     """2.28: body ``SubUserRole`` with the fields given (and its ``id``)."""
 
     PATH = ("subUserId",)
@@ -429,14 +425,6 @@ class RoleUserUpdateArgs(UucallArgs):
     jobnumber: SafeName | None = None
     state: SubUserState | None = None
     roleName: SafeName | None = None
-
-    @model_validator(mode="after")
-    def _some(self) -> Self:
-        _changes(self, "subUserId")
-        return self
-
-    def body(self) -> dict[str, Any]:
-        return {"id": self.subUserId, **super().body()}
 
 
 class SubUserListArgs(UucallArgs):
@@ -450,7 +438,7 @@ class SubUserListArgs(UucallArgs):
     state: SubUserState | None = None
 
 
-class SubUserUpdateArgs(UucallArgs):
+class SubUserUpdateArgs(UpdateArgs):
     """2.33: body ``SubUser`` with the fields given (and its ``id``)."""
 
     PATH = ("subUserId",)
@@ -476,14 +464,6 @@ class SubUserUpdateArgs(UucallArgs):
     bind_ext: Id64 | None = None
     state: SubUserState | None = None
     password: Password | None = Field(default=None, repr=False)
-
-    @model_validator(mode="after")
-    def _some(self) -> Self:
-        _changes(self, "subUserId")
-        return self
-
-    def body(self) -> dict[str, Any]:
-        return {"id": self.subUserId, **super().body()}
 
 
 class SubUserAuthGetArgs(SubUserIdArgs):
