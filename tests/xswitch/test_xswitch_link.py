@@ -32,16 +32,13 @@ NATS_PORT = 4222
 
 def _sent_legs(sim: XSwitchSimulator) -> tuple[set[str], set[str]]:
     """Every leg uuid the node published a CDR for, and every call's first leg."""
-    cdrs, first_legs = set(), set()
-    for _subject, data in sim.node.published:
-        body = orjson.loads(data)
-        params = body["params"]
-        if body["method"] == "Event.CDR":
-            cdrs.add(params["uuid"])
-        elif body["method"] == "Event.Channel" and params["state"] in ("START", "CALLING"):
-            if not params.get("peer_uuid"):
-                first_legs.add(params["uuid"])
-    return cdrs, first_legs
+    bodies = [data for _subject, data in sim.node.published]
+    cdrs = {
+        body["params"]["uuid"]
+        for body in map(orjson.loads, bodies)
+        if body["method"] == "Event.CDR"
+    }
+    return cdrs, _first_legs(bodies)
 
 
 def _complete(counts: dict[str, int]) -> bool:

@@ -207,7 +207,9 @@ def _call_state(legs: list[dict[str, Any]]) -> str:
     return "ringing"
 
 
-def _channel(msg: dict[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
+def _channel(
+    msg: dict[str, Any], ctx: NormalizeContext, position: str | None = None
+) -> list[CloudEvent]:
     params = _params(msg.get("params"))
     uuid = text(params.get("uuid"))
     if uuid is None:
@@ -386,7 +388,9 @@ def _disposition(cdr: dict[str, Any], talk: int | None) -> str:
     return _CAUSE_DISPOSITION.get(token(cdr.get("hangup_cause")), "failed")
 
 
-def _cdr(msg: dict[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
+def _cdr(
+    msg: dict[str, Any], ctx: NormalizeContext, position: str | None = None
+) -> list[CloudEvent]:
     """One CDR per leg (``leg`` a/b): a bridged call has two, under one ``call_id``; its id
     is the leg's uuid, so legs never collide. ``direction`` is the call's, ``leg_direction``
     the leg's own (the caller's leg from a trunk inbound, a leg to an extension internal, a
@@ -498,7 +502,7 @@ def _normalize(body: str, ctx: NormalizeContext, position: str | None) -> list[C
     if handler is None:
         return _unknown(msg, ctx)
     try:
-        return _dtmf(msg, ctx, position) if method == "Event.DTMF" else handler(msg, ctx)
+        return handler(msg, ctx, position)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:3])
