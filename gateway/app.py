@@ -305,6 +305,7 @@ class GatewayApp:
             store=StoreSlice(self.states[pbx.tenant], f"{pbx.vendor}:{pbx.tenant}:"),
             recovery=self.settings.recovery,
             shared=self.resources,
+            spool=self.publisher,
         )
         connector = plugin.connector(pbx, resources)
         if connector.vendor != plugin.name or connector.tenant != pbx.tenant:

@@ -89,6 +89,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 )
 """
 
+_INSERT = (
+    "INSERT INTO outbox (seq, id, type, tenant, vendor, subject, time, created_at, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 # SQL fragments selecting the classes of the policy (``type`` is never NULL).
 _AGENT_SQL = "type IN ({})".format(", ".join(f"'{t}'" for t in AGENT_STATES))
 _PROTECTED_SQL = "(" + " OR ".join(f"type LIKE '{p}%'" for p in PROTECTED_PREFIXES) + ")"
@@ -143,6 +148,7 @@ class Outbox:
         self._db.execute(_SCHEMA)
         self._count, last = self._db.execute("SELECT COUNT(*), MAX(seq) FROM outbox").fetchone()
         self._next_seq: int = (last or 0) + 1  # AUTOINCREMENT would halve the append rate
+        self._staged: list[tuple[object, ...]] = []  # rows of stage(), written by commit()
         self._warned = False
         self._next_age_check = 0.0
         self.last_shed: ShedReport | None = None
@@ -155,33 +161,67 @@ class Outbox:
     # --- the hot path ---------------------------------------------------------------------------
 
     def append(self, event: CloudEvent) -> int:
-        """Spool one event (committed when this returns); its ``seq``. May shed (see module)."""
-        seq = self._insert(event)
+        """Spool one event (committed, with everything staged before it, when this returns);
+        its ``seq``. May shed (see module)."""
+        seq = self.stage(event)
+        self.commit()
+        return seq
+
+    def stage(self, event: CloudEvent) -> int:
+        """Give the event its ``seq`` now, write it with the next :meth:`commit` (group commit:
+        one transaction for every event staged in between). Nothing reads a staged event, the
+        publisher included, before it is committed."""
+        seq = self._next_seq
+        self._staged.append(self._row(seq, event))
+        self._next_seq = seq + 1
+        self._count += 1
+        return seq
+
+    def commit(self) -> None:
+        """Write everything staged in one transaction, then apply the bounds. A failed write is
+        rolled back and raised; the staged events stay staged for the next call."""
+        if not self._staged:
+            return
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany(_INSERT, self._staged)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._staged = []
+        OUTBOX_EVENTS.set(self._count)
+        self._check_level()
         if self._count > self._shed_at:
             self._shed_to_bound()
         now = self._clock()
         if now >= self._next_age_check:  # the age bound, checked at most once a second
             self._next_age_check = now + 1.0
             self.expire(now)
-        return seq
+
+    @property
+    def staged(self) -> int:
+        """Events given a ``seq`` but not yet committed."""
+        return len(self._staged)
+
+    def _row(self, seq: int, event: CloudEvent) -> tuple[object, ...]:
+        return (
+            seq,
+            event.id,
+            event.type,
+            event.tenant,
+            event.vendor,
+            event.subject,
+            event.time.timestamp(),
+            self._clock(),
+            event.to_json(),
+        )
 
     def _insert(self, event: CloudEvent) -> int:
+        """One event written at once, inside the caller's transaction (shedding's gap events)."""
         seq = self._next_seq
-        self._db.execute(
-            "INSERT INTO outbox (seq, id, type, tenant, vendor, subject, time, created_at, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                seq,
-                event.id,
-                event.type,
-                event.tenant,
-                event.vendor,
-                event.subject,
-                event.time.timestamp(),
-                self._clock(),
-                event.to_json(),
-            ),
-        )
+        self._db.execute(_INSERT, self._row(seq, event))
         self._next_seq = seq + 1
         self._count += 1
         OUTBOX_EVENTS.set(self._count)
@@ -239,8 +279,12 @@ class Outbox:
         return [row[0] for row in self._db.execute("SELECT type FROM outbox ORDER BY seq")]
 
     def close(self) -> None:
+        """Commit what is staged, then close the file."""
         OUTBOX_OLDEST_AGE.set_function(lambda: 0.0)
-        self._db.close()
+        try:
+            self.commit()
+        finally:
+            self._db.close()
 
     # --- bounds ---------------------------------------------------------------------------------
 

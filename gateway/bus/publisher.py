@@ -3,19 +3,24 @@ retried until confirmed.
 
 Connectors hand events to :meth:`EventPublisher.submit`, which appends them to the
 :class:`~gateway.bus.outbox.Outbox` (on disk when it returns) and wakes the pump; it never waits for
-the broker. The pump reads the spool in ``seq`` order and keeps up to ``window`` publishes awaiting
-their confirm at once, so throughput does not hinge on the broker's round trip. A confirmed event is
-removed from the spool; a publish that fails (nack, lost connection, closed channel, a broker
-memory alarm blocking the connection) stays spooled and is retried every ``retry_interval_s`` until
-RabbitMQ confirms it; the robust connection reopens the channel and re-declares the exchange after a
-reconnect. Whatever is unconfirmed at :meth:`EventPublisher.stop` (or a crash) stays in the spool
-file and is published first by the next start.
+the broker. A push link's live messages take :meth:`EventPublisher.spool` instead (group commit):
+every event spooled in one turn of the event loop is written in one transaction at the end of that
+turn, before the pump reads it, and before :meth:`EventPublisher.sync` returns (a link syncs before
+it persists its watermark or acks its source). The pump reads the spool in ``seq`` order and keeps
+up to ``window`` publishes awaiting their confirm at once, so throughput does not hinge on the
+broker's round trip. A confirmed event is removed from the spool; a publish that fails (nack, lost
+connection, closed channel, a broker memory alarm blocking the connection) stays spooled and is
+retried every ``retry_interval_s`` until RabbitMQ confirms it; the robust connection reopens the
+channel and re-declares the exchange after a reconnect. Whatever is unconfirmed at
+:meth:`EventPublisher.stop` (or a crash) stays in the spool file and is published first by the
+next start.
 
 The hot path (issue 13, see bench/README.md): the pump takes up to the free part of the window from
-the spool at once, as stored bytes (no model is built, nothing is serialized again), and writes the
-whole batch to the channel as ONE socket write, each publish with its own delivery tag and confirm
-future registered on the aiormq channel exactly as ``basic_publish`` does; confirms are handled by
-callbacks, not one task per event. A failed confirm (nack, lost channel, none within
+the spool at once, as stored bytes (no model is built, nothing is serialized again), encodes each
+publish's frames directly (:mod:`gateway.bus.wire`, byte for byte what pamqp would write), and
+writes the whole batch to the channel as ONE socket write, each publish with its own delivery tag
+and confirm future registered on the aiormq channel exactly as ``basic_publish`` does; confirms are
+handled by callbacks, not one task per event. A failed confirm (nack, lost channel, none within
 ``confirm_timeout_s``) makes the pump wait for what is in flight, then publish again from the
 oldest unconfirmed event, in ``seq`` order.
 """
@@ -26,7 +31,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import aio_pika
@@ -34,12 +38,11 @@ import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiormq.abc import ChannelFrame
-from pamqp.body import ContentBody
 from pamqp.commands import Basic
-from pamqp.header import ContentHeader
 
 from gateway.bus.outbox import Outbox
 from gateway.bus.topology import declare_events_exchange
+from gateway.bus.wire import publish_frames
 from gateway.logging import get_logger
 from gateway.runtime.metrics import (
     EVENTS_PUBLISHED,
@@ -48,77 +51,6 @@ from gateway.runtime.metrics import (
     PUBLISH_RETRIES,
 )
 from gateway.schema.events import CloudEvent
-
-CONTENT_TYPE = "application/cloudevents+json"
-
-
-def to_message(event: CloudEvent) -> aio_pika.Message:
-    """Structured-mode CloudEvent, attributes mirrored as in the CloudEvents AMQP binding."""
-    headers: dict[str, str] = {
-        f"cloudEvents:{name}": value
-        for name, value in (
-            ("specversion", event.specversion),
-            ("id", event.id),
-            ("source", event.source),
-            ("type", event.type),
-            ("time", event.time.isoformat()),
-            ("subject", event.subject),
-            ("tenant", event.tenant),
-            ("vendor", event.vendor),
-            ("vendorevent", event.vendorevent),
-        )
-        if value is not None
-    }
-    return aio_pika.Message(
-        body=event.to_json(),
-        content_type=CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=event.id,
-        type=event.type,
-        timestamp=event.time,
-        app_id="pbx-gateway",
-        headers=headers,  # type: ignore[arg-type]
-    )
-
-
-#: what aio-pika would set on a :func:`to_message` message, as AMQP properties
-_APP_ID = "pbx-gateway"
-_HEADER_ATTRIBUTES = (
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "time",
-    "subject",
-    "tenant",
-    "vendor",
-    "vendorevent",
-)
-
-
-def message_parts(body: bytes) -> tuple[str, Basic.Properties, tuple[str, str, str]]:
-    """Routing key, AMQP properties and metric labels (tenant, vendor, type) of a stored
-    structured-mode CloudEvent: what :func:`to_message` gives the event, read from its JSON."""
-    event = orjson.loads(body)
-    headers = {
-        f"cloudEvents:{name}": event[name]
-        for name in _HEADER_ATTRIBUTES
-        if event.get(name) is not None
-    }
-    # the same instant, as the model gives it: an aware datetime rendered with +00:00
-    when = datetime.fromisoformat(event["time"])
-    headers["cloudEvents:time"] = when.isoformat()
-    properties = Basic.Properties(
-        content_type=CONTENT_TYPE,
-        delivery_mode=2,
-        message_id=event["id"],
-        message_type=event["type"],
-        timestamp=when,
-        app_id=_APP_ID,
-        headers=headers,
-    )
-    labels = (event["tenant"], event["vendor"], event["type"])
-    return f"{event['tenant']}.{event['type']}", properties, labels
 
 
 class _Batch:
@@ -159,6 +91,7 @@ class EventPublisher:
         self._idle = asyncio.Event()  # the spool is empty
         self._confirmed: list[int] = []  # seqs confirmed, removed from the spool in batches
         self._removal_scheduled = False
+        self._commit_scheduled = False
         self._failure: BaseException | None = None  # a confirm failed: publish again from there
         self._log = get_logger("bus.publisher")
         self._failing = False  # between the first failed publish and the next success
@@ -176,11 +109,37 @@ class EventPublisher:
         self._pump = asyncio.create_task(self._run(), name="publisher-pump")
 
     async def submit(self, event: CloudEvent) -> None:
-        """Spool the event (on disk when this returns), wake the pump; never waits for RabbitMQ."""
+        """Spool the event (on disk when this returns, with everything :meth:`spool` staged
+        before it), wake the pump; never waits for RabbitMQ."""
         self._outbox.append(event)
+        self._woken()
+
+    def spool(self, event: CloudEvent) -> None:
+        """Spool the event in order without waiting for the disk: it is committed with every
+        event spooled in the same turn of the event loop (group commit), before the pump
+        publishes it and before :meth:`sync` returns. For a push link that relies on nothing
+        until it persists its watermark (which calls :meth:`sync` first)."""
+        self._outbox.stage(event)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit_soon)
+        self._woken()
+
+    def sync(self) -> None:
+        """Everything spooled so far is on disk when this returns (raises if it cannot be)."""
+        self._outbox.commit()
+
+    def _woken(self) -> None:
         self._idle.clear()
         self._set_backlog()
         self._wake.set()
+
+    def _commit_soon(self) -> None:
+        self._commit_scheduled = False
+        try:
+            self._outbox.commit()
+        except Exception as exc:  # the events stay staged: the next spool, sync or pump retries
+            self._log.error("outbox_commit_failed", error=str(exc), staged=self._outbox.staged)
 
     @property
     def backlog(self) -> int:
@@ -234,6 +193,12 @@ class EventPublisher:
             if free <= 0:
                 await self._wake.wait()
                 continue
+            try:
+                self._outbox.commit()  # on disk before it is published
+            except Exception as exc:  # staged still: tried again after a pause
+                self._log.error("outbox_commit_failed", error=str(exc), staged=self._outbox.staged)
+                await asyncio.sleep(self._retry_interval_s)
+                continue
             rows = self._outbox.pending_bodies(taken, free)
             if not rows:
                 if not len(self._outbox):
@@ -254,25 +219,22 @@ class EventPublisher:
         if self._channel is None or self._channel.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
         channel: Any = await self._channel.get_underlay_channel()
-        frames: list[Any] = []
         futures: list[asyncio.Future[Any]] = []
         labels: list[tuple[str, str, str]] = []
+        chunks: list[bytes] = []
         batch = _Batch([seq for seq, _ in rows])
         async with channel.lock:  # nothing else interleaves its frames with the batch
             for _seq, body in rows:
-                routing_key, properties, label = message_parts(body)
+                frames, label = publish_frames(
+                    channel.number, self._exchange_name, body, channel.max_content_size
+                )
+                chunks.append(frames)
                 labels.append(label)
                 channel.delivery_tag += 1
                 confirmation = channel.create_future()
                 channel.confirmations[channel.delivery_tag] = confirmation
                 futures.append(confirmation)
-                frames.append(Basic.Publish(exchange=self._exchange_name, routing_key=routing_key))
-                frames.append(ContentHeader(properties=properties, body_size=len(body)))
-                step = channel.max_content_size
-                frames.extend(ContentBody(body[at : at + step]) for at in range(0, len(body), step))
-            await channel.write_queue.put(
-                ChannelFrame.marshall(channel_number=channel.number, frames=frames)
-            )
+            await channel.write_queue.put(ChannelFrame(b"".join(chunks), should_close=False))
         self._in_flight += len(rows)
         self._batches.add(batch)
         started = time.monotonic()

@@ -10,6 +10,18 @@ from gateway.schema.commands import CommandModel
 from gateway.schema.events import CloudEvent
 
 Emit = Callable[[CloudEvent], Awaitable[None]]
+"""Hand one event to the gateway: it is on disk (the outbox) when the awaitable returns."""
+
+
+class Spool(Protocol):
+    """The fast way in for a push link's live messages (group commit): events are taken in
+    order without waiting for the disk, and written with every event of the same turn of the
+    event loop, before anything is published. A link that persists how far it got (its
+    watermark) calls :meth:`sync` first, so what it persists never runs ahead of the disk."""
+
+    def spool(self, event: CloudEvent) -> None: ...
+
+    def sync(self) -> None: ...
 
 
 class Connector(Protocol):

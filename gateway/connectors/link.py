@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
-from gateway.connectors.base import Emit
+from gateway.connectors.base import Emit, Spool
 from gateway.connectors.watermark import Gap, Watermark
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
@@ -69,6 +69,10 @@ class LinkState:
         self.memory = StreamMemory()
         self._sources: dict[str, tuple[ConnectionState, str | None]] = {}
         self._emit: Emit | None = None
+        #: Where live messages' events go without waiting for the disk (set by a connector
+        #: given one in its resources); ``None``: every event is awaited through ``emit``.
+        self.spool: Spool | None = None
+        self._frames = FRAMES_RECEIVED.labels(tenant, vendor)
         self._log = get_logger(f"{vendor}.link").bind(tenant=tenant)
 
     def attach(self, emit: Emit) -> None:
@@ -89,11 +93,25 @@ class LinkState:
     def received(self, count: int = 1) -> None:
         """Vendor messages arrived (frames, NATS messages, polled records, webhooks)."""
         self.messages += count
-        FRAMES_RECEIVED.labels(self.tenant, self.vendor).inc(count)
+        self._frames.inc(count)
 
     async def send(self, event: CloudEvent) -> None:
+        """Hand the event over: on disk when this returns."""
         if self._emit is not None:
             await self._emit(event)
+
+    async def send_live(self, event: CloudEvent) -> None:
+        """A live message's event: through the spool when there is one (on disk with the rest
+        of this turn of the event loop, see ``Spool``), else as :meth:`send`."""
+        if self.spool is not None and self._emit is not None:
+            self.spool.spool(event)
+        else:
+            await self.send(event)
+
+    def sync(self) -> None:
+        """What :meth:`send_live` took is on disk when this returns."""
+        if self.spool is not None:
+            self.spool.sync()
 
     async def set(
         self, state: ConnectionState, reason: str | None, *, source: str = "link"

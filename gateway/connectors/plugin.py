@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.connectors.base import Connector, Emit
+from gateway.connectors.base import Connector, Emit, Spool
 from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import KeyValue
 from gateway.schema.commands import BASE_COMMANDS, CommandModel, command_name
@@ -44,13 +44,16 @@ class LinkResources:
     ``shared`` holds connections that outlive one PBX link (e.g. one NATS connection per
     server for every PBX on it); the gateway closes them at shutdown. ``http`` is shared by
     every PBX and keeps no cookies (tenants of a SaaS vendor share its host): a vendor that
-    needs a cookie session opens its own.
+    needs a cookie session opens its own. ``spool`` is the fast way in for a push link's live
+    messages (see :class:`~gateway.connectors.base.Spool`); ``None`` where the events go
+    elsewhere (tests, ``gateway normalize``): then use ``emit``.
     """
 
     http: aiohttp.ClientSession
     store: KeyValue
     recovery: RecoverySettings
     shared: SharedResources
+    spool: Spool | None = None
 
 
 #: ``(settings of one PBX, its resources) -> connector``; called once per configured PBX.

@@ -65,8 +65,10 @@ class Watermark:
         *,
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        barrier: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._barrier = barrier  # makes the events seen so far durable first
         self._interval = interval_s
         self._clock = clock
         self._written = -float("inf")
@@ -125,7 +127,10 @@ class Watermark:
         self.persist()
 
     def persist(self) -> None:
-        """Write where a next run must start: the oldest unrecovered gap, else the last message."""
+        """Write where a next run must start: the oldest unrecovered gap, else the last message.
+        The events seen so far are on disk first (``barrier``): the mark never runs ahead."""
+        if self._barrier is not None:
+            self._barrier()
         marks = [g.start for g in self._outstanding]
         if self.last is not None:
             marks.append(self.last)

@@ -278,3 +278,49 @@ def test_logging_is_quiet_on_the_hot_path(caplog: pytest.LogCaptureFixture) -> N
     for n in range(100):
         outbox.append(event(n))
     assert not [r for r in caplog.records if "outbox" in r.getMessage()]
+
+
+def test_staged_events_are_written_together_and_invisible_until_then(tmp_path: Path) -> None:
+    """Group commit: ``stage`` gives the seq at once; nothing reads the event (another
+    connection, or ``pending`` on this one) before ``commit``; ``append`` commits the lot."""
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    seqs = [outbox.stage(event(n)) for n in range(3)]
+    assert seqs == [1, 2, 3] and len(outbox) == 3 and outbox.staged == 3
+    assert outbox.pending() == []
+    reader = Outbox(path)
+    assert len(reader) == 0, "not on disk yet"
+    reader.close()
+    outbox.commit()
+    assert outbox.staged == 0 and [s for s, _ in outbox.pending()] == seqs
+    outbox.stage(event(3))
+    assert outbox.append(event(4)) == 5, "append writes what was staged before it, in order"
+    outbox.close()
+    again = Outbox(path)
+    assert ids(again) == [event(n).id for n in range(5)]
+    again.close()
+
+
+def test_close_writes_what_is_staged(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    outbox.stage(event(1))
+    outbox.close()
+    again = Outbox(path)
+    assert ids(again) == [event(1).id]
+    again.close()
+
+
+def test_a_failed_commit_keeps_the_staged_events(tmp_path: Path) -> None:
+    """A write that fails (here: the table is gone) is rolled back and raised; the events stay
+    staged and go to disk with the next commit that works."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    outbox.stage(event(1))
+    outbox._db.execute("ALTER TABLE outbox RENAME TO parked")
+    with pytest.raises(Exception, match="no such table"):
+        outbox.commit()
+    assert outbox.staged == 1
+    outbox._db.execute("ALTER TABLE parked RENAME TO outbox")
+    outbox.commit()
+    assert outbox.staged == 0 and ids(outbox) == [event(1).id]
+    outbox.close()

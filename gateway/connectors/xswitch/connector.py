@@ -37,11 +37,12 @@ class XSwitchConnector:
         self.tenant = pbx.tenant
         self._pbx = pbx
         self.state = LinkState(pbx.tenant, VENDOR, pbx.zone, include_raw=pbx.include_raw)
+        self.state.spool = resources.spool
         self.link = self.state.link
         self.session: NatsSession | None = None
         self.push: PushLink[NatsSession] = PushLink(
             self.state,
-            Watermark(resources.store),
+            Watermark(resources.store, barrier=self.state.sync),
             Backoff(pbx.backoff),
             connect=self._connect,
             serve=self._serve,
@@ -76,14 +77,14 @@ class XSwitchConnector:
 
     async def _serve(self, session: NatsSession) -> str:
         try:
-            return await serve(session, self._handle)
+            return await serve(session, self._handle, sync=self.state.sync)
         finally:
             await session.close()
 
     async def _handle(self, body: bytes, position: str | None) -> None:
         self.state.received()
         for event in normalize_message(body, self.state.ctx(), position=position):
-            await self.state.send(event)
+            await self.state.send_live(event)  # on disk before the message is acked (serve)
             self.push.mark(datetime.now(UTC), event)
 
     async def _recover(self, gap: Gap, end: datetime) -> int:

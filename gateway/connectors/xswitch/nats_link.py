@@ -151,9 +151,16 @@ async def _bind_consumer(session: NatsSession, pbx: XSwitchPbxSettings) -> None:
     session.backlog = int(held.num_pending or 0) + int(held.num_ack_pending or 0)
 
 
-async def serve(session: NatsSession, handle: Handle, *, batch: int = 100) -> str:
-    """Hand every message to ``handle`` in order until the connection closes; JetStream
-    messages are acked after ``handle`` returned (a crash before that redelivers them)."""
+async def serve(
+    session: NatsSession,
+    handle: Handle,
+    *,
+    sync: Callable[[], None] = lambda: None,
+    batch: int = 100,
+) -> str:
+    """Hand every message to ``handle`` in order until the connection closes. JetStream
+    messages are acked only after ``handle`` took them and ``sync`` put their events on disk
+    (once per fetched batch: group commit); a crash before that redelivers them."""
     if session.pull is not None:
         while not session.closed.is_set():
             try:
@@ -166,10 +173,16 @@ async def serve(session: NatsSession, handle: Handle, *, batch: int = 100) -> st
                 return f"JetStream fetch failed: {type(exc).__name__}: {exc}"
             for msg in messages:
                 await handle(msg.data, _position(msg))
+            sync()
+            for msg in messages:
                 with contextlib.suppress(Exception):  # unacked: redelivered, dropped as duplicate
                     await msg.ack()
         return session.reason
     while True:
+        while not session.queue.empty():  # what is queued already: no task per message
+            await handle(session.queue.get_nowait().data, None)
+        if session.closed.is_set():
+            return session.reason
         getter = asyncio.ensure_future(session.queue.get())
         closer = asyncio.ensure_future(session.closed.wait())
         try:

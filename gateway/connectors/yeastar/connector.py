@@ -165,7 +165,8 @@ class YeastarConnector:
             cdr_time_format=pbx.cdr_time_format,
             settings=resources.recovery,
         )
-        self.watermark = YeastarWatermark(resources.store)
+        self.link_state.spool = resources.spool
+        self.watermark = YeastarWatermark(resources.store, barrier=self.link_state.sync)
         self._push: PushLink[_Subscription] = PushLink(
             self.link_state,
             self.watermark,
@@ -329,8 +330,9 @@ class YeastarConnector:
         )
         for event in events:  # always one, maybe rejected
             event = self.watermark.calls.direct(event)  # the direction its call was shown to have
-            await self.link_state.send(event)
-            # Only once the event is spooled: a crash in between then repeats it, never skips it.
+            await self.link_state.send_live(event)
+            # Only once the event is spooled (the watermark syncs the spool before it persists):
+            # a crash in between then repeats it, never skips it.
             self._push.mark(now, event)
 
 
@@ -338,6 +340,9 @@ def _control_answer(message: str | bytes) -> dict[str, Any] | None:
     """A reply to our own request (``errcode`` without an event ``type``), not an event."""
     if not message or (message[:1] not in ("{", b"{")):
         return None
+    found = "errcode" in message if isinstance(message, str) else b"errcode" in message
+    if not found:
+        return None  # an event: not parsed twice (the normalizer reads it)
     try:
         body = orjson.loads(message)
     except orjson.JSONDecodeError:

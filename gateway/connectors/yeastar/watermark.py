@@ -35,8 +35,9 @@ class YeastarWatermark(Watermark):
         *,
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        barrier: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(store, interval_s=interval_s, clock=clock)
+        super().__init__(store, interval_s=interval_s, clock=clock, barrier=barrier)
         self.calls = CallTracker()
         self.cdrs = SeenCdrs()
 
