@@ -52,6 +52,10 @@ from gateway.runtime.metrics import (
 )
 from gateway.schema.events import CloudEvent
 
+#: Confirmed events are removed from the spool in batches, at most this long after their confirm
+#: (a crash in between publishes them again, with the same ids, as for any unremoved event).
+_REMOVE_DELAY_S = 0.005
+
 
 class _Batch:
     """Publishes written together; done when every confirm came back (or one failed)."""
@@ -90,7 +94,8 @@ class EventPublisher:
         self._wake = asyncio.Event()  # something was appended, or a slot of the window freed
         self._idle = asyncio.Event()  # the spool is empty
         self._confirmed: list[int] = []  # seqs confirmed, removed from the spool in batches
-        self._removal_scheduled = False
+        self._removal: asyncio.TimerHandle | None = None  # the next batch of deletes
+        self._published: dict[tuple[str, str, str], Any] = {}  # the counter of each label set
         self._commit_scheduled = False
         self._failure: BaseException | None = None  # a confirm failed: publish again from there
         self._log = get_logger("bus.publisher")
@@ -255,11 +260,17 @@ class EventPublisher:
             failure = _failure_of(confirmation)
             if failure is None:
                 self._confirmed.append(seq)
-                EVENTS_PUBLISHED.labels(*label).inc()
+                published = self._published.get(label)
+                if published is None:
+                    published = self._published[label] = EVENTS_PUBLISHED.labels(*label)
+                published.inc()
                 PUBLISH_LATENCY.observe(time.monotonic() - started)
-                if not self._removal_scheduled:
-                    self._removal_scheduled = True
-                    asyncio.get_running_loop().call_soon(self._remove_confirmed)
+                if len(self._confirmed) >= self._window_size // 2:
+                    self._remove_confirmed()  # a window's worth: make room at once
+                elif self._removal is None:
+                    self._removal = asyncio.get_running_loop().call_later(
+                        _REMOVE_DELAY_S, self._remove_confirmed
+                    )
             elif batch.failed is None:
                 batch.failed = failure
                 self._failed(failure, seq, body)
@@ -304,8 +315,10 @@ class EventPublisher:
         return 0
 
     def _remove_confirmed(self) -> None:
-        """Batch the deletes of everything confirmed since the last call (one per loop turn)."""
-        self._removal_scheduled = False
+        """Delete everything confirmed since the last call, in one statement."""
+        if self._removal is not None:
+            self._removal.cancel()
+            self._removal = None
         if not self._confirmed:
             return
         seqs, self._confirmed = self._confirmed, []

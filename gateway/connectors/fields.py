@@ -7,6 +7,7 @@ unbounded integers: every normalizer reads fields through these, so all vendors 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -19,13 +20,11 @@ MAX_INT: Final = 2**63 - 1  # beyond this orjson cannot serialize the event
 
 def text(value: Any) -> str | None:
     """Strip blanks; ``" "`` (a PBX's "empty"), booleans and non-scalars -> None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
+    if isinstance(value, str):  # the usual case first: this runs for every field read
         return value.strip() or None
-    return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return str(value)
 
 
 def integer(value: Any) -> int | None:
@@ -55,9 +54,19 @@ def first(msg: Mapping[str, Any], *keys: str) -> str | None:
     return None
 
 
+_SEPARATORS: Final = re.compile(r"[\s_\-]+")
+
+
 def token(value: Any) -> str:
     """Case/separator-insensitive key for vendor enums (``NO ANSWER`` == ``no_answer``)."""
-    return re.sub(r"[\s_\-]+", "", text(value) or "").upper()
+    found = text(value)
+    return _token(found) if found else ""
+
+
+@functools.lru_cache(maxsize=1024)
+def _token(found: str) -> str:
+    """Remembered: a vendor's enums are a few words, read for every member of every report."""
+    return _SEPARATORS.sub("", found).upper()
 
 
 def canonical(value: Any) -> str:
@@ -83,4 +92,6 @@ def safe_text(value: str | bytes) -> str:
     """Text that always serializes: undecodable bytes and lone surrogates are replaced."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
+    if value.isascii():  # nothing to replace (and the check is free: CPython knows it)
+        return value
     return value.encode("utf-8", errors="replace").decode("utf-8")

@@ -11,11 +11,12 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import SchemaSerializer, core_schema
 
 #: ``unknown``: no evidence of the call's direction yet (e.g. a call first seen mid-way after a
 #: restart, through frames that list only extensions); never a guess.
@@ -371,6 +372,16 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
 }
 
 
+#: How pydantic renders a ``datetime`` field in JSON mode (``CloudEvent.to_json``).
+_DATETIME_JSON: Final = SchemaSerializer(core_schema.datetime_schema())
+#: orjson options under which it writes only what pydantic's JSON mode writes the same way.
+_ORJSON_NATIVE_ONLY: Final = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
 class CloudEvent(BaseModel):
     """CloudEvents 1.0 structured-mode envelope with the gateway's extension attributes."""
 
@@ -393,7 +404,21 @@ class CloudEvent(BaseModel):
         return f"{self.tenant}.{self.type}"
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        """The event's JSON, exactly as ``orjson.dumps(self.model_dump(mode="json"))`` gives it.
+
+        Why not that: pydantic's JSON-mode dump walks the whole payload again to infer the type
+        of every ``Any`` value, though ``make_event`` filled ``data`` from a JSON-mode dump
+        already. Here orjson writes the fields as they are; only ``time`` needs pydantic's
+        rendering (``Z`` for UTC). Whatever orjson would write differently from pydantic
+        (datetimes, dataclasses, subclasses of str/int/dict/list: passed through to no
+        ``default``; Decimal, bytes, sets, non-str keys ...) makes it fail, and then the exact
+        pydantic dump is used. Not cached: connectors amend ``data`` after building the event.
+        """
+        fields = {**self.__dict__, "time": _DATETIME_JSON.to_python(self.time, mode="json")}
+        try:
+            return orjson.dumps(fields, option=_ORJSON_NATIVE_ONLY)
+        except orjson.JSONEncodeError:
+            return orjson.dumps(self.model_dump(mode="json"))
 
 
 class StreamMemory:

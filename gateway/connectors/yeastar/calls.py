@@ -87,10 +87,11 @@ class CallDirections:
         """The call's direction: the known one, else ``direction`` (then kept), else unknown."""
         known = self._known.get(call_id)
         if known is not None:
-            seen = [t for t in (known[1], at) if t is not None]
-            self._known[call_id] = (known[0], max(seen, default=None))
+            known_direction, last_seen = known
+            if at is not None and (last_seen is None or at > last_seen):
+                self._known[call_id] = (known_direction, at)
             self._known.move_to_end(call_id)
-            return known[0]
+            return known_direction
         if direction not in DIRECTIONS:
             return UNKNOWN
         self._known[call_id] = (direction, at)
