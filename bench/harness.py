@@ -1,6 +1,12 @@
 """What the benchmark suite (``bench/suite.py``) is built of: the fake PBX driven at full speed or
 at a fixed rate, ``gateway run`` as a real process, a consumer that timestamps every event, and
-the raw aio-pika ceiling. Every exchange and queue has a name of its own and is deleted after.
+the raw aio-pika ceiling. Every exchange, queue and NATS stream has a name of its own and is
+deleted after.
+
+The consumer is kept lean on purpose (it shares the two cores with the broker and the gateway):
+it consumes on the underlying aiormq channel with ``no_ack`` (no aio-pika ``IncomingMessage``
+per event), takes the frame number out of the body with a bytes search (a full JSON parse only
+when that fails) and counts arrivals instead of rescanning what is missing.
 """
 
 from __future__ import annotations
@@ -8,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -15,16 +22,25 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aio_pika
+import aiormq.abc
+import nats
 import orjson
 import yaml
+from nats.aio.client import Client as Nats
+from nats.js.errors import NotFoundError
 
+from gateway.sim.xswitch.cli import XSwitchSimulator
+from gateway.sim.xswitch.flows import CTRL
 from gateway.sim.yeastar import YeastarSimulator
 
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
 ROOT = Path(__file__).resolve().parent.parent
 
 #: One 30011 report (manual line 17426: 2002 calls 5503301, answered). ``call_id`` cycles over
@@ -46,8 +62,38 @@ def frame(seq: int) -> str:
     return orjson.dumps({"type": 30011, "sn": "3631A2124XXX", "msg": msg}).decode()
 
 
+#: What precedes a bench frame's number in its event (compact JSON, as the gateway writes it).
+_SEQ_MARK = b'"channel_id":"PJSIP/2002-'
+
+
 def seq_of(body: bytes) -> int | None:
-    """The frame number an event came from (``None`` for events of no bench frame)."""
+    """The frame number an event came from (``None`` for events of no bench frame).
+
+    A bytes search for the extension's ``channel_id`` (the hot path: no JSON parse); should the
+    body not look as expected (another serializer, spaces), a full parse decides."""
+    at = body.find(_SEQ_MARK)
+    if at >= 0:
+        start = at + len(_SEQ_MARK)
+        number = _hex(body, start, 8)
+        if number is not None:
+            return number
+    return _seq_parsed(body)
+
+
+def _hex(body: bytes, start: int, width: int) -> int | None:
+    """The ``width`` hex digits at ``start`` that end a JSON string, else None."""
+    digits = body[start : start + width]
+    if len(digits) != width or body[start + width : start + width + 1] != b'"':
+        return None
+    if not digits.isalnum():  # int() would also take "+", "_" and spaces
+        return None
+    try:
+        return int(digits, 16)
+    except ValueError:
+        return None
+
+
+def _seq_parsed(body: bytes) -> int | None:
     try:
         members = orjson.loads(body)["data"]["members"]
         return int(members[0]["channel_id"].rsplit("-", 1)[1], 16)
@@ -106,34 +152,69 @@ async def broker_ceiling(events: int, size: int, window: int = 256) -> float:
 
 @dataclass
 class Received:
-    """Arrival times (perf_counter) of the bench frames' events, by frame number."""
+    """Arrival times (perf_counter) of the bench frames' events, by frame number; how many of
+    the frames of ``expect`` (what :meth:`GatewayUnderTest.wait_received` waits for) arrived."""
 
     at: dict[int, float] = field(default_factory=dict)
     other: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    connected: int = 0  # gateway.connection events saying connected (among ``other``)
+    expect: range = range(0)
+    hits: int = 0
+    complete: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class GatewayUnderTest:
     """A fake Yeastar PBX (in this process), ``gateway run`` (a child process, optionally under
     py-spy) subscribed to it, and a consumer of its events (in this process)."""
 
+    vendor = "yeastar"
+    #: The event type every bench frame becomes (others count as ``other``).
+    bench_types: frozenset[str] = frozenset({"call.answered"})
+
     def __init__(self, *, full: bool, profile: Path | None = None) -> None:
         self.full = full  # leases, commands and recovery on (the defaults) or off
         self.profile = profile
-        run = uuid.uuid4().hex[:8]
-        self.tenant = f"bench-{run}"
-        self.events_exchange = f"bench.events.{run}"
-        self.commands_exchange = f"bench.commands.{run}"
+        self.run = uuid.uuid4().hex[:8]
+        self.tenant = f"bench-{self.run}"
+        self.events_exchange = f"bench.events.{self.run}"
+        self.commands_exchange = f"bench.commands.{self.run}"
         self.dir = Path(tempfile.mkdtemp(prefix="bench-gw-"))
         self.sim = YeastarSimulator(idle_timeout=3600, trap_rate=0.0, seed=1)
         self.received = Received()
         self.proc: asyncio.subprocess.Process | None = None
         self.gateway_pid: int | None = None
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._queue: aio_pika.abc.AbstractQueue | None = None
         self._tag = ""
         self._replies: dict[str, asyncio.Future[float]] = {}
         self.channel: aio_pika.abc.AbstractChannel | None = None
+        self._underlay: aiormq.abc.AbstractChannel | None = None
+
+    # --- what differs by vendor ----------------------------------------------------------------
+
+    def _pbx(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "vendor": "yeastar",
+            "base_url": self.sim.base_url,
+            "client_id": self.sim.client_id,
+            "client_secret": self.sim.client_secret,
+            "timezone": "UTC",
+        }
+
+    async def _start_source(self) -> None:
+        await self.sim.start()
+
+    async def _stop_source(self) -> None:
+        await self.sim.stop()
+
+    def _ready(self) -> bool:
+        """The gateway listens to the PBX (what it sends from now on reaches the gateway)."""
+        return any(30011 in conn.topics for conn in self.sim._conns)
+
+    def seq_of(self, body: bytes) -> int | None:
+        return seq_of(body)
+
+    # --- the gateway and the consumer ------------------------------------------------------------
 
     def _config(self) -> Path:
         settings: dict[str, Any] = {
@@ -144,34 +225,26 @@ class GatewayUnderTest:
             "lease": {"enabled": self.full},
             "recovery": {"enabled": self.full},
             "commands": {"enabled": self.full, "exchange": self.commands_exchange},
-            "pbxs": [
-                {
-                    "tenant": self.tenant,
-                    "vendor": "yeastar",
-                    "base_url": self.sim.base_url,
-                    "client_id": self.sim.client_id,
-                    "client_secret": self.sim.client_secret,
-                    "timezone": "UTC",
-                }
-            ],
+            "pbxs": [self._pbx()],
         }
         path = self.dir / "gateway.yaml"
         path.write_text(yaml.safe_dump(settings))
         return path
 
     async def start(self) -> None:
-        await self.sim.start()
+        await self._start_source()
         self._connection = await aio_pika.connect_robust(AMQP_URL)
         self.channel = await self._connection.channel(publisher_confirms=True)
-        await self.channel.set_qos(prefetch_count=2000)
         exchange = await self.channel.declare_exchange(
             self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        self._queue = await self.channel.declare_queue(
-            f"bench.consumer.{self.tenant}", durable=True
-        )
-        await self._queue.bind(exchange, routing_key=f"{self.tenant}.#")
-        self._tag = await self._queue.consume(self._on_event, no_ack=True)
+        queue = await self.channel.declare_queue(f"bench.consumer.{self.tenant}", durable=True)
+        await queue.bind(exchange, routing_key=f"{self.tenant}.#")
+        # The consumer on a channel of its own, straight on aiormq: no IncomingMessage, no ack.
+        consumer = await self._connection.channel()
+        self._underlay = await consumer.get_underlay_channel()
+        ok = await self._underlay.basic_consume(queue.name, self._on_delivery, no_ack=True)
+        self._tag = ok.consumer_tag or ""
         command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(self._config())]
         if self.profile is not None:
             command = ["py-spy", "record", "-r", "200", "-f", "raw", "-o", str(self.profile)]
@@ -181,14 +254,11 @@ class GatewayUnderTest:
             *command, stdout=asyncio.subprocess.DEVNULL, stderr=log
         )
         log.close()
-        await self._until(self._subscribed, 30, "the gateway did not subscribe")
+        await self._until(self._ready, 30, "the gateway did not subscribe")
         self.gateway_pid = self.proc.pid
         if self.profile is not None:
             self.gateway_pid = child_of(self.proc.pid)
-        await self._until(lambda: self.received.other > 0, 10, "no gateway.connection event")
-
-    def _subscribed(self) -> bool:
-        return any(30011 in conn.topics for conn in self.sim._conns)
+        await self._until(lambda: self.received.connected > 0, 10, "no gateway.connection event")
 
     async def _until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -204,28 +274,48 @@ class GatewayUnderTest:
             return (self.dir / "gateway.log").read_text()[-3000:]
         return ""
 
-    async def _on_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _on_delivery(self, message: aiormq.abc.DeliveredMessage) -> None:
         now = time.perf_counter()
-        seq = seq_of(message.body) if message.type == "call.answered" else None
+        received = self.received
+        kind = message.header.properties.message_type
+        seq = self.seq_of(message.body) if kind in self.bench_types else None
         if seq is None:
-            self.received.other += 1
-        else:
-            self.received.at.setdefault(seq, now)
-        self.received.changed.set()
+            received.other += 1
+            if kind == "gateway.connection" and b'"state":"connected"' in message.body:
+                received.connected += 1
+            return
+        at = received.at
+        if seq in at:
+            return
+        at[seq] = now
+        if seq in received.expect:
+            received.hits += 1
+            if received.hits >= len(received.expect):
+                received.complete.set()
 
     async def wait_received(self, seqs: range, timeout: float) -> int:
         """Wait until every frame of ``seqs`` arrived as an event, or ``timeout`` passes without
         progress; how many did not arrive."""
-        at = self.received.at
-        missing = [s for s in seqs if s not in at]
-        while missing:
-            self.received.changed.clear()
-            try:
-                await asyncio.wait_for(self.received.changed.wait(), timeout)
-            except TimeoutError:
-                break
-            missing = [s for s in missing if s not in at]
-        return len(missing)
+        received = self.received
+        received.expect = seqs
+        received.hits = sum(1 for s in seqs if s in received.at)
+        received.complete.clear()
+        if received.hits >= len(seqs):
+            received.complete.set()
+        last, idle_since = received.hits, time.monotonic()
+        try:
+            while not received.complete.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(received.complete.wait(), min(timeout, 1.0))
+                if received.hits != last:
+                    last, idle_since = received.hits, time.monotonic()
+                elif time.monotonic() - idle_since >= timeout:
+                    break
+                if self.proc is not None and self.proc.returncode is not None:
+                    break
+            return len(seqs) - received.hits
+        finally:
+            received.expect = range(0)
 
     def socket(self) -> Any:
         conn = next(c for c in self.sim._conns if 30011 in c.topics)
@@ -239,23 +329,30 @@ class GatewayUnderTest:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-        await self.sim.stop()
-        if self._connection is not None:
-            if self._queue is not None and self._tag:
-                with contextlib.suppress(Exception):
-                    await self._queue.cancel(self._tag)
-            channel = await self._connection.channel()
-            names = [f"bench.consumer.{self.tenant}", f"pbx.state.{self.tenant}"]
-            cx = self.commands_exchange
-            names += [f"{cx}.{self.tenant}", f"{cx}.{self.tenant}.ledger"]
-            names += [f"{cx}.dead", f"{cx}.expired"]
-            for name in names:
-                with contextlib.suppress(Exception):
-                    await channel.queue_delete(name)
-            for name in (self.events_exchange, cx, f"{cx}.dlx"):
-                with contextlib.suppress(Exception):
-                    await channel.exchange_delete(name)
-            await self._connection.close()
+        try:
+            await self._stop_source()
+        finally:
+            await self._delete_amqp()
+            shutil.rmtree(self.dir, ignore_errors=True)  # config, state and log of this run
+
+    async def _delete_amqp(self) -> None:
+        if self._connection is None:
+            return
+        if self._underlay is not None and self._tag:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._underlay.basic_cancel(self._tag), 10)
+        channel = await self._connection.channel()
+        names = [f"bench.consumer.{self.tenant}", f"pbx.state.{self.tenant}"]
+        cx = self.commands_exchange
+        names += [f"{cx}.{self.tenant}", f"{cx}.{self.tenant}.ledger"]
+        names += [f"{cx}.dead", f"{cx}.expired"]
+        for name in names:
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(name)
+        for name in (self.events_exchange, cx, f"{cx}.dlx"):
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(name)
+        await self._connection.close()
 
     # --- commands --------------------------------------------------------------------------
 
@@ -363,3 +460,160 @@ async def paced(
     lost = await gw.wait_received(range(first, first + total), timeout=15)
     at = gw.received.at
     return [at[s] - sent[s] for s in sent if s in at], lost
+
+
+# --- XSwitch: channel events over NATS ----------------------------------------------------------
+
+#: XSwitch bench calls: one inbound leg each (a trunk caller answered by the switch), three
+#: ``Event.Channel`` messages (START, ANSWERED, DESTROY), each becoming exactly one event
+#: (``call.ringing``, ``call.answered``, ``call.ended``). Messages go in blocks of XCALLS calls
+#: (XCALLS STARTs, then their ANSWEREDs, then their DESTROYs), so XCALLS calls are live at a
+#: time, as in the Yeastar stream; message ``seq`` is recovered from the leg's uuid (the call's
+#: number) and the event's type (the phase).
+XCALLS = 200
+XPHASES = ("START", "ANSWERED", "DESTROY")
+XTYPES = {"call.ringing": 0, "call.answered": 1, "call.ended": 2}
+_XMSG = (
+    '{{"jsonrpc":"2.0","method":"Event.Channel","params":{{"node_uuid":"xswitch-node-1",'
+    '"uuid":"{uuid}","peer_uuid":"","direction":"inbound","state":"{state}",'
+    '"cid_name":"0555010203","cid_number":"0555010203","dest_number":"88880000",'
+    '"create_epoch":{created},"ring_epoch":0,"answer_epoch":{answered},"hangup_epoch":{ended},'
+    '"answered":{is_answered},"cause":"{cause}","context":"public","params":{{}}}}}}'
+)
+
+
+def xcall_of(seq: int) -> tuple[int, int]:
+    """(call number, phase) of XSwitch message ``seq``."""
+    block, rest = divmod(seq, len(XPHASES) * XCALLS)
+    phase, slot = divmod(rest, XCALLS)
+    return block * XCALLS + slot, phase
+
+
+def xseq(call: int, phase: int) -> int:
+    block, slot = divmod(call, XCALLS)
+    return (block * len(XPHASES) + phase) * XCALLS + slot
+
+
+class XSwitchGatewayUnderTest(GatewayUnderTest):
+    """``gateway run`` with one XSwitch tenant: the XCC REST simulator in this process (the
+    configuration poller needs it; its node answers nothing here), the bench itself publishing
+    ``Event.Channel`` messages on NATS as the node would, and the same consumer."""
+
+    vendor = "xswitch"
+    bench_types = frozenset(XTYPES)
+
+    def __init__(self, *, full: bool, profile: Path | None = None, jetstream: str = "auto") -> None:
+        super().__init__(full=full, profile=profile)
+        self.jetstream = jetstream  # the gateway's setting; "auto" is its default
+        self.xsim = XSwitchSimulator(
+            nats_url=NATS_URL, prefix=f"from-bench{self.run}.", config_change_s=0.0, seed=1
+        )
+        self.subject = self.xsim.prefix + CTRL
+        self.stream = f"XCC_{self.tenant}"
+        self.nc: Nats | None = None
+        self.uses_jetstream: bool | None = None  # what the gateway chose (a stream exists)
+        # A uuid per call, unique to this run: <run>-0000-4000-8000-<call, 12 hex digits>.
+        self._uuid_head = f"{self.run}-0000-4000-8000-"
+        self._mark = b'"channel_id":"' + self._uuid_head.encode()
+
+    def _pbx(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "vendor": "xswitch",
+            "base_url": self.xsim.base_url,
+            "dev_key": self.xsim.dev_key,
+            "nats_url": NATS_URL,
+            "subject_prefix": self.xsim.prefix,
+            "jetstream": self.jetstream,
+            "timezone": "UTC",
+        }
+
+    async def _start_source(self) -> None:
+        await self.xsim.start()
+        self.nc = await nats.connect(NATS_URL, name=f"bench-{self.run}", connect_timeout=10)
+
+    def _ready(self) -> bool:
+        return self.received.connected > 0  # subscribed, or the stream and consumer made
+
+    async def start(self) -> None:
+        await super().start()
+        assert self.nc is not None
+        try:
+            await self.nc.jetstream(timeout=10).stream_info(self.stream)
+            self.uses_jetstream = True
+        except NotFoundError:
+            self.uses_jetstream = False
+
+    async def _stop_source(self) -> None:
+        try:
+            if self.nc is not None:
+                with contextlib.suppress(NotFoundError):
+                    await self.nc.jetstream(timeout=10).delete_stream(self.stream)
+                await asyncio.wait_for(self.nc.close(), 10)
+        finally:
+            await self.xsim.stop()
+
+    def message(self, seq: int) -> bytes:
+        """The body of XSwitch message ``seq`` (compact JSON, as the node's Go encoder writes)."""
+        call, phase = xcall_of(seq)
+        created = 1_700_000_000 + call
+        return _XMSG.format(
+            uuid=f"{self._uuid_head}{call:012x}",
+            state=XPHASES[phase],
+            created=created,
+            answered=created + 1 if phase else 0,
+            ended=created + 2 if phase == 2 else 0,
+            is_answered="true" if phase else "false",
+            cause="NORMAL_CLEARING" if phase == 2 else "",
+        ).encode()
+
+    def seq_of(self, body: bytes) -> int | None:
+        at = body.find(self._mark)
+        if at < 0:
+            return None
+        call = _hex(body, at + len(self._mark), 12)
+        if call is None:
+            return None
+        phase = XTYPES.get(_type_in(body))
+        return None if phase is None else xseq(call, phase)
+
+    def event_size(self) -> int:
+        """Mean bytes of the events one block of bench messages becomes (the ceiling's size)."""
+        from gateway.connectors.registry import plugins
+        from gateway.schema.events import NormalizeContext, StreamMemory
+
+        normalize = plugins()["xswitch"].normalize
+        memory = StreamMemory()
+        sizes = []
+        for seq in range(len(XPHASES) * XCALLS):
+            ctx = NormalizeContext(
+                self.tenant, "xswitch", ZoneInfo("UTC"), datetime.now(UTC), False, memory
+            )
+            sizes += [len(event.to_json()) for event in normalize(self.message(seq).decode(), ctx)]
+        return round(sum(sizes) / len(sizes))
+
+
+def _type_in(body: bytes) -> str:
+    """The event's ``type`` from its body (the consumer has it as the AMQP type too, but the
+    body is what ``seq`` must agree with)."""
+    at = body.find(b'"type":"')
+    if at < 0:
+        return ""
+    end = body.find(b'"', at + 8)
+    return body[at + 8 : end].decode("ascii", "replace")
+
+
+async def publish_nats(gw: XSwitchGatewayUnderTest, events: int, first: int) -> tuple[float, int]:
+    """Publish ``events`` XSwitch messages on NATS as fast as the client takes them (core NATS
+    publish; with JetStream the gateway's stream captures them); (events/s end to end, lost)."""
+    assert gw.nc is not None
+    nc, subject = gw.nc, gw.subject
+    bodies = [gw.message(first + n) for n in range(events)]
+    started = time.perf_counter()
+    for body in bodies:
+        await nc.publish(subject, body)
+    await nc.flush(timeout=30)
+    lost = await gw.wait_received(range(first, first + events), timeout=30)
+    arrivals = [gw.received.at[s] for s in range(first, first + events) if s in gw.received.at]
+    elapsed = max(arrivals) - started if arrivals else float("nan")
+    return (events - lost) / elapsed, lost

@@ -2,6 +2,7 @@
 
     python bench/suite.py                      # everything, one table, JSON in bench/results/
     python bench/suite.py --only e2e latency   # some of it
+    python bench/suite.py --only e2e-xswitch   # XSwitch's push path (NATS) end to end
     python bench/suite.py --duration 60 --label after
 
 Each figure that is a ratio is taken against a baseline measured in the same run (the machine is
@@ -28,16 +29,18 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
     GatewayUnderTest,
+    XSwitchGatewayUnderTest,
     blast,
     broker_ceiling,
     frame,
     paced,
     percentile,
+    publish_nats,
 )
 from gateway.connectors.registry import plugins  # noqa: E402
 from gateway.schema.events import NormalizeContext, StreamMemory  # noqa: E402
 
-PARTS = ("e2e", "latency", "commands", "normalize")
+PARTS = ("e2e", "e2e-xswitch", "latency", "commands", "normalize")
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
@@ -115,8 +118,49 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"  commands: {out['commands']}")
         finally:
             await full.stop()
+    if "e2e-xswitch" in only:
+        out |= await measure_xswitch(args)
     if "normalize" in only:
         out["normalize"] = normalizer_rates()
+    return out
+
+
+def xswitch_profile(profile: Path | None) -> Path | None:
+    """Where py-spy writes the XSwitch run's profile: ``FILE`` -> ``FILE-xswitch`` (same
+    suffix), so it never overwrites the Yeastar one."""
+    if profile is None:
+        return None
+    return profile.with_name(f"{profile.stem}-xswitch{profile.suffix}")
+
+
+async def measure_xswitch(args: argparse.Namespace) -> dict[str, Any]:
+    """XSwitch's push path: the bench publishes ``Event.Channel`` messages on NATS as fast as
+    the client takes them, ``gateway run`` (one XSwitch tenant, leases, commands and recovery
+    off) normalizes, spools and publishes them; the ceiling is measured just before each run at
+    the mean size of those events."""
+    out: dict[str, Any] = {}
+    gw = XSwitchGatewayUnderTest(
+        full=False, profile=xswitch_profile(args.profile), jetstream=args.xswitch_jetstream
+    )
+    await gw.start()
+    try:
+        size = gw.event_size()
+        out["xswitch_event_bytes"] = size
+        out["xswitch_nats"] = "jetstream" if gw.uses_jetstream else "core"
+        runs = []
+        first = 0
+        for _ in range(args.repeat):
+            ceiling = await broker_ceiling(args.events, size)
+            rate, lost = await publish_nats(gw, args.events, first)
+            first += args.events
+            runs.append({"ceiling": ceiling, "e2e": rate, "lost": lost})
+            print(
+                f"  e2e XSwitch ({out['xswitch_nats']} NATS) {rate:,.0f}/s, "
+                f"ceiling {ceiling:,.0f}/s, lost {lost}"
+            )
+        out["e2e_xswitch"] = runs
+    finally:
+        await gw.stop()
     return out
 
 
@@ -148,6 +192,23 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
                 "end to end, leases+commands+recovery on",
                 f"{run['e2e']:,.0f} events/s",
                 f"ratio {run['e2e'] / run['ceiling']:.2f}, lost {run['lost']}",
+            )
+        )
+    over = "NATS JetStream" if result.get("xswitch_nats") == "jetstream" else "core NATS"
+    for n, run in enumerate(result.get("e2e_xswitch", []), start=1):
+        ratio = run["e2e"] / run["ceiling"]
+        rows.append(
+            (
+                f"raw aio-pika ceiling, XSwitch event size (run {n})",
+                f"{run['ceiling']:,.0f} msg/s",
+                f"{result['xswitch_event_bytes']} B",
+            )
+        )
+        rows.append(
+            (
+                f"XSwitch end to end over {over} (run {n})",
+                f"{run['e2e']:,.0f} events/s",
+                f"ratio {ratio:.2f}, lost {run['lost']} (goal >= 0.80)",
             )
         )
     for rate, lat in result.get("latency", {}).items():
@@ -230,12 +291,19 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[1000.0, 2000.0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per fixed rate")
     parser.add_argument("--command-rate", type=float, default=200.0)
+    parser.add_argument(
+        "--xswitch-jetstream",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the XSwitch tenant's `jetstream` setting (auto, the gateway's default: JetStream)",
+    )
     parser.add_argument("--label", default="latest", help="results go to suite-<label>.json")
     parser.add_argument(
         "--profile",
         type=Path,
         default=None,
-        help="run `gateway run` under py-spy (raw output here) for the end-to-end runs only",
+        help="run `gateway run` under py-spy (raw output here; XSwitch's in FILE-xswitch) for "
+        "the end-to-end runs only",
     )
     args = parser.parse_args()
     started = time.time()
@@ -253,10 +321,17 @@ def main() -> None:
         "result": result,
         "table": rows,
     }
-    if args.profile is not None and args.profile.exists():
-        top = profile_top(args.profile)
-        document["profile"] = top
-        print(f"\npy-spy, {args.profile}: own% incl% function")
+    profiles = [("profile", args.profile), ("profile_xswitch", xswitch_profile(args.profile))]
+    for key, path in profiles:
+        if path is None or not path.exists():
+            continue
+        if key == "profile" and "e2e" not in args.only:
+            continue  # a file left by an earlier run
+        if key == "profile_xswitch" and "e2e-xswitch" not in args.only:
+            continue
+        top = profile_top(path)
+        document[key] = top
+        print(f"\npy-spy, {path}: own% incl% function")
         for name, mine, total in top:
             print(f"{mine * 100:5.1f} {total * 100:5.1f}  {name}")
     out = ROOT / "bench" / "results" / f"suite-{args.label}.json"
