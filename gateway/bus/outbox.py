@@ -49,7 +49,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from gateway.logging import get_logger
-from gateway.runtime.metrics import OUTBOX_DROPPED, OUTBOX_EVENTS, OUTBOX_OLDEST_AGE
+from gateway.runtime.metrics import (
+    OUTBOX_DROPPED,
+    OUTBOX_EVENTS,
+    OUTBOX_OLDEST_AGE,
+    PUBLISH_BACKLOG,
+)
 from gateway.runtime.sqlite import open_sqlite
 from gateway.schema.events import CloudEvent, NormalizeContext, gap_event
 
@@ -152,7 +157,9 @@ class Outbox:
         self._warned = False
         self._next_age_check = 0.0
         self.last_shed: ShedReport | None = None
-        OUTBOX_EVENTS.set(self._count)
+        # read at scrape time: nothing to update per event
+        OUTBOX_EVENTS.set_function(self.__len__)
+        PUBLISH_BACKLOG.set_function(self.__len__)
         OUTBOX_OLDEST_AGE.set_function(self.oldest_age_s)
         if self._count:
             self._log.info("outbox_resumed", events=self._count, path=self.path)
@@ -191,7 +198,6 @@ class Outbox:
                 self._db.execute("ROLLBACK")
             raise
         self._staged = []
-        OUTBOX_EVENTS.set(self._count)
         self._check_level()
         if self._count > self._shed_at:
             self._shed_to_bound()
@@ -224,7 +230,6 @@ class Outbox:
         self._db.execute(_INSERT, self._row(seq, event))
         self._next_seq = seq + 1
         self._count += 1
-        OUTBOX_EVENTS.set(self._count)
         self._check_level()
         return seq
 
@@ -262,7 +267,6 @@ class Outbox:
             self._count -= removed
             if self._count <= self.max_events - self.headroom:
                 self._shed_at = self.max_events
-            OUTBOX_EVENTS.set(self._count)
             self._check_level()
         return removed
 
@@ -385,7 +389,6 @@ class Outbox:
         return gaps
 
     def _after_shed(self, report: ShedReport, what: str) -> None:
-        OUTBOX_EVENTS.set(self._count)
         self._check_level()
         if report.total:
             self.last_shed = report

@@ -46,7 +46,6 @@ from gateway.bus.wire import publish_frames
 from gateway.logging import get_logger
 from gateway.runtime.metrics import (
     EVENTS_PUBLISHED,
-    PUBLISH_BACKLOG,
     PUBLISH_LATENCY,
     PUBLISH_RETRIES,
 )
@@ -100,7 +99,6 @@ class EventPublisher:
         self._failure: BaseException | None = None  # a confirm failed: publish again from there
         self._log = get_logger("bus.publisher")
         self._failing = False  # between the first failed publish and the next success
-        self._set_backlog()
 
     async def start(self) -> None:
         """Open the channel and start the pump; events left in the spool go out first."""
@@ -136,7 +134,6 @@ class EventPublisher:
 
     def _woken(self) -> None:
         self._idle.clear()
-        self._set_backlog()
         self._wake.set()
 
     def _commit_soon(self) -> None:
@@ -181,9 +178,6 @@ class EventPublisher:
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
                 await self._channel.close()
-
-    def _set_backlog(self) -> None:
-        PUBLISH_BACKLOG.set(len(self._outbox))
 
     # --- the pump ------------------------------------------------------------------------------
 
@@ -330,7 +324,6 @@ class EventPublisher:
         if self._failing and self._failure is None:
             self._failing = False
             self._log.info("publish_recovered", backlog=self.backlog)
-        self._set_backlog()
         if not len(self._outbox):
             self._idle.set()
 

@@ -279,6 +279,9 @@ class YeastarConnector:
             open_timeout=self._pbx.request_timeout_s,
             close_timeout=2,
             max_size=2**22,
+            # Frames buffered before reading pauses (TCP back-pressure on the PBX): the default 16
+            # pauses and resumes the socket over and over in a burst of call events.
+            max_queue=1024,
         )
         try:
             await ws.send(orjson.dumps({"topic_list": self._pbx.topics}).decode())
