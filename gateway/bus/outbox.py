@@ -6,7 +6,9 @@ event survives a crash or kill of the process (the commit is in the WAL when :me
 returns); a power loss may lose the last commits, as for the rest of the instance's state. Events
 left in the file are published first by the next start, in ``seq`` order. A publish confirmed but
 not yet removed when the process dies is published again with the same ``id`` (consumers
-de-duplicate on ``id``): never lost, duplicated only as an identical copy.
+de-duplicate on ``id``): never lost, duplicated only as an identical copy. The WAL is copied back
+into the file by a thread of its own (:class:`~gateway.runtime.sqlite.Checkpointer`): a
+checkpoint's fsync never holds up the event loop.
 
 ``seq`` orders the spool: it only grows while the process runs and continues after the highest
 ``seq`` left in the file when it is reopened (an empty file starts again at 1).
@@ -55,7 +57,7 @@ from gateway.runtime.metrics import (
     OUTBOX_OLDEST_AGE,
     PUBLISH_BACKLOG,
 )
-from gateway.runtime.sqlite import open_sqlite
+from gateway.runtime.sqlite import Checkpointer, open_sqlite
 from gateway.schema.events import CloudEvent, NormalizeContext, gap_event
 
 #: paste into README, "Delivery guarantees"
@@ -148,8 +150,12 @@ class Outbox:
         self._shed_at = max_events  # raised while only protected events fill the spool
         self._clock = clock
         self._log = get_logger("bus.outbox")
-        # 16 MB between checkpoints: fewer checkpoints per append
-        self._db = open_sqlite(self.path, "wal_autocheckpoint=4000")
+        # Checkpoints run in a thread of their own (Checkpointer); the writer checkpoints only if
+        # that falls 64 MB behind, and the WAL file is trimmed back to 16 MB after.
+        self._db = open_sqlite(
+            self.path, "wal_autocheckpoint=16000", f"journal_size_limit={16 * 2**20}"
+        )
+        self._checkpointer = Checkpointer(self.path) if self.path != ":memory:" else None
         self._db.execute(_SCHEMA)
         self._count, last = self._db.execute("SELECT COUNT(*), MAX(seq) FROM outbox").fetchone()
         self._next_seq: int = (last or 0) + 1  # AUTOINCREMENT would halve the append rate
@@ -285,6 +291,8 @@ class Outbox:
     def close(self) -> None:
         """Commit what is staged, then close the file."""
         OUTBOX_OLDEST_AGE.set_function(lambda: 0.0)
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         try:
             self.commit()
         finally:

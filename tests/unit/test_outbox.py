@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from gateway.bus.outbox import AGENT_STATES, BOUND_POLICY, Outbox, is_protected
 from gateway.schema.events import EVENT_TYPES, CloudEvent
+from tests.conftest import wait_for
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 
@@ -324,3 +325,18 @@ def test_a_failed_commit_keeps_the_staged_events(tmp_path: Path) -> None:
     outbox.commit()
     assert outbox.staged == 0 and ids(outbox) == [event(1).id]
     outbox.close()
+
+
+async def test_checkpoints_run_off_the_event_loop(tmp_path: Path) -> None:
+    """The WAL reaches the database file through the checkpointer thread, far below the
+    writer's own checkpoint bound (so the event loop never waits for a checkpoint's fsync)."""
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    try:
+        assert outbox._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] >= 16000
+        before = path.stat().st_size
+        for n in range(500):
+            outbox.append(event(n))
+        await wait_for(lambda: path.stat().st_size > before, timeout=10)
+    finally:
+        outbox.close()
