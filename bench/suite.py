@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -96,9 +97,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             if "latency" in only and args.profile is None:
                 out["latency"] = {}
                 for rate in args.rates:
+                    cpu_before = cpu_seconds(gw.gateway_pid)
                     lat, lost = await paced(gw, rate, args.duration, first)
-                    first += int(rate * args.duration)
-                    out["latency"][str(rate)] = summary_ms(lat) | {"lost": lost}
+                    cpu = cpu_seconds(gw.gateway_pid) - cpu_before
+                    frames = int(rate * args.duration)
+                    first += frames
+                    out["latency"][str(rate)] = summary_ms(lat) | {
+                        "lost": lost,
+                        "gateway_cpu_share": cpu / args.duration,  # of one core, while paced
+                        "gateway_cpu_us_per_frame": cpu / frames * 1e6,
+                    }
                     print(f"  latency at {rate}/s: {out['latency'][str(rate)]}")
         finally:
             await gw.stop()
@@ -164,6 +172,14 @@ async def measure_xswitch(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``), in seconds."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summary_ms(values: list[float]) -> dict[str, float]:
     return {
         "count": len(values),
@@ -220,6 +236,14 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
                 f"lost {lat['lost']} (goal p99 < {goal} ms)",
             )
         )
+        if "gateway_cpu_share" in lat:
+            rows.append(
+                (
+                    f"gateway CPU at {float(rate):,.0f} frames/s",
+                    f"{lat['gateway_cpu_share']:.0%} of one core",
+                    f"{lat['gateway_cpu_us_per_frame']:.0f} µs per frame",
+                )
+            )
     if "commands" in result:
         c = result["commands"]
         rows.append(
