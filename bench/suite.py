@@ -89,9 +89,19 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 runs = []
                 for _ in range(args.repeat):
                     ceiling = await broker_ceiling(args.events, size)
+                    cpu_before = cpu_seconds(gw.gateway_pid)
                     rate, lost = await blast(gw, args.events, first)
+                    cpu = cpu_seconds(gw.gateway_pid) - cpu_before
                     first += args.events
-                    runs.append({"ceiling": ceiling, "e2e": rate, "lost": lost})
+                    runs.append(
+                        {
+                            "ceiling": ceiling,
+                            "e2e": rate,
+                            "lost": lost,
+                            # includes the wait for the last events (up to a few ms)
+                            "gateway_cpu_us_per_event": cpu / args.events * 1e6,
+                        }
+                    )
                     print(f"  e2e {rate:,.0f}/s, ceiling {ceiling:,.0f}/s, lost {lost}")
                 out["e2e"] = runs
             if "latency" in only and args.profile is None:
@@ -201,6 +211,14 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
                 f"ratio {ratio:.2f}, lost {run['lost']} (goal >= 0.80)",
             )
         )
+        if "gateway_cpu_us_per_event" in run:
+            rows.append(
+                (
+                    f"gateway CPU, end to end (run {n})",
+                    f"{run['gateway_cpu_us_per_event']:.0f} µs per event",
+                    f"{run['gateway_cpu_us_per_event'] * run['e2e'] / 1e6:.0%} of one core",
+                )
+            )
     if "e2e_full" in result:
         run = result["e2e_full"]
         rows.append(

@@ -63,7 +63,7 @@ from gateway.schema.events import CloudEvent, NormalizeContext, gap_event
 #: paste into README, "Delivery guarantees"
 BOUND_POLICY = """\
 Every event is written to the outbox (`<state_dir>/outbox.sqlite3`, SQLite WAL) before the gateway
-takes the next one, and leaves it only once RabbitMQ has confirmed it; events still spooled at
+relies on it, and leaves it only once RabbitMQ has confirmed it; events still spooled at
 shutdown or after a crash are published first on the next start (same `id`s, so a redelivered copy
 is identical). While RabbitMQ is away the spool grows; `gateway_outbox_events` shows its size,
 `gateway_outbox_oldest_age_seconds` how long its oldest event has waited, and a warning is logged
