@@ -45,6 +45,10 @@ from gateway.schema.events import CloudEvent, ConnectionState, gap_event
 
 #: A poll that found nothing new is saved (for its time) at most this often.
 SAVE_QUIET_EVERY_S = 60.0
+#: Ids passed between polls (webhooks) are saved at most this long after, in one write: the
+#: whole list is rewritten on each save, so one save per webhook grew with the list. A crash in
+#: between lets a re-poll publish those calls again, under the same event ids.
+SAVE_SOON_S = 1.0
 
 
 @dataclass(slots=True)
@@ -146,6 +150,7 @@ class Poller:
         self._outage = False
         self._log = get_logger(f"{state.vendor}.poll").bind(tenant=state.tenant, source=name)
         self._polling = asyncio.Lock()
+        self._save_timer: asyncio.TimerHandle | None = None
 
     def load(self) -> None:
         """The cursor and passed ids a previous run (or owner) left."""
@@ -163,12 +168,35 @@ class Poller:
         self.cursor, self.seen, self.last_success = cursor, seen, at
 
     def save(self) -> None:
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+            self._save_timer = None
         at = self.last_success.isoformat() if self.last_success else None
         body = {"cursor": self.cursor, "seen": self.seen.items(), "at": at}
         self._store.set(self._key, orjson.dumps(body, default=str).decode())
 
+    def save_soon(self) -> None:
+        """Save within ``SAVE_SOON_S`` (a burst of webhooks: one write), and at the latest when
+        :meth:`run` ends."""
+        if self._save_timer is None:
+            self._save_timer = asyncio.get_running_loop().call_later(SAVE_SOON_S, self._save_due)
+
+    def _save_due(self) -> None:
+        self._save_timer = None
+        try:
+            self.save()
+        except Exception as exc:  # the next save writes it all again
+            self._log.warning("cursor_not_saved", error=describe(exc))
+
     async def run(self) -> None:
         """Poll until cancelled (or stopped by :class:`PollStopped`)."""
+        try:
+            await self._run()
+        finally:
+            if self._save_timer is not None:  # what webhooks passed since the last save
+                self._save_due()
+
+    async def _run(self) -> None:
         self.load()
         if self.last_success is not None:
             self._failing_since = self.last_success  # a previous run: the time since is a gap

@@ -15,6 +15,7 @@ from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.connectors.meiqia.normalize import record_event
 from gateway.connectors.meiqia.records import RecordsWatcher, read_records
 from gateway.connectors.meiqia.seats import SeatWatcher
+from gateway.connectors.polling import SAVE_SOON_S
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import StateStore, StoreSlice
 from gateway.schema.events import CloudEvent
@@ -169,3 +170,30 @@ async def test_seats_baseline_then_changes(
     assert all(msim.seats["8001"].password not in e.to_json().decode() for e in link.sent)
     saved = store.get("cursor:sips") or ""
     assert "password" not in saved and msim.seats["8001"].password not in saved
+
+
+async def test_a_burst_of_webhooks_saves_the_passed_ids_once(
+    msim: MeiqiaSimulator, http: aiohttp.ClientSession, store: StoreSlice
+) -> None:
+    """The passed ids are one list rewritten whole on each save: a save per webhook grew with
+    the list (quadratic in a burst). A burst is saved once, within ``SAVE_SOON_S``; a watcher
+    started after that (a restart) knows every id."""
+    link = Link(msim, http, store)
+    writes: list[str] = []
+    original = store.set
+
+    def counting_set(key: str, value: str) -> None:
+        writes.append(key)
+        original(key, value)
+
+    store.set = counting_set  # type: ignore[method-assign]
+    ctx = link.state.ctx()
+    calls = [msim.place_call("来电", "接听") for _ in range(20)]
+    await wait_for(lambda: len(msim.records()) == 20, timeout=10)
+    hooked = [record_event(msim.calls[call].record, ctx) for call in calls]
+    for event in hooked:
+        assert await link.records.poller.offer([event]) == [event.id]
+    assert writes == [], "nothing written per webhook"
+    await wait_for(lambda: writes == ["cursor:records"], timeout=SAVE_SOON_S + 5)
+    again = Link(msim, http, store)
+    assert await again.records.poller.offer(hooked) == []

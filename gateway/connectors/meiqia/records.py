@@ -115,7 +115,7 @@ class RecordsPoller(Poller):
                 self.seen.add(event.id)
                 published.append(event.id)
             if published:
-                self.save()
+                self.save_soon()
             return published
         finally:
             self._polling.release()
