@@ -1,7 +1,7 @@
 """What the benchmark suite (``bench/suite.py``) is built of: the fake PBX driven at full speed or
-at a fixed rate, ``gateway run`` as a real process, a consumer that timestamps every event, and
-the raw aio-pika ceiling. Every exchange, queue and NATS stream has a name of its own and is
-deleted after.
+at a fixed rate, XSwitch messages over NATS, Meiqia's signed webhooks over HTTP, ``gateway run``
+as a real process, a consumer that timestamps every event, and the raw aio-pika ceiling. Every
+exchange, queue and NATS stream has a name of its own and is deleted after.
 
 The consumer is kept lean on purpose (it shares the two cores with the broker and the gateway):
 it consumes on the underlying aiormq channel with ``no_ack`` (no aio-pika ``IncomingMessage``
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -20,7 +21,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aio_pika
+import aiohttp
 import aiormq.abc
 import nats
 import orjson
@@ -35,6 +38,7 @@ import yaml
 from nats.aio.client import Client as Nats
 from nats.js.errors import NotFoundError
 
+from gateway.sim.meiqia.server import MeiqiaSimulator
 from gateway.sim.xswitch.cli import XSwitchSimulator
 from gateway.sim.xswitch.flows import CTRL
 from gateway.sim.yeastar import YeastarSimulator
@@ -158,7 +162,7 @@ class Received:
     at: dict[int, float] = field(default_factory=dict)
     other: int = 0
     connected: int = 0  # gateway.connection events saying connected (among ``other``)
-    expect: range = range(0)
+    expect: Collection[int] = range(0)
     hits: int = 0
     complete: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -214,12 +218,15 @@ class GatewayUnderTest:
     def seq_of(self, body: bytes) -> int | None:
         return seq_of(body)
 
+    def _http(self) -> dict[str, Any]:
+        return {"enabled": False}
+
     # --- the gateway and the consumer ------------------------------------------------------------
 
     def _config(self) -> Path:
         settings: dict[str, Any] = {
             "bus": {"url": AMQP_URL, "events_exchange": self.events_exchange},
-            "http": {"enabled": False},
+            "http": self._http(),
             "state_dir": str(self.dir / "state"),
             "shutdown_timeout_s": 30,
             "lease": {"enabled": self.full},
@@ -293,7 +300,7 @@ class GatewayUnderTest:
             if received.hits >= len(received.expect):
                 received.complete.set()
 
-    async def wait_received(self, seqs: range, timeout: float) -> int:
+    async def wait_received(self, seqs: Collection[int], timeout: float) -> int:
         """Wait until every frame of ``seqs`` arrived as an event, or ``timeout`` passes without
         progress; how many did not arrive."""
         received = self.received
@@ -344,7 +351,7 @@ class GatewayUnderTest:
         channel = await self._connection.channel()
         names = [f"bench.consumer.{self.tenant}", f"pbx.state.{self.tenant}"]
         cx = self.commands_exchange
-        names += [f"{cx}.{self.tenant}", f"{cx}.{self.tenant}.ledger"]
+        names += [f"{cx}.{self.tenant}", f"{cx}.{self.tenant}.ledger", f"{cx}.ledger"]
         names += [f"{cx}.dead", f"{cx}.expired"]
         for name in names:
             with contextlib.suppress(Exception):
@@ -617,3 +624,225 @@ async def publish_nats(gw: XSwitchGatewayUnderTest, events: int, first: int) -> 
     arrivals = [gw.received.at[s] for s in range(first, first + events) if s in gw.received.at]
     elapsed = max(arrivals) - started if arrivals else float("nan")
     return (events - lost) / elapsed, lost
+
+
+# --- Meiqia: signed CDR webhooks over HTTP --------------------------------------------------------
+
+#: Requests in flight at most when the bench posts Meiqia webhooks (one aiohttp ClientSession,
+#: a connection pool of this size, keep-alive).
+MEIQIA_CONCURRENCY = 64
+MEIQIA_TZ = "Asia/Shanghai"
+
+
+class MeiqiaGatewayUnderTest(GatewayUnderTest):
+    """``gateway run`` with one Meiqia tenant taking signed webhooks on its HTTP server (loopback,
+    a free port): the Meiqia REST simulator in this process for the records poll (quiet: no
+    calls of its own; the gateway polls once at start, then every hour, and seats not at all),
+    the bench itself posting ``cdr.hangup`` deliveries as Meiqia would, and the same consumer.
+
+    Each delivery carries one complete ``Cdr`` (an answered outbound call with every field a
+    ``records`` record has), so the gateway publishes the webhook's own reading (a thin one
+    would make it look the call up in ``records`` first). Its ``call_uuid``, unique to the run,
+    carries the delivery's sequence number; so does its delivery ``id``."""
+
+    vendor = "meiqia"
+    bench_types = frozenset({"cdr.created"})
+
+    def __init__(self, *, full: bool, profile: Path | None = None) -> None:
+        super().__init__(full=full, profile=profile)
+        self.msim = MeiqiaSimulator(seed=1, tz=MEIQIA_TZ)
+        self.secret = f"whsec-bench-{uuid.uuid4().hex}"
+        self.url = ""  # the webhook route, once the gateway says which port it listens on
+        self._zone = ZoneInfo(MEIQIA_TZ)
+        self._epoch = int(time.time()) - 86400  # the calls started yesterday, one a second
+        # A call_uuid per delivery, unique to this run: <run>-0000-4000-8000-<seq, 12 hex>.
+        self._uuid_head = f"{self.run}-0000-4000-8000-"
+        self._mark = b'"call_id":"' + self._uuid_head.encode()
+
+    def _pbx(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "vendor": "meiqia",
+            "base_url": self.msim.base_url,
+            "token": self.msim.token,
+            "webhook_secret": self.secret,
+            "records_poll_interval_s": 3600.0,  # the first poll at start, none during the runs
+            "seats_poll_interval_s": 0,  # seat state not polled
+            "timezone": MEIQIA_TZ,
+        }
+
+    def _http(self) -> dict[str, Any]:
+        return {"enabled": True, "host": "127.0.0.1", "port": 0}  # a free port, from its log
+
+    async def _start_source(self) -> None:
+        await self.msim.start()
+
+    async def _stop_source(self) -> None:
+        await self.msim.stop()
+
+    def _ready(self) -> bool:
+        return self.received.connected > 0  # the first records poll went through
+
+    async def start(self) -> None:
+        await super().start()
+        await self._until(lambda: self._listening() is not None, 10, "no http_listening")
+        port = self._listening()
+        self.url = f"http://127.0.0.1:{port}/webhooks/meiqia/{self.tenant}"
+
+    def _listening(self) -> int | None:
+        """The port of the gateway's ``http_listening`` log line (JSON lines on stderr)."""
+        with contextlib.suppress(OSError):
+            for line in (self.dir / "gateway.log").read_bytes().splitlines():
+                if b"http_listening" not in line:
+                    continue
+                with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                    port = orjson.loads(line).get("port")
+                    if isinstance(port, int) and port > 0:
+                        return port
+        return None
+
+    def call_uuid(self, seq: int) -> str:
+        return f"{self._uuid_head}{seq:012x}"
+
+    def delivery(self, seq: int) -> bytes:
+        """The body of webhook ``seq``: a ``cdr.hangup`` delivery as the simulator's sender
+        writes it (compact JSON), its ``Cdr`` shaped as a ``records`` record."""
+        call = self.call_uuid(seq)
+        started = self._epoch + seq % 86400
+        stamp = datetime.fromtimestamp(started, self._zone).isoformat()
+        ended = datetime.fromtimestamp(started + 128, self._zone).isoformat()
+        envelope = {
+            "id": f"sub_bench{self.run}_{seq}",
+            "event": "cdr.hangup",
+            "enterprise_token": self.msim.enterprise,
+            "created_at": started + 129,
+            "cdr": {
+                "agent_evaluated": 5,
+                "agent_id": 1 + seq % 4,
+                "agent_phone": f"800{1 + seq % 4}",
+                "answer_way": "sip",
+                "call_type": "外呼",
+                "call_uuid": call,
+                "customer_attribution": "上海",
+                "customer_duration": 120,
+                "customer_phone": f"13{seq % 10**9:09d}",
+                "duration": 128,
+                "end_time": ended,
+                "hangup_disposition": "客户挂机",
+                "queue_wait_time": 0,
+                "record_path": f"https://recordings.meiqia.example/{call}.mp3",
+                "start_time": stamp,
+                "states": "接听",
+                "trunk_number": "02166668888",
+                "trunk_number_name": "上海客服",
+                "wait_time": 8,
+                "user_data": "",
+            },
+        }
+        return orjson.dumps(envelope)
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        """Signed as Meiqia signs: SHA-1 (hex) of the raw body followed by the secret."""
+        signature = hashlib.sha1(body + self.secret.encode()).hexdigest()
+        return {"Content-Type": "application/json; charset=utf-8", "Meiqia-Signature": signature}
+
+    def seq_of(self, body: bytes) -> int | None:
+        at = body.find(self._mark)
+        if at < 0:
+            return None
+        return _hex(body, at + len(self._mark), 12)
+
+    def event_size(self, samples: int = 200) -> int:
+        """Mean bytes of the events the bench deliveries become (the ceiling's size)."""
+        from gateway.connectors.registry import plugins
+        from gateway.schema.events import NormalizeContext
+
+        normalize = plugins()["meiqia"].normalize
+        sizes = []
+        for seq in range(samples):
+            ctx = NormalizeContext(self.tenant, "meiqia", self._zone, datetime.now(UTC))
+            sizes += [len(e.to_json()) for e in normalize(self.delivery(seq).decode(), ctx)]
+        return round(sum(sizes) / len(sizes))
+
+
+@dataclass
+class Posted:
+    """What :func:`post_webhooks` measured."""
+
+    rate: float  # events/s end to end: first request sent -> last event received
+    lost: int  # answered 2xx, event never received
+    failed: int  # answered non-2xx, or not at all
+    statuses: dict[str, int]  # answers by status ("0": no answer)
+    answered_rate: float  # webhooks answered per second (first sent -> last answered)
+    answer_ms: dict[str, float]  # request -> answer: p50, p99, max (ms)
+
+
+async def post_webhooks(
+    gw: MeiqiaGatewayUnderTest,
+    events: int,
+    first: int,
+    concurrency: int = MEIQIA_CONCURRENCY,
+    request_timeout: float = 30.0,
+) -> Posted:
+    """Post ``events`` signed webhooks (bodies and signatures made before the clock starts) as
+    fast as the gateway answers them, ``concurrency`` in flight on one ClientSession; then wait
+    for the events of those answered 2xx."""
+    bodies = [gw.delivery(first + n) for n in range(events)]
+    headers = [gw.headers(body) for body in bodies]
+    statuses: Counter[int] = Counter()
+    accepted: list[int] = []
+    answer_s: list[float] = []
+    last_answer = 0.0
+    todo = iter(range(events))  # shared by the workers: each takes the next one
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal last_answer
+        for n in todo:
+            sent = time.perf_counter()
+            try:
+                async with session.post(gw.url, data=bodies[n], headers=headers[n]) as resp:
+                    await resp.read()
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            last_answer = time.perf_counter()
+            answer_s.append(last_answer - sent)
+            statuses[status] += 1
+            if 200 <= status < 300:
+                accepted.append(first + n)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    session = aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=request_timeout),
+    )
+    started = time.perf_counter()
+    try:
+        # Every request is bounded, and so is the whole: at least 20 answers/s, or give up
+        # (what is not answered by then counts as failed, status 0).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(120 + events / 20):
+                await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    finally:
+        await session.close()
+    if missing := events - sum(statuses.values()):
+        statuses[0] += missing  # not sent, or not answered before the whole gave up
+    failed = events - len(accepted)
+    expect: Collection[int] = range(first, first + events) if not failed else frozenset(accepted)
+    lost = await gw.wait_received(expect, timeout=30)
+    at = gw.received.at
+    arrivals = [at[s] for s in expect if s in at]
+    elapsed = max(arrivals) - started if arrivals else float("nan")
+    return Posted(
+        rate=(len(expect) - lost) / elapsed,
+        lost=lost,
+        failed=failed,
+        statuses={str(code): count for code, count in sorted(statuses.items())},
+        answered_rate=(events - statuses[0]) / (last_answer - started) if last_answer else 0.0,
+        answer_ms={
+            "p50_ms": percentile(answer_s, 0.50) * 1000,
+            "p99_ms": percentile(answer_s, 0.99) * 1000,
+            "max_ms": max(answer_s) * 1000 if answer_s else float("nan"),
+        },
+    )

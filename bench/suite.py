@@ -3,6 +3,7 @@
     python bench/suite.py                      # everything, one table, JSON in bench/results/
     python bench/suite.py --only e2e latency   # some of it
     python bench/suite.py --only e2e-xswitch   # XSwitch's push path (NATS) end to end
+    python bench/suite.py --only e2e-meiqia    # Meiqia's push path (signed webhooks) end to end
     python bench/suite.py --duration 60 --label after
 
 Each figure that is a ratio is taken against a baseline measured in the same run (the machine is
@@ -29,19 +30,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
+    MEIQIA_CONCURRENCY,
     GatewayUnderTest,
+    MeiqiaGatewayUnderTest,
     XSwitchGatewayUnderTest,
     blast,
     broker_ceiling,
     frame,
     paced,
     percentile,
+    post_webhooks,
     publish_nats,
 )
 from gateway.connectors.registry import plugins  # noqa: E402
 from gateway.schema.events import NormalizeContext, StreamMemory  # noqa: E402
 
-PARTS = ("e2e", "e2e-xswitch", "latency", "commands", "normalize")
+PARTS = ("e2e", "e2e-xswitch", "e2e-meiqia", "latency", "commands", "normalize")
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
@@ -138,17 +142,23 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             await full.stop()
     if "e2e-xswitch" in only:
         out |= await measure_xswitch(args)
+    if "e2e-meiqia" in only:
+        out |= await measure_meiqia(args)
     if "normalize" in only:
         out["normalize"] = normalizer_rates()
     return out
 
 
-def xswitch_profile(profile: Path | None) -> Path | None:
-    """Where py-spy writes the XSwitch run's profile: ``FILE`` -> ``FILE-xswitch`` (same
+def vendor_profile(profile: Path | None, vendor: str) -> Path | None:
+    """Where py-spy writes a vendor part's profile: ``FILE`` -> ``FILE-<vendor>`` (same
     suffix), so it never overwrites the Yeastar one."""
     if profile is None:
         return None
-    return profile.with_name(f"{profile.stem}-xswitch{profile.suffix}")
+    return profile.with_name(f"{profile.stem}-{vendor}{profile.suffix}")
+
+
+def xswitch_profile(profile: Path | None) -> Path | None:
+    return vendor_profile(profile, "xswitch")
 
 
 async def measure_xswitch(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,6 +187,53 @@ async def measure_xswitch(args: argparse.Namespace) -> dict[str, Any]:
                 f"ceiling {ceiling:,.0f}/s, lost {lost}"
             )
         out["e2e_xswitch"] = runs
+    finally:
+        await gw.stop()
+    return out
+
+
+async def measure_meiqia(args: argparse.Namespace) -> dict[str, Any]:
+    """Meiqia's push path: the bench posts signed ``cdr.hangup`` webhooks to the gateway's HTTP
+    server (``MEIQIA_CONCURRENCY`` in flight), ``gateway run`` (one Meiqia tenant, leases,
+    commands and recovery off) verifies, normalizes, spools and publishes them, one
+    ``cdr.created`` each; the ceiling is measured just before each run at their mean size."""
+    out: dict[str, Any] = {}
+    gw = MeiqiaGatewayUnderTest(full=False, profile=vendor_profile(args.profile, "meiqia"))
+    await gw.start()
+    try:
+        size = gw.event_size()
+        out["meiqia_event_bytes"] = size
+        runs = []
+        first = 0
+        for _ in range(args.repeat):
+            ceiling = await broker_ceiling(args.events, size)
+            cpu_before = cpu_seconds(gw.gateway_pid)
+            bench_before = time.process_time()
+            posted = await post_webhooks(gw, args.events, first)
+            cpu = cpu_seconds(gw.gateway_pid) - cpu_before
+            bench_cpu = time.process_time() - bench_before
+            first += args.events
+            runs.append(
+                {
+                    "ceiling": ceiling,
+                    "e2e": posted.rate,
+                    "lost": posted.lost,
+                    "failed": posted.failed,
+                    "statuses": posted.statuses,
+                    "concurrency": MEIQIA_CONCURRENCY,
+                    "answered_per_s": posted.answered_rate,
+                    "answer": posted.answer_ms,
+                    # includes the wait for the last events (up to a few ms)
+                    "gateway_cpu_us_per_event": cpu / args.events * 1e6,
+                    # the bench process: client, consumer (and the idle REST simulator)
+                    "bench_cpu_us_per_event": bench_cpu / args.events * 1e6,
+                }
+            )
+            print(
+                f"  e2e Meiqia (webhooks) {posted.rate:,.0f}/s, ceiling {ceiling:,.0f}/s, "
+                f"lost {posted.lost}, failed {posted.failed} {posted.statuses}"
+            )
+        out["e2e_meiqia"] = runs
     finally:
         await gw.stop()
     return out
@@ -243,6 +300,31 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
                 f"XSwitch end to end over {over} (run {n})",
                 f"{run['e2e']:,.0f} events/s",
                 f"ratio {ratio:.2f}, lost {run['lost']} (goal >= 0.80)",
+            )
+        )
+    for n, run in enumerate(result.get("e2e_meiqia", []), start=1):
+        ratio = run["e2e"] / run["ceiling"]
+        rows.append(
+            (
+                f"raw aio-pika ceiling, Meiqia event size (run {n})",
+                f"{run['ceiling']:,.0f} msg/s",
+                f"{result['meiqia_event_bytes']} B",
+            )
+        )
+        rows.append(
+            (
+                f"Meiqia end to end over signed webhooks (run {n})",
+                f"{run['e2e']:,.0f} events/s",
+                f"ratio {ratio:.2f}, lost {run['lost']}, failed {run['failed']} "
+                f"({run['concurrency']} in flight; goal >= 0.80)",
+            )
+        )
+        rows.append(
+            (
+                f"gateway CPU, Meiqia end to end (run {n})",
+                f"{run['gateway_cpu_us_per_event']:.0f} µs per event",
+                f"{run['gateway_cpu_us_per_event'] * run['e2e'] / 1e6:.0%} of one core; "
+                f"answer p50 {run['answer']['p50_ms']:.1f} / p99 {run['answer']['p99_ms']:.1f} ms",
             )
         )
     for rate, lat in result.get("latency", {}).items():
@@ -344,8 +426,8 @@ def main() -> None:
         "--profile",
         type=Path,
         default=None,
-        help="run `gateway run` under py-spy (raw output here; XSwitch's in FILE-xswitch) for "
-        "the end-to-end runs only",
+        help="run `gateway run` under py-spy (raw output here; XSwitch's in FILE-xswitch, "
+        "Meiqia's in FILE-meiqia) for the end-to-end runs only",
     )
     args = parser.parse_args()
     started = time.time()
@@ -363,14 +445,16 @@ def main() -> None:
         "result": result,
         "table": rows,
     }
-    profiles = [("profile", args.profile), ("profile_xswitch", xswitch_profile(args.profile))]
-    for key, path in profiles:
+    profiles = [
+        ("profile", "e2e", args.profile),
+        ("profile_xswitch", "e2e-xswitch", xswitch_profile(args.profile)),
+        ("profile_meiqia", "e2e-meiqia", vendor_profile(args.profile, "meiqia")),
+    ]
+    for key, part, path in profiles:
         if path is None or not path.exists():
             continue
-        if key == "profile" and "e2e" not in args.only:
+        if part not in args.only:
             continue  # a file left by an earlier run
-        if key == "profile_xswitch" and "e2e-xswitch" not in args.only:
-            continue
         top = profile_top(path)
         document[key] = top
         print(f"\npy-spy, {path}: own% incl% function")
