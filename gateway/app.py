@@ -438,7 +438,10 @@ class GatewayApp:
         if self.publisher is not None:
             await self.publisher.stop(timeout=self.settings.shutdown_timeout_s)
         if self.outbox is not None:
-            self.outbox.close()  # what is unconfirmed stays spooled for the next start
+            try:
+                self.outbox.close()  # what is unconfirmed stays spooled for the next start
+            except Exception as exc:  # the rest of the shutdown must still happen
+                self._log.error("outbox_close_failed", error=str(exc), staged=self.outbox.staged)
         await self.resources.close()
         await session.close()
         if self.shared is not None:

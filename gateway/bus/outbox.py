@@ -7,8 +7,9 @@ returns); a power loss may lose the last commits, as for the rest of the instanc
 left in the file are published first by the next start, in ``seq`` order. A publish confirmed but
 not yet removed when the process dies is published again with the same ``id`` (consumers
 de-duplicate on ``id``): never lost, duplicated only as an identical copy. The WAL is copied back
-into the file by a thread of its own (:class:`~gateway.runtime.sqlite.Checkpointer`): a
-checkpoint's fsync never holds up the event loop.
+into the file by a thread of its own (:class:`~gateway.runtime.sqlite.Checkpointer`), so a
+checkpoint's fsync does not hold up the event loop; only if that thread falls 64 MB behind (tens of
+thousands of events a second) does the writer's commit checkpoint itself.
 
 ``seq`` orders the spool: it only grows while the process runs and continues after the highest
 ``seq`` left in the file when it is reopened (an empty file starts again at 1).
@@ -51,12 +52,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from gateway.logging import get_logger
-from gateway.runtime.metrics import (
-    OUTBOX_DROPPED,
-    OUTBOX_EVENTS,
-    OUTBOX_OLDEST_AGE,
-    PUBLISH_BACKLOG,
-)
+from gateway.runtime.metrics import OUTBOX_DROPPED, OUTBOX_EVENTS, OUTBOX_OLDEST_AGE
 from gateway.runtime.sqlite import Checkpointer, open_sqlite
 from gateway.schema.events import CloudEvent, NormalizeContext, gap_event
 
@@ -108,6 +104,10 @@ _CALL_SQL = "type LIKE 'call.%'"
 _NON_CRITICAL_SQL = f"NOT {_PROTECTED_SQL} AND NOT {_CALL_SQL}"
 
 
+#: The spool the process-wide gauges read (the newest one opened).
+_gauges_owner: Outbox | None = None
+
+
 def is_protected(type_: str) -> bool:
     """Never dropped by the bound policy."""
     return type_.startswith(PROTECTED_PREFIXES)
@@ -129,7 +129,8 @@ class ShedReport:
 
 
 class Outbox:
-    """Append-only SQLite spool of CloudEvents; synchronous, one connection, one event loop."""
+    """Append-only SQLite spool of CloudEvents; synchronous, used from one event loop (its
+    checkpoints run in a thread of their own)."""
 
     def __init__(
         self,
@@ -155,7 +156,6 @@ class Outbox:
         self._db = open_sqlite(
             self.path, "wal_autocheckpoint=16000", f"journal_size_limit={16 * 2**20}"
         )
-        self._checkpointer = Checkpointer(self.path) if self.path != ":memory:" else None
         self._db.execute(_SCHEMA)
         self._count, last = self._db.execute("SELECT COUNT(*), MAX(seq) FROM outbox").fetchone()
         self._next_seq: int = (last or 0) + 1  # AUTOINCREMENT would halve the append rate
@@ -164,18 +164,21 @@ class Outbox:
         self._next_age_check = 0.0
         self.last_shed: ShedReport | None = None
         # read at scrape time: nothing to update per event
+        global _gauges_owner
+        _gauges_owner = self
         OUTBOX_EVENTS.set_function(self.__len__)
-        PUBLISH_BACKLOG.set_function(self.__len__)
         OUTBOX_OLDEST_AGE.set_function(self.oldest_age_s)
         if self._count:
             self._log.info("outbox_resumed", events=self._count, path=self.path)
         self._check_level()
+        self._checkpointer = Checkpointer(self.path) if self.path != ":memory:" else None
 
     # --- the hot path ---------------------------------------------------------------------------
 
     def append(self, event: CloudEvent) -> int:
         """Spool one event (committed, with everything staged before it, when this returns);
-        its ``seq``. May shed (see module)."""
+        its ``seq``. May shed (see module). If the write fails, this raises and the event stays
+        staged, written by the next commit that works."""
         seq = self.stage(event)
         self.commit()
         return seq
@@ -289,8 +292,13 @@ class Outbox:
         return [row[0] for row in self._db.execute("SELECT type FROM outbox ORDER BY seq")]
 
     def close(self) -> None:
-        """Commit what is staged, then close the file."""
-        OUTBOX_OLDEST_AGE.set_function(lambda: 0.0)
+        """Commit what is staged, then close the file (raises if the commit fails; the file is
+        closed all the same)."""
+        global _gauges_owner
+        if _gauges_owner is self:  # the gauges read a newer spool if there is one
+            _gauges_owner = None
+            OUTBOX_OLDEST_AGE.set_function(lambda: 0.0)
+            OUTBOX_EVENTS.set_function(lambda: 0.0)
         if self._checkpointer is not None:
             self._checkpointer.stop()
         try:

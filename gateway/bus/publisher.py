@@ -46,6 +46,7 @@ from gateway.bus.wire import publish_frames
 from gateway.logging import get_logger
 from gateway.runtime.metrics import (
     EVENTS_PUBLISHED,
+    PUBLISH_BACKLOG,
     PUBLISH_LATENCY,
     PUBLISH_RETRIES,
 )
@@ -96,8 +97,10 @@ class EventPublisher:
         self._removal: asyncio.TimerHandle | None = None  # the next batch of deletes
         self._published: dict[tuple[str, str, str], Any] = {}  # the counter of each label set
         self._commit_scheduled = False
+        self._commit_retry_at = 0.0  # while the disk refuses: when to try the next commit
         self._failure: BaseException | None = None  # a confirm failed: publish again from there
         self._log = get_logger("bus.publisher")
+        PUBLISH_BACKLOG.set_function(outbox.__len__)  # read at scrape time
         self._failing = False  # between the first failed publish and the next success
 
     async def start(self) -> None:
@@ -113,7 +116,9 @@ class EventPublisher:
 
     async def submit(self, event: CloudEvent) -> None:
         """Spool the event (on disk when this returns, with everything :meth:`spool` staged
-        before it), wake the pump; never waits for RabbitMQ."""
+        before it), wake the pump; never waits for RabbitMQ. If the disk refuses, this raises
+        and the event stays staged (written by a later commit: a caller that hands it over
+        again publishes it twice, under the same id)."""
         self._outbox.append(event)
         self._woken()
 
@@ -121,7 +126,11 @@ class EventPublisher:
         """Spool the event in order without waiting for the disk: it is committed with every
         event spooled in the same turn of the event loop (group commit), before the pump
         publishes it and before :meth:`sync` returns. For a push link that relies on nothing
-        until it persists its watermark (which calls :meth:`sync` first)."""
+        until it persists its watermark (which calls :meth:`sync` first). While the disk
+        refuses, events stay staged up to ``outbox.max_events``; past that this raises (the
+        link drops, and re-reads the gap once it is back)."""
+        if self._outbox.staged >= self._outbox.max_events:
+            self._outbox.commit()  # raises while the disk still refuses
         self._outbox.stage(event)
         if not self._commit_scheduled:
             self._commit_scheduled = True
@@ -138,10 +147,31 @@ class EventPublisher:
 
     def _commit_soon(self) -> None:
         self._commit_scheduled = False
+        if self._try_commit():
+            self._wake.set()  # after an outage nobody else may wake the pump
+
+    def _try_commit(self) -> bool:
+        """Commit what is staged. If the disk refuses: False, logged once per outage; the events
+        stay staged and the next try is ``retry_interval_s`` later (not on every event)."""
+        now = time.monotonic()
+        if now < self._commit_retry_at:
+            return False
         try:
             self._outbox.commit()
-        except Exception as exc:  # the events stay staged: the next spool, sync or pump retries
-            self._log.error("outbox_commit_failed", error=str(exc), staged=self._outbox.staged)
+        except Exception as exc:
+            if not self._commit_retry_at:
+                self._log.error(
+                    "outbox_commit_failed", error=str(exc), staged=self._outbox.staged
+                )
+            self._commit_retry_at = now + self._retry_interval_s
+            if not self._commit_scheduled:
+                self._commit_scheduled = True
+                asyncio.get_running_loop().call_later(self._retry_interval_s, self._commit_soon)
+            return False
+        if self._commit_retry_at:
+            self._commit_retry_at = 0.0
+            self._log.info("outbox_commit_recovered")
+        return True
 
     @property
     def backlog(self) -> int:
@@ -192,12 +222,8 @@ class EventPublisher:
             if free <= 0:
                 await self._wake.wait()
                 continue
-            try:
-                self._outbox.commit()  # on disk before it is published
-            except Exception as exc:  # staged still: tried again after a pause
-                self._log.error("outbox_commit_failed", error=str(exc), staged=self._outbox.staged)
-                await asyncio.sleep(self._retry_interval_s)
-                continue
+            # On disk before it is published; if the disk refuses, what is on it goes out still.
+            self._try_commit()
             rows = self._outbox.pending_bodies(taken, free)
             if not rows:
                 if not len(self._outbox):
@@ -218,22 +244,30 @@ class EventPublisher:
         if self._channel is None or self._channel.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
         channel: Any = await self._channel.get_underlay_channel()
-        futures: list[asyncio.Future[Any]] = []
-        labels: list[tuple[str, str, str]] = []
-        chunks: list[bytes] = []
-        batch = _Batch([seq for seq, _ in rows])
-        async with channel.lock:  # nothing else interleaves its frames with the batch
-            for _seq, body in rows:
+        encoded: list[tuple[int, bytes, bytes, tuple[str, str, str]]] = []
+        for seq, body in rows:  # all of it first: a tag is taken only for what is written
+            try:
                 frames, label = publish_frames(
                     channel.number, self._exchange_name, body, channel.max_content_size
                 )
-                chunks.append(frames)
-                labels.append(label)
+            except Exception as exc:
+                self._set_aside(seq, body, exc)
+                continue
+            encoded.append((seq, body, frames, label))
+        if not encoded:
+            return
+        futures: list[asyncio.Future[Any]] = []
+        async with channel.lock:  # nothing else interleaves its frames with the batch
+            for _ in encoded:
                 channel.delivery_tag += 1
                 confirmation = channel.create_future()
                 channel.confirmations[channel.delivery_tag] = confirmation
                 futures.append(confirmation)
-            await channel.write_queue.put(ChannelFrame(b"".join(chunks), should_close=False))
+            payload = b"".join(frames for _, _, frames, _ in encoded)
+            await channel.write_queue.put(ChannelFrame(payload, should_close=False))
+        rows = [(seq, body) for seq, body, _, _ in encoded]
+        labels = [label for _, _, _, label in encoded]
+        batch = _Batch([seq for seq, _ in rows])
         self._in_flight += len(rows)
         self._batches.add(batch)
         started = time.monotonic()
@@ -242,6 +276,17 @@ class EventPublisher:
         batch.timer = asyncio.get_running_loop().call_later(
             self._confirm_timeout_s, self._expire, futures
         )
+
+    def _set_aside(self, seq: int, body: bytes, exc: Exception) -> None:
+        """An event AMQP cannot carry (e.g. a time before 1970 for the ``timestamp`` property):
+        retrying it would hold up every event behind it for good. It leaves the spool, whole
+        in the error log."""
+        self._log.error(
+            "event_not_publishable",
+            error=f"{type(exc).__name__}: {exc}"[:300],
+            body=body.decode(errors="replace"),
+        )
+        self._outbox.remove([seq])
 
     def _on_confirm(
         self, batch: _Batch, seq: int, body: bytes, label: tuple[str, str, str], started: float

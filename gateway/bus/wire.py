@@ -7,7 +7,7 @@ load, ~5 % more to build the properties). A stored event's frames always have th
 :func:`publish_frames` writes them with a few ``struct`` packs and joins, and encodes once what a
 tenant's events of one type share.
 
-Byte-identical to ``message_parts`` + ``ChannelFrame.marshall`` in ``gateway.bus.publisher``
+Byte-identical to :func:`message_parts` + ``ChannelFrame.marshall`` (the pamqp path)
 (``tests/unit/test_wire.py`` holds it to that). Whatever the fast path cannot encode exactly as
 pamqp would (a value that is not a string, a short string over 255 bytes, a timestamp before
 1970, a body that is not a JSON object, ...) goes through pamqp itself, so the result, or the

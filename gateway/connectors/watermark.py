@@ -128,7 +128,9 @@ class Watermark:
 
     def persist(self) -> None:
         """Write where a next run must start: the oldest unrecovered gap, else the last message.
-        The events seen so far are on disk first (``barrier``): the mark never runs ahead."""
+        The events seen so far are on disk first (``barrier``): the mark never runs ahead. A
+        failed barrier raises, and the next try waits ``interval_s`` like any write."""
+        self._written = self._clock()
         if self._barrier is not None:
             self._barrier()
         marks = [g.start for g in self._outstanding]

@@ -25,13 +25,19 @@ def open_sqlite(path: Path | str, *pragmas: str) -> sqlite3.Connection:
     return db
 
 
+#: Consecutive failed checkpoints after which the thread stops (the writer's own take over).
+_GIVE_UP_AFTER = 50
+
+
 class Checkpointer:
     """Copies a WAL file back into its database from a thread of its own, so the event loop
     never waits for it: a checkpoint fsyncs the file (5-20 ms here, a stall for every event
     behind it when the writer's commit runs it). ``PASSIVE``: it never blocks the writer.
 
     The writer keeps ``wal_autocheckpoint`` at a high bound as a safety net, so the WAL cannot
-    grow without end if this thread falls behind; ``journal_size_limit`` trims the file after.
+    grow without end if this thread falls behind (under tens of thousands of events a second, a
+    PASSIVE checkpoint rarely ends with the WAL fully copied back: the writer's bound then
+    applies); ``journal_size_limit`` trims the file after.
     """
 
     def __init__(self, path: Path | str, *, interval_s: float = 0.2) -> None:
@@ -44,18 +50,29 @@ class Checkpointer:
         self._thread.start()
 
     def _run(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        log = get_logger("runtime.sqlite")
+        failures = 0
+        try:
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:  # the writer's own checkpoints still bound the WAL
+            log.warning("checkpointer_not_started", path=self._path, error=str(exc))
+            return
         try:
             while not self._stop.wait(self._interval_s):
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as exc:  # the writer's own checkpoints still bound the WAL
-                    get_logger("runtime.sqlite").warning(
-                        "checkpoint_failed", path=self._path, error=str(exc)
-                    )
+                    failures = 0
+                except sqlite3.Error as exc:
+                    failures += 1
+                    if failures == 1:
+                        log.warning("checkpoint_failed", path=self._path, error=str(exc))
+                    if failures >= _GIVE_UP_AFTER:  # e.g. the file is gone: stop trying
+                        log.warning("checkpointer_stopped", path=self._path, error=str(exc))
+                        return
         finally:
             db.close()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread (a checkpoint under way finishes first, up to ``timeout_s``)."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout_s)

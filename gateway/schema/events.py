@@ -414,11 +414,17 @@ class CloudEvent(BaseModel):
         ``default``; Decimal, bytes, sets, non-str keys ...) makes it fail, and then the exact
         pydantic dump is used. Not cached: connectors amend ``data`` after building the event.
         """
-        fields = {**self.__dict__, "time": _DATETIME_JSON.to_python(self.time, mode="json")}
+        values = self.__dict__
+        fields = {name: values[name] for name in _CLOUD_EVENT_FIELDS}
+        fields["time"] = _DATETIME_JSON.to_python(self.time, mode="json")
         try:
             return orjson.dumps(fields, option=_ORJSON_NATIVE_ONLY)
         except orjson.JSONEncodeError:
             return orjson.dumps(self.model_dump(mode="json"))
+
+
+#: The envelope's fields in declaration order: what ``model_dump`` writes, nothing else.
+_CLOUD_EVENT_FIELDS: Final = tuple(CloudEvent.model_fields)
 
 
 class StreamMemory:

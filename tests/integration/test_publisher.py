@@ -4,6 +4,7 @@ publishing what was spooled while the broker was away or before a restart."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 import aio_pika
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.app import connect_bus
 from gateway.bus.outbox import Outbox
@@ -238,3 +240,70 @@ async def test_a_restart_publishes_what_the_last_run_left_spooled(
     order = [i for i, _ in got]
     first_seen = sorted(set(order), key=order.index)
     assert first_seen == [e.id for e in events], "the spool is published in seq order"
+
+
+class RefusingOutbox(Outbox):
+    """Its disk refuses every commit while ``refuse`` is set (a full disk, say)."""
+
+    refuse = False
+
+    def commit(self) -> None:
+        if self.refuse and self.staged:
+            raise sqlite3.OperationalError("database or disk is full")
+        super().commit()
+
+
+async def test_while_the_disk_refuses_what_is_on_it_still_goes_out(amqp, unique) -> None:
+    """Staged events wait (in order, retried every ``retry_interval_s``, not on every event);
+    the events already on disk are published meanwhile."""
+    tenant = f"p{unique}"
+    channel = await amqp.channel()
+    queue = await durable_queue(channel, tenant)
+    connection = await connect_bus(AMQP_URL)
+    outbox = RefusingOutbox(":memory:")
+    publisher = EventPublisher(connection, "pbx.events", outbox=outbox, retry_interval_s=0.1)
+    events = [cdr_event(tenant, n) for n in range(3)]
+    try:
+        await publisher.submit(events[0])  # on disk
+        outbox.refuse = True
+        publisher.spool(events[1])
+        publisher.spool(events[2])
+        await publisher.start()
+        first = await drain(queue, 1)
+        assert [m.message_id for m in first] == [events[0].id]
+        await wait_for(lambda: publisher.backlog == 2, timeout=10)  # e0 confirmed, removed
+        assert outbox.staged == 2
+        outbox.refuse = False
+        assert await publisher.flush(timeout=30)
+        rest = await drain(queue, 2)
+    finally:
+        await publisher.stop()
+        await connection.close()
+        await queue.delete(if_unused=False, if_empty=False)
+    assert [m.message_id for m in rest] == [events[1].id, events[2].id]
+
+
+async def test_an_event_amqp_cannot_carry_is_set_aside_not_retried_for_ever(amqp, unique) -> None:
+    """A time before 1970 has no AMQP ``timestamp``: that event leaves the spool, whole in the
+    error log; the events behind it go out, in order, with their confirms matched."""
+    tenant = f"p{unique}"
+    channel = await amqp.channel()
+    queue = await durable_queue(channel, tenant)
+    connection = await connect_bus(AMQP_URL)
+    publisher = EventPublisher(connection, "pbx.events", outbox=Outbox(":memory:"))
+    events = [cdr_event(tenant, n) for n in range(5)]
+    events[2] = events[2].model_copy(update={"time": datetime(1960, 1, 1, tzinfo=UTC)})
+    await publisher.start()
+    try:
+        with capture_logs() as logs:
+            for event in events:
+                await publisher.submit(event)
+            assert await publisher.flush(timeout=30)
+        got = await drain(queue, 4)
+    finally:
+        await publisher.stop()
+        await connection.close()
+        await queue.delete(if_unused=False, if_empty=False)
+    assert [m.message_id for m in got] == [e.id for n, e in enumerate(events) if n != 2]
+    aside = [log for log in logs if log["event"] == "event_not_publishable"]
+    assert len(aside) == 1 and events[2].id in aside[0]["body"]

@@ -26,9 +26,16 @@ from nats.js.errors import NotFoundError
 
 from gateway.connectors.xswitch.settings import CTRL_SUBJECT, XSwitchPbxSettings
 
-#: ``(body, position) -> None``, done when the message's events are spooled; raising leaves it
-#: unacked. ``position`` is ``<stream>:<sequence>`` for a JetStream message, else None.
+#: ``(body, position) -> None``, done when the message's events are handed over, in order:
+#: durable at once (through ``emit``), or staged by the spool and durable only after ``sync``,
+#: which :func:`serve` calls before it acks. Raising leaves the message unacked. ``position``
+#: is ``<stream>:<sequence>`` for a JetStream message, else None.
 Handle = Callable[[bytes, str | None], Awaitable[None]]
+
+#: Messages one drain of the core-NATS queue hands over before it yields to the event loop: on
+#: the spool path ``handle`` never yields, and a large backlog would otherwise starve the other
+#: links (their heartbeats, their reads) for a whole turn.
+DRAIN_YIELD_EVERY = 100
 
 
 def subjects(pbx: XSwitchPbxSettings) -> list[str]:
@@ -179,8 +186,12 @@ async def serve(
                     await msg.ack()
         return session.reason
     while True:
+        drained = 0
         while not session.queue.empty():  # what is queued already: no task per message
             await handle(session.queue.get_nowait().data, None)
+            drained += 1
+            if drained % DRAIN_YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # the other links run (and the spool commits this turn)
         if session.closed.is_set():
             return session.reason
         getter = asyncio.ensure_future(session.queue.get())

@@ -5,10 +5,8 @@ of them and a call in progress keeps the direction it was published with."""
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -29,15 +27,8 @@ class YeastarWatermark(Watermark):
     FACTS_KEY = "cdr_facts"
     DIRECTIONS_KEY = "call_directions"
 
-    def __init__(
-        self,
-        store: KeyValue,
-        *,
-        interval_s: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        barrier: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(store, interval_s=interval_s, clock=clock, barrier=barrier)
+    def __init__(self, store: KeyValue, **options: Any) -> None:
+        super().__init__(store, **options)
         self.calls = CallTracker()
         self.cdrs = SeenCdrs()
 
