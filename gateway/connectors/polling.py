@@ -51,6 +51,31 @@ SAVE_QUIET_EVERY_S = 60.0
 SAVE_SOON_S = 1.0
 
 
+class SaveSoon:
+    """One write for a burst of changes: :meth:`soon` runs ``save`` at most ``SAVE_SOON_S``
+    later, :meth:`flush` at once if a save is due (the link stopping). ``save`` handles its own
+    errors (a later save writes it all again)."""
+
+    def __init__(self, save: Callable[[], None]) -> None:
+        self._save = save
+        self._timer: asyncio.TimerHandle | None = None
+
+    def soon(self) -> None:
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(SAVE_SOON_S, self.flush)
+
+    def cancel(self) -> None:
+        """A full save happened meanwhile: nothing is due."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self.cancel()
+            self._save()
+
+
 @dataclass(slots=True)
 class PollResult:
     events: list[CloudEvent]
@@ -150,7 +175,7 @@ class Poller:
         self._outage = False
         self._log = get_logger(f"{state.vendor}.poll").bind(tenant=state.tenant, source=name)
         self._polling = asyncio.Lock()
-        self._save_timer: asyncio.TimerHandle | None = None
+        self._later = SaveSoon(self._save_logged)  # webhooks' passed ids
 
     def load(self) -> None:
         """The cursor and passed ids a previous run (or owner) left."""
@@ -168,9 +193,7 @@ class Poller:
         self.cursor, self.seen, self.last_success = cursor, seen, at
 
     def save(self) -> None:
-        if self._save_timer is not None:
-            self._save_timer.cancel()
-            self._save_timer = None
+        self._later.cancel()
         at = self.last_success.isoformat() if self.last_success else None
         body = {"cursor": self.cursor, "seen": self.seen.items(), "at": at}
         self._store.set(self._key, orjson.dumps(body, default=str).decode())
@@ -178,11 +201,9 @@ class Poller:
     def save_soon(self) -> None:
         """Save within ``SAVE_SOON_S`` (a burst of webhooks: one write), and at the latest when
         :meth:`run` ends."""
-        if self._save_timer is None:
-            self._save_timer = asyncio.get_running_loop().call_later(SAVE_SOON_S, self._save_due)
+        self._later.soon()
 
-    def _save_due(self) -> None:
-        self._save_timer = None
+    def _save_logged(self) -> None:
         try:
             self.save()
         except Exception as exc:  # the next save writes it all again
@@ -193,8 +214,7 @@ class Poller:
         try:
             await self._run()
         finally:
-            if self._save_timer is not None:  # what webhooks passed since the last save
-                self._save_due()
+            self._later.flush()  # what webhooks passed since the last save
 
     async def _run(self) -> None:
         self.load()

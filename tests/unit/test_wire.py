@@ -43,18 +43,9 @@ def max_content_size(frame_max: int) -> int:
     return frame_max - aiormq.Channel.CONTENT_FRAME_SIZE
 
 
-def reference(
-    channel_number: int, exchange: str, body: bytes, max_content: int
-) -> tuple[bytes, tuple[str, str, str]]:
-    """The publisher's pamqp path for one publish, as ``EventPublisher._write`` writes it."""
-    routing_key, properties, labels = wire.message_parts(body)
-    frames: list[Any] = [
-        Basic.Publish(exchange=exchange, routing_key=routing_key),
-        ContentHeader(properties=properties, body_size=len(body)),
-    ]
-    step = max_content
-    frames.extend(ContentBody(body[at : at + step]) for at in range(0, len(body), step))
-    return ChannelFrame.marshall(channel_number=channel_number, frames=frames).payload, labels
+#: The publisher's pamqp path for one publish (the fast path's fallback), held at import: the
+#: fixtures below replace ``wire.pamqp_frames`` to watch the fallback, never this reference.
+reference = wire.pamqp_frames
 
 
 def outcome(encode: Callable[..., Any], *args: Any) -> Any:
@@ -81,20 +72,20 @@ def fast_only(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_fallback(*args: Any) -> Any:
         raise AssertionError("fell back to pamqp")
 
-    monkeypatch.setattr(wire, "_pamqp_frames", no_fallback)
+    monkeypatch.setattr(wire, "pamqp_frames", no_fallback)
 
 
 @pytest.fixture
 def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The bodies the fast path handed to pamqp."""
     seen: list[bytes] = []
-    original = wire._pamqp_frames
+    original = wire.pamqp_frames
 
     def spy(channel_number: int, exchange: str, body: bytes, max_content: int) -> Any:
         seen.append(body)
         return original(channel_number, exchange, body, max_content)
 
-    monkeypatch.setattr(wire, "_pamqp_frames", spy)
+    monkeypatch.setattr(wire, "pamqp_frames", spy)
     return seen
 
 

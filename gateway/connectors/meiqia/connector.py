@@ -18,7 +18,7 @@ from gateway.connectors.meiqia.records import RecordsWatcher, read_records
 from gateway.connectors.meiqia.seats import SeatWatcher
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
 from gateway.connectors.plugin import LinkResources
-from gateway.connectors.polling import SAVE_SOON_S, SeenIds
+from gateway.connectors.polling import SaveSoon, SeenIds
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
@@ -66,7 +66,8 @@ class MeiqiaConnector:
         self.deliveries = _load_deliveries(resources.store)
         self.webhooks_taken = 0
         self._running = False  # events can be published (the link runs)
-        self._deliveries_timer: asyncio.TimerHandle | None = None  # a save is due
+        # one write per burst of webhooks: the whole list is rewritten
+        self._deliveries_later = SaveSoon(self._save_deliveries)
         self._log = get_logger("meiqia.link").bind(tenant=pbx.tenant)
 
     async def run(self, emit: Emit) -> None:
@@ -79,8 +80,7 @@ class MeiqiaConnector:
                     tg.create_task(self.seats.run(), name=f"{self.tenant}-sips")
         finally:
             self._running = False
-            if self._deliveries_timer is not None:
-                self._save_deliveries()
+            self._deliveries_later.flush()
             await self.state.stopped()
 
     # --- webhooks ----------------------------------------------------------------------------
@@ -104,10 +104,7 @@ class MeiqiaConnector:
         events = await self._completed(events, ctx)
         published = await self.records.poller.offer(events)
         self.deliveries.add(delivery)
-        if self._deliveries_timer is None:  # one write per burst (the whole list is rewritten)
-            self._deliveries_timer = asyncio.get_running_loop().call_later(
-                SAVE_SOON_S, self._save_deliveries
-            )
+        self._deliveries_later.soon()
         self.webhooks_taken += 1
         return len(published), not published
 
@@ -142,9 +139,6 @@ class MeiqiaConnector:
         return out
 
     def _save_deliveries(self) -> None:
-        if self._deliveries_timer is not None:
-            self._deliveries_timer.cancel()
-            self._deliveries_timer = None
         try:
             self._store.set(DELIVERIES_KEY, orjson.dumps(self.deliveries.items()).decode())
         except Exception as exc:  # the poller's ids still de-duplicate the calls
