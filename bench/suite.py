@@ -256,26 +256,37 @@ def summary_ms(values: list[float]) -> dict[str, float]:
     }
 
 
+def e2e_rows(
+    n: int,
+    run: dict[str, Any],
+    ceiling: str,
+    size: str,
+    name: str,
+    *,
+    lost: str = " (goal >= 0.80)",
+    cpu: str | None = None,
+    cpu_more: str = "",
+) -> list[tuple[str, str, str]]:
+    """The rows of one end-to-end run: the ceiling, the gateway's rate and ratio, its CPU."""
+    rows = [
+        (f"raw aio-pika ceiling{ceiling} (run {n})", f"{run['ceiling']:,.0f} msg/s", size),
+        (
+            f"{name} (run {n})",
+            f"{run['e2e']:,.0f} events/s",
+            f"ratio {run['e2e'] / run['ceiling']:.2f}, lost {run['lost']}{lost}",
+        ),
+    ]
+    if cpu is not None and "gateway_cpu_us_per_event" in run:
+        us = run["gateway_cpu_us_per_event"]
+        share = f"{us * run['e2e'] / 1e6:.0%} of one core{cpu_more}"
+        rows.append((f"gateway CPU, {cpu} (run {n})", f"{us:.0f} µs per event", share))
+    return rows
+
+
 def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     for n, run in enumerate(result.get("e2e", []), start=1):
-        ratio = run["e2e"] / run["ceiling"]
-        rows.append((f"raw aio-pika ceiling (run {n})", f"{run['ceiling']:,.0f} msg/s", ""))
-        rows.append(
-            (
-                f"gateway end to end (run {n})",
-                f"{run['e2e']:,.0f} events/s",
-                f"ratio {ratio:.2f}, lost {run['lost']} (goal >= 0.80)",
-            )
-        )
-        if "gateway_cpu_us_per_event" in run:
-            rows.append(
-                (
-                    f"gateway CPU, end to end (run {n})",
-                    f"{run['gateway_cpu_us_per_event']:.0f} µs per event",
-                    f"{run['gateway_cpu_us_per_event'] * run['e2e'] / 1e6:.0%} of one core",
-                )
-            )
+        rows += e2e_rows(n, run, "", "", "gateway end to end", cpu="end to end")
     if "e2e_full" in result:
         run = result["e2e_full"]
         rows.append(
@@ -287,45 +298,19 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
         )
     over = "NATS JetStream" if result.get("xswitch_nats") == "jetstream" else "core NATS"
     for n, run in enumerate(result.get("e2e_xswitch", []), start=1):
-        ratio = run["e2e"] / run["ceiling"]
-        rows.append(
-            (
-                f"raw aio-pika ceiling, XSwitch event size (run {n})",
-                f"{run['ceiling']:,.0f} msg/s",
-                f"{result['xswitch_event_bytes']} B",
-            )
-        )
-        rows.append(
-            (
-                f"XSwitch end to end over {over} (run {n})",
-                f"{run['e2e']:,.0f} events/s",
-                f"ratio {ratio:.2f}, lost {run['lost']} (goal >= 0.80)",
-            )
-        )
+        size = f"{result['xswitch_event_bytes']} B"
+        rows += e2e_rows(n, run, ", XSwitch event size", size, f"XSwitch end to end over {over}")
     for n, run in enumerate(result.get("e2e_meiqia", []), start=1):
-        ratio = run["e2e"] / run["ceiling"]
-        rows.append(
-            (
-                f"raw aio-pika ceiling, Meiqia event size (run {n})",
-                f"{run['ceiling']:,.0f} msg/s",
-                f"{result['meiqia_event_bytes']} B",
-            )
-        )
-        rows.append(
-            (
-                f"Meiqia end to end over signed webhooks (run {n})",
-                f"{run['e2e']:,.0f} events/s",
-                f"ratio {ratio:.2f}, lost {run['lost']}, failed {run['failed']} "
-                f"({run['concurrency']} in flight; goal >= 0.80)",
-            )
-        )
-        rows.append(
-            (
-                f"gateway CPU, Meiqia end to end (run {n})",
-                f"{run['gateway_cpu_us_per_event']:.0f} µs per event",
-                f"{run['gateway_cpu_us_per_event'] * run['e2e'] / 1e6:.0%} of one core; "
-                f"answer p50 {run['answer']['p50_ms']:.1f} / p99 {run['answer']['p99_ms']:.1f} ms",
-            )
+        answer = run["answer"]
+        rows += e2e_rows(
+            n,
+            run,
+            ", Meiqia event size",
+            f"{result['meiqia_event_bytes']} B",
+            "Meiqia end to end over signed webhooks",
+            lost=f", failed {run['failed']} ({run['concurrency']} in flight; goal >= 0.80)",
+            cpu="Meiqia end to end",
+            cpu_more=f"; answer p50 {answer['p50_ms']:.1f} / p99 {answer['p99_ms']:.1f} ms",
         )
     for rate, lat in result.get("latency", {}).items():
         goal = 10 if float(rate) <= 1000 else 20

@@ -4,9 +4,11 @@ publishing what was spooled while the broker was away or before a restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aio_pika
@@ -64,23 +66,32 @@ async def drain(
     return got
 
 
+@contextlib.asynccontextmanager
+async def publishing(
+    amqp, tenant: str, outbox: Outbox, **options: Any
+) -> AsyncIterator[tuple[EventPublisher, Any]]:
+    """A publisher (not started) on a connection of its own to the local broker, and a durable
+    queue of the tenant's events; stopped, closed and deleted after."""
+    queue = await durable_queue(await amqp.channel(), tenant)
+    connection = await connect_bus(AMQP_URL)
+    publisher = EventPublisher(connection, "pbx.events", outbox=outbox, **options)
+    try:
+        yield publisher, queue
+    finally:
+        await publisher.stop()
+        await connection.close()
+        await queue.delete(if_unused=False, if_empty=False)
+
+
 async def test_events_carry_the_cloudevents_amqp_binding(amqp, unique) -> None:
     tenant = f"p{unique}"
-    channel = await amqp.channel()
-    queue = await durable_queue(channel, tenant)
-    connection = await connect_bus(AMQP_URL)
-    publisher = EventPublisher(connection, "pbx.events", outbox=Outbox(":memory:"), window=64)
-    await publisher.start()
-    try:
+    async with publishing(amqp, tenant, Outbox(":memory:"), window=64) as (publisher, queue):
+        await publisher.start()
         events = [cdr_event(tenant, n) for n in range(500)]
         for event in events:
             await publisher.submit(event)
         assert await publisher.flush(timeout=30)
         got = await drain(queue, 500)
-    finally:
-        await publisher.stop()
-        await connection.close()
-        await queue.delete(if_unused=False, if_empty=False)
     assert [m.message_id for m in got] == [e.id for e in events], "order and completeness"
     first, event = got[0], events[0]
     assert first.routing_key == f"{tenant}.cdr.created"
@@ -257,13 +268,9 @@ async def test_while_the_disk_refuses_what_is_on_it_still_goes_out(amqp, unique)
     """Staged events wait (in order, retried every ``retry_interval_s``, not on every event);
     the events already on disk are published meanwhile."""
     tenant = f"p{unique}"
-    channel = await amqp.channel()
-    queue = await durable_queue(channel, tenant)
-    connection = await connect_bus(AMQP_URL)
     outbox = RefusingOutbox(":memory:")
-    publisher = EventPublisher(connection, "pbx.events", outbox=outbox, retry_interval_s=0.1)
     events = [cdr_event(tenant, n) for n in range(3)]
-    try:
+    async with publishing(amqp, tenant, outbox, retry_interval_s=0.1) as (publisher, queue):
         await publisher.submit(events[0])  # on disk
         outbox.refuse = True
         publisher.spool(events[1])
@@ -276,10 +283,6 @@ async def test_while_the_disk_refuses_what_is_on_it_still_goes_out(amqp, unique)
         outbox.refuse = False
         assert await publisher.flush(timeout=30)
         rest = await drain(queue, 2)
-    finally:
-        await publisher.stop()
-        await connection.close()
-        await queue.delete(if_unused=False, if_empty=False)
     assert [m.message_id for m in rest] == [events[1].id, events[2].id]
 
 
@@ -287,23 +290,15 @@ async def test_an_event_amqp_cannot_carry_is_set_aside_not_retried_for_ever(amqp
     """A time before 1970 has no AMQP ``timestamp``: that event leaves the spool, whole in the
     error log; the events behind it go out, in order, with their confirms matched."""
     tenant = f"p{unique}"
-    channel = await amqp.channel()
-    queue = await durable_queue(channel, tenant)
-    connection = await connect_bus(AMQP_URL)
-    publisher = EventPublisher(connection, "pbx.events", outbox=Outbox(":memory:"))
     events = [cdr_event(tenant, n) for n in range(5)]
     events[2] = events[2].model_copy(update={"time": datetime(1960, 1, 1, tzinfo=UTC)})
-    await publisher.start()
-    try:
+    async with publishing(amqp, tenant, Outbox(":memory:")) as (publisher, queue):
+        await publisher.start()
         with capture_logs() as logs:
             for event in events:
                 await publisher.submit(event)
             assert await publisher.flush(timeout=30)
         got = await drain(queue, 4)
-    finally:
-        await publisher.stop()
-        await connection.close()
-        await queue.delete(if_unused=False, if_empty=False)
     assert [m.message_id for m in got] == [e.id for n, e in enumerate(events) if n != 2]
     aside = [log for log in logs if log["event"] == "event_not_publishable"]
     assert len(aside) == 1 and events[2].id in aside[0]["body"]
