@@ -97,7 +97,8 @@ class EventPublisher:
         self._removal: asyncio.TimerHandle | None = None  # the next batch of deletes
         self._published: dict[tuple[str, str, str], Any] = {}  # the counter of each label set
         self._commit_scheduled = False
-        self._commit_retry_at = 0.0  # while the disk refuses: when to try the next commit
+        self._commit_retry: asyncio.TimerHandle | None = None  # while the disk refuses
+        self._commit_failing = False  # logged once per outage
         self._failure: BaseException | None = None  # a confirm failed: publish again from there
         self._log = get_logger("bus.publisher")
         PUBLISH_BACKLOG.set_function(outbox.__len__)  # read at scrape time
@@ -147,31 +148,34 @@ class EventPublisher:
 
     def _commit_soon(self) -> None:
         self._commit_scheduled = False
-        if self._try_commit():
-            self._wake.set()  # after an outage nobody else may wake the pump
+        self._try_commit()
 
     def _try_commit(self) -> bool:
         """Commit what is staged. If the disk refuses: False, logged once per outage; the events
-        stay staged and the next try is ``retry_interval_s`` later (not on every event)."""
-        now = time.monotonic()
-        if now < self._commit_retry_at:
+        stay staged and one retry runs ``retry_interval_s`` later (not one per event)."""
+        if self._commit_retry is not None:  # the disk refused: the retry is due later
             return False
         try:
             self._outbox.commit()
         except Exception as exc:
-            if not self._commit_retry_at:
+            if not self._commit_failing:
+                self._commit_failing = True
                 self._log.error(
                     "outbox_commit_failed", error=str(exc), staged=self._outbox.staged
                 )
-            self._commit_retry_at = now + self._retry_interval_s
-            if not self._commit_scheduled:
-                self._commit_scheduled = True
-                asyncio.get_running_loop().call_later(self._retry_interval_s, self._commit_soon)
+            self._commit_retry = asyncio.get_running_loop().call_later(
+                self._retry_interval_s, self._retry_commit
+            )
             return False
-        if self._commit_retry_at:
-            self._commit_retry_at = 0.0
+        if self._commit_failing:
+            self._commit_failing = False
             self._log.info("outbox_commit_recovered")
         return True
+
+    def _retry_commit(self) -> None:
+        self._commit_retry = None
+        if self._try_commit():
+            self._wake.set()  # what waited for the disk can go out now
 
     @property
     def backlog(self) -> int:
@@ -204,6 +208,9 @@ class EventPublisher:
             if batch.timer is not None:
                 batch.timer.cancel()
         self._batches.clear()
+        if self._commit_retry is not None:  # the outbox's close writes what is staged
+            self._commit_retry.cancel()
+            self._commit_retry = None
         self._remove_confirmed()
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
