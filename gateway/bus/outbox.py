@@ -234,12 +234,11 @@ class Outbox:
         )
 
     def _insert(self, event: CloudEvent) -> int:
-        """One event written at once, inside the caller's transaction (shedding's gap events)."""
-        seq = self._next_seq
-        self._db.execute(_INSERT, self._row(seq, event))
-        self._next_seq = seq + 1
-        self._count += 1
-        self._check_level()
+        """One event written at once, inside the caller's transaction (shedding's gap events),
+        with anything staged before it: nothing with a higher ``seq`` is on disk before them."""
+        seq = self.stage(event)
+        self._db.executemany(_INSERT, self._staged)
+        self._staged = []
         return seq
 
     def pending(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, CloudEvent]]:
