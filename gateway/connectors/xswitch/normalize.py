@@ -114,6 +114,42 @@ def _params(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _variables(params: dict[str, Any]) -> dict[str, Any]:
+    """The channel variables (``ChannelEvent.params``, a ``map<string,string>``)."""
+    return _params(params.get("params"))
+
+
+def _talked(params: dict[str, Any]) -> bool:
+    """Whether the message proves the leg was answered. XSwitch marshals ``ChannelEvent`` with
+    Go's ``omitempty`` (``xswitch-cn/proto`` ``xctrl.pb.go``): ``answered: false``,
+    ``answer_epoch: 0`` and ``billsec: ""`` are left out, so only presence proves anything;
+    a DESTROY may carry its talk time only in its variables (``params.billsec``)."""
+    variables = _variables(params)
+    return (
+        params.get("answered") is True
+        or (integer(params.get("answer_epoch")) or 0) > 0
+        or (integer(params.get("billsec")) or 0) > 0
+        or (integer(params.get("billmsec")) or 0) > 0
+        or (integer(variables.get("billsec")) or 0) > 0
+        or (integer(variables.get("answer_epoch")) or 0) > 0
+    )
+
+
+def _cause(params: dict[str, Any]) -> str | None:
+    return text(params.get("cause")) or text(_variables(params).get("hangup_cause"))
+
+
+def _unanswered_proven(params: dict[str, Any]) -> bool:
+    """A DESTROY that itself says nobody talked: a zero talk time, or a cause that is not a
+    normal end (``NO_ANSWER``, ``USER_BUSY`` ...)."""
+    variables = _variables(params)
+    billsec = integer(params.get("billsec"))
+    if billsec is None:
+        billsec = integer(variables.get("billsec"))
+    cause = token(_cause(params))
+    return billsec == 0 or bool(cause and cause != "NORMALCLEARING")
+
+
 def _state(params: dict[str, Any]) -> str:
     raw = params.get("state")
     state = STATE_ALIASES.get(token(raw))
@@ -165,7 +201,7 @@ def _direction(params: dict[str, Any]) -> str:
 def _leg_status(state: str, params: dict[str, Any], previous: str | None) -> str:
     if state == "DESTROY":
         return "hung_up"
-    if state in ("ANSWERED", "UNBRIDGE") or params.get("answered") is True:
+    if state in ("ANSWERED", "UNBRIDGE") or _talked(params):
         status = "answered"
     elif state == "MEDIA":
         status = "early_media"
@@ -259,8 +295,10 @@ def _channel(
         memory.set(f"call:{call_id}", call)
         return []  # a duplicate, or a state that adds nothing (READY, BRIDGE ...)
     leg["status"] = status
-    if status in ("answered", "held"):
+    if status in ("answered", "held") or _talked(params):
         call["answered"] = True
+    if previous is not None:
+        call["followed"] = True  # the call was heard before this leg ended
     memory.set(f"leg:{uuid}", leg)
     legs = [memory.get(f"leg:{u}") for u in call["legs"]]
     known = [entry for entry in legs if entry is not None]
@@ -274,13 +312,16 @@ def _channel(
             call_id=call_id, state="ended", direction=call["direction"], members=members
         )
         events.append(_event(ctx, "call.ended", data, (call_id, "ended"), when, msg))
-        if not call["answered"]:
+        # Failed only when proven: the call was followed and nobody answered, or the last
+        # DESTROY says so itself. A call first heard at its DESTROY (omitempty left out
+        # ``answered``) is not a failure for want of evidence.
+        if not call["answered"] and (call.get("followed") or _unanswered_proven(params)):
             failed = CallFailedData(
                 call_id=call_id,
                 state="ended",
                 direction=call["direction"],
                 members=members,
-                reason=text(params.get("cause")),
+                reason=_cause(params),
             )
             events.append(_event(ctx, "call.failed", failed, (call_id, "failed"), when, msg))
         memory.pop(f"call:{call_id}")

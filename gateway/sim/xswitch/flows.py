@@ -42,28 +42,38 @@ class Leg:
     params: dict[str, str] = field(default_factory=dict)
 
     def event(self, state: str) -> dict[str, Any]:
+        """As a node marshals it: Go's ``omitempty`` on every ``ChannelEvent`` field
+        (``xswitch-cn/proto`` ``xctrl.pb.go``) leaves out ``false``, ``0`` and ``""``."""
         return {
             "jsonrpc": "2.0",
             "method": "Event.Channel",
-            "params": {
-                "node_uuid": self.node_uuid,
-                "uuid": self.uuid,
-                "peer_uuid": self.peer_uuid,
-                "direction": self.direction,
-                "state": state,
-                "cid_name": self.cid_number,
-                "cid_number": self.cid_number,
-                "dest_number": self.dest_number,
-                "create_epoch": self.create_epoch,
-                "ring_epoch": self.ring_epoch,
-                "answer_epoch": self.answer_epoch,
-                "hangup_epoch": self.hangup_epoch,
-                "answered": self.answer_epoch > 0,
-                "cause": self.cause,
-                "context": self.context,
-                "params": dict(self.params),
-            },
+            "params": omitempty(
+                {
+                    "node_uuid": self.node_uuid,
+                    "uuid": self.uuid,
+                    "peer_uuid": self.peer_uuid,
+                    "direction": self.direction,
+                    "state": state,
+                    "cid_name": self.cid_number,
+                    "cid_number": self.cid_number,
+                    "dest_number": self.dest_number,
+                    "create_epoch": self.create_epoch,
+                    "ring_epoch": self.ring_epoch,
+                    "answer_epoch": self.answer_epoch,
+                    "hangup_epoch": self.hangup_epoch,
+                    "answered": self.answer_epoch > 0,
+                    "cause": self.cause,
+                    "context": self.context,
+                    "params": dict(self.params),
+                }
+            ),
         }
+
+
+def omitempty(fields: dict[str, Any]) -> dict[str, Any]:
+    """Go's ``encoding/json`` with ``omitempty``: zero values (``false``, ``0``, ``""``, an
+    empty map or list) are not sent at all."""
+    return {key: value for key, value in fields.items() if value not in (False, 0, "", {}, [])}
 
 
 class FlowBuilder:
@@ -280,4 +290,4 @@ def sample(
     return [encode(body) for _, body in builder.messages]
 
 
-__all__ = ["CDR", "CTRL", "KINDS", "FlowBuilder", "Leg", "encode", "sample"]
+__all__ = ["CDR", "CTRL", "KINDS", "FlowBuilder", "Leg", "encode", "omitempty", "sample"]

@@ -1,0 +1,109 @@
+"""What real XSwitch nodes send, beside what the manuals describe: each test holds a payload
+taken from a real source (named in its docstring) and the event it must give.
+
+Sources:
+
+* ``github:xswitch-cn/proto`` ``go/proto/xctrl/xctrl.pb.go`` ``type ChannelEvent``: every field
+  is tagged ``json:"...,omitempty"``, so ``answered: false``, ``answer_epoch: 0``,
+  ``peer_uuid: ""``, ``direction: ""`` never reach the wire.
+* ``github:xswitch-cn/xctrl`` ``ctrl/bus/bus_test.go`` (``TestBus...`` fixture): a
+  ``ChannelEvent`` DESTROY with only ``node_uuid``, ``uuid``, ``state`` and ``params``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from gateway.connectors.xswitch.normalize import normalize_message
+from gateway.schema.events import EVENT_TYPES, CloudEvent, NormalizeContext, StreamMemory
+
+TZ = ZoneInfo("Asia/Shanghai")
+RECEIVED = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+
+
+def run(bodies: list[bytes], memory: StreamMemory | None = None) -> list[CloudEvent]:
+    memory = memory if memory is not None else StreamMemory()
+    events: list[CloudEvent] = []
+    for body in bodies:
+        ctx = NormalizeContext("acme", "xswitch", TZ, RECEIVED, memory=memory)
+        events.extend(normalize_message(body, ctx))
+    for event in events:
+        EVENT_TYPES[event.type].model_validate(event.data)
+    return events
+
+
+def rpc(method: str, params: dict[str, Any]) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+#: ``ctrl/bus/bus_test.go``: the ``xctrl.ChannelEvent`` the SDK's own test marshals (Go
+#: ``json.Marshal``, omitempty): a callee leg of a call that talked 60 s, ended normally.
+BUS_TEST_DESTROY: dict[str, Any] = {
+    "node_uuid": "xcc-node-3",
+    "uuid": "1d67d67f-45bf-4377-a6c1-4e1e03185326",
+    "state": "DESTROY",
+    "params": {
+        "XCC-Control-UUID": "app.dial.6eeb469e-234a-47e8-bd54-aa9e7291409b",
+        "xcc_mark": "Dialing",
+        "hangup_cause": "NORMAL_CLEARING",
+        "duration": "66",
+        "context": "xcc_bridge,park",
+        "xcc_stationtype": "SIP",
+        "xcc_origin_cid_number": "1003",
+        "cc_agent": "c296c363-c17d-4439-8f19-8d780ce9fdac",
+        "xcc_direction": "inbound",
+        "cc_agent_session_uuid": "2045dbbf-8ce5-42ea-ae41-1f6b0fc65fa0",
+        "xcc_identity": "callee",
+        "xcc_origin_dest_number": "15223352450",
+        "xcc_session": "f52f710b-f36a-425b-bfa9-bb40c3ec4499",
+        "cc_side": "member",
+        "billsec": "60",
+        "xcc_domain": "dev.xswitch.cn",
+        "sip_hangup_disposition": "recv_bye",
+    },
+}
+
+
+# --- omitempty: absence is not "false" ---------------------------------------------------------
+
+
+def test_a_destroy_without_answered_of_a_call_that_talked_ends_it() -> None:
+    """``ctrl/bus/bus_test.go``'s DESTROY, the first message heard of its call (a gateway
+    started mid-call): ``billsec`` 60 in its variables proves the talk; ``answered`` is absent
+    only because Go leaves ``false`` out. The call ends; it never fails."""
+    events = run([rpc("Event.Channel", BUS_TEST_DESTROY)])
+    assert [e.type for e in events] == ["call.ended"]
+    assert events[0].data["call_id"] == "1d67d67f-45bf-4377-a6c1-4e1e03185326"
+    assert events[0].data["members"][0]["status"] == "hung_up"
+
+
+def test_an_omitempty_call_followed_from_start_that_talked_is_answered() -> None:
+    """The same leg followed from its START (omitempty: no ``answered``, no ``answer_epoch``
+    on the START): the DESTROY's ``params.billsec`` proves the answer it never announced."""
+    start = {k: v for k, v in BUS_TEST_DESTROY.items() if k != "params"} | {"state": "START"}
+    events = run([rpc("Event.Channel", start), rpc("Event.Channel", BUS_TEST_DESTROY)])
+    assert "call.failed" not in [e.type for e in events]
+    assert events[-1].type == "call.ended"
+
+
+def test_an_omitempty_destroy_that_proves_no_answer_fails() -> None:
+    """Zero talk time (``billsec: "0"`` is a non-empty string, so it is sent) or a cause that
+    is not a normal end: the failure is proven by the message itself."""
+    busy = BUS_TEST_DESTROY | {
+        "cause": "USER_BUSY",
+        "params": BUS_TEST_DESTROY["params"] | {"billsec": "0", "hangup_cause": "USER_BUSY"},
+    }
+    events = run([rpc("Event.Channel", busy)])
+    assert [e.type for e in events] == ["call.ended", "call.failed"]
+    assert events[1].data["reason"] == "USER_BUSY"
+
+
+def test_a_destroy_that_proves_nothing_is_not_a_failure() -> None:
+    """No talk time, a normal cause, nothing heard before: neither answered nor failed is
+    proven; the call ends, no ``call.failed`` is made up."""
+    bare = {"node_uuid": "n", "uuid": "u-1", "state": "DESTROY", "cause": "NORMAL_CLEARING"}
+    assert [e.type for e in run([rpc("Event.Channel", bare)])] == ["call.ended"]
