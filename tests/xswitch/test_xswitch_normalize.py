@@ -387,3 +387,17 @@ def test_each_cdr_says_its_legs_own_direction() -> None:
     assert (a_leg["leg_direction"], b_leg["leg_direction"]) == ("inbound", "internal")
     assert a_leg["direction"] == b_leg["direction"] == "inbound"
     assert a_leg["call_id"] == b_leg["call_id"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_call_heard_from_its_callee_leg_on_is_still_inbound(seed: int) -> None:
+    """A gateway started after the caller's START: the simulated node's inbound call (trunk
+    contexts of any name, with or without ``xcc_direction``) heard from its callee leg's
+    first message on keeps one call id and is inbound throughout."""
+    builder = FlowBuilder(node_uuid="n", tz=TZ, seed=seed, start=1772440000)
+    builder.call("inbound")
+    bodies = [body for _, body in builder.messages][1:]  # the a-leg's START is lost
+    events = run([orjson.dumps(body) for body in bodies])
+    calls = by_call(events)
+    assert len(calls) == 1
+    assert {e.data["direction"] for e in events if "direction" in e.data} == {"inbound"}

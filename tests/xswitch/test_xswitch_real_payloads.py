@@ -107,3 +107,68 @@ def test_a_destroy_that_proves_nothing_is_not_a_failure() -> None:
     proven; the call ends, no ``call.failed`` is made up."""
     bare = {"node_uuid": "n", "uuid": "u-1", "state": "DESTROY", "cause": "NORMAL_CLEARING"}
     assert [e.type for e in run([rpc("Event.Channel", bare)])] == ["call.ended"]
+
+
+# --- direction: proven, never guessed ----------------------------------------------------------
+
+
+def test_xcc_direction_names_the_call_and_its_member_agrees() -> None:
+    """``ctrl/bus/bus_test.go``'s DESTROY has no numbers and no ``direction`` (omitempty) but
+    ``params.xcc_direction: inbound``: the call is inbound, and its member is on that side
+    (no more ``outbound`` call listing an ``inbound`` member)."""
+    (ended,) = run([rpc("Event.Channel", BUS_TEST_DESTROY)])
+    assert ended.data["direction"] == "inbound"
+    assert [m["kind"] for m in ended.data["members"]] == ["inbound"]
+
+
+def test_nothing_proves_a_direction_then_unknown_until_something_does() -> None:
+    """A leg with neither numbers, context, ``direction`` nor ``xcc_direction`` (all absent
+    under omitempty): ``unknown`` (docs/CONTRACT.md), and the first later message that proves
+    it sets it for the rest of the call."""
+    bare = {"node_uuid": "n", "uuid": "u-1", "state": "RINGING"}
+    proven = bare | {"state": "ANSWERED", "params": {"xcc_direction": "outbound"}}
+    ringing, answered = run([rpc("Event.Channel", bare), rpc("Event.Channel", proven)])
+    assert ringing.data["direction"] == "unknown"
+    assert answered.data["direction"] == "outbound"
+
+
+def test_a_bridged_callee_leg_heard_first_belongs_to_an_inbound_call() -> None:
+    """``tboy/tboy.go`` ``Bridge``: the callee leg a node creates is ``direction: outbound``
+    with the caller's ``cid_number`` and the dialled ``dest_number`` (and, per
+    ``xctrl.proto``, the caller's leg as ``peer_uuid``). Heard first (the gateway started after
+    the caller's START), an outside caller ringing an extension is an inbound call; the
+    callee's kind stays ``extension``."""
+    b_leg = {
+        "node_uuid": "test-node",
+        "uuid": "b-1",
+        "peer_uuid": "a-1",
+        "direction": "outbound",
+        "state": "CALLING",
+        "cid_name": "TEST",
+        "cid_number": "13800138000",
+        "dest_number": "1001",
+        "create_epoch": 1772440000,
+    }
+    (event,) = run([rpc("Event.Channel", b_leg)])
+    assert event.data["direction"] == "inbound"
+    assert event.data["call_id"] == "a-1"
+    assert [(m["kind"], m["number"]) for m in event.data["members"]] == [("extension", "1001")]
+
+
+def test_a_trunk_context_of_any_name_is_inbound() -> None:
+    """docs.xswitch.cn/xswitch-user/advanced/xcc (XCC-CDR): ``context`` is "呼叫源", the
+    call's source; ``tboy/tboy.go`` ``sofia_profile_name``: "default 分机号码, public 外线号码".
+    Trunk contexts are named by whoever configures the carrier (``MyCarrier-Inbound``): a
+    5-digit service number coming in on one is an outside party, not an extension."""
+    leg = {
+        "node_uuid": "n",
+        "uuid": "a-9",
+        "direction": "inbound",
+        "state": "START",
+        "cid_number": "95555",
+        "dest_number": "88880000",
+        "context": "MyCarrier-Inbound",
+    }
+    (event,) = run([rpc("Event.Channel", leg)])
+    assert event.data["direction"] == "inbound"
+    assert event.data["members"][0]["kind"] == "inbound"

@@ -99,7 +99,11 @@ _CAUSE_DISPOSITION: Final[dict[str, str]] = {
 }
 
 _EXTENSION: Final = re.compile(r"^\d{2,6}$")
-_PUBLIC_CONTEXTS: Final = frozenset({"public", "from-trunk", "from_trunk"})
+#: Words that mark a dialplan context as the trunk side. Real systems name trunk contexts
+#: freely (``public`` is FreeSWITCH's default, ``from-trunk``, ``MyCarrier-Inbound`` ...).
+_TRUNK_WORDS: Final = frozenset({"public", "trunk", "inbound", "incoming", "pstn", "did"})
+_WORDS: Final = re.compile(r"[^a-z0-9]+")
+_DIRECTIONS: Final = frozenset({"inbound", "outbound", "internal"})
 
 
 class _Invalid(ValueError):
@@ -108,6 +112,12 @@ class _Invalid(ValueError):
 
 def _is_extension(number: str | None) -> bool:
     return bool(number and _EXTENSION.match(number))
+
+
+def _is_trunk_context(context: Any) -> bool:
+    """A context named for the trunk side: one of its words is a trunk word."""
+    name = (text(context) or "").lower()
+    return bool(name) and not _TRUNK_WORDS.isdisjoint(_WORDS.split(name))
 
 
 def _params(value: Any) -> dict[str, Any]:
@@ -181,21 +191,42 @@ def _call_of_uuid(memory: StreamMemory, uuid: str) -> str:
     return str(known["call_id"]) if known is not None else uuid
 
 
+def _context(params: dict[str, Any]) -> str | None:
+    return text(params.get("context")) or text(_variables(params).get("context"))
+
+
+def _numbers(params: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(caller, callee): the leg's own, else the call's original ones (``xcc_origin_*``)."""
+    variables = _variables(params)
+    caller = text(params.get("cid_number")) or text(variables.get("xcc_origin_cid_number"))
+    callee = text(params.get("dest_number")) or text(variables.get("xcc_origin_dest_number"))
+    return caller, callee
+
+
 def _direction(params: dict[str, Any]) -> str:
-    """The call's direction as its first leg shows it: from a trunk (``public`` context) is
-    inbound; a call the switch placed itself (its first leg ``direction: outbound``, e.g.
-    click-to-dial ringing the agent first) is outbound; otherwise an extension calling a
-    non-extension number is outbound and two extensions are internal."""
-    context = (text(params.get("context")) or "").lower()
-    caller = text(params.get("cid_number"))
-    callee = text(params.get("dest_number"))
-    if context in _PUBLIC_CONTEXTS:
+    """The call's direction, as far as one leg's message proves it, else ``unknown``.
+
+    In order: XCC's own word (``params.xcc_direction``); a trunk context (the leg came from a
+    carrier); a leg the switch placed itself with no peer (``direction: outbound``, no
+    ``peer_uuid``: XNode.Dial, callback, click-to-dial ringing the agent first); the numbers
+    (an outside caller is inbound, an extension calling an extension internal, an extension
+    calling an outside number outbound), which hold also for a bridged callee leg heard before
+    its caller's. FreeSWITCH's ``direction`` is the leg's, never the call's: a callee leg is
+    ``outbound`` in an inbound call."""
+    stated = (text(_variables(params).get("xcc_direction")) or "").lower()
+    if stated in _DIRECTIONS:
+        return stated
+    if _is_trunk_context(_context(params)):
         return "inbound"
-    if token(params.get("direction")) == "OUTBOUND":
-        return "outbound"  # the switch placed the call (XNode.Dial, callback, click-to-dial)
+    leg_direction = token(params.get("direction"))
+    if leg_direction == "OUTBOUND" and not text(params.get("peer_uuid")):
+        return "outbound"
+    caller, callee = _numbers(params)
     if caller and not _is_extension(caller):
         return "inbound"
-    return "internal" if _is_extension(callee) else "outbound"
+    if _is_extension(caller) and callee:
+        return "internal" if _is_extension(callee) else "outbound"
+    return "unknown"
 
 
 def _leg_status(state: str, params: dict[str, Any], previous: str | None) -> str:
@@ -218,12 +249,18 @@ def _leg_status(state: str, params: dict[str, Any], previous: str | None) -> str
     return status
 
 
-def _member(leg: dict[str, Any]) -> Member:
-    number = leg["number"]
-    kind = "extension" if leg["extension"] else ("inbound" if leg["inbound"] else "outbound")
+def _member(leg: dict[str, Any], direction: str | None = None) -> Member:
+    """``kind``: an extension, else the side the leg is on: its own FreeSWITCH direction when
+    sent (in: the outside caller; out: the outside callee), else the call's."""
+    if leg["extension"]:
+        kind = "extension"
+    elif leg["inbound"] is not None:
+        kind = "inbound" if leg["inbound"] else "outbound"
+    else:
+        kind = "outbound" if direction == "outbound" else "inbound"
     return Member(
         kind=kind,
-        number=number,
+        number=leg["number"],
         from_=leg["from"],
         to=leg["to"],
         channel_id=leg["uuid"],
@@ -267,10 +304,13 @@ def _channel(
         "answered": False,
         "ended": False,
     }
+    if call["direction"] == "unknown":  # a later message may prove what the first did not
+        call["direction"] = _direction(params)
     if leg is None:
-        inbound = token(params.get("direction")) != "OUTBOUND"
+        leg_direction = token(params.get("direction"))
+        inbound = None if not leg_direction else leg_direction != "OUTBOUND"
         caller, callee = text(params.get("cid_number")), text(params.get("dest_number"))
-        number = caller if inbound else callee
+        number = callee if inbound is False else caller
         leg = {
             "uuid": uuid,
             "call_id": call_id,
@@ -279,8 +319,7 @@ def _channel(
             "from": caller,
             "to": callee,
             "inbound": inbound,
-            "extension": _is_extension(number)
-            and (text(params.get("context")) or "").lower() not in _PUBLIC_CONTEXTS,
+            "extension": _is_extension(number) and not _is_trunk_context(_context(params)),
             "node": text(params.get("node_uuid")),
         }
         call["legs"].append(uuid)
@@ -303,7 +342,7 @@ def _channel(
     legs = [memory.get(f"leg:{u}") for u in call["legs"]]
     known = [entry for entry in legs if entry is not None]
     state_now = _call_state(known)
-    members = [_member(entry) for entry in known]
+    members = [_member(entry, call["direction"]) for entry in known]
     when = _when(state, params) or ctx.received_at
     events: list[CloudEvent] = []
     if state_now == "ended":
@@ -403,7 +442,9 @@ def _dtmf(
         digit=digit,
         sequence=len(so_far),
         digits=digits,
-        members=[_member(leg)] if leg and leg.get("status") else [],
+        members=[_member(leg, (memory.get(f"call:{call_id}") or {}).get("direction"))]
+        if leg and leg.get("status")
+        else [],
     )
     identity = (uuid, position) if position is not None else (uuid, len(so_far))
     return [_event(ctx, "call.dtmf", data, identity, ctx.received_at, msg)]
@@ -462,22 +503,26 @@ def _cdr(
     caller = first(cdr, "caller_id_number", "xcc_origin_cid_number")
     callee = first(cdr, "destination_number", "xcc_origin_dest_number")
     direction = call["direction"] if call else memory.get(f"direction:{call_id}")
-    if direction is None:
+    if direction in (None, "unknown"):
+        b_leg = token(cdr.get("leg")) == "B"
         direction = _direction(
             {
                 "context": cdr.get("context") or cdr.get("sofia_profile_name"),
                 "cid_number": caller,
                 "dest_number": callee,
-                "direction": "inbound" if token(cdr.get("leg")) != "B" else "outbound",
+                # a b-leg is a leg the switch created for its a-leg: a peer, named or not
+                "direction": "outbound" if b_leg else "",
+                "peer_uuid": text(cdr.get("peer_uuid")) or ("a-leg" if b_leg else ""),
+                "params": {"xcc_direction": cdr.get("xcc_direction")},
             }
         )
     own_context = (text(cdr.get("context")) or text(cdr.get("sofia_profile_name")) or "").lower()
-    if token(cdr.get("leg")) != "B" and own_context in _PUBLIC_CONTEXTS:
+    if token(cdr.get("leg")) != "B" and _is_trunk_context(own_context):
         leg_direction = "inbound"  # the caller's leg, from a trunk
     else:  # a leg ringing an extension, or going out to a number
         leg_direction = "internal" if _is_extension(callee) else "outbound"
     trunk = first(cdr, "sip_gateway_name", "xcc_gateway")
-    public = (text(cdr.get("sofia_profile_name")) or "").lower() in _PUBLIC_CONTEXTS
+    public = _is_trunk_context(cdr.get("sofia_profile_name"))
     data = CdrData(
         call_id=call_id,
         started_at=started,
