@@ -12,15 +12,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 
+from gateway.bus.ledger_entry import JournalEntry
 from gateway.runtime.sqlite import open_sqlite
 from gateway.schema.commands import CommandResult
-
-if TYPE_CHECKING:
-    from gateway.bus.journal import JournalEntry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (

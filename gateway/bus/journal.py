@@ -33,21 +33,17 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, FieldValue
 from aio_pika.abc import AbstractRobustConnection as Connection
 
+from gateway.bus.ledger_entry import FollowingLedger, JournalEntry
 from gateway.bus.topology import CommandNames, mismatch
 from gateway.logging import get_logger
 from gateway.schema.commands import CommandResult
-
-if TYPE_CHECKING:
-    from gateway.bus.idempotency import CommandLedger
 
 #: Stream segments this small let ``x-max-age`` retire old records without waiting for 500 MB.
 SEGMENT_BYTES = 8_000_000
@@ -60,14 +56,6 @@ FOLLOW_MARK_INTERVAL_S = 60.0
 EXPIRE_INTERVAL_S = 3600.0
 #: Records merged into the ledger in one transaction at most.
 MERGE_BATCH = 500
-
-
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    command_id: str
-    command: str | None
-    result: CommandResult | None  # None: started, outcome not known yet
-    at: float
 
 
 class JournalError(RuntimeError):
@@ -101,7 +89,7 @@ class CommandJournal:
         self._channel: AbstractChannel | None = None
         self._declared = False
         # the follower
-        self._ledger: CommandLedger | None = None
+        self._ledger: FollowingLedger | None = None
         self._tenants: frozenset[str] = frozenset()
         self._follow_channel: AbstractChannel | None = None
         self._follow_queue: AbstractQueue | None = None
@@ -165,7 +153,7 @@ class CommandJournal:
 
     # --- the follower --------------------------------------------------------------------------
 
-    async def follow(self, ledger: CommandLedger, tenants: Iterable[str]) -> None:
+    async def follow(self, ledger: FollowingLedger, tenants: Iterable[str]) -> None:
         """Read the stream from where ``ledger`` was last caught up (or its start) and keep
         merging the records of ``tenants`` into it until :meth:`close`."""
         self._ledger = ledger

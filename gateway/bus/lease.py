@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from gateway.bus.connection import connect_first
 from gateway.logging import get_logger
 from gateway.runtime.metrics import LEASES_HELD
-from gateway.settings import split_urls
+from gateway.settings_models import split_urls
 
 LEASE_PREFIX = "pbx.lease."
 PRESENCE_EXCHANGE = "pbx.instances"

@@ -29,7 +29,7 @@ from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import KeyValue
 from gateway.schema.commands import BASE_COMMANDS, CommandModel, command_name
 from gateway.schema.events import CloudEvent, NormalizeContext
-from gateway.settings import PbxSettings, RecoverySettings
+from gateway.settings_models import PbxSettings, RecoverySettings
 
 #: A vendor name: the ``vendor`` tag in settings and in every event, a path segment of its routes.
 VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{1,31}$")

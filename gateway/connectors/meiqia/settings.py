@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.settings import PbxSettings, check_secret_source, read_secret
+from gateway.settings_models import PbxSettings, check_secret_source, read_secret
 
 
 class MeiqiaPbxSettings(PbxSettings):
