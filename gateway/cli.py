@@ -1,12 +1,14 @@
-"""The gateway command: run, sim, demo, normalize, send, schema (stable: docs/CONTRACT.md,
-section 3 "Command line"). `gateway COMMAND --help` shows each command's options and defaults.
+"""The gateway command: run, sim, demo, tail, sink, normalize, send, schema (stable:
+docs/CONTRACT.md, section 3 "Command line"). `gateway COMMAND --help` shows each command's
+options and defaults.
 
 exit status:
-  0  done (run, sim, demo: stopped by SIGTERM/SIGINT or --duration)
+  0  done (run, sim, demo, tail, sink: stopped by SIGTERM/SIGINT or --duration)
   1  send: the command's result is a failure; any command: an internal error (a bug)
   2  bad command line, settings or config file; send: no result within --timeout
   3  normalize: a line was rejected; send: bad --args, or no gateway takes the tenant's commands
-  4  demo, send: RabbitMQ unreachable, refusing the login, or not set up for the gateway
+  4  demo, send, tail, sink: RabbitMQ unreachable, refusing the login, or not set up for the
+     gateway; sink: PostgreSQL unreachable at start
 Errors are one line on stderr; --log-level DEBUG adds the traceback.
 
 Vendors come from the registered plugins (pbx_gateway.vendors): sim, demo --vendor and
@@ -64,7 +66,7 @@ def _stop_early(signum: int, _frame: object) -> None:
 
 
 #: Commands that run until stopped: a signal is their normal end (exit status 0).
-_SERVICES = {"run", "sim", "demo"}
+_SERVICES = {"run", "sim", "demo", "tail", "sink"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +87,7 @@ def _main(argv: list[str]) -> int:
     from gateway.connectors.registry import PluginError
     from gateway.demo import DemoError
     from gateway.send import SendError
+    from gateway.tail import TailError
 
     parser = _parser()
     try:
@@ -98,7 +101,7 @@ def _main(argv: list[str]) -> int:
         return EXIT_USAGE
     try:
         return int(args.handler(args) or 0)
-    except (UserError, SendError, DemoError, PluginError) as exc:
+    except (UserError, SendError, DemoError, TailError, PluginError) as exc:
         status = getattr(exc, "status", EXIT_USAGE)
         _fail(args, str(exc))
         return int(status)
@@ -198,6 +201,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="print whole events as JSON lines")
     demo.set_defaults(handler=_cmd_demo)
+
+    tail = command(
+        "tail",
+        "follow a running gateway's events",
+        "Print the events a running gateway publishes, live, one line each as the demo prints"
+        " them (or JSON lines), from a temporary queue that is gone when tail stops (Ctrl-C,"
+        " exit 0). Exit status 4: RabbitMQ unreachable, refusing, or without the events"
+        " exchange.",
+    )
+    tail.add_argument("--tenant", default="*", help="one tenant's events (*: every tenant)")
+    tail.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="event types as a topic pattern, e.g. cdr.created, 'call.*', 'agent.#'"
+        " (repeatable; default: every type)",
+    )
+    tail.add_argument("--json", action="store_true", help="print whole events as JSON lines")
+    tail.add_argument(
+        "--amqp-url",
+        default=os.environ.get("GATEWAY__BUS__URL", DEFAULT_AMQP),
+        help="RabbitMQ (environment: GATEWAY__BUS__URL)",
+    )
+    tail.add_argument("--exchange", default="pbx.events", help="the gateway's events exchange")
+    tail.set_defaults(handler=_cmd_tail)
 
     send = command(
         "send",
@@ -351,6 +381,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     async def work(stop: asyncio.Event) -> None:
         await run_demo(args, stop)
+
+    return _run_until_signal(work)
+
+
+# --- tail --------------------------------------------------------------------------------------
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from gateway.tail import TailOptions, tail
+
+    configure_logging("console", args.log_level or "ERROR")
+    options = TailOptions(
+        amqp_url=args.amqp_url,
+        tenant=args.tenant,
+        types=args.types or ["#"],
+        json=args.json,
+        exchange=args.exchange,
+    )
+
+    async def work(stop: asyncio.Event) -> None:
+        await tail(options, stop)
 
     return _run_until_signal(work)
 
