@@ -32,6 +32,7 @@ from aio_pika.abc import (
 
 from gateway.bus.idempotency import CommandLedger
 from gateway.bus.journal import CommandJournal, JournalError
+from gateway.bus.policy import CommandPolicy
 from gateway.bus.processing import CommandProcessor, failure
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.topology import (
@@ -69,6 +70,7 @@ class CommandConsumer:
         journal: CommandJournal | None = None,
         catalog: CommandCatalog = CONTRACT_COMMANDS,
         supported: Mapping[str, frozenset[str]] | None = None,
+        policies: Mapping[str, CommandPolicy] | None = None,
         prefetch: int = 8,
         execute_timeout_s: float = 20.0,
         drain_timeout_s: float = 10.0,
@@ -87,6 +89,7 @@ class CommandConsumer:
             journal=journal,
             catalog=catalog,
             supported=supported,
+            policies=policies,
             execute_timeout_s=execute_timeout_s,
             clock=clock,
         )

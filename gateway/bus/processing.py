@@ -1,6 +1,6 @@
-"""The command path's decisions, without AMQP: validate -> supported? -> ledger -> deadline ->
-execute. The consumer (:mod:`gateway.bus.consumer`) feeds it deliveries and does the replying,
-acking and dead-lettering; tests drive it directly.
+"""The command path's decisions, without AMQP: validate -> allowed? -> supported? -> ledger ->
+deadline -> execute. The consumer (:mod:`gateway.bus.consumer`) feeds it deliveries and does the
+replying, acking and dead-lettering; tests drive it directly.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Protocol
 
 from gateway.bus.idempotency import CommandLedger
 from gateway.bus.journal import CommandJournal, JournalError
+from gateway.bus.policy import DEFAULT_POLICY, CommandPolicy
 from gateway.connectors.base import Connector
 from gateway.logging import get_logger
 from gateway.schema.commands import (
@@ -60,6 +61,8 @@ class CommandProcessor:
     ``catalog`` parses commands (the contract's plus the plugins' own); ``supported`` maps a
     vendor name to the commands its plugin declares: any other command is answered
     ``unsupported`` without reaching the PBX (and without a ledger entry: nothing ran).
+    ``policies`` maps a tenant to its :class:`CommandPolicy` (default: :data:`DEFAULT_POLICY`);
+    a command it refuses is answered ``forbidden`` and dead-lettered, never executed.
     """
 
     def __init__(
@@ -69,10 +72,12 @@ class CommandProcessor:
         journal: CommandJournal | None = None,
         catalog: CommandCatalog = CONTRACT_COMMANDS,
         supported: Mapping[str, frozenset[str]] | None = None,
+        policies: Mapping[str, CommandPolicy] | None = None,
         execute_timeout_s: float = 20.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._ledger = ledger
+        self._policies = policies or {}
         self._journal = journal
         self._catalog = catalog
         self._supported = supported
@@ -114,6 +119,11 @@ class CommandProcessor:
         except CommandInvalid as exc:
             log.warning("command_invalid", error=str(exc)[:500])
             return CommandResult(command_id=command_id, ok=False, error=exc.to_error()), None, True
+
+        refusal = self._policies.get(tenant, DEFAULT_POLICY).refusal(command)
+        if refusal is not None:
+            log.warning("command_forbidden", command=command.command, reason=refusal)
+            return failure(command_id, ErrorCode.FORBIDDEN, refusal), command.command, True
 
         if self._supported is not None and command.command not in self._supported.get(
             connector.vendor, frozenset()

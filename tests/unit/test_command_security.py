@@ -1,0 +1,139 @@
+"""The command edge against a sender with broker access: who may run what, who sent it, ids
+replayed for another command, where replies go, and which results may hold credentials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.bus.idempotency import CommandLedger
+from gateway.bus.policy import CommandPolicy, command_policy, sensitivity
+from gateway.bus.processing import CommandProcessor
+from gateway.connectors.registry import command_catalog
+from gateway.runtime.watch import Watch
+from gateway.schema.commands import ErrorCode
+from gateway.settings import PbxSettings
+
+
+@dataclass
+class Delivered:
+    body: bytes
+    message_id: str | None = "cmd-1"
+    routing_key: str | None = None
+    redelivered: bool = False
+    reply_to: str | None = "amq.rabbitmq.reply-to.g1h2AA"
+    user_id: str | None = None
+    app_id: str | None = None
+
+
+class Pbx:
+    def __init__(self, vendor: str = "xswitch") -> None:
+        self.vendor = vendor
+        self.link = Watch("connected")
+        self.executed: list[Any] = []
+
+    async def execute(self, command: Any) -> dict[str, Any]:
+        self.executed.append(command)
+        return {"data": [{"extn": "1000", "ha1": "5f4dcc3b5aa765d61d8327deb882cf99"}]}
+
+
+def body(command: str, **args: Any) -> bytes:
+    return orjson.dumps({"command": command, "args": args})
+
+
+def processor(policies: dict[str, CommandPolicy] | None = None, **kw: Any) -> CommandProcessor:
+    return CommandProcessor(
+        CommandLedger(":memory:", 3600), catalog=command_catalog(), policies=policies, **kw
+    )
+
+
+# --- authorization ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("xswitch.extension.delete", {"id": "7"}),
+        ("xswitch.extension.update", {"id": "7", "password": "hunter22"}),
+        ("xswitch.extension.list", {"include_secrets": True}),
+        ("meiqia.sips.list", {"include_password": True}),
+        ("uucall.subuser.update", {"subUserId": 5, "password": "abc123"}),
+        ("uucall.subuser_auth.update", {"subUserId": 5, "authAppIds": [1]}),
+    ],
+)
+async def test_sensitive_commands_are_forbidden_by_default_never_run_and_dead_lettered(
+    command: str, args: dict[str, Any]
+) -> None:
+    pbx = Pbx(command.split(".")[0])
+    result, name, dead = await processor().process("t", pbx, Delivered(body(command, **args)))  # type: ignore[arg-type]
+    assert result.error and result.error.code == ErrorCode.FORBIDDEN, result
+    assert name == command and dead and not pbx.executed
+    assert "allow_sensitive" in result.error.message
+
+
+async def test_ordinary_call_control_and_read_only_lists_run_by_default() -> None:
+    pbx = Pbx()
+    p = processor()
+    for n, (command, args) in enumerate(
+        [
+            ("call.dial", {"caller": "2001", "callee": "2002"}),
+            ("call.listen", {"channel_id": "PJSIP/1-1", "listener": "2003"}),
+            ("xswitch.extension.list", {}),
+        ]
+    ):
+        result, _, dead = await p.process("t", pbx, Delivered(body(command, **args), f"c{n}"))  # type: ignore[arg-type]
+        assert result.ok and not dead, result
+    assert len(pbx.executed) == 3
+
+
+async def test_a_tenant_policy_allows_and_denies_by_pattern() -> None:
+    settings = PbxSettings.model_validate(
+        {
+            "tenant": "acme",
+            "vendor": "xswitch",
+            "command_policy": {
+                "allow": ["call.*", "agent.*", "xswitch.extension.*"],
+                "deny": ["call.listen"],
+                "allow_sensitive": ["xswitch.extension.delete"],
+            },
+        }
+    )
+    p, pbx = processor({"acme": command_policy(settings)}), Pbx()
+    outcomes = {}
+    for n, (command, args) in enumerate(
+        [
+            ("call.dial", {"caller": "2001", "callee": "2002"}),
+            ("call.listen", {"channel_id": "PJSIP/1-1", "listener": "2003", "mode": "barge"}),
+            ("xswitch.queue.list", {}),
+            ("xswitch.extension.delete", {"id": "7"}),
+            ("xswitch.extension.list", {"include_secrets": True}),
+        ]
+    ):
+        result, _, _ = await p.process("acme", pbx, Delivered(body(command, **args), f"c{n}"))  # type: ignore[arg-type]
+        outcomes[command] = "ok" if result.ok else result.error.code if result.error else "?"
+    assert outcomes == {
+        "call.dial": "ok",
+        "call.listen": "forbidden",
+        "xswitch.queue.list": "forbidden",
+        "xswitch.extension.delete": "ok",
+        "xswitch.extension.list": "forbidden",  # secrets need their own allow_sensitive
+    }
+    assert [c.command for c in pbx.executed] == ["call.dial", "xswitch.extension.delete"]
+    # the other tenants keep the defaults
+    result, _, _ = await p.process(
+        "other",
+        pbx,
+        Delivered(body("xswitch.extension.delete", id="8"), "c9"),  # type: ignore[arg-type]
+    )
+    assert result.error and result.error.code == ErrorCode.FORBIDDEN
+
+
+def test_what_is_sensitive() -> None:
+    catalog = command_catalog()
+    assert sensitivity(catalog.parse(body("xswitch.extension.create", extn="1", password="x")))
+    assert sensitivity(catalog.parse(body("uucall.notice.delete", noticeId=3))) is not None
+    assert sensitivity(catalog.parse(body("xswitch.extension.update", id="7", name="n"))) is None
+    assert sensitivity(catalog.parse(body("meiqia.sips.list"))) is None
