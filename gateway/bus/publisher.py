@@ -160,7 +160,9 @@ class EventPublisher:
         except Exception as exc:
             if not self._commit_failing:
                 self._commit_failing = True
-                self._log.error("outbox_commit_failed", error=str(exc), staged=self._outbox.staged)
+                self._log.error(
+                    "outbox_commit_failed", error=str(exc), staged=self._outbox.staged
+                )
             self._commit_retry = asyncio.get_running_loop().call_later(
                 self._retry_interval_s, self._retry_commit
             )
