@@ -265,6 +265,7 @@ class GatewayApp:
                     catalog=command_catalog(),
                     supported={name: p.commands for name, p in vendors.items()},
                     policies={pbx.tenant: command_policy(pbx) for pbx in s.pbxs},
+                    require_user_id=s.commands.require_user_id,
                     prefetch=s.commands.prefetch,
                     execute_timeout_s=s.commands.execute_timeout_s,
                     drain_timeout_s=s.commands.drain_timeout_s,

@@ -71,6 +71,7 @@ class CommandConsumer:
         catalog: CommandCatalog = CONTRACT_COMMANDS,
         supported: Mapping[str, frozenset[str]] | None = None,
         policies: Mapping[str, CommandPolicy] | None = None,
+        require_user_id: bool = False,
         prefetch: int = 8,
         execute_timeout_s: float = 20.0,
         drain_timeout_s: float = 10.0,
@@ -90,6 +91,7 @@ class CommandConsumer:
             catalog=catalog,
             supported=supported,
             policies=policies,
+            require_user_id=require_user_id,
             execute_timeout_s=execute_timeout_s,
             clock=clock,
         )
@@ -331,6 +333,8 @@ class CommandConsumer:
             ok=result.ok,
             result=result.result,
             error=result.error.model_dump(mode="json") if result.error else None,
+            user_id=message.user_id or None,
+            app_id=message.app_id or None,
         )
         type_ = "command.succeeded" if result.ok else "command.failed"
         await self._publisher.submit(

@@ -30,10 +30,27 @@ CREATE TABLE IF NOT EXISTS commands (
     state TEXT NOT NULL,
     result BLOB,
     created_at REAL NOT NULL,
+    user_id TEXT,
+    app_id TEXT,
     PRIMARY KEY (tenant, command_id)
 )
 """
+#: Columns added since the first schema: a ledger file written before gets them on opening.
+_ADDED = {"user_id": "TEXT", "app_id": "TEXT"}
+_COLUMNS = "tenant, command_id, command, state, result, created_at, user_id, app_id"
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL)"
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who published a command, as its AMQP properties say (None: not given)."""
+
+    user_id: str | None = None
+    app_id: str | None = None
+
+
+#: A command whose properties name no sender.
+NO_SENDER = Sender()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +64,21 @@ class CommandLedger:
         self._db = open_sqlite(path)
         self._db.execute(_SCHEMA)
         self._db.execute(_META)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(commands)")}
+        for column, kind in _ADDED.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE commands ADD COLUMN {column} {kind}")
         self._ttl_s = ttl_s
         self.expire()
 
-    def claim(self, tenant: str, command_id: str, command: str | None) -> Seen | None:
+    def claim(
+        self, tenant: str, command_id: str, command: str | None, sender: Sender = NO_SENDER
+    ) -> Seen | None:
         """Record ``started``; None when the id is new, else what was recorded before."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO commands VALUES (?, ?, ?, 'started', NULL, ?)",
-            (tenant, command_id, command, time.time()),
+            f"INSERT OR IGNORE INTO commands ({_COLUMNS})"
+            " VALUES (?, ?, ?, 'started', NULL, ?, ?, ?)",
+            (tenant, command_id, command, time.time(), sender.user_id, sender.app_id),
         )
         if cursor.rowcount == 1:
             return None
@@ -92,12 +116,20 @@ class CommandLedger:
                 at = min(entry.at, now)
                 if entry.result is None:
                     cursor = self._db.execute(
-                        "INSERT OR IGNORE INTO commands VALUES (?, ?, ?, 'started', NULL, ?)",
-                        (tenant, entry.command_id, entry.command, at),
+                        f"INSERT OR IGNORE INTO commands ({_COLUMNS})"
+                        " VALUES (?, ?, ?, 'started', NULL, ?, ?, ?)",
+                        (
+                            tenant,
+                            entry.command_id,
+                            entry.command,
+                            at,
+                            entry.sender.user_id,
+                            entry.sender.app_id,
+                        ),
                     )
                 else:
                     cursor = self._db.execute(
-                        "INSERT INTO commands VALUES (?, ?, ?, 'done', ?, ?)"
+                        f"INSERT INTO commands ({_COLUMNS}) VALUES (?, ?, ?, 'done', ?, ?, ?, ?)"
                         " ON CONFLICT (tenant, command_id) DO UPDATE"
                         " SET state = 'done', result = excluded.result WHERE state != 'done'",
                         (
@@ -106,10 +138,20 @@ class CommandLedger:
                             entry.command,
                             orjson.dumps(entry.result.model_dump(mode="json")),
                             at,
+                            entry.sender.user_id,
+                            entry.sender.app_id,
                         ),
                     )
                 changed += cursor.rowcount
         return changed
+
+    def sender(self, tenant: str, command_id: str) -> Sender | None:
+        """Who sent the command recorded under this id (None: no record)."""
+        row = self._db.execute(
+            "SELECT user_id, app_id FROM commands WHERE tenant = ? AND command_id = ?",
+            (tenant, command_id),
+        ).fetchone()
+        return None if row is None else Sender(row[0], row[1])
 
     def newest(self, tenant: str) -> float | None:
         """When, on this clock, the newest record of ``tenant`` was made or learnt (None: none).

@@ -42,6 +42,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, FieldValue
 from aio_pika.abc import AbstractRobustConnection as Connection
 
+from gateway.bus.idempotency import NO_SENDER, Sender
 from gateway.bus.topology import CommandNames, mismatch
 from gateway.logging import get_logger
 from gateway.schema.commands import CommandResult
@@ -68,6 +69,7 @@ class JournalEntry:
     command: str | None
     result: CommandResult | None  # None: started, outcome not known yet
     at: float
+    sender: Sender = NO_SENDER
 
 
 class JournalError(RuntimeError):
@@ -139,15 +141,22 @@ class CommandJournal:
         return self._channel
 
     async def record(
-        self, tenant: str, command_id: str, command: str | None, result: CommandResult | None
+        self,
+        tenant: str,
+        command_id: str,
+        command: str | None,
+        result: CommandResult | None,
+        sender: Sender = NO_SENDER,
     ) -> None:
-        """Append one record and wait for the broker's confirm."""
+        """Append one record (with who sent the command) and wait for the broker's confirm."""
         body: dict[str, object] = {
             "tenant": tenant,
             "command_id": command_id,
             "command": command,
             "result": result.model_dump(mode="json") if result else None,
             "at": time.time(),
+            "user_id": sender.user_id,
+            "app_id": sender.app_id,
         }
         await self._append(body)
 
@@ -379,6 +388,11 @@ def _entry(body: dict[str, object]) -> JournalEntry | None:
             command=str(body["command"]) if body.get("command") else None,
             result=CommandResult.model_validate(raw) if raw else None,
             at=float(body["at"]),  # type: ignore[arg-type]
+            sender=Sender(_text(body.get("user_id")), _text(body.get("app_id"))),
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

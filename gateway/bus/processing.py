@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
-from gateway.bus.idempotency import CommandLedger
+from gateway.bus.idempotency import CommandLedger, Sender
 from gateway.bus.journal import CommandJournal, JournalError
 from gateway.bus.policy import DEFAULT_POLICY, CommandPolicy
 from gateway.connectors.base import Connector
@@ -46,6 +46,15 @@ class Delivery(Protocol):
     @property
     def redelivered(self) -> bool | None: ...
 
+    @property
+    def reply_to(self) -> str | None: ...
+
+    @property
+    def user_id(self) -> str | None: ...
+
+    @property
+    def app_id(self) -> str | None: ...
+
 
 def failure(command_id: str, code: ErrorCode, message: str, **extra: object) -> CommandResult:
     return CommandResult(
@@ -73,11 +82,13 @@ class CommandProcessor:
         catalog: CommandCatalog = CONTRACT_COMMANDS,
         supported: Mapping[str, frozenset[str]] | None = None,
         policies: Mapping[str, CommandPolicy] | None = None,
+        require_user_id: bool = False,
         execute_timeout_s: float = 20.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._ledger = ledger
         self._policies = policies or {}
+        self._require_user_id = require_user_id
         self._journal = journal
         self._catalog = catalog
         self._supported = supported
@@ -98,7 +109,10 @@ class CommandProcessor:
     ) -> tuple[CommandResult, str | None, bool]:
         """The result, the command name, and whether the message goes to the dead letters."""
         command_id = message.message_id or ""
-        log = self._log.bind(tenant=tenant, command_id=command_id)
+        sender = Sender(message.user_id or None, message.app_id or None)
+        log = self._log.bind(
+            tenant=tenant, command_id=command_id, user_id=sender.user_id, app_id=sender.app_id
+        )
         try:
             if not command_id:
                 raise CommandInvalid(
@@ -121,6 +135,8 @@ class CommandProcessor:
             return CommandResult(command_id=command_id, ok=False, error=exc.to_error()), None, True
 
         refusal = self._policies.get(tenant, DEFAULT_POLICY).refusal(command)
+        if refusal is None and self._require_user_id and sender.user_id is None:
+            refusal = "the AMQP user_id property is required (the gateway records the sender)"
         if refusal is not None:
             log.warning("command_forbidden", command=command.command, reason=refusal)
             return failure(command_id, ErrorCode.FORBIDDEN, refusal), command.command, True
@@ -143,7 +159,7 @@ class CommandProcessor:
         running = self._running.get(key)
         if running is not None:  # the same id delivered twice at once: one execution
             return await asyncio.shield(running), command.command, False
-        seen = self._ledger.claim(tenant, command_id, command.command)
+        seen = self._ledger.claim(tenant, command_id, command.command, sender)
         if seen is not None:
             log.info("command_duplicate", state=seen.state)
             if seen.result is not None:
@@ -180,7 +196,7 @@ class CommandProcessor:
         try:
             if self._journal is not None:
                 try:
-                    await self._journal.record(tenant, command_id, command.command, None)
+                    await self._journal.record(tenant, command_id, command.command, None, sender)
                 except JournalError as exc:
                     self._ledger.release(tenant, command_id)  # never sent: may be taken again
                     future.set_exception(exc)  # a duplicate waiting on it is put back too
@@ -193,7 +209,7 @@ class CommandProcessor:
             del self._running[key]
             if not future.done():
                 future.cancel()
-        await self._journal_result(tenant, command.command, result)
+        await self._journal_result(tenant, command.command, result, sender)
         log.info(
             "command_done",
             command=command.command,
@@ -231,10 +247,12 @@ class CommandProcessor:
             return failure(command_id, ErrorCode.FAILED, f"{type(exc).__name__}: {exc}")
         return CommandResult(command_id=command_id, ok=True, result=result)
 
-    async def _journal_result(self, tenant: str, name: str, result: CommandResult) -> None:
+    async def _journal_result(
+        self, tenant: str, name: str, result: CommandResult, sender: Sender
+    ) -> None:
         if self._journal is None:
             return
         try:
-            await self._journal.record(tenant, result.command_id, name, result)
+            await self._journal.record(tenant, result.command_id, name, result, sender)
         except JournalError as exc:  # answered all the same; a takeover sees it as started
             self._log.warning("ledger_journal_failed", tenant=tenant, error=str(exc))

@@ -3,13 +3,17 @@ replayed for another command, where replies go, and which results may hold crede
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
-from gateway.bus.idempotency import CommandLedger
+from gateway.bus.idempotency import CommandLedger, Sender
+from gateway.bus.journal import _entry
 from gateway.bus.policy import CommandPolicy, command_policy, sensitivity
 from gateway.bus.processing import CommandProcessor
 from gateway.connectors.registry import command_catalog
@@ -137,3 +141,69 @@ def test_what_is_sensitive() -> None:
     assert sensitivity(catalog.parse(body("uucall.notice.delete", noticeId=3))) is not None
     assert sensitivity(catalog.parse(body("xswitch.extension.update", id="7", name="n"))) is None
     assert sensitivity(catalog.parse(body("meiqia.sips.list"))) is None
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+class Journal:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    async def record(
+        self, tenant: str, command_id: str, command: str | None, result: Any, sender: Any = None
+    ) -> None:
+        self.records.append({"command_id": command_id, "result": result, "sender": sender})
+
+
+async def test_the_sender_is_recorded_in_the_ledger_the_journal_and_the_log(tmp_path) -> None:
+    ledger, journal = CommandLedger(tmp_path / "commands.sqlite3", 3600), Journal()
+    p = CommandProcessor(ledger, journal=journal, catalog=command_catalog())  # type: ignore[arg-type]
+    message = Delivered(
+        body("call.dial", caller="2001", callee="2002"), user_id="crm-svc", app_id="crm"
+    )
+    with capture_logs() as logs:
+        result, _, _ = await p.process("t", Pbx(), message)  # type: ignore[arg-type]
+    assert result.ok
+    assert ledger.sender("t", "cmd-1") == Sender("crm-svc", "crm")
+    assert [r["sender"] for r in journal.records] == [Sender("crm-svc", "crm")] * 2
+    done = [line for line in logs if line["event"] == "command_done"]
+    assert done and done[0]["user_id"] == "crm-svc" and done[0]["app_id"] == "crm"
+    # another instance learns the sender through the journal
+    other = CommandLedger(":memory:", 3600)
+    entry = _entry({"command_id": "x", "command": "call.dial", "at": time.time(), **SENDER})
+    assert entry is not None
+    other.merge("t", [entry])
+    assert other.sender("t", "x") == Sender("crm-svc", "crm")
+
+
+SENDER = {"user_id": "crm-svc", "app_id": "crm"}
+
+
+async def test_commands_without_user_id_are_forbidden_when_it_is_required() -> None:
+    pbx = Pbx()
+    p = processor(require_user_id=True)
+    dial = body("call.dial", caller="2001", callee="2002")
+    result, _, dead = await p.process("t", pbx, Delivered(dial))  # type: ignore[arg-type]
+    assert result.error and result.error.code == ErrorCode.FORBIDDEN and dead
+    result, _, _ = await p.process("t", pbx, Delivered(dial, "c2", user_id="crm-svc"))  # type: ignore[arg-type]
+    assert result.ok and len(pbx.executed) == 1
+
+
+def test_a_ledger_file_of_the_first_schema_gains_the_sender_columns(tmp_path) -> None:
+    path = tmp_path / "commands.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE commands (tenant TEXT NOT NULL, command_id TEXT NOT NULL, command TEXT,"
+        " state TEXT NOT NULL, result BLOB, created_at REAL NOT NULL,"
+        " PRIMARY KEY (tenant, command_id))"
+    )
+    db.execute(
+        "INSERT INTO commands VALUES ('t', 'old', 'call.dial', 'started', NULL, ?)", (time.time(),)
+    )
+    db.commit()
+    db.close()
+    ledger = CommandLedger(path, 3600)
+    assert ledger.sender("t", "old") == Sender(None, None)
+    assert ledger.claim("t", "new", "call.dial", Sender("u", None)) is None
+    assert ledger.sender("t", "new") == Sender("u", None)
