@@ -70,6 +70,7 @@ class JournalEntry:
     result: CommandResult | None  # None: started, outcome not known yet
     at: float
     sender: Sender = NO_SENDER
+    fingerprint: str | None = None  # see gateway.bus.idempotency.fingerprint
 
 
 class JournalError(RuntimeError):
@@ -147,8 +148,9 @@ class CommandJournal:
         command: str | None,
         result: CommandResult | None,
         sender: Sender = NO_SENDER,
+        fingerprint: str | None = None,
     ) -> None:
-        """Append one record (with who sent the command) and wait for the broker's confirm."""
+        """Append one record (with who sent what) and wait for the broker's confirm."""
         body: dict[str, object] = {
             "tenant": tenant,
             "command_id": command_id,
@@ -157,6 +159,7 @@ class CommandJournal:
             "at": time.time(),
             "user_id": sender.user_id,
             "app_id": sender.app_id,
+            "fingerprint": fingerprint,
         }
         await self._append(body)
 
@@ -389,6 +392,7 @@ def _entry(body: dict[str, object]) -> JournalEntry | None:
             result=CommandResult.model_validate(raw) if raw else None,
             at=float(body["at"]),  # type: ignore[arg-type]
             sender=Sender(_text(body.get("user_id")), _text(body.get("app_id"))),
+            fingerprint=_text(body.get("fingerprint")),
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -13,13 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-from gateway.schema.commands import CommandModel
+from gateway.schema.commands import CommandModel, credential_field
 from gateway.settings import PbxSettings
 
 #: Args flags asking for credentials in the result (SIP passwords, ``ha1`` hashes ...).
 SECRET_REQUESTS = ("include_password", "include_secrets")
-#: Args field names (parts) that set a credential.
-CREDENTIAL_FIELD_PARTS = ("password", "secret")
 #: Name patterns of commands that destroy or change who may do what.
 DESTRUCTIVE = ("*.delete", "*_auth.update")
 #: Direct Reply-to: the broker rewrites it to ``amq.rabbitmq.reply-to.<channel key>``.
@@ -38,11 +36,7 @@ def sensitivity(command: CommandModel) -> str | None:
     if any(fnmatchcase(command.command, pattern) for pattern in DESTRUCTIVE):
         return "deletes or changes permissions"
     for name in type(command.args).model_fields:
-        if name in SECRET_REQUESTS:
-            continue
-        if any(part in name for part in CREDENTIAL_FIELD_PARTS) and (
-            getattr(command.args, name, None) is not None
-        ):
+        if credential_field(name) and getattr(command.args, name, None) is not None:
             return "sets a credential"
     return None
 

@@ -9,9 +9,9 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from gateway.bus.idempotency import CommandLedger, Sender
+from gateway.bus.idempotency import CommandLedger, Sender, fingerprint
 from gateway.bus.journal import CommandJournal, JournalError
 from gateway.bus.policy import DEFAULT_POLICY, CommandPolicy
 from gateway.connectors.base import Connector
@@ -94,7 +94,8 @@ class CommandProcessor:
         self._supported = supported
         self._execute_timeout_s = execute_timeout_s
         self._clock = clock
-        self._running: dict[tuple[str, str], asyncio.Future[CommandResult]] = {}
+        #: (tenant, id) -> the execution under way and the fingerprint of its command
+        self._running: dict[tuple[str, str], tuple[asyncio.Future[CommandResult], str]] = {}
         self._put_back: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._log = get_logger("bus.commands")
 
@@ -156,11 +157,16 @@ class CommandProcessor:
             )
 
         key = (tenant, command_id)
+        asked = fingerprint(command, sender)
         running = self._running.get(key)
         if running is not None:  # the same id delivered twice at once: one execution
-            return await asyncio.shield(running), command.command, False
-        seen = self._ledger.claim(tenant, command_id, command.command, sender)
+            if running[1] != asked:
+                return self._reused(log, command_id, command.command)
+            return await asyncio.shield(running[0]), command.command, False
+        seen = self._ledger.claim(tenant, command_id, command.command, sender, asked)
         if seen is not None:
+            if not seen.same(command.command, asked):
+                return self._reused(log, command_id, command.command)
             log.info("command_duplicate", state=seen.state)
             if seen.result is not None:
                 return seen.result, command.command, False
@@ -192,11 +198,13 @@ class CommandProcessor:
             return result, command.command, False
 
         future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-        self._running[key] = future
+        self._running[key] = (future, asked)
         try:
             if self._journal is not None:
                 try:
-                    await self._journal.record(tenant, command_id, command.command, None, sender)
+                    await self._journal.record(
+                        tenant, command_id, command.command, None, sender, asked
+                    )
                 except JournalError as exc:
                     self._ledger.release(tenant, command_id)  # never sent: may be taken again
                     future.set_exception(exc)  # a duplicate waiting on it is put back too
@@ -209,7 +217,7 @@ class CommandProcessor:
             del self._running[key]
             if not future.done():
                 future.cancel()
-        await self._journal_result(tenant, command.command, result, sender)
+        await self._journal_result(tenant, command.command, result, sender, asked)
         log.info(
             "command_done",
             command=command.command,
@@ -217,6 +225,16 @@ class CommandProcessor:
             code=result.error.code if result.error else None,
         )
         return result, command.command, False
+
+    def _reused(
+        self, log: Any, command_id: str, name: str
+    ) -> tuple[CommandResult, str | None, bool]:
+        """An id already recorded for another command (or args, or sender): never its result."""
+        log.warning("command_id_reused", command=name)
+        result = failure(
+            command_id, ErrorCode.INVALID, "command id already used for another command"
+        )
+        return result, name, True
 
     async def _execute(
         self, command_id: str, command: CommandModel, connector: Connector
@@ -248,11 +266,11 @@ class CommandProcessor:
         return CommandResult(command_id=command_id, ok=True, result=result)
 
     async def _journal_result(
-        self, tenant: str, name: str, result: CommandResult, sender: Sender
+        self, tenant: str, name: str, result: CommandResult, sender: Sender, asked: str
     ) -> None:
         if self._journal is None:
             return
         try:
-            await self._journal.record(tenant, result.command_id, name, result, sender)
+            await self._journal.record(tenant, result.command_id, name, result, sender, asked)
         except JournalError as exc:  # answered all the same; a takeover sees it as started
             self._log.warning("ledger_journal_failed", tenant=tenant, error=str(exc))

@@ -85,3 +85,30 @@ async def test_the_broker_checked_sender_is_in_the_result_event_and_the_shared_l
     finally:
         await channel.close()
     assert [(r["user_id"], r["app_id"]) for r in records] == [("guest", "crm")] * 2
+
+
+async def test_a_public_command_id_reused_for_another_command_gets_invalid_not_the_result(
+    sim_factory, command_bus, unique, tmp_path
+) -> None:
+    sim = await sim_factory()
+    tenant = f"r{unique}"
+    pbx = pbx_settings(sim, tenant)
+    used = f"used-{unique}"
+    dial = {"caller": "2001", "callee": "2002"}
+    async with running_gateway(pbx, commands=command_bus.settings, state_dir=tmp_path / "a"):
+        first = await command_bus.call(tenant, "call.dial", dial, command_id=used)
+        command_bus.results.pop(used)
+        reused = await command_bus.call(
+            tenant, "call.query", {"direction": "inbound"}, command_id=used
+        )
+    assert first["ok"], first
+    assert reused["ok"] is False and reused["error"]["code"] == "invalid", reused
+    assert reused["error"]["message"] == "command id already used for another command"
+    # Another instance learns the binding from the shared ledger stream.
+    command_bus.results.pop(used)
+    async with running_gateway(pbx, commands=command_bus.settings, state_dir=tmp_path / "b"):
+        elsewhere = await command_bus.call(
+            tenant, "call.dial", {**dial, "callee": "900123"}, command_id=used
+        )
+    assert elsewhere["error"]["code"] == "invalid", elsewhere
+    assert sim.control_calls["call/dial"] == 1

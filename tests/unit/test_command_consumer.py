@@ -141,7 +141,7 @@ class FakeJournal:
         self.fail = fail
 
     async def record(
-        self, tenant: str, command_id: str, command: str | None, result: Any, sender: Any = None
+        self, tenant: str, command_id: str, command: str | None, result: Any, *_: Any
     ) -> None:
         await asyncio.sleep(0)  # a real write waits for the broker: let duplicates interleave
         if self.fail:

@@ -3,6 +3,7 @@ replayed for another command, where replies go, and which results may hold crede
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.bus.idempotency import CommandLedger, Sender
+from gateway.bus.idempotency import CommandLedger, Sender, fingerprint
 from gateway.bus.journal import _entry
 from gateway.bus.policy import CommandPolicy, command_policy, sensitivity
 from gateway.bus.processing import CommandProcessor
@@ -151,9 +152,17 @@ class Journal:
         self.records: list[dict[str, Any]] = []
 
     async def record(
-        self, tenant: str, command_id: str, command: str | None, result: Any, sender: Any = None
+        self,
+        tenant: str,
+        command_id: str,
+        command: str | None,
+        result: Any,
+        sender: Any = None,
+        fingerprint: str | None = None,
     ) -> None:
-        self.records.append({"command_id": command_id, "result": result, "sender": sender})
+        self.records.append(
+            {"command_id": command_id, "result": result, "sender": sender, "fp": fingerprint}
+        )
 
 
 async def test_the_sender_is_recorded_in_the_ledger_the_journal_and_the_log(tmp_path) -> None:
@@ -207,3 +216,53 @@ def test_a_ledger_file_of_the_first_schema_gains_the_sender_columns(tmp_path) ->
     assert ledger.sender("t", "old") == Sender(None, None)
     assert ledger.claim("t", "new", "call.dial", Sender("u", None)) is None
     assert ledger.sender("t", "new") == Sender("u", None)
+
+
+# --- ids bound to what they were used for --------------------------------------------------
+
+
+async def test_a_known_id_with_another_command_is_invalid_never_the_stored_result() -> None:
+    """Ids are public (the subject of command.* events): reusing one must not read its result."""
+    p, pbx = processor(policies={"t": CommandPolicy(allow_sensitive=("*",))}), Pbx()
+    secret = body("xswitch.extension.list", include_secrets=True)
+    first, _, _ = await p.process("t", pbx, Delivered(secret, "known", user_id="ops"))  # type: ignore[arg-type]
+    assert first.ok
+    replays = [
+        Delivered(body("xswitch.extension.list"), "known", user_id="ops"),  # other args
+        Delivered(body("xswitch.queue.list"), "known", user_id="ops"),  # other command
+        Delivered(secret, "known", user_id="intruder"),  # same command, another sender
+        Delivered(secret, "known"),  # no sender given
+    ]
+    for replay in replays:
+        result, _, dead = await p.process("t", pbx, replay)  # type: ignore[arg-type]
+        assert result.error and result.error.code == ErrorCode.INVALID, result
+        assert result.error.message == "command id already used for another command"
+        assert result.result is None and dead
+    assert len(pbx.executed) == 1
+    again, _, dead = await p.process("t", pbx, Delivered(secret, "known", user_id="ops"))  # type: ignore[arg-type]
+    assert again.ok and not dead and len(pbx.executed) == 1  # a true redelivery: answered
+
+
+async def test_concurrent_reuse_of_an_id_in_flight_is_refused_too() -> None:
+    p, pbx = processor(), Pbx()
+    dial = body("call.dial", caller="2001", callee="2002")
+    other = body("call.dial", caller="2001", callee="900123456")
+    (a, _, _), (b, _, _) = await asyncio.gather(
+        p.process("t", pbx, Delivered(dial, "x")),  # type: ignore[arg-type]
+        p.process("t", pbx, Delivered(other, "x")),  # type: ignore[arg-type]
+    )
+    assert a.ok and b.error and b.error.code == ErrorCode.INVALID
+    assert len(pbx.executed) == 1
+
+
+def test_the_fingerprint_ignores_the_deadline_and_keeps_passwords_out() -> None:
+    catalog = command_catalog()
+    one = catalog.parse(body("xswitch.extension.update", id="7", password="hunter22"))
+    two = catalog.parse(body("xswitch.extension.update", id="7", password="123456"))
+    assert fingerprint(one, Sender()) == fingerprint(two, Sender())
+    later = catalog.parse(
+        body("call.dial", caller="1", callee="2", deadline="2030-01-01T00:00:00Z")
+    )
+    now = catalog.parse(body("call.dial", caller="1", callee="2"))
+    assert fingerprint(later, Sender("u")) == fingerprint(now, Sender("u"))
+    assert fingerprint(now, Sender("u")) != fingerprint(now, Sender("v"))
