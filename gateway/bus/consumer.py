@@ -32,6 +32,7 @@ from aio_pika.abc import (
 
 from gateway.bus.idempotency import CommandLedger
 from gateway.bus.journal import CommandJournal, JournalError
+from gateway.bus.policy import CommandPolicy
 from gateway.bus.processing import CommandProcessor, failure
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.topology import (
@@ -69,6 +70,8 @@ class CommandConsumer:
         journal: CommandJournal | None = None,
         catalog: CommandCatalog = CONTRACT_COMMANDS,
         supported: Mapping[str, frozenset[str]] | None = None,
+        policies: Mapping[str, CommandPolicy] | None = None,
+        require_user_id: bool = False,
         prefetch: int = 8,
         execute_timeout_s: float = 20.0,
         drain_timeout_s: float = 10.0,
@@ -87,6 +90,8 @@ class CommandConsumer:
             journal=journal,
             catalog=catalog,
             supported=supported,
+            policies=policies,
+            require_user_id=require_user_id,
             execute_timeout_s=execute_timeout_s,
             clock=clock,
         )
@@ -328,6 +333,8 @@ class CommandConsumer:
             ok=result.ok,
             result=result.result,
             error=result.error.model_dump(mode="json") if result.error else None,
+            user_id=message.user_id or None,
+            app_id=message.app_id or None,
         )
         type_ = "command.succeeded" if result.ok else "command.failed"
         await self._publisher.submit(

@@ -40,7 +40,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, FieldValue
 from aio_pika.abc import AbstractRobustConnection as Connection
 
-from gateway.bus.ledger_entry import FollowingLedger, JournalEntry
+from gateway.bus.ledger_entry import NO_SENDER, FollowingLedger, JournalEntry, Sender
 from gateway.bus.topology import CommandNames, mismatch
 from gateway.logging import get_logger
 from gateway.schema.commands import CommandResult
@@ -127,15 +127,24 @@ class CommandJournal:
         return self._channel
 
     async def record(
-        self, tenant: str, command_id: str, command: str | None, result: CommandResult | None
+        self,
+        tenant: str,
+        command_id: str,
+        command: str | None,
+        result: CommandResult | None,
+        sender: Sender = NO_SENDER,
+        fingerprint: str | None = None,
     ) -> None:
-        """Append one record and wait for the broker's confirm."""
+        """Append one record (with who sent what) and wait for the broker's confirm."""
         body: dict[str, object] = {
             "tenant": tenant,
             "command_id": command_id,
             "command": command,
             "result": result.model_dump(mode="json") if result else None,
             "at": time.time(),
+            "user_id": sender.user_id,
+            "app_id": sender.app_id,
+            "fingerprint": fingerprint,
         }
         await self._append(body)
 
@@ -367,6 +376,12 @@ def _entry(body: dict[str, object]) -> JournalEntry | None:
             command=str(body["command"]) if body.get("command") else None,
             result=CommandResult.model_validate(raw) if raw else None,
             at=float(body["at"]),  # type: ignore[arg-type]
+            sender=Sender(_text(body.get("user_id")), _text(body.get("app_id"))),
+            fingerprint=_text(body.get("fingerprint")),
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,6 +1,6 @@
-"""The command path's decisions, without AMQP: validate -> supported? -> ledger -> deadline ->
-execute. The consumer (:mod:`gateway.bus.consumer`) feeds it deliveries and does the replying,
-acking and dead-lettering; tests drive it directly.
+"""The command path's decisions, without AMQP: validate -> allowed? -> supported? -> ledger ->
+deadline -> execute. The consumer (:mod:`gateway.bus.consumer`) feeds it deliveries and does the
+replying, acking and dead-lettering; tests drive it directly.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from gateway.bus.idempotency import CommandLedger
+from gateway.bus.idempotency import CommandLedger, Sender, fingerprint
 from gateway.bus.journal import CommandJournal, JournalError
+from gateway.bus.policy import DEFAULT_POLICY, CommandPolicy
 from gateway.connectors.base import Connector
 from gateway.logging import get_logger
 from gateway.schema.commands import (
@@ -45,6 +46,15 @@ class Delivery(Protocol):
     @property
     def redelivered(self) -> bool | None: ...
 
+    @property
+    def reply_to(self) -> str | None: ...
+
+    @property
+    def user_id(self) -> str | None: ...
+
+    @property
+    def app_id(self) -> str | None: ...
+
 
 def failure(command_id: str, code: ErrorCode, message: str, **extra: object) -> CommandResult:
     return CommandResult(
@@ -60,6 +70,8 @@ class CommandProcessor:
     ``catalog`` parses commands (the contract's plus the plugins' own); ``supported`` maps a
     vendor name to the commands its plugin declares: any other command is answered
     ``unsupported`` without reaching the PBX (and without a ledger entry: nothing ran).
+    ``policies`` maps a tenant to its :class:`CommandPolicy` (default: :data:`DEFAULT_POLICY`);
+    a command it refuses is answered ``forbidden`` and dead-lettered, never executed.
     """
 
     def __init__(
@@ -69,16 +81,21 @@ class CommandProcessor:
         journal: CommandJournal | None = None,
         catalog: CommandCatalog = CONTRACT_COMMANDS,
         supported: Mapping[str, frozenset[str]] | None = None,
+        policies: Mapping[str, CommandPolicy] | None = None,
+        require_user_id: bool = False,
         execute_timeout_s: float = 20.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._ledger = ledger
+        self._policies = policies or {}
+        self._require_user_id = require_user_id
         self._journal = journal
         self._catalog = catalog
         self._supported = supported
         self._execute_timeout_s = execute_timeout_s
         self._clock = clock
-        self._running: dict[tuple[str, str], asyncio.Future[CommandResult]] = {}
+        #: (tenant, id) -> the execution under way and the fingerprint of its command
+        self._running: dict[tuple[str, str], tuple[asyncio.Future[CommandResult], str]] = {}
         self._put_back: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._log = get_logger("bus.commands")
 
@@ -93,7 +110,10 @@ class CommandProcessor:
     ) -> tuple[CommandResult, str | None, bool]:
         """The result, the command name, and whether the message goes to the dead letters."""
         command_id = message.message_id or ""
-        log = self._log.bind(tenant=tenant, command_id=command_id)
+        sender = Sender(message.user_id or None, message.app_id or None)
+        log = self._log.bind(
+            tenant=tenant, command_id=command_id, user_id=sender.user_id, app_id=sender.app_id
+        )
         try:
             if not command_id:
                 raise CommandInvalid(
@@ -115,6 +135,13 @@ class CommandProcessor:
             log.warning("command_invalid", error=str(exc)[:500])
             return CommandResult(command_id=command_id, ok=False, error=exc.to_error()), None, True
 
+        refusal = self._policies.get(tenant, DEFAULT_POLICY).refusal(command)
+        if refusal is None and self._require_user_id and sender.user_id is None:
+            refusal = "the AMQP user_id property is required (the gateway records the sender)"
+        if refusal is not None:
+            log.warning("command_forbidden", command=command.command, reason=refusal)
+            return failure(command_id, ErrorCode.FORBIDDEN, refusal), command.command, True
+
         if self._supported is not None and command.command not in self._supported.get(
             connector.vendor, frozenset()
         ):
@@ -130,11 +157,16 @@ class CommandProcessor:
             )
 
         key = (tenant, command_id)
+        asked = fingerprint(command, sender)
         running = self._running.get(key)
         if running is not None:  # the same id delivered twice at once: one execution
-            return await asyncio.shield(running), command.command, False
-        seen = self._ledger.claim(tenant, command_id, command.command)
+            if running[1] != asked:
+                return self._reused(log, command_id, command.command)
+            return await asyncio.shield(running[0]), command.command, False
+        seen = self._ledger.claim(tenant, command_id, command.command, sender, asked)
         if seen is not None:
+            if not seen.same(command.command, asked):
+                return self._reused(log, command_id, command.command)
             log.info("command_duplicate", state=seen.state)
             if seen.result is not None:
                 return seen.result, command.command, False
@@ -166,11 +198,13 @@ class CommandProcessor:
             return result, command.command, False
 
         future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-        self._running[key] = future
+        self._running[key] = (future, asked)
         try:
             if self._journal is not None:
                 try:
-                    await self._journal.record(tenant, command_id, command.command, None)
+                    await self._journal.record(
+                        tenant, command_id, command.command, None, sender, asked
+                    )
                 except JournalError as exc:
                     self._ledger.release(tenant, command_id)  # never sent: may be taken again
                     future.set_exception(exc)  # a duplicate waiting on it is put back too
@@ -183,7 +217,7 @@ class CommandProcessor:
             del self._running[key]
             if not future.done():
                 future.cancel()
-        await self._journal_result(tenant, command.command, result)
+        await self._journal_result(tenant, command.command, result, sender, asked)
         log.info(
             "command_done",
             command=command.command,
@@ -191,6 +225,16 @@ class CommandProcessor:
             code=result.error.code if result.error else None,
         )
         return result, command.command, False
+
+    def _reused(
+        self, log: Any, command_id: str, name: str
+    ) -> tuple[CommandResult, str | None, bool]:
+        """An id already recorded for another command (or args, or sender): never its result."""
+        log.warning("command_id_reused", command=name)
+        result = failure(
+            command_id, ErrorCode.INVALID, "command id already used for another command"
+        )
+        return result, name, True
 
     async def _execute(
         self, command_id: str, command: CommandModel, connector: Connector
@@ -221,10 +265,12 @@ class CommandProcessor:
             return failure(command_id, ErrorCode.FAILED, f"{type(exc).__name__}: {exc}")
         return CommandResult(command_id=command_id, ok=True, result=result)
 
-    async def _journal_result(self, tenant: str, name: str, result: CommandResult) -> None:
+    async def _journal_result(
+        self, tenant: str, name: str, result: CommandResult, sender: Sender, asked: str
+    ) -> None:
         if self._journal is None:
             return
         try:
-            await self._journal.record(tenant, result.command_id, name, result)
+            await self._journal.record(tenant, result.command_id, name, result, sender, asked)
         except JournalError as exc:  # answered all the same; a takeover sees it as started
             self._log.warning("ledger_journal_failed", tenant=tenant, error=str(exc))

@@ -25,6 +25,9 @@ class FakeMessage:
     message_id: str | None = "cmd-1"
     routing_key: str | None = "t.call.dial"
     redelivered: bool = False
+    reply_to: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
     nacked: int = 0
 
     async def nack(self, requeue: bool = True) -> None:
@@ -137,7 +140,9 @@ class FakeJournal:
         self.records: list[tuple[str, str | None]] = []
         self.fail = fail
 
-    async def record(self, tenant: str, command_id: str, command: str | None, result: Any) -> None:
+    async def record(
+        self, tenant: str, command_id: str, command: str | None, result: Any, *_: Any
+    ) -> None:
         await asyncio.sleep(0)  # a real write waits for the broker: let duplicates interleave
         if self.fail:
             raise JournalError("broker gone")
