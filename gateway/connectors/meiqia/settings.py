@@ -50,6 +50,13 @@ class MeiqiaPbxSettings(PbxSettings):
     webhook_max_bytes: int = Field(
         256 * 1024, ge=1024, le=16 * 1024 * 1024, description="larger deliveries get 413"
     )
+    webhook_max_skew_s: float = Field(
+        300.0,
+        ge=30,
+        le=43200,
+        description="a delivery whose created_at is further than this from the gateway's clock"
+        " is refused (400) as a replay; delivery ids are kept longer than this",
+    )
     max_retry_after_s: float = Field(
         300.0, gt=0, description="the longest Retry-After honoured (a longer one is capped)"
     )
