@@ -85,6 +85,7 @@ class CommandConsumer:
         self._ledger = ledger
         self._publisher = publisher
         self._journal = journal
+        self._catalog = catalog
         self.processor = CommandProcessor(
             ledger,
             journal=journal,
@@ -293,8 +294,12 @@ class CommandConsumer:
             await self._reply(
                 tenant, connector.vendor if connector else "unknown", message, result, name
             )
+            # the routing key is whatever the publisher chose: only known values become labels
             COMMANDS.labels(
-                tenant, connector.vendor if connector else "unknown", name or "unknown", "expired"
+                tenant if connector else "unknown",
+                connector.vendor if connector else "unknown",
+                name if name in self._catalog.names else "unknown",
+                "expired",
             ).inc()
             await message.ack()
         except Exception:

@@ -260,3 +260,53 @@ async def test_a_command_the_vendor_does_not_declare_is_unsupported_and_never_se
         "t", connector, FakeMessage(hangup, "cmd-h", routing_key="t.call.hangup")
     )
     assert result.ok and connector.calls == 1
+
+
+async def test_expired_commands_label_metrics_with_known_values_only() -> None:
+    """The routing key of an expired command is whatever its publisher chose: a flood of
+    made-up names must not become a flood of metric series."""
+    from prometheus_client import REGISTRY
+
+    from gateway.schema.commands import CONTRACT_COMMANDS
+
+    @dataclass
+    class Expired:
+        routing_key: str
+        message_id: str = "cmd-x"
+        reply_to: str | None = None
+        acked: int = 0
+
+        async def ack(self) -> None:
+            self.acked += 1
+
+    c = CommandConsumer(
+        None,  # type: ignore[arg-type]
+        CommandNames(),
+        {"t": FakeConnector()},  # type: ignore[dict-item]
+        CommandLedger(":memory:", 3600),
+        None,  # type: ignore[arg-type]
+    )
+
+    async def no_reply(*_args: Any) -> None:
+        return None
+
+    c._reply = no_reply  # type: ignore[method-assign]
+
+    def series() -> set[tuple[str, ...]]:
+        return {
+            (s.labels["tenant"], s.labels["command"])
+            for metric in REGISTRY.collect()
+            if metric.name == "gateway_commands"
+            for s in metric.samples
+            if s.name == "gateway_commands_total" and s.labels["outcome"] == "expired"
+        }
+
+    before = series()
+    keys = [f"t.made-up-{n}" for n in range(50)] + [f"x{n}.call.dial" for n in range(50)]
+    messages = [Expired(key) for key in [*keys, "t.call.dial"]]
+    for message in messages:
+        await c._on_expired(message)  # type: ignore[arg-type]
+    assert all(m.acked == 1 for m in messages)
+    assert "call.dial" in CONTRACT_COMMANDS.names
+    known = {(t, n) for t in ("t", "unknown") for n in ("call.dial", "unknown")}
+    assert series() - before <= known
