@@ -1,14 +1,15 @@
-"""The gateway command: run, sim, demo, tail, sink, normalize, send, schema (stable:
+"""The gateway command: run, sim, demo, tail, sink, normalize, send, schema, outbox drain (stable:
 docs/CONTRACT.md, section 3 "Command line"). `gateway COMMAND --help` shows each command's
 options and defaults.
 
 exit status:
   0  done (run, sim, demo, tail, sink: stopped by SIGTERM/SIGINT or --duration)
   1  send: the command's result is a failure; any command: an internal error (a bug)
-  2  bad command line, settings or config file; send: no result within --timeout
+  2  bad command line, settings or config file; send: no result within --timeout; outbox
+     drain: no outbox in --state-dir, or events left unconfirmed at --timeout
   3  normalize: a line was rejected; send: bad --args, or no gateway takes the tenant's commands
-  4  demo, send, tail, sink: RabbitMQ unreachable, refusing the login, or not set up for the
-     gateway; sink: PostgreSQL unreachable at start
+  4  demo, send, tail, sink, outbox drain: RabbitMQ unreachable, refusing the login, or not set
+     up for the gateway; sink: PostgreSQL unreachable at start
 Errors are one line on stderr; --log-level DEBUG adds the traceback.
 
 Vendors come from the registered plugins (pbx_gateway.vendors): sim, demo --vendor and
@@ -317,6 +318,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     schema.set_defaults(handler=_cmd_schema)
 
+    outbox = command(
+        "outbox",
+        "the event spool of an instance",
+        "The durable event spool (<state_dir>/outbox.sqlite3) an instance publishes from.",
+    )
+    outbox_sub = outbox.add_subparsers(dest="outbox_cmd", required=True, metavar="ACTION")
+    drain = outbox_sub.add_parser(
+        "drain",
+        help="publish the spool of an instance that will not come back",
+        description="Publish every event left in an instance's spool, in order, with publisher"
+        " confirms, removing each once RabbitMQ confirmed it (same event ids as the instance"
+        " would publish). The instance publishes its own spool when it starts again: use this"
+        " only for one that will not, and never while it runs. Prints what was published.",
+        formatter_class=_Formatter,
+    )
+    drain.add_argument(
+        "--state-dir", type=Path, required=True, help="the instance's state_dir (its volume)"
+    )
+    drain.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="settings whose bus.url and bus.events_exchange to use (default: the defaults and"
+        " GATEWAY__* environment)",
+    )
+    drain.add_argument("--amqp-url", default=None, help="RabbitMQ, instead of bus.url")
+    drain.add_argument(
+        "--exchange", default=None, help="the events exchange, instead of bus.events_exchange"
+    )
+    drain.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds for the whole drain"
+    )
+    drain.set_defaults(handler=_cmd_outbox_drain)
+
     norm = command(
         "normalize",
         "raw vendor messages (one per line) -> events",
@@ -563,6 +598,46 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     else:
         document = contract_json_schema(catalog)
     print(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    return 0
+
+
+# --- outbox drain ------------------------------------------------------------------------------
+
+
+def _cmd_outbox_drain(args: argparse.Namespace) -> int:
+    from gateway.drain import DrainError, drain_outbox
+
+    configure_logging("console", args.log_level or "WARNING")
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        raise UserError(str(exc)) from None
+    if args.timeout <= 0:
+        raise UserError("--timeout must be more than 0 seconds")
+    url = args.amqp_url or settings.bus.url.get_secret_value()
+    exchange = args.exchange or settings.bus.events_exchange
+    try:
+        drained = asyncio.run(
+            drain_outbox(args.state_dir, url, exchange, timeout_s=args.timeout)
+        )
+    except DrainError as exc:
+        raise UserError(str(exc), exc.status) from None
+    print(
+        orjson.dumps(
+            {
+                "published": drained.published,
+                "left": drained.left,
+                "seconds": round(drained.seconds, 3),
+                "exchange": exchange,
+            }
+        ).decode()
+    )
+    if drained.left:
+        raise UserError(
+            f"{drained.left} events not confirmed within {args.timeout:g} s; they stay in the"
+            " spool: run again",
+            EXIT_USAGE,
+        )
     return 0
 
 

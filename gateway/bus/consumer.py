@@ -182,6 +182,7 @@ class CommandConsumer:
                 await queue.cancel(tag)
         self._consumers.clear()
         await self._drain()
+        await self.processor.stop()  # past the drain: what is left is interrupted
         if self._journal is not None:
             await self._journal.close()
         for channel in [*self._channels, self._reply_channel]:
@@ -193,11 +194,15 @@ class CommandConsumer:
         self._queues.clear()
 
     async def _drain(self) -> None:
+        """Wait (bounded) for the commands taken, those whose delivery is gone included."""
         try:
             async with asyncio.timeout(self._drain_timeout_s):
                 await self._idle.wait()
+                await self.processor.settle()
         except TimeoutError:
-            self._log.warning("commands_still_running", count=self._in_flight)
+            self._log.warning(
+                "commands_still_running", count=max(self._in_flight, self.processor.running)
+            )
 
     async def _open_channel(self) -> AbstractChannel:
         channel = await self._connection.channel()

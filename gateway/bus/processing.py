@@ -56,6 +56,10 @@ class Delivery(Protocol):
     def app_id(self) -> str | None: ...
 
 
+class CommandInterrupted(RuntimeError):
+    """The gateway stopped the command's execution (shutdown); the delivery is put back."""
+
+
 def failure(command_id: str, code: ErrorCode, message: str, **extra: object) -> CommandResult:
     return CommandResult(
         command_id=command_id,
@@ -97,6 +101,7 @@ class CommandProcessor:
         #: (tenant, id) -> the execution under way and the fingerprint of its command
         self._running: dict[tuple[str, str], tuple[asyncio.Future[CommandResult], str]] = {}
         self._put_back: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._runs: set[asyncio.Task[None]] = set()
         self._log = get_logger("bus.commands")
 
     def put_back(self, tenant: str, message_id: str) -> None:
@@ -197,34 +202,97 @@ class CommandProcessor:
             self._ledger.finish(tenant, result)
             return result, command.command, False
 
+        # The execution is the processor's, not the delivery's: a channel closing under the
+        # delivery (its handler cancelled) neither abandons a command half-way nor leaves its id
+        # "started" for ever; the redelivery waits for this execution's result instead.
         future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._running[key] = (future, asked)
+        run = asyncio.create_task(
+            self._run(tenant, command_id, command, connector, future, sender, asked),
+            name=f"command-{tenant}-{command_id}",
+        )
+        self._runs.add(run)
+        run.add_done_callback(self._runs.discard)
+        result = await asyncio.shield(future)
+        return result, command.command, False
+
+    async def _run(
+        self,
+        tenant: str,
+        command_id: str,
+        command: CommandModel,
+        connector: Connector,
+        future: asyncio.Future[CommandResult],
+        sender: Sender,
+        asked: str,
+    ) -> None:
+        """Journal the start, call the PBX, record the result; ``future`` gets the result, or
+        the reason the command was not executed (then its id is free again)."""
+        key = (tenant, command_id)
+        log = self._log.bind(
+            tenant=tenant, command_id=command_id, user_id=sender.user_id, app_id=sender.app_id
+        )
+        sent = False  # the PBX may have been called from here on
         try:
             if self._journal is not None:
-                try:
-                    await self._journal.record(
-                        tenant, command_id, command.command, None, sender, asked
-                    )
-                except JournalError as exc:
-                    self._ledger.release(tenant, command_id)  # never sent: may be taken again
-                    future.set_exception(exc)  # a duplicate waiting on it is put back too
-                    future.exception()  # (marked retrieved: there may be no such duplicate)
-                    raise
+                await self._journal.record(
+                    tenant, command_id, command.command, None, sender, asked
+                )
+            sent = True
             result = await self._execute(command_id, command, connector)
             self._ledger.finish(tenant, result)
-            future.set_result(result)
-        finally:
-            del self._running[key]
+            await self._journal_result(tenant, command.command, result, sender, asked)
+        except BaseException as exc:
+            if not sent:  # never sent: may be taken again (on redelivery, once)
+                self._release(tenant, command_id)
+            # else: stopped mid-call, the PBX may have it; "started" answers "outcome unknown"
             if not future.done():
-                future.cancel()
-        await self._journal_result(tenant, command.command, result, sender, asked)
+                future.set_exception(
+                    exc
+                    if isinstance(exc, Exception)
+                    else CommandInterrupted(
+                        "stopped before the PBX answered" if sent else "stopped before sending"
+                    )
+                )
+                future.exception()  # (marked retrieved: the delivery may be gone)
+            if isinstance(exc, Exception) and not isinstance(exc, JournalError):
+                log.exception("command_run_failed")
+            return
+        finally:
+            self._running.pop(key, None)
+        if not future.done():
+            future.set_result(result)
         log.info(
             "command_done",
             command=command.command,
             ok=result.ok,
             code=result.error.code if result.error else None,
         )
-        return result, command.command, False
+
+    def _release(self, tenant: str, command_id: str) -> None:
+        try:
+            self._ledger.release(tenant, command_id)
+        except Exception as exc:  # (a closed ledger at shutdown: the id stays "started")
+            self._log.warning(
+                "ledger_release_failed", tenant=tenant, command_id=command_id, error=str(exc)
+            )
+
+    @property
+    def running(self) -> int:
+        """Commands being executed now."""
+        return len(self._runs)
+
+    async def settle(self) -> None:
+        """Wait for the commands being executed (their deliveries may be gone)."""
+        while self._runs:
+            await asyncio.gather(*list(self._runs), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Interrupt what still runs: an id never sent is freed, one sent stays "started"."""
+        runs = list(self._runs)
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
 
     def _reused(
         self, log: Any, command_id: str, name: str

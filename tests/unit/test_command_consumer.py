@@ -17,6 +17,7 @@ from gateway.bus.processing import CommandProcessor
 from gateway.bus.topology import CommandNames
 from gateway.runtime.watch import Watch
 from gateway.schema.commands import CommandFailed, CommandResult, ErrorCode
+from tests.conftest import wait_for
 
 
 @dataclass
@@ -49,6 +50,8 @@ class FakeConnector:
             raise self.behaviour
         if self.behaviour == "slow":
             await asyncio.sleep(10)
+        if isinstance(self.behaviour, asyncio.Event):  # the PBX answers when it is set
+            await self.behaviour.wait()
         return {"call_id": "1.1"}
 
 
@@ -310,3 +313,83 @@ async def test_expired_commands_label_metrics_with_known_values_only() -> None:
     assert "call.dial" in CONTRACT_COMMANDS.names
     known = {(t, n) for t in ("t", "unknown") for n in ("call.dial", "unknown")}
     assert series() - before <= known
+
+
+class GatedJournal(FakeJournal):
+    """Holds every "started" write until ``gate`` is set (a broker slow to confirm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def record(
+        self, tenant: str, command_id: str, command: str | None, result: Any, *rest: Any
+    ) -> None:
+        if result is None:
+            self.waiting += 1
+            await self.gate.wait()
+        await super().record(tenant, command_id, command, result, *rest)
+
+
+async def test_a_delivery_cancelled_before_the_pbx_call_is_run_once_not_unknown() -> None:
+    """A channel closing cancels its deliveries' handlers: the command is not abandoned with
+    its id "started" (which would answer its redelivery "outcome unknown" though the PBX never
+    had it); it runs once, and the redelivery answers its result."""
+    journal, connector = GatedJournal(), FakeConnector()
+    c = journaled(journal)
+    delivery = asyncio.create_task(c.processor.process("t", connector, FakeMessage(DIAL)))
+    await wait_for(lambda: journal.waiting == 1)
+    delivery.cancel()  # what aiormq does to a consumer's task when its channel closes
+    await asyncio.gather(delivery, return_exceptions=True)
+    assert connector.calls == 0
+    journal.gate.set()
+    result, _, _ = await c.processor.process(
+        "t", connector, FakeMessage(DIAL, redelivered=True)
+    )
+    assert result.ok and connector.calls == 1
+
+
+async def test_a_delivery_cancelled_during_the_pbx_call_answers_its_real_result() -> None:
+    answer = asyncio.Event()
+    connector = FakeConnector(answer)
+    c = journaled(FakeJournal())
+    delivery = asyncio.create_task(c.processor.process("t", connector, FakeMessage(DIAL)))
+    await wait_for(lambda: connector.calls == 1)
+    delivery.cancel()
+    await asyncio.gather(delivery, return_exceptions=True)
+    redelivered = asyncio.create_task(
+        c.processor.process("t", connector, FakeMessage(DIAL, redelivered=True))
+    )
+    answer.set()
+    result, _, _ = await asyncio.wait_for(redelivered, 5)
+    assert result.ok and connector.calls == 1  # the first execution's result, not a second
+
+
+async def test_stopped_before_the_pbx_call_the_id_is_free_and_runs_once_later() -> None:
+    ledger, journal, connector = CommandLedger(":memory:", 3600), GatedJournal(), FakeConnector()
+    c = journaled(journal, ledger)
+    delivery = asyncio.create_task(c.processor.process("t", connector, FakeMessage(DIAL)))
+    await wait_for(lambda: journal.waiting == 1)
+    await c.processor.stop()  # the gateway stops before the PBX was called
+    assert isinstance((await asyncio.gather(delivery, return_exceptions=True))[0], Exception)
+    assert connector.calls == 0
+    result, _, _ = await journaled(FakeJournal(), ledger).processor.process(
+        "t", connector, FakeMessage(DIAL, redelivered=True)
+    )
+    assert result.ok and connector.calls == 1
+
+
+async def test_stopped_during_the_pbx_call_the_outcome_is_unknown_and_not_repeated() -> None:
+    ledger, connector = CommandLedger(":memory:", 3600), FakeConnector("slow")
+    c = journaled(FakeJournal(), ledger)
+    delivery = asyncio.create_task(c.processor.process("t", connector, FakeMessage(DIAL)))
+    await wait_for(lambda: connector.calls == 1)
+    await c.processor.stop()  # the PBX may have it
+    assert isinstance((await asyncio.gather(delivery, return_exceptions=True))[0], Exception)
+    result, _, _ = await journaled(FakeJournal(), ledger).processor.process(
+        "t", connector, FakeMessage(DIAL, redelivered=True)
+    )
+    assert connector.calls == 1
+    assert result.error and "outcome unknown" in result.error.message
+
