@@ -150,11 +150,17 @@ async def test_a_wrong_token_answered_in_the_body_is_auth_refused(
     assert client.auth_rejections == 1
 
 
-async def test_the_request_limit_code_defers_the_poller(
+async def test_the_request_limit_code_is_waited_out_then_defers_the_poller(
     wikisim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
 ) -> None:
-    watched = Watched(wikisim, uu_http, StoreSlice(db, "uucall:acme:"))
-    wikisim.script("GET", "/power/notice", status=200, body=wikisim.failure(3, "请求数达上限"))
+    """Code 3 ("请求数达上限") is a 429 in the body: the request was not run, so it is sent
+    again after the backoff, ``rate_limit_retries`` times; then the poller is deferred."""
+    watched = Watched(wikisim, uu_http, StoreSlice(db, "uucall:acme:"), rate_limit_retries=1)
+    limit = wikisim.failure(3, "请求数达上限")
+    wikisim.script("GET", "/power/notice", status=200, body=limit)
+    await watched.pollers.poll_once("notice")
+    assert len(wikisim.calls("GET", "/power/notice")) == 2 and watched.client.rate_limited == 1
+    wikisim.script("GET", "/power/notice", status=200, body=limit, times=2)
     with pytest.raises(PollDeferred) as deferred:
         await watched.pollers.poll_once("notice")
     assert deferred.value.retry_after_s > 0

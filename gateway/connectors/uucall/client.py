@@ -99,6 +99,10 @@ class VendorFailed(CommandFailed):
     """An answer the service marked failed in its envelope (HTTP 200, ``Result: FAILED``)."""
 
 
+class VendorRateLimited(RateLimited):
+    """An envelope's code 3: the request limit is reached (the request was not run)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A successful answer: its status, content type and decoded JSON (None when empty)."""
@@ -199,7 +203,25 @@ class UucallClient:
         params: Mapping[str, str] | None = None,
         body: Any = None,
     ) -> Answer:
-        """One operation; failures raise :class:`CommandFailed` with a neutral code."""
+        """One operation; failures raise :class:`CommandFailed` with a neutral code. An
+        envelope's code 3 (the request limit) is waited out like a 429 (the backoff, as it
+        names no time): the request was not run."""
+        limited = 0
+        while True:
+            try:
+                return await self._request_once(method, path, params, body)
+            except VendorRateLimited as exc:
+                limited += 1
+                self.rate_limited += 1
+                wait = min(exc.retry_after_s, self._s.max_retry_after_s)
+                self._not_before = max(self._not_before, self._clock() + wait)
+                if limited > self._s.rate_limit_retries:
+                    raise
+                self._log.info("rate_limited", path=path, retry_in_s=round(wait, 2))
+
+    async def _request_once(
+        self, method: Method, path: str, params: Mapping[str, str] | None, body: Any
+    ) -> Answer:
         async with self._exchange(method, path, params, body) as response:
             raw = await response.read()
             content_type = response.content_type or ""
@@ -256,7 +278,7 @@ class UucallClient:
             return AuthRefused(known.auth_status, message, vendor_code=vendor_code)
         self.auth_rejections = 0
         if known is not None and known.retryable:
-            return RateLimited(message, self._backoff.next_delay(), vendor_code=vendor_code)
+            return VendorRateLimited(message, self._backoff.next_delay(), vendor_code=vendor_code)
         error = known.code if known is not None else ErrorCode.FAILED
         return VendorFailed(error, message, vendor_code=vendor_code)
 

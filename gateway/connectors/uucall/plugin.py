@@ -2,6 +2,11 @@
 
 No call events: account and billing state is polled over REST (seed ``000``) into
 ``account.*`` events, and the administration operations are ``uucall.*`` commands.
+
+The demo's simulator answers as the vendor's wiki shows: base path ``/uucall_restapi/rest``,
+every answer in the capitalised ``{"Result", "Code", "Data"}`` envelope (refusals too, with
+HTTP 200), and every request signed (``auth: signed``); on exit it prints how many signed
+requests it accepted and refused.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +25,7 @@ from gateway.connectors.uucall.connector import UucallConnector
 from gateway.connectors.uucall.normalize import normalize_message
 from gateway.connectors.uucall.settings import UucallPbxSettings
 from gateway.sim.uucall.cli import add_arguments, serve
-from gateway.sim.uucall.rest import UucallSimulator
+from gateway.sim.uucall.rest import WIKI_BASE_PATH, UucallSimulator
 
 DEMO_TZ = "Asia/Shanghai"
 DEMO_THRESHOLD = 20000  # 200.00 in fen: the simulator's balance falls below it and recovers
@@ -36,7 +42,13 @@ async def _demo(options: DemoOptions) -> AsyncIterator[UucallPbxSettings]:
         tick_s=1.0 / rate,
         low_mark=DEMO_THRESHOLD,
         tz=DEMO_TZ,
-        token="demo-token",
+        auth="signed",
+        token=secrets.token_hex(16),
+        account_id=secrets.token_hex(16),
+        app_id=secrets.token_hex(16),
+        base_path=WIKI_BASE_PATH,
+        envelope="wiki",
+        errors_in_body=True,
     )
     await sim.start()
     folder = Path(tempfile.mkdtemp(prefix="uucall-demo-downloads-"))
@@ -47,7 +59,9 @@ async def _demo(options: DemoOptions) -> AsyncIterator[UucallPbxSettings]:
             base_url=sim.base_url,
             uid=sim.uid,
             uid_name=sim.uid_name,
-            auth="header",
+            auth="signed",
+            account_id=sim.account_id,
+            app_id=sim.app_id,
             secret=sim.token,
             low_balance_threshold=DEMO_THRESHOLD,
             account_poll_s=1.0,
@@ -61,6 +75,17 @@ async def _demo(options: DemoOptions) -> AsyncIterator[UucallPbxSettings]:
     finally:
         await sim.stop()
         shutil.rmtree(folder, ignore_errors=True)
+        refused = {k: v for k, v in sim.signed.items() if k != "accepted"}
+        print(
+            f"demo: UUCall simulator at {sim.base_url}: envelope {sim.envelope}"
+            f" (errors in the body), signed requests accepted {sim.signed['accepted']},"
+            f" refused {sum(refused.values())}"
+            + (
+                f" ({', '.join(f'{k} {v}' for k, v in sorted(refused.items()))})" if refused else ""
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 PLUGIN = VendorPlugin(
