@@ -18,7 +18,7 @@ import argparse
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -29,7 +29,7 @@ from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import KeyValue
 from gateway.schema.commands import BASE_COMMANDS, CommandModel, command_name
 from gateway.schema.events import CloudEvent, NormalizeContext
-from gateway.settings import PbxSettings, RecoverySettings
+from gateway.settings_models import PbxSettings, RecoverySettings
 
 #: A vendor name: the ``vendor`` tag in settings and in every event, a path segment of its routes.
 VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
@@ -73,6 +73,9 @@ class DemoOptions:
     #: The gateway's HTTP server (``http://host:port``), where a simulator that sends
     #: webhooks posts them (``/webhooks/<vendor>/...``); None when the gateway serves none.
     gateway_url: str | None = None
+    #: ``gateway demo --sim KEY=VALUE``: a simulator's variant (its plugin says which keys it
+    #: reads, e.g. a PBX clock in another zone than configured); unknown keys are refused.
+    variants: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

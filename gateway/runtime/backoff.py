@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from gateway.settings import BackoffSettings
+from gateway.settings_models import BackoffSettings
 
 
 class Backoff:

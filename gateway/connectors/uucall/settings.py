@@ -23,7 +23,7 @@ from typing import Final, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.settings import PbxSettings, check_secret_source, read_secret
+from gateway.settings_models import PbxSettings, check_secret_source, read_secret
 
 #: The document's host and base path (section 1.3: ``cloud.uucall.cn:80``, ``/rest``, HTTP).
 DEFAULT_BASE_URL = "http://cloud.uucall.cn/rest"

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.settings import PbxSettings, check_secret_source, read_secret
+from gateway.settings_models import PbxSettings, check_secret_source, read_secret
 
 #: Subject names of the XCC controller side (xctrl ``docs/channel.md``: "Ctrl侧为控制侧，订阅
 #: ``cn.xswitch.ctrl`` 及 ``cn.xswitch.ctrl.$ctrl-uuid``"; CDRs on their own subject).

@@ -46,7 +46,7 @@ from gateway.connectors.yeastar.normalize import (
 )
 from gateway.connectors.yeastar.watermark import CDR_MARGIN_S
 from gateway.schema.events import CloudEvent, NormalizeContext
-from gateway.settings import RecoverySettings
+from gateway.settings_models import RecoverySettings
 
 VENDOR: Final = "yeastar"
 #: call/query ``type`` values (manual 表 330): together they list every call in progress.

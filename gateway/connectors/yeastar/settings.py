@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.settings import PbxSettings, check_secret_source, read_secret
+from gateway.settings_models import PbxSettings, check_secret_source, read_secret
 
 #: Every event id of the manual's 30005-30026 but 30021 (not an event: no such topic).
 ALL_YEASTAR_TOPICS: list[int] = [*range(30005, 30021), *range(30022, 30027)]
