@@ -98,10 +98,15 @@ def test_outbound_leg_starts_dialing() -> None:
     assert event.data["direction"] == "outbound"
 
 
-def test_unknown_state_is_rejected_with_reason() -> None:
-    (event,) = run([channel("TELEPORTED")])
-    assert event.type == "gateway.rejected"
-    assert "TELEPORTED" in event.data["error"]
+def test_a_state_no_document_lists_is_passed_over_not_rejected() -> None:
+    """A well-formed message in a state nobody listed publishes nothing (counted); a
+    message without a state is not well-formed and is rejected with the reason."""
+    assert run([channel("START"), channel("TELEPORTED")])[-1].type == "call.ringing"
+    assert run([channel("TELEPORTED")]) == []
+    body = orjson.loads(channel("START"))
+    del body["params"]["state"]
+    (event,) = run([orjson.dumps(body)])
+    assert event.type == "gateway.rejected" and "state" in event.data["error"]
     assert event.vendorevent == "Event.Channel"
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+from prometheus_client import REGISTRY
 
 from gateway.connectors.xswitch.normalize import normalize_message
 from gateway.schema.events import EVENT_TYPES, CloudEvent, NormalizeContext, StreamMemory
@@ -172,3 +173,73 @@ def test_a_trunk_context_of_any_name_is_inbound() -> None:
     (event,) = run([rpc("Event.Channel", leg)])
     assert event.data["direction"] == "inbound"
     assert event.data["members"][0]["kind"] == "inbound"
+
+
+# --- states no manual lists ------------------------------------------------------------------
+
+
+def _passed_over(state: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "gateway_xswitch_states_passed_over_total", {"tenant": "acme", "state": state}
+    )
+    return value or 0.0
+
+
+def test_bridged_from_the_sdks_own_fake_node_is_a_bridge() -> None:
+    """``tboy/tboy.go`` ``Bridge`` (the SDK's fake node) publishes ``aleg.State = "BRIDGED"``
+    and ``bleg.State = "BRIDGED"`` after the callee answers, then ``UNBRIDGE`` and
+    ``DESTROY``: BRIDGED is read as BRIDGE (no progress of its own), never rejected."""
+    a = {"node_uuid": "test-node", "uuid": "a-1", "direction": "inbound", "cid_number": "1001"}
+    b = {"node_uuid": "test-node", "uuid": "b-1", "direction": "outbound", "peer_uuid": "a-1"}
+    b |= {"cid_number": "1001", "dest_number": "1002", "answered": True}
+    bodies = [
+        rpc("Event.Channel", a | {"state": "START", "dest_number": "1002"}),
+        rpc("Event.Channel", b | {"state": "CALLING"}),
+        rpc("Event.Channel", b | {"state": "ANSWERED", "answer_epoch": 1772440003}),
+        rpc("Event.Channel", a | {"state": "BRIDGED", "dest_number": "1002"}),
+        rpc("Event.Channel", b | {"state": "BRIDGED"}),
+        rpc("Event.Channel", a | {"state": "UNBRIDGE", "dest_number": "1002"}),
+        rpc("Event.Channel", a | {"state": "DESTROY", "cause": "NORMAL_CLEARING"}),
+        rpc("Event.Channel", b | {"state": "DESTROY", "cause": "NORMAL_CLEARING"}),
+    ]
+    before = _passed_over("BRIDGED")
+    types = [e.type for e in run(bodies)]
+    assert "gateway.rejected" not in types and "call.failed" not in types
+    assert types[-1] == "call.ended" and "call.answered" in types
+    assert _passed_over("BRIDGED") == before  # a known spelling: read, not passed over
+
+
+def test_the_dtmf_state_of_the_sdk_is_passed_over_and_counted() -> None:
+    """``ctrl/serve.go`` / ``docs/dtmf.md``: the SDK puts ``DTMF`` in a channel's state field
+    ("实际上Channel没有这个State"). A known call's message in such a state: no event, no
+    rejection, one count in ``gateway_xswitch_states_passed_over_total{state}``."""
+    leg = {"node_uuid": "n", "uuid": "a-1", "direction": "inbound", "cid_number": "1001"}
+    before = _passed_over("DTMF")
+    events = run(
+        [
+            rpc("Event.Channel", leg | {"state": "START"}),
+            rpc("Event.Channel", leg | {"state": "DTMF"}),
+        ]
+    )
+    assert [e.type for e in events] == ["call.ringing"]
+    assert _passed_over("DTMF") == before + 1
+
+
+def test_hold_spellings_and_a_status_come_back_to_is_a_new_event() -> None:
+    """``xctrl.proto`` ``ChannelEvent.held``; FreeSWITCH's ``CHANNEL_HOLD`` / ``CHANNEL_UNHOLD``
+    event names (developer.signalwire.com, FreeSWITCH Event List): held, answered again, held
+    again: each change is its own event with its own id."""
+    leg = {"node_uuid": "n", "uuid": "a-1", "direction": "inbound", "cid_number": "1001"}
+    leg |= {"dest_number": "1002"}
+    states = ["START", "ANSWERED", "CHANNEL_HOLD", "UNHOLD", "HELD", "UNHELD", "DESTROY"]
+    events = run([rpc("Event.Channel", leg | {"state": state}) for state in states])
+    assert [e.type for e in events] == [
+        "call.ringing",
+        "call.answered",
+        "call.held",
+        "call.answered",
+        "call.held",
+        "call.answered",
+        "call.ended",
+    ]
+    assert len({e.id for e in events}) == len(events)

@@ -39,6 +39,7 @@ import orjson
 from pydantic import ValidationError
 
 from gateway.connectors.fields import canonical, first, integer, safe_text, text, token, unix_time
+from gateway.connectors.xswitch.metrics import STATES_PASSED_OVER
 from gateway.schema.events import (
     CallData,
     CallDtmfData,
@@ -53,13 +54,17 @@ from gateway.schema.events import (
     rejected,
 )
 
-#: Every spelling of a channel state in the SDK's documents -> its canonical name.
+#: Every spelling of a channel state seen -> its canonical name (keys in ``token`` form).
+#: Beyond the manuals: the SDK's own fake node ``tboy/tboy.go`` ``Bridge`` sends ``BRIDGED``;
+#: ``ctrl/serve.go`` puts ``DTMF`` in the state field (``docs/dtmf.md``); FreeSWITCH names
+#: hold ``CHANNEL_HOLD`` / ``CHANNEL_UNHOLD``.
 STATE_ALIASES: Final[dict[str, str]] = {
     "START": "START",
     "CALLING": "CALLING",
     "RING": "RINGING",
     "RINGING": "RINGING",
     "EARLY": "MEDIA",
+    "EARLYMEDIA": "MEDIA",
     "MEDIA": "MEDIA",
     "READY": "READY",
     "ANSWER": "ANSWERED",
@@ -67,12 +72,23 @@ STATE_ALIASES: Final[dict[str, str]] = {
     "ANSWERED": "ANSWERED",
     "ACTIVE": "ANSWERED",
     "BRIDGE": "BRIDGE",
+    "BRIDGED": "BRIDGE",
     "UNBRIDGE": "UNBRIDGE",
+    "UNBRIDGED": "UNBRIDGE",
     "HOLD": "HOLD",
+    "HELD": "HOLD",
+    "ONHOLD": "HOLD",
+    "CHANNELHOLD": "HOLD",
     "UNHOLD": "UNHOLD",
+    "UNHELD": "UNHOLD",
+    "OFFHOLD": "UNHOLD",
+    "CHANNELUNHOLD": "UNHOLD",
     "DESTROY": "DESTROY",
     "HANGUP": "DESTROY",
 }
+
+#: How a passed-over state is labelled in the metric (anything else counts as ``other``).
+_STATE_LABEL: Final = re.compile(r"^[A-Z0-9]{1,24}$")
 
 #: A leg's status only moves forward (an out-of-order RINGING after ANSWERED changes nothing).
 _RANK: Final[dict[str, int]] = {
@@ -160,12 +176,21 @@ def _unanswered_proven(params: dict[str, Any]) -> bool:
     return billsec == 0 or bool(cause and cause != "NORMALCLEARING")
 
 
-def _state(params: dict[str, Any]) -> str:
-    raw = params.get("state")
-    state = STATE_ALIASES.get(token(raw))
-    if state is None:
-        raise _Invalid(f"unknown or missing channel 'state' {raw!r}")
-    return state
+def _state(params: dict[str, Any]) -> str | None:
+    """The canonical state; None for one no document lists (it is passed over, counted)."""
+    raw = token(params.get("state"))
+    if not raw:
+        raise _Invalid(f"missing channel 'state' {params.get('state')!r}")
+    return STATE_ALIASES.get(raw)
+
+
+def _pass_over(ctx: NormalizeContext, params: dict[str, Any]) -> list[CloudEvent]:
+    """A well-formed message in a state that carries no progress the contract knows: no
+    event, and no rejection either (nodes send more states than the manuals list)."""
+    raw = token(params.get("state"))
+    label = raw if _STATE_LABEL.match(raw) else "other"
+    STATES_PASSED_OVER.labels(ctx.tenant, label).inc()
+    return []
 
 
 # --- calls ---------------------------------------------------------------------------------------
@@ -232,7 +257,12 @@ def _direction(params: dict[str, Any]) -> str:
 def _leg_status(state: str, params: dict[str, Any], previous: str | None) -> str:
     if state == "DESTROY":
         return "hung_up"
-    if state in ("ANSWERED", "UNBRIDGE") or _talked(params):
+    talked = _talked(params) or previous in ("answered", "held")
+    if state == "HOLD" and talked:
+        return "held"
+    if state == "UNHOLD" and talked:
+        return "answered"
+    if state in ("ANSWERED", "UNBRIDGE") or talked:
         status = "answered"
     elif state == "MEDIA":
         status = "early_media"
@@ -240,12 +270,10 @@ def _leg_status(state: str, params: dict[str, Any], previous: str | None) -> str
         status = "ringing"
     elif state in ("START", "CALLING"):
         status = "ringing" if token(params.get("direction")) == "INBOUND" else "dialing"
-    else:  # READY, BRIDGE, HOLD, UNHOLD: no new progress of their own
+    else:  # READY, BRIDGE: no new progress of their own
         status = previous or "dialing"
     if params.get("held") is True and status == "answered":
         status = "held"
-    if state == "UNHOLD" and previous == "held":
-        return "answered"
     return status
 
 
@@ -288,6 +316,8 @@ def _channel(
     if uuid is None:
         raise _Invalid("Event.Channel without 'uuid'")
     state = _state(params)
+    if state is None:
+        return _pass_over(ctx, params)
     memory = ctx.memory
     if memory.get(f"ended:{uuid}") is not None:
         return []  # a late or repeated message of a leg whose call has ended
@@ -374,7 +404,12 @@ def _channel(
         data = CallData(
             call_id=call_id, state=state_now, direction=call["direction"], members=members
         )
-        identity = (call_id, uuid, status)
+        # A status a leg comes back to (answered, held, answered again) is a new event.
+        seen = leg.setdefault("seen", {})
+        times = seen.get(status, 0)
+        seen[status] = times + 1
+        memory.set(f"leg:{uuid}", leg)
+        identity = (call_id, uuid, status) if not times else (call_id, uuid, status, times)
         events.append(_event(ctx, f"call.{state_now}", data, identity, when, msg))
     return events
 

@@ -223,8 +223,15 @@ class FlowBuilder:
         self.tick(3)
         self.state(b, "ANSWERED")
         self.state(a, "ANSWERED")
-        self.state(a, "BRIDGE")
-        self.state(b, "BRIDGE")
+        # The manuals write BRIDGE; the SDK's own fake node (tboy/tboy.go Bridge) BRIDGED.
+        bridge = self.rng.choice(("BRIDGE", "BRIDGED"))
+        self.state(a, bridge)
+        self.state(b, bridge)
+        if self.rng.random() < 0.3:  # the caller is put on hold a while
+            self.tick(talk // 2)
+            self.state(a, "HOLD")
+            self.tick(2)
+            self.state(a, "UNHOLD")
         self.tick(talk)
         self.state(a, "UNBRIDGE")
         self.destroy(b, "NORMAL_CLEARING", leg_name="b")
