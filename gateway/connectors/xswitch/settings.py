@@ -36,8 +36,13 @@ class XSwitchPbxSettings(PbxSettings):
         description="this controller's id: events on cn.xswitch.ctrl.<ctrl_uuid> are ours too",
     )
     cdr_subjects: list[str] = Field(
-        default_factory=lambda: ["cn.xswitch.ctrl.event.cdr", "cn.xswitch.event.cdr"],
-        description="where XCC publishes Event.CDR (configurable on the node; both seen)",
+        default_factory=lambda: [
+            "cn.xswitch.cdr",
+            "cn.xswitch.ctrl.event.cdr",
+            "cn.xswitch.event.cdr",
+        ],
+        description="where XCC publishes Event.CDR (the node's cdr-subject; the manuals "
+        "configure cn.xswitch.cdr, the SDK also uses the other two)",
     )
     command_prefix: str = Field(
         "",

@@ -98,7 +98,8 @@ async def serve(args: argparse.Namespace) -> None:
     print(
         f"XSwitch XCC simulator: REST on {sim.base_url}, events on {args.nats_url}\n"
         f"  dev_key: {sim.dev_key}\n"
-        f"  subjects: {sim.prefix}cn.xswitch.ctrl, {sim.prefix}cn.xswitch.ctrl.event.cdr\n"
+        f"  subjects: {sim.prefix}cn.xswitch.ctrl, {sim.prefix}cn.xswitch.ctrl.event.cdr,"
+        f" {sim.prefix}cn.xswitch.cdr\n"
         f"  node requests: cn.xswitch.node.{sim.node.node_uuid}",
         flush=True,
     )

@@ -1,11 +1,12 @@
 """The simulated XSwitch node on NATS: publishes call flows, answers ``XNode.*`` requests.
 
 Subjects (``ctrl/ctrl.go``, ``ctrl/channel.go``, ``docs/channel.md``): events to
-``<prefix>cn.xswitch.ctrl``, CDRs to ``<prefix>cn.xswitch.ctrl.event.cdr``; the node takes
-requests on ``cn.xswitch.node`` and ``cn.xswitch.node.<node-uuid>`` (with the controller's
-``to-`` prefix in multi-tenant set-ups). ``XNode.Hangup`` answers like ``tboy/tboy.go``
-``Hangup``: ``{"code": 200, "message": "OK"}``, or ``{"code": 400, "message": "can not locate
-session"}`` for a channel it does not have, then publishes the leg's CDR and ``DESTROY``.
+``<prefix>cn.xswitch.ctrl``, CDRs to ``<prefix>cn.xswitch.ctrl.event.cdr`` or
+``cn.xswitch.cdr``; the node takes requests on ``cn.xswitch.node`` and
+``cn.xswitch.node.<node-uuid>`` (with the controller's ``to-`` prefix in multi-tenant
+set-ups). ``XNode.Hangup`` answers like ``tboy/tboy.go`` ``Hangup``: ``{"code": 200,
+"message": "OK"}``, or ``{"code": 400, "message": "can not locate session"}`` for a channel
+it does not have, then publishes the leg's CDR and ``DESTROY``.
 """
 
 from __future__ import annotations
