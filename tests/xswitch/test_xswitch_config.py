@@ -241,3 +241,31 @@ def test_content_hash_ignores_updated_at_and_number_forms() -> None:
     assert content_hash(record) != content_hash({**record, "disabled": "1"})
     nested = {"id": "1", "ivrs": [{"id": "2", "updated_at": "a"}]}
     assert content_hash(nested) == content_hash({"id": "1", "ivrs": [{"id": "2"}]})
+
+
+def test_the_link_reads_other_controllers_subjects_once_each() -> None:
+    """docs.xswitch.cn/xswitch-user/advanced/xcc: ``cdr-subject`` "如填写cn.xswitch.cdr";
+    ``tboy/tboy_acd.go`` publishes to ``cn.xswitch.ctrl.app.acd`` and ``ctrl/bus/bus_test.go``
+    names a controller ``app.dial.<uuid>``: controller ids contain dots. Own subject and
+    wildcards never overlap (JetStream refuses overlapping subjects)."""
+    from gateway.connectors.xswitch.nats_link import covers, subjects
+    from gateway.connectors.xswitch.settings import XSwitchPbxSettings
+
+    pbx = XSwitchPbxSettings(
+        tenant="acme",
+        vendor="xswitch",
+        base_url="http://127.0.0.1",
+        dev_key="k",
+        subject_prefix="from-acme.",
+        ctrl_uuid="app.gateway",
+    )
+    assert subjects(pbx) == [
+        "from-acme.cn.xswitch.ctrl",
+        "from-acme.cn.xswitch.ctrl.*",
+        "from-acme.cn.xswitch.ctrl.app.>",
+        "from-acme.cn.xswitch.cdr",
+        "from-acme.cn.xswitch.ctrl.event.cdr",
+        "from-acme.cn.xswitch.event.cdr",
+    ]
+    assert covers("a.*", "a.b") and covers("a.>", "a.b.c") and not covers("a.*", "a.b.c")
+    assert not covers("a.*", "a.>") and covers("a.>", "a.*")

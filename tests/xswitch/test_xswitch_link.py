@@ -223,3 +223,34 @@ async def test_sigkill_mid_traffic_loses_nothing_with_jetstream(
     assert counts["cdrs_lost"] == 0
     assert counts["calls_not_ended"] == 0
     assert counts["rejected"] == 0
+
+
+@pytest.mark.parametrize("jetstream", ["on", "off"])
+async def test_calls_another_controller_accepted_are_observed_to_their_end(
+    jetstream: str, xsim: XSwitchSimulator, unique: str, collector
+) -> None:
+    """``docs/ctrl.md`` ``EnableApp``: controllers share ``cn.xswitch.ctrl`` as a queue group
+    and each reads its own ``cn.xswitch.ctrl.<ctrl_uuid>``; ``xctrl.proto`` ``AcceptRequest``
+    ("all subsequent events will be delivered to the new controller"); ``tboy/tboy.go``
+    publishes a call's later events to ``"cn.xswitch.ctrl." + channel.CtrlUuid``. The
+    simulator's business controller (a dotted id, as ``tboy_acd.go``'s ``app.acd``) accepts
+    every other call: the gateway sees each of those end, without answering anything."""
+    tenant = f"x{unique}"
+    got: Collected = await collector(tenant)
+    assert xsim.controller is not None
+    async with stream_removed(pbx_for(xsim, tenant, jetstream=jetstream)) as pbx:
+        async with running_gateway(pbx):
+            await wait_for(lambda: connected_count(got) >= 1, timeout=15)
+            await xsim.node.publish_calls(KINDS)
+            accepted = set(xsim.controller.accepted)
+            await wait_for(lambda: accepted <= _ended(got.events), timeout=20)
+    assert accepted, "the controller accepted no call"
+    own = f"{xsim.prefix}cn.xswitch.ctrl.{xsim.controller.ctrl_uuid}"
+    destroys = [
+        subject
+        for subject, data in xsim.node.published
+        if orjson.loads(data)["params"].get("uuid") in accepted
+        and orjson.loads(data)["params"].get("state") == "DESTROY"
+    ]
+    assert destroys and set(destroys) == {own}  # reported only to that controller
+    assert not [e for e in got.events if e["type"] == "gateway.rejected"]

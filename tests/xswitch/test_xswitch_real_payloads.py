@@ -245,6 +245,48 @@ def test_hold_spellings_and_a_status_come_back_to_is_a_new_event() -> None:
     assert len({e.id for e in events}) == len(events)
 
 
+# --- the manual's default CDR field set --------------------------------------------------------
+
+
+def test_the_manuals_default_cdr_field_set_gives_the_caller() -> None:
+    """docs.xswitch.cn/xswitch-user/advanced/xcc, "XCC-CDR": the default fields are
+    ``caller_id_name`` ("主叫号码", the caller number), ``destination_number``, ``uuid``,
+    ``start_stamp``, ``answer_stamp``, ``end_stamp``, ``duration``, ``billsec``,
+    ``hangup_cause``, ``context``, ``direction``: no ``caller_id_number``, no ``leg``, no
+    epochs; values are strings (``tboy/tboy.go`` ``json:"billsec,string"``); published on
+    ``cdr-subject`` ``cn.xswitch.cdr`` (``tboy/tboy_cdr.go`` ``SendCDR``)."""
+    cdr = {
+        "caller_id_name": "13800138000",
+        "destination_number": "1001",
+        "uuid": "c-1",
+        "start_stamp": "2026-03-02 16:26:40",
+        "answer_stamp": "2026-03-02 16:26:45",
+        "end_stamp": "2026-03-02 16:27:30",
+        "duration": "50",
+        "billsec": "45",
+        "hangup_cause": "NORMAL_CLEARING",
+        "context": "public",
+        "direction": "inbound",
+    }
+    params = {"uuid": "c-1", "node_ip": "127.0.0.1", "node_uuid": "n", "cdr": cdr}
+    (event,) = run([rpc("Event.CDR", params)])
+    data = event.data
+    assert data["caller"] == "13800138000" and data["callee"] == "1001"
+    assert (data["talk_duration_s"], data["duration_s"], data["ring_duration_s"]) == (45, 50, 5)
+    assert data["started_at"] == "2026-03-02T08:26:40Z"
+    assert (data["direction"], data["disposition"]) == ("inbound", "answered")
+
+
+def test_a_b_leg_cdr_without_peer_uuid_joins_its_a_legs_call() -> None:
+    """``tboy/tboy.go`` ``Bridge``: the b-leg's CDR is the ``cdr_template`` (no
+    ``peer_uuid``) with ``cdr.uuid`` = the b-leg and ``leg: "b"``, sent with
+    ``RequestParam.uuid`` = the a-leg's uuid: it belongs to the a-leg's call."""
+    cdr = {"uuid": "b-1", "leg": "b", "billsec": "29", "caller_id_number": "10000200"}
+    params = {"uuid": "a-1", "node_ip": "127.0.0.1", "node_uuid": "test-node", "cdr": cdr}
+    (event,) = run([rpc("Event.CDR", params)])
+    assert event.data["call_id"] == "a-1"
+
+
 def test_a_made_up_state_counts_as_other_never_a_new_series() -> None:
     """The label takes known values only: a node (or anyone on its subject) sending invented
     states must not grow the metric's series."""

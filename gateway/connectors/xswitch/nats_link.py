@@ -22,9 +22,15 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from gateway.connectors.xswitch.settings import CTRL_SUBJECT, XSwitchPbxSettings
+from gateway.logging import get_logger
+
+log = get_logger("connectors.xswitch.nats")
+
+#: JetStream's error code for "subjects overlap with an existing stream".
+STREAM_SUBJECT_OVERLAP = 10065
 
 #: ``(body, position) -> None``, done when the message's events are handed over, in order:
 #: durable at once (through ``emit``), or staged by the spool and durable only after ``sync``,
@@ -39,10 +45,37 @@ DRAIN_YIELD_EVERY = 100
 
 
 def subjects(pbx: XSwitchPbxSettings) -> list[str]:
-    """Every subject the link reads (``ctrl/serve.go`` ``EnableApp``: the shared controller
-    subject and this controller's own; CDRs on theirs), with the tenant prefix."""
-    names = [CTRL_SUBJECT, f"{CTRL_SUBJECT}.{pbx.ctrl_uuid}", *pbx.cdr_subjects]
-    return list(dict.fromkeys(pbx.subject_prefix + name for name in names))
+    """Every subject the link reads, with the tenant prefix: the shared controller subject
+    and this controller's own (``ctrl/serve.go`` ``EnableApp``), the other controllers' own
+    (``observe_subjects``: a call a controller accepted is reported only there), CDRs on
+    theirs. A subject a wildcard of the list already covers is left out (a message is read
+    once; JetStream refuses overlapping subjects)."""
+    names = [
+        CTRL_SUBJECT,
+        f"{CTRL_SUBJECT}.{pbx.ctrl_uuid}",
+        *pbx.observe_subjects,
+        *pbx.cdr_subjects,
+    ]
+    unique = list(dict.fromkeys(pbx.subject_prefix + name for name in names))
+    return [s for s in unique if not any(o != s and covers(o, s) for o in unique)]
+
+
+def covers(pattern: str, subject: str) -> bool:
+    """Whether NATS subject ``pattern`` (``*`` one token, ``>`` the rest) matches every
+    subject ``subject`` (itself possibly a wildcard) matches."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have):
+            return False
+        if token == "*":
+            if have[i] == ">":
+                return False
+            continue
+        if token != have[i]:
+            return False
+    return len(want) == len(have)
 
 
 @dataclass
@@ -96,8 +129,16 @@ async def open_session(pbx: XSwitchPbxSettings) -> NatsSession:
         session = NatsSession(nc=nc, jetstream=use_js)
         holder.append(session)
         if use_js:
-            await _bind_consumer(session, pbx)
-        else:
+            try:
+                await _bind_consumer(session, pbx)
+            except APIError as exc:
+                # 10065: a stream someone else made already captures these subjects; with
+                # ``auto`` the link reads them on core NATS rather than not at all.
+                if exc.err_code != STREAM_SUBJECT_OVERLAP or pbx.jetstream == "on":
+                    raise
+                log.warning("xswitch.jetstream_overlap", tenant=pbx.tenant, error=str(exc))
+                session.jetstream = use_js = False
+        if not use_js:
             for subject in subjects(pbx):
                 await nc.subscribe(subject, cb=session.queue.put)
             await nc.flush()

@@ -525,6 +525,10 @@ def _cdr(
             call_id = known["call_id"]
         elif token(cdr.get("leg")) == "B" and text(cdr.get("peer_uuid")):
             call_id = _call_of_uuid(memory, str(text(cdr.get("peer_uuid"))))
+        elif text(params.get("uuid")) and text(params.get("uuid")) != uuid:
+            # tboy/tboy.go Bridge: a b-leg's CDR without peer_uuid is sent under its
+            # a-leg's uuid (RequestParam.uuid)
+            call_id = _call_of_uuid(memory, str(text(params.get("uuid"))))
         else:
             call_id = uuid
     call = memory.get(f"call:{call_id}")
@@ -532,7 +536,8 @@ def _cdr(
     started = unix_time(cdr.get("start_epoch")) or _local(cdr.get("start_stamp"), ctx.tz)
     answered = unix_time(cdr.get("answer_epoch")) or _local(cdr.get("answer_stamp"), ctx.tz)
     talk = integer(cdr.get("billsec"))
-    caller = first(cdr, "caller_id_number", "xcc_origin_cid_number")
+    # The manual's default CDR field set has only caller_id_name, labelled "主叫号码".
+    caller = first(cdr, "caller_id_number", "xcc_origin_cid_number", "caller_id_name")
     callee = first(cdr, "destination_number", "xcc_origin_dest_number")
     direction = call["direction"] if call else memory.get(f"direction:{call_id}")
     if direction in (None, "unknown"):

@@ -32,12 +32,23 @@ class XSwitchPbxSettings(PbxSettings):
     )
     ctrl_uuid: str = Field(
         "pbx-gateway",
-        pattern=r"^[A-Za-z0-9_-]+$",
+        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
         description="this controller's id: events on cn.xswitch.ctrl.<ctrl_uuid> are ours too",
     )
     cdr_subjects: list[str] = Field(
-        default_factory=lambda: ["cn.xswitch.ctrl.event.cdr", "cn.xswitch.event.cdr"],
-        description="where XCC publishes Event.CDR (configurable on the node; both seen)",
+        default_factory=lambda: [
+            "cn.xswitch.cdr",
+            "cn.xswitch.ctrl.event.cdr",
+            "cn.xswitch.event.cdr",
+        ],
+        description="where XCC publishes Event.CDR (the node's cdr-subject; the manuals "
+        "configure cn.xswitch.cdr, the SDK also uses the other two)",
+    )
+    observe_subjects: list[str] = Field(
+        default_factory=lambda: ["cn.xswitch.ctrl.*", "cn.xswitch.ctrl.app.>"],
+        description="other controllers' own subjects, read as an observer (never answered): "
+        "after a controller Accepts a call, the node sends its later events only to "
+        "cn.xswitch.ctrl.<that controller's uuid> (ids may contain dots, e.g. app.acd)",
     )
     command_prefix: str = Field(
         "",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+from collections.abc import Callable
 
+from gateway.sim.xswitch.controller import BusinessController
 from gateway.sim.xswitch.rest import XccRestSimulator
 from gateway.sim.xswitch.traffic import XccNodeSimulator
 
@@ -25,6 +27,8 @@ class XSwitchSimulator:
         seed: int | None = None,
         tz: str = "Asia/Shanghai",
         talk_s: tuple[int, int] = (5, 90),
+        controller: bool = True,
+        on_accept: Callable[[str], None] | None = None,
     ) -> None:
         # A prefix of its own keeps one simulator's calls away from every other listener of a
         # shared NATS server (``from-<tenant>.`` is XCC's multi-tenant form).
@@ -41,6 +45,14 @@ class XSwitchSimulator:
             tz=tz,
             talk_s=talk_s,
         )
+        # A business controller beside the gateway, accepting every other call.
+        self.controller = (
+            BusinessController(nats_url, prefix=self.prefix, on_accept=on_accept)
+            if controller
+            else None
+        )
+        if self.controller is not None:
+            self.node.accept_wait_s = 0.5
 
     @property
     def base_url(self) -> str:
@@ -52,11 +64,16 @@ class XSwitchSimulator:
             self.rest.start_mutations(self.config_change_s)
         try:
             await self.node.start()
+            if self.controller is not None:
+                await self.controller.start()
         except BaseException:
+            await self.node.stop()
             await self.rest.stop()
             raise
 
     async def stop(self) -> None:
+        if self.controller is not None:
+            await self.controller.stop()
         await self.node.stop()
         await self.rest.stop()
 
@@ -98,7 +115,8 @@ async def serve(args: argparse.Namespace) -> None:
     print(
         f"XSwitch XCC simulator: REST on {sim.base_url}, events on {args.nats_url}\n"
         f"  dev_key: {sim.dev_key}\n"
-        f"  subjects: {sim.prefix}cn.xswitch.ctrl, {sim.prefix}cn.xswitch.ctrl.event.cdr\n"
+        f"  subjects: {sim.prefix}cn.xswitch.ctrl, {sim.prefix}cn.xswitch.ctrl.event.cdr,"
+        f" {sim.prefix}cn.xswitch.cdr\n"
         f"  node requests: cn.xswitch.node.{sim.node.node_uuid}",
         flush=True,
     )

@@ -24,6 +24,11 @@ async def demo(options: DemoOptions) -> AsyncIterator[XSwitchPbxSettings]:
         seed=options.seed,
         tz=DEMO_TZ,
         talk_s=(2, 8),  # calls end within a short demo
+        on_accept=lambda uuid: print(
+            f"demo: a second controller (cn.xswitch.ctrl.app.acd.sim-controller) accepted"
+            f" call {uuid}; the gateway observes its events there",
+            flush=True,
+        ),
     )
     await sim.start()
     try:

@@ -20,6 +20,23 @@ import orjson
 
 CTRL = "cn.xswitch.ctrl"
 CDR = "cn.xswitch.ctrl.event.cdr"
+#: The manuals' ``cdr-subject`` (docs.xswitch.cn XCC settings; ``tboy/tboy_cdr.go``).
+CDR_MANUAL = "cn.xswitch.cdr"
+#: The manual's default CDR fields (docs.xswitch.cn "XCC-CDR"): no caller_id_number, no leg,
+#: no epochs.
+DEFAULT_CDR_FIELDS = (
+    "caller_id_name",
+    "destination_number",
+    "uuid",
+    "start_stamp",
+    "answer_stamp",
+    "end_stamp",
+    "duration",
+    "billsec",
+    "hangup_cause",
+    "context",
+    "direction",
+)
 #: Trunk contexts: FreeSWITCH's default name and one named by whoever set up the carrier.
 TRUNK_CONTEXTS = ("public", "MyCarrier-Inbound")
 #: XCC's own word for a call's direction (``params.xcc_direction``), by kind of call.
@@ -102,6 +119,7 @@ class FlowBuilder:
         self.times: list[int] = []  # when each message is due, epoch seconds
         self.talk_s = (5, 90)  # how long answered calls last, seconds (min, max)
         self.variables: dict[str, str] = {}  # channel variables every leg of the call has
+        self.default_cdr = False  # this call's CDRs have the manual's default field set
 
     # --- primitives --------------------------------------------------------------------------
 
@@ -191,17 +209,22 @@ class FlowBuilder:
             "xcc_domain": "xswitch.cn",
             "xcc_session": leg.params.get("xcc_session", ""),
         }
+        subject = CDR
+        if self.default_cdr:
+            cdr = {key: cdr[key] for key in DEFAULT_CDR_FIELDS}
+            subject = CDR_MANUAL
         body = {
             "jsonrpc": "2.0",
             "method": "Event.CDR",
             "params": {
-                "uuid": leg.uuid,
+                # a b-leg's CDR goes under its a-leg's uuid (tboy/tboy.go Bridge)
+                "uuid": leg.peer_uuid or leg.uuid,
                 "node_ip": "127.0.0.1",
                 "node_uuid": leg.node_uuid,
                 "cdr": cdr,
             },
         }
-        self._emit(CDR, body)
+        self._emit(subject, body)
         self.state(leg, "DESTROY")
 
     # --- whole calls -------------------------------------------------------------------------
@@ -287,6 +310,7 @@ class FlowBuilder:
             {"xcc_direction": XCC_DIRECTION.get(kind, "")} if self.rng.random() < 0.5 else {}
         )
         trunk = self.rng.choice(TRUNK_CONTEXTS)
+        self.default_cdr = self.rng.random() < 0.4
         if kind == "bridged":
             self.click_to_dial(self._extension(), self._outside(), talk=talk)
         elif kind == "inbound":
@@ -305,7 +329,7 @@ class FlowBuilder:
             )
         else:
             raise ValueError(f"unknown call kind {kind!r}; known: {', '.join(KINDS)}")
-        self.variables = {}
+        self.variables, self.default_cdr = {}, False
         self.tick(2)
 
 

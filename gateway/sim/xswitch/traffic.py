@@ -1,11 +1,12 @@
 """The simulated XSwitch node on NATS: publishes call flows, answers ``XNode.*`` requests.
 
 Subjects (``ctrl/ctrl.go``, ``ctrl/channel.go``, ``docs/channel.md``): events to
-``<prefix>cn.xswitch.ctrl``, CDRs to ``<prefix>cn.xswitch.ctrl.event.cdr``; the node takes
-requests on ``cn.xswitch.node`` and ``cn.xswitch.node.<node-uuid>`` (with the controller's
-``to-`` prefix in multi-tenant set-ups). ``XNode.Hangup`` answers like ``tboy/tboy.go``
-``Hangup``: ``{"code": 200, "message": "OK"}``, or ``{"code": 400, "message": "can not locate
-session"}`` for a channel it does not have, then publishes the leg's CDR and ``DESTROY``.
+``<prefix>cn.xswitch.ctrl``, CDRs to ``<prefix>cn.xswitch.ctrl.event.cdr`` or
+``cn.xswitch.cdr``; the node takes requests on ``cn.xswitch.node`` and
+``cn.xswitch.node.<node-uuid>`` (with the controller's ``to-`` prefix in multi-tenant
+set-ups). ``XNode.Hangup`` answers like ``tboy/tboy.go`` ``Hangup``: ``{"code": 200,
+"message": "OK"}``, or ``{"code": 400, "message": "can not locate session"}`` for a channel
+it does not have, then publishes the leg's CDR and ``DESTROY``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class XccNodeSimulator:
         self._nc: Nats | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        #: channel uuid -> the controller that accepted its call (XNode.Accept)
+        self.owners: dict[str, str] = {}
+        #: how long a START waits for a controller's Accept before the call goes on (0: no
+        #: controller is expected)
+        self.accept_wait_s = 0.0
+        self._accepts: dict[str, asyncio.Event] = {}
 
     async def start(self) -> None:
         self._nc = await nats.connect(self.nats_url, name=f"xswitch-sim-{self.node_uuid}")
@@ -82,11 +89,32 @@ class XccNodeSimulator:
 
     # --- publishing --------------------------------------------------------------------------
 
+    def _route(self, subject: str, body: dict[str, Any]) -> str:
+        """A call a controller accepted is reported only to that controller's own subject."""
+        if subject != CTRL:
+            return subject
+        params = body.get("params") or {}
+        uuid = str(params.get("uuid") or "")
+        owner = self.owners.get(uuid) or self.owners.get(str(params.get("peer_uuid") or ""))
+        if owner is None:
+            return subject
+        self.owners[uuid] = owner  # the callee leg follows its caller's controller
+        return f"{CTRL}.{owner}"
+
     async def _publish(self, subject: str, body: dict[str, Any]) -> bytes:
         assert self._nc is not None, "start() first"
         data = orjson.dumps(body)
+        subject = self._route(subject, body)
         await self._nc.publish(self.prefix + subject, data)
         self.published.append((self.prefix + subject, data))
+        params = body.get("params") or {}
+        if self.accept_wait_s > 0 and params.get("state") == "START":
+            # the node parks a new call until a controller takes it (or the wait is over)
+            accepted = self._accepts.setdefault(str(params.get("uuid")), asyncio.Event())
+            await self._nc.flush()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.accept_wait_s):
+                    await accepted.wait()
         return data
 
     async def _flush(self) -> list[bytes]:
@@ -162,6 +190,11 @@ class XccNodeSimulator:
         params = request.get("params") or {}
         if method == "XNode.Hangup":
             result = await self._hangup(params)
+        elif method == "XNode.Accept":
+            uuid = str(params.get("uuid") or "")
+            self.owners[uuid] = str(params.get("ctrl_uuid") or "")
+            self._accepts.setdefault(uuid, asyncio.Event()).set()
+            result = {"code": 200, "message": "OK", "uuid": uuid}
         else:
             result = {"code": 404, "message": f"Unsupported Method {method}"}
         result["node_uuid"] = self.node_uuid
