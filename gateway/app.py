@@ -27,6 +27,7 @@ from gateway.connectors.plugin import LinkResources, VendorPlugin, VendorRoutes
 from gateway.connectors.registry import command_catalog, plugins
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
+from gateway.runtime.http_client import pbx_session
 from gateway.runtime.metrics import BUS_UP
 from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import StateStore, StoreSlice, TenantState
@@ -247,8 +248,7 @@ class GatewayApp:
         """Connect, build and run until ``stop`` is set, then shut down in order."""
         s = self.settings
         url = s.bus.url.get_secret_value()
-        # No cookie jar: one session serves every PBX, and tenants of a SaaS vendor share a host.
-        session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        session = pbx_session()
         lease_task: asyncio.Task[None] | None = None
         try:
             self._connection = await connect_bus(url, on_failure=self._bus_failed)
