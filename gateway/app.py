@@ -220,6 +220,7 @@ class GatewayApp:
             self._vendor_routes(plugins()),
             public=(public.host, public.port) if public else None,
             auth=AdminAuth(http.admin.bearer(), http.admin.basic()),
+            max_in_flight=http.public.max_in_flight,
         )
         try:
             await self.web.start()

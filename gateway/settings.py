@@ -195,6 +195,9 @@ class PublicListenerSettings(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)
+    max_in_flight: int = Field(
+        256, ge=1, le=10_000, description="requests handled at once; one more is answered 503"
+    )
 
 
 class HttpSettings(_Strict):

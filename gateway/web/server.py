@@ -88,6 +88,28 @@ def _auth_middleware(auth: AdminAuth, status: Status) -> Any:
     return check
 
 
+def _in_flight_cap(limit: int) -> Any:
+    """At most ``limit`` requests handled at once; one more is answered 503 at once."""
+    handling = 0
+
+    @web.middleware
+    async def cap(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal handling
+        if handling >= limit:
+            return web.json_response(
+                {"error": "too many requests in progress; deliver again"},
+                status=503,
+                headers={"Retry-After": "5"},
+            )
+        handling += 1
+        try:
+            return await handler(request)
+        finally:
+            handling -= 1
+
+    return cap
+
+
 @web.middleware
 async def _uniform_not_found(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every path that is no webhook route answers the same, whatever exists elsewhere."""
@@ -149,9 +171,12 @@ def build_web_app(
     return app
 
 
-def build_public_app(vendor_routes: VendorRoutes | None) -> web.Application:
-    """The public listener's app: the vendor routes under ``/webhooks/<name>/`` only."""
-    app = web.Application(middlewares=[_uniform_not_found])
+def build_public_app(
+    vendor_routes: VendorRoutes | None, max_in_flight: int = 256
+) -> web.Application:
+    """The public listener's app: the vendor routes under ``/webhooks/<name>/`` only, at most
+    ``max_in_flight`` requests at once (a flood of slow bodies holds bounded memory)."""
+    app = web.Application(middlewares=[_in_flight_cap(max_in_flight), _uniform_not_found])
     _mount(app, vendor_routes)
     return app
 
@@ -204,13 +229,16 @@ class WebServer:
         *,
         public: tuple[str, int] | None = None,
         auth: AdminAuth | None = None,
+        max_in_flight: int = 256,
     ) -> None:
         self.board = StatusBoard(status)
         single = public is None
         admin_app = build_web_app(status, vendor_routes if single else None, self.board, auth)
         self.admin = Listener("admin", admin_app, host, port)
         self.public = (
-            None if public is None else Listener("public", build_public_app(vendor_routes), *public)
+            None
+            if public is None
+            else Listener("public", build_public_app(vendor_routes, max_in_flight), *public)
         )
         self.port: int | None = None
         self.public_port: int | None = None
