@@ -104,6 +104,7 @@ class GatewayApp:
         self._share_failing: set[str] = set()
         self.store: StateStore | None = None
         self.web: WebServer | None = None
+        self._sessions: list[aiohttp.ClientSession] = []  # PBXs' own (a ca_file of theirs)
         self.leases: LeaseManager | None = None
         self.shared: SharedState | None = None
         self.states: dict[str, TenantState] = {}
@@ -329,6 +330,9 @@ class GatewayApp:
     def _build_connector(
         self, plugin: VendorPlugin, pbx: PbxSettings, session: aiohttp.ClientSession
     ) -> Connector:
+        if pbx.ca_file is not None:  # its own session: the CA is trusted for this PBX only
+            session = pbx_session(pbx.ca_file)
+            self._sessions.append(session)
         resources = LinkResources(
             http=session,
             store=StoreSlice(self.states[pbx.tenant], f"{pbx.vendor}:{pbx.tenant}:"),
@@ -473,6 +477,9 @@ class GatewayApp:
                 self._log.error("outbox_close_failed", error=str(exc), staged=self.outbox.staged)
         await self.resources.close()
         await session.close()
+        for own in self._sessions:
+            await own.close()
+        self._sessions.clear()
         if self.shared is not None:
             await self.shared.close()
         if self.ledger is not None:

@@ -248,6 +248,23 @@ class PbxSettings(_Strict):
     timezone: str = Field("UTC", description="the PBX's wall clock, for its local times")
     include_raw: bool = Field(False, description="copy the vendor payload into data.raw")
     backoff: BackoffSettings = Field(default_factory=BackoffSettings)
+    ca_file: Path | None = Field(
+        None,
+        description="PEM certificates of the CA that signed the PBX's certificate (a customer's"
+        " own CA), trusted for this PBX's HTTPS and WebSocket links besides the system's",
+    )
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            import ssl
+
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"ca_file {value} holds no usable CA certificate: {exc}") from None
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -7,6 +7,8 @@ status only: the request's URL may hold an ``access_token``."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
@@ -42,9 +44,21 @@ def no_redirects() -> aiohttp.TraceConfig:
     return trace
 
 
-def pbx_session() -> aiohttp.ClientSession:
+def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """Verifying TLS: the system's CAs, plus those of ``ca_file`` (a customer's own CA)."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+def pbx_session(ca_file: Path | None = None) -> aiohttp.ClientSession:
     """The session of the PBX links: no cookie jar (one session serves every PBX, and tenants
-    of a SaaS vendor share a host), redirects refused."""
+    of a SaaS vendor share a host), redirects refused; with ``ca_file``, a PBX's own session
+    whose HTTPS trusts that CA too (a request that asks for the default verification gets it)."""
+    connector = aiohttp.TCPConnector(ssl=tls_context(ca_file)) if ca_file else None
     return aiohttp.ClientSession(
-        cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[no_redirects()]
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trace_configs=[no_redirects()],
     )
