@@ -28,13 +28,17 @@ from gateway.connectors.plugin import LinkResources, VendorPlugin, VendorRoutes
 from gateway.connectors.registry import command_catalog, plugins
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
+from gateway.runtime.http_client import pbx_session
 from gateway.runtime.metrics import BUS_UP
 from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import StateStore, StoreSlice, TenantState
 from gateway.runtime.supervisor import supervise
 from gateway.schema.events import CloudEvent
 from gateway.settings import BackoffSettings, PbxSettings, Settings, redact_url, split_urls
-from gateway.web.server import WebServer
+from gateway.web.server import AdminAuth, ListenError, WebServer
+
+#: Addresses only this host reaches: a single listener there exposes nothing.
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class StartError(Exception):
@@ -101,6 +105,7 @@ class GatewayApp:
         self._share_failing: set[str] = set()
         self.store: StateStore | None = None
         self.web: WebServer | None = None
+        self._sessions: list[aiohttp.ClientSession] = []  # PBXs' own (a ca_file of theirs)
         self.leases: LeaseManager | None = None
         self.shared: SharedState | None = None
         self.states: dict[str, TenantState] = {}
@@ -186,19 +191,7 @@ class GatewayApp:
         started = started if started is not None else asyncio.Event()
         BUS_UP.set_function(self._bus_up)
         if self.settings.http.enabled:
-            s = self.settings
-            self.web = WebServer(
-                self.status, s.http.host, s.http.port, self._vendor_routes(plugins())
-            )
-            try:
-                await self.web.start()
-            except OSError as exc:
-                self.web = None
-                raise StartError(
-                    f"cannot serve HTTP on {s.http.host}:{s.http.port}:"
-                    f" {exc.strerror or exc} (set http.port / http.host)"
-                ) from exc
-            self._log.info("http_listening", host=s.http.host, port=self.web.port)
+            await self._listen()
         serving = asyncio.create_task(self._serve(stop, started), name="gateway-serve")
         waiter = asyncio.create_task(stop.wait(), name="gateway-stop-wait")
         try:
@@ -216,12 +209,49 @@ class GatewayApp:
             if self.web is not None and self.phase != "stopped":
                 await self.web.stop()  # start-up failed before the ordered shutdown stopped it
 
+    async def _listen(self) -> None:
+        """The admin listener and the public one (webhooks), or the single one of earlier
+        versions; a port that cannot be bound is a start error naming its setting."""
+        http = self.settings.http
+        host, port = http.admin.host, http.admin.port
+        public = None if http.single or not http.public.enabled else http.public
+        self.web = WebServer(
+            self.status,
+            host,
+            port,
+            self._vendor_routes(plugins()),
+            public=(public.host, public.port) if public else None,
+            auth=AdminAuth(http.admin.bearer(), http.admin.basic()),
+            max_in_flight=http.public.max_in_flight,
+        )
+        try:
+            await self.web.start()
+        except ListenError as exc:
+            self.web = None
+            name = exc.listener.name
+            where = f"http.{name}.host / .port"
+            raise StartError(
+                f"cannot serve HTTP on {exc.listener.host}:{exc.listener.wanted_port} ({name}"
+                f" listener): {exc.strerror or exc} (set {where})"
+            ) from exc
+        for listener in self.web.listeners:
+            self._log.info(
+                "http_listening", listener=listener.name, host=listener.host, port=listener.port
+            )
+        if http.single and host not in _LOOPBACK:
+            self._log.warning(
+                "http_single_listener",
+                host=host,
+                detail="http.host / http.port serve the status page, /status.json, /metrics"
+                " and the webhooks on one port: use http.admin and http.public to expose the"
+                " webhooks alone",
+            )
+
     async def _serve(self, stop: asyncio.Event, started: asyncio.Event) -> None:
         """Connect, build and run until ``stop`` is set, then shut down in order."""
         s = self.settings
         url = s.bus.url.get_secret_value()
-        # No cookie jar: one session serves every PBX, and tenants of a SaaS vendor share a host.
-        session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        session = pbx_session()
         lease_task: asyncio.Task[None] | None = None
         try:
             self._connection = await connect_bus(url, on_failure=self._bus_failed)
@@ -303,6 +333,9 @@ class GatewayApp:
     def _build_connector(
         self, plugin: VendorPlugin, pbx: PbxSettings, session: aiohttp.ClientSession
     ) -> Connector:
+        if pbx.ca_file is not None:  # its own session: the CA is trusted for this PBX only
+            session = pbx_session(pbx.ca_file)
+            self._sessions.append(session)
         resources = LinkResources(
             http=session,
             store=StoreSlice(self.states[pbx.tenant], f"{pbx.vendor}:{pbx.tenant}:"),
@@ -447,6 +480,9 @@ class GatewayApp:
                 self._log.error("outbox_close_failed", error=str(exc), staged=self.outbox.staged)
         await self.resources.close()
         await session.close()
+        for own in self._sessions:
+            await own.close()
+        self._sessions.clear()
         if self.shared is not None:
             await self.shared.close()
         if self.ledger is not None:

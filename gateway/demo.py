@@ -29,10 +29,12 @@ from gateway.bus.topology import CommandNames
 from gateway.connectors import registry
 from gateway.connectors.plugin import DemoOptions
 from gateway.settings import (
+    AdminListenerSettings,
     HttpSettings,
     LeaseSettings,
     LoggingSettings,
     PbxSettings,
+    PublicListenerSettings,
     Settings,
     amqp_url_problem,
     redact_url,
@@ -124,17 +126,18 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
             " scripts/demo installs and starts a local RabbitMQ",
             EXIT_BROKER,
         ) from None
-    port = _free_port()  # the gateway's HTTP server, where a simulator may post webhooks
+    # the admin listener (status page) and the public one, where a simulator posts webhooks
+    ports = (_free_port(), _free_port())
     options = DemoOptions(
         args.tenant,
         args.calls_per_second,
         args.seed,
-        gateway_url=f"http://127.0.0.1:{port}",
+        gateway_url=f"http://127.0.0.1:{ports[1]}",
         variants=variants,
     )
     try:
         async with plugin.simulator.demo(options) as pbx:
-            await _run(args, stop, plugin.title, pbx, port, connection)
+            await _run(args, stop, plugin.title, pbx, ports, connection)
     finally:
         await connection.close()
 
@@ -161,7 +164,7 @@ async def _run(
     stop: asyncio.Event,
     title: str,
     pbx: PbxSettings,
-    port: int,
+    ports: tuple[int, int],
     connection: aio_pika.abc.AbstractRobustConnection,
 ) -> None:
     state_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
@@ -169,7 +172,10 @@ async def _run(
         bus={"url": args.amqp_url},
         state_dir=state_dir,
         lease=LeaseSettings(enabled=False),  # one instance: no need to wait for peers
-        http=HttpSettings(enabled=True, host="127.0.0.1", port=port),
+        http=HttpSettings(
+            admin=AdminListenerSettings(host="127.0.0.1", port=ports[0]),
+            public=PublicListenerSettings(host="127.0.0.1", port=ports[1]),
+        ),
         logging=LoggingSettings(format="console", level="WARNING"),
         pbxs=[pbx],
     )
@@ -186,7 +192,8 @@ async def _run(
         print(
             f"demo: simulated {title} ({pbx.vendor}), events from pbx.events "
             f"'{args.tenant}.#' (Ctrl-C stops)\n"
-            f"demo: status page http://127.0.0.1:{port}/",
+            f"demo: status page http://127.0.0.1:{ports[0]}/ (admin listener),"
+            f" webhooks http://127.0.0.1:{ports[1]}/webhooks/ (public listener)",
             flush=True,
         )
 

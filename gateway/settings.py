@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from gateway.connectors import registry
 from gateway.settings_models import (
+    AdminListenerSettings,
     BackoffSettings,
     BusSettings,
     CommandSettings,
@@ -41,6 +42,7 @@ from gateway.settings_models import (
     LoggingSettings,
     OutboxSettings,
     PbxSettings,
+    PublicListenerSettings,
     RecoverySettings,
     amqp_url_problem,
     check_secret_source,
@@ -50,6 +52,7 @@ from gateway.settings_models import (
 )
 
 __all__ = [
+    "AdminListenerSettings",
     "AnyPbxSettings",
     "BackoffSettings",
     "BusSettings",
@@ -59,6 +62,7 @@ __all__ = [
     "LoggingSettings",
     "OutboxSettings",
     "PbxSettings",
+    "PublicListenerSettings",
     "RecoverySettings",
     "Settings",
     "SettingsError",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -124,10 +124,103 @@ class LeaseSettings(_Strict):
     acquire_interval_s: float = Field(1.0, gt=0, description="how often free PBXs are tried")
 
 
-class HttpSettings(_Strict):
-    enabled: bool = True
+#: The shortest admin token or password taken (a guessable one protects nothing).
+MIN_ADMIN_SECRET = 16
+
+
+class AdminListenerSettings(_Strict):
+    """The operators' listener: the status page, ``/status.json``, ``/metrics`` and the probes.
+
+    Loopback by default. With a token (``Authorization: Bearer``) or a user and password (HTTP
+    basic), every path but ``/healthz`` asks for them, and ``/readyz`` without them answers
+    its status code with ``{"ready": ...}`` only (what a probe needs)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    token_env: str | None = None
+    basic_user: str | None = Field(None, min_length=1, pattern=r"^[^:]+$")
+    basic_password: SecretStr | None = None
+    basic_password_file: Path | None = None
+    basic_password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _auth(self) -> AdminListenerSettings:
+        token = optional_secret("token", self.token, self.token_file, self.token_env)
+        password = optional_secret(
+            "basic_password",
+            self.basic_password,
+            self.basic_password_file,
+            self.basic_password_env,
+        )
+        if (self.basic_user is None) != (password is None):
+            raise ValueError("basic_user and basic_password (or _file / _env) go together")
+        for name, value in (("token", token), ("basic_password", password)):
+            if value is not None and len(value) < MIN_ADMIN_SECRET:
+                raise ValueError(
+                    f"the admin {name} holds {len(value)} characters: give at least"
+                    f" {MIN_ADMIN_SECRET}"
+                )
+        return self
+
+    def bearer(self) -> str | None:
+        """The token ``Authorization: Bearer`` must carry, or None; never logged."""
+        return optional_secret("token", self.token, self.token_file, self.token_env)
+
+    def basic(self) -> tuple[str, str] | None:
+        """The user and password HTTP basic must carry, or None; never logged."""
+        password = optional_secret(
+            "basic_password",
+            self.basic_password,
+            self.basic_password_file,
+            self.basic_password_env,
+        )
+        if self.basic_user is None or password is None:
+            return None
+        return self.basic_user, password
+
+
+class PublicListenerSettings(_Strict):
+    """The listener the PBX platforms post to: ``/webhooks/<vendor>/...`` and nothing else."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+    max_in_flight: int = Field(
+        256, ge=1, le=10_000, description="requests handled at once; one more is answered 503"
+    )
+
+
+class HttpSettings(_Strict):
+    """Two listeners: ``admin`` (operators, loopback by default) and ``public`` (webhooks only,
+    the one to expose). ``single: true`` serves the webhooks on the admin listener instead, the
+    layout of earlier versions; their ``http.host`` / ``http.port`` are read as ``single: true``
+    with ``admin.host`` / ``admin.port``."""
+
+    enabled: bool = True
+    single: bool = Field(
+        False, description="one listener (admin) serves the webhooks too; no public listener"
+    )
+    admin: AdminListenerSettings = Field(default_factory=AdminListenerSettings)
+    public: PublicListenerSettings = Field(default_factory=PublicListenerSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_layout(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        single = {k: value[k] for k in ("host", "port") if value.get(k) is not None}
+        if not single:
+            return {k: v for k, v in value.items() if k not in ("host", "port")}
+        split = sorted({"admin", "public"} & value.keys())
+        if split:
+            raise ValueError(
+                "give http.admin / http.public, or the single listener's http.host /"
+                f" http.port, not both (found {', '.join(sorted(single) + split)})"
+            )
+        rest = {k: v for k, v in value.items() if k not in ("host", "port")}
+        return {**rest, "single": True, "admin": single}
 
 
 class LoggingSettings(_Strict):
@@ -166,6 +259,23 @@ class PbxSettings(_Strict):
     include_raw: bool = Field(False, description="copy the vendor payload into data.raw")
     command_policy: CommandPolicySettings = Field(default_factory=CommandPolicySettings)
     backoff: BackoffSettings = Field(default_factory=BackoffSettings)
+    ca_file: Path | None = Field(
+        None,
+        description="PEM certificates of the CA that signed the PBX's certificate (a customer's"
+        " own CA), trusted for this PBX's HTTPS and WebSocket links besides the system's",
+    )
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            import ssl
+
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"ca_file {value} holds no usable CA certificate: {exc}") from None
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -221,6 +331,22 @@ def check_secret_source(name: str, value: Any, file: Path | None, env: str | Non
         raise ValueError(f"{name}_file {file} does not exist")
     if env and env not in os.environ:
         raise ValueError(f"environment variable {env} is not set")
+
+
+def optional_secret(
+    name: str, value: SecretStr | None, file: Path | None, env: str | None
+) -> str | None:
+    """At most one of ``<name>``, ``<name>_file``, ``<name>_env``: the secret, or None."""
+    given = [x for x in (value, file, env) if x is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise ValueError(f"give at most one of {name}, {name}_file, {name}_env")
+    if file is not None and not file.is_file():
+        raise ValueError(f"{name}_file {file} does not exist")
+    if env is not None and env not in os.environ:
+        raise ValueError(f"environment variable {env} is not set")
+    return read_secret(value, file, env)
 
 
 def read_secret(value: SecretStr | None, file: Path | None, env: str | None) -> str:

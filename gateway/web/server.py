@@ -1,12 +1,23 @@
-"""Operational endpoints: /healthz (alive), /readyz (bus and every PBX link up, or why not),
-/metrics, the status page (``/``, ``/status``) and its data (``/status.json``); and each vendor
-plugin's own routes (webhooks) under ``/webhooks/<name>/``."""
+"""The gateway's HTTP listeners.
+
+* **admin** (operators; loopback by default): /healthz (alive), /readyz (bus and every PBX link
+  up, or why not), /metrics, the status page (``/``, ``/status``) and its data
+  (``/status.json``); optionally behind a bearer token or HTTP basic (:class:`AdminAuth`).
+* **public** (the one to expose to PBX platforms): each vendor plugin's own routes (webhooks)
+  under ``/webhooks/<name>/`` and nothing else; any other path is one JSON 404.
+
+The single-listener layout of earlier versions (``http.host`` / ``http.port``) mounts the
+vendor routes on the admin listener instead (``public`` None)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+import base64
+import binascii
+import hmac
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, cast
 
 import orjson
 from aiohttp import web
@@ -16,13 +27,112 @@ from gateway.web.page import PAGE
 from gateway.web.status import StatusBoard
 
 Status = Callable[[], dict[str, Any]]
+VendorRoutes = Mapping[str, Iterable[web.AbstractRouteDef]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Paths served without credentials: liveness says nothing; /readyz then only ready or not.
+OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
+WEBHOOKS_PREFIX: Final = "/webhooks/"
+#: The public listener's answer for anything that is not a webhook route.
+NOT_FOUND: Final = {"error": "not found"}
+
+
+@dataclass(frozen=True)
+class AdminAuth:
+    """Credentials the admin listener asks for: a bearer token, HTTP basic, or either."""
+
+    bearer: str | None = None
+    basic: tuple[str, str] | None = None
+
+    def __bool__(self) -> bool:
+        return self.bearer is not None or self.basic is not None
+
+    def allows(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` header carries these credentials (constant time)."""
+        if not header:
+            return False
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer" and self.bearer is not None:
+            return hmac.compare_digest(value.encode(), self.bearer.encode())
+        if scheme.lower() == "basic" and self.basic is not None:
+            try:
+                given = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            user, password = self.basic
+            return hmac.compare_digest(given, f"{user}:{password}".encode())
+        return False
+
+    def challenge(self) -> str:
+        return 'Basic realm="gateway", charset="UTF-8"' if self.basic else 'Bearer realm="gateway"'
+
+
+def _auth_middleware(auth: AdminAuth, status: Status) -> Any:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path == "/healthz" or path.startswith(WEBHOOKS_PREFIX):  # webhooks carry signatures
+            return await handler(request)
+        if auth.allows(request.headers.get("Authorization")):
+            return await handler(request)
+        if path == "/readyz":  # a probe: the status code and nothing more
+            ready = bool(status()["ready"])
+            return web.json_response({"ready": ready}, status=200 if ready else 503)
+        return web.json_response(
+            {"error": "credentials required"},
+            status=401,
+            headers={"WWW-Authenticate": auth.challenge()},
+        )
+
+    return check
+
+
+def _in_flight_cap(limit: int) -> Any:
+    """At most ``limit`` requests handled at once; one more is answered 503 at once."""
+    handling = 0
+
+    @web.middleware
+    async def cap(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal handling
+        if handling >= limit:
+            return web.json_response(
+                {"error": "too many requests in progress; deliver again"},
+                status=503,
+                headers={"Retry-After": "5"},
+            )
+        handling += 1
+        try:
+            return await handler(request)
+        finally:
+            handling -= 1
+
+    return cap
+
+
+@web.middleware
+async def _uniform_not_found(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every path that is no webhook route answers the same, whatever exists elsewhere."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return web.json_response(NOT_FOUND, status=404)
+
+
+def _mount(app: web.Application, vendor_routes: VendorRoutes | None) -> None:
+    for vendor, routes in (vendor_routes or {}).items():
+        sub = web.Application()
+        sub.add_routes(list(routes))
+        app.add_subapp(f"{WEBHOOKS_PREFIX}{vendor}/", sub)
 
 
 def build_web_app(
     status: Status,
-    vendor_routes: Mapping[str, Iterable[web.AbstractRouteDef]] | None = None,
+    vendor_routes: VendorRoutes | None = None,
     board: StatusBoard | None = None,
+    auth: AdminAuth | None = None,
 ) -> web.Application:
+    """The admin listener's app; with ``vendor_routes``, the single-listener layout."""
     board = board if board is not None else StatusBoard(status)
 
     async def page(_: web.Request) -> web.Response:
@@ -45,7 +155,8 @@ def build_web_app(
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    middlewares = [_auth_middleware(auth, status)] if auth else []
+    app = web.Application(middlewares=middlewares)
     app.add_routes(
         [
             web.get("/", page),
@@ -56,43 +167,104 @@ def build_web_app(
             web.get("/metrics", metrics),
         ]
     )
-    for vendor, routes in (vendor_routes or {}).items():
-        sub = web.Application()
-        sub.add_routes(list(routes))
-        app.add_subapp(f"/webhooks/{vendor}/", sub)
+    _mount(app, vendor_routes)
     return app
 
 
+def build_public_app(
+    vendor_routes: VendorRoutes | None, max_in_flight: int = 256
+) -> web.Application:
+    """The public listener's app: the vendor routes under ``/webhooks/<name>/`` only, at most
+    ``max_in_flight`` requests at once (a flood of slow bodies holds bounded memory)."""
+    app = web.Application(middlewares=[_in_flight_cap(max_in_flight), _uniform_not_found])
+    _mount(app, vendor_routes)
+    return app
+
+
+class Listener:
+    """One app served on one address; ``port`` is the one bound (``0`` picks a free one)."""
+
+    def __init__(self, name: str, app: web.Application, host: str, port: int) -> None:
+        self.name = name
+        self.host = host
+        self.wanted_port = port
+        self._runner = web.AppRunner(app, access_log=None)
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        try:
+            site = web.TCPSite(self._runner, self.host, self.wanted_port)
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        # a TCPSite serves with loop.create_server, whose Server has .sockets (aiohttp types
+        # the attribute as the AbstractServer, which has not)
+        server = cast(asyncio.Server | None, site._server)
+        sockets = server.sockets if server else []
+        self.port = sockets[0].getsockname()[1] if sockets else self.wanted_port
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
+class ListenError(OSError):
+    """A listener could not bind; ``listener`` names it (``admin`` or ``public``)."""
+
+    def __init__(self, listener: Listener, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.listener = listener
+
+
 class WebServer:
+    """The admin listener and, unless the single-listener layout is used, the public one."""
+
     def __init__(
         self,
         status: Status,
         host: str,
         port: int,
-        vendor_routes: Mapping[str, Iterable[web.AbstractRouteDef]] | None = None,
+        vendor_routes: VendorRoutes | None = None,
+        *,
+        public: tuple[str, int] | None = None,
+        auth: AdminAuth | None = None,
+        max_in_flight: int = 256,
     ) -> None:
         self.board = StatusBoard(status)
-        self._runner = web.AppRunner(
-            build_web_app(status, vendor_routes, self.board), access_log=None
+        single = public is None
+        admin_app = build_web_app(status, vendor_routes if single else None, self.board, auth)
+        self.admin = Listener("admin", admin_app, host, port)
+        self.public = (
+            None
+            if public is None
+            else Listener("public", build_public_app(vendor_routes, max_in_flight), *public)
         )
-        self._host = host
-        self._port = port
         self.port: int | None = None
+        self.public_port: int | None = None
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return [self.admin] if self.public is None else [self.admin, self.public]
 
     async def start(self) -> None:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        # a TCPSite serves with loop.create_server, whose Server has .sockets (aiohttp types
-        # the attribute as the AbstractServer, which has not)
-        server = cast(asyncio.Server | None, site._server)
-        sockets = server.sockets if server else []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        started: list[Listener] = []
+        for listener in self.listeners:
+            try:
+                await listener.start()
+            except OSError as exc:
+                for other in started:
+                    await other.stop()
+                raise ListenError(listener, exc) from exc
+            started.append(listener)
+        self.port = self.admin.port
+        self.public_port = self.public.port if self.public else None
         self.board.start()
 
     async def stop(self) -> None:
         await self.board.stop()
-        await self._runner.cleanup()
+        for listener in reversed(self.listeners):
+            await listener.stop()
 
 
 def _dumps(value: Any) -> str:

@@ -13,6 +13,8 @@ Answers, in the order they are checked:
       answer for both, given before the body is read, so the route tells no one which
       tenants exist
 413   a body over ``webhook_max_bytes`` (not read further)
+408   a body not sent within :data:`BODY_TIMEOUT_S`; a sender that goes away mid-body is
+      logged once per source (a warning, no traceback), nothing published
 401   a missing or wrong signature (compared in constant time); counted, logged once per
       source, nothing published
 400   a body that is not a JSON object with ``id``, ``event`` and ``created_at``
@@ -36,12 +38,14 @@ event is in an outbox, and no call is published by two instances.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
 from collections.abc import Iterable
 from typing import Any, Final, Protocol
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -55,6 +59,8 @@ from gateway.logging import get_logger
 SIGNATURE_HEADERS: Final = ("Meiqia-Signature", "Meiqia-Sign")
 #: Seconds a non-owner asks Meiqia to wait before delivering again.
 NOT_OWNER_RETRY_S: Final = 5
+#: Seconds a body may take to arrive: a slow sender holds no handler longer.
+BODY_TIMEOUT_S: float = 10.0
 #: The one answer for a tenant that takes no webhooks here, whether it exists or not.
 NOT_FOUND: Final = {"error": "not found"}
 #: Sources whose refusals were logged (bounded: a flood of new sources is not a log flood).
@@ -143,7 +149,17 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
         if request.content_length is not None and request.content_length > limit:
             refusals.log(tenant, remote, "too_large", size=request.content_length)
             return _answer(413, tenant, "too_large", {"error": f"body over {limit} bytes"})
-        body = await _read_at_most(request, limit)
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                body = await _read_at_most(request, limit)
+        except TimeoutError:
+            refusals.log(tenant, remote, "slow_body")
+            return _answer(
+                408, tenant, "slow_body", {"error": f"body not sent within {BODY_TIMEOUT_S:g} s"}
+            )
+        except (aiohttp.ClientPayloadError, ConnectionError):  # the sender went away
+            refusals.log(tenant, remote, "aborted")
+            return _answer(400, tenant, "aborted", {"error": "body incomplete"})
         if body is None:
             refusals.log(tenant, remote, "too_large")
             return _answer(413, tenant, "too_large", {"error": f"body over {limit} bytes"})

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ssl
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ from gateway.connectors.yeastar.zonecheck import MEMORY_KEY, ZoneCheck, ZoneVerd
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.dedupe import OverlapDeduper
+from gateway.runtime.http_client import tls_context
 from gateway.schema.commands import CommandModel
 from gateway.schema.events import CloudEvent, ConnectionState
 
@@ -283,7 +285,7 @@ class YeastarConnector:
         ws = await websockets.connect(
             self.client.subscribe_url(token.access_token),
             user_agent_header=self.client.user_agent,
-            ssl=_ws_ssl(self._pbx.base_url, self._pbx.verify_tls),
+            ssl=_ws_ssl(self._pbx.base_url, self._pbx.verify_tls, self._pbx.ca_file),
             ping_interval=None,  # the PBX speaks its own text heartbeat
             open_timeout=self._pbx.request_timeout_s,
             close_timeout=2,
@@ -421,10 +423,10 @@ def _errcode_value(value: Any) -> int | None:
         return None
 
 
-def _ws_ssl(base_url: str, verify: bool) -> ssl.SSLContext | None:
+def _ws_ssl(base_url: str, verify: bool, ca_file: Path | None = None) -> ssl.SSLContext | None:
     if not base_url.startswith("https"):
         return None
-    context = ssl.create_default_context()
+    context = tls_context(ca_file)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
