@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.sink.service import PostgresSink, SinkOptions  # noqa: E402
+from tests.conftest import wait_for  # noqa: E402
 from tests.consumer.factory import cdr, publish  # noqa: E402
 from tests.consumer.postgres import drop_schema  # noqa: E402
 
@@ -47,8 +48,7 @@ async def one(events: int, batch: int) -> dict[str, float]:
         await publish(connection, [cdr(tenant, f"call-{n}") for n in range(events)])
         started = time.monotonic()
         task = asyncio.create_task(sink.run(stop))
-        while sink.stats.written < events:
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: sink.stats.written >= events, timeout=600, interval=0.01)
         elapsed = time.monotonic() - started
         stop.set()
         await task
