@@ -134,6 +134,7 @@ class Consumer:
         retry_delay_s: float = 1.0,
         dedupe: DedupeStore | Literal["memory"] | None = "memory",
         surface_gaps: bool = True,
+        on_dead_letter: Callable[[str], None] | None = None,
     ) -> None:
         if not bindings:
             raise ValueError("at least one binding, e.g. '*.cdr.created'")
@@ -149,6 +150,7 @@ class Consumer:
         self.retry_delay_s = retry_delay_s
         self.dedupe: DedupeStore | None = MemoryDedupe() if dedupe == "memory" else dedupe
         self.stats = ConsumerStats()
+        self.on_dead_letter = on_dead_letter  # told the reason of every message dead-lettered
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -329,6 +331,8 @@ class Consumer:
             return
         log.warning("dead-lettered to %s: %s", self.dead_queue_name, reason)
         self.stats.dead_lettered += 1
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(reason)
         await self._settle(message.ack())
 
 

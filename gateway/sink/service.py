@@ -65,6 +65,16 @@ class SinkError(Exception):
 _FATAL_AT_START = ("authentication failed", "does not exist", "no password supplied")
 
 
+REFUSED = "PostgreSQL refused the row:"
+
+
+def _why(reason: str) -> str:
+    """The metric's label for a dead-letter reason."""
+    if reason.startswith("not a gateway event"):
+        return "not_an_event"
+    return "rejected_row" if reason.startswith(REFUSED) else "not_stored"
+
+
 def say(text: str) -> None:
     print(f"sink: {text}", file=sys.stderr, flush=True)
 
@@ -81,6 +91,7 @@ class PostgresSink:
             exchange=options.exchange,
             prefetch=options.batch * 2,
             dedupe=None,  # the tables' primary keys are the de-duplication
+            on_dead_letter=self._dead_lettered,
         )
         # psycopg logs a warning when a refused batch ends its pipeline: the rows are retried
         # one by one and reported there.
@@ -139,7 +150,7 @@ class PostgresSink:
                 rows.append(row_of(delivery.event, orjson.loads(delivery.message.body)))
                 kept.append(delivery)
             except Unstorable as exc:
-                await self._dead_letter(delivery, str(exc), "not_stored")
+                await delivery.dead_letter(str(exc))
         if not rows:
             return
 
@@ -152,8 +163,7 @@ class PostgresSink:
         for index, delivery in enumerate(kept):
             reason = result.rejected.get(index)
             if reason is not None:
-                why = f"PostgreSQL refused the row: {reason}"
-                await self._dead_letter(delivery, why, "rejected_row")
+                await delivery.dead_letter(f"{REFUSED} {reason}")
             else:
                 await delivery.ack()
         self.stats.written += result.written
@@ -168,10 +178,9 @@ class PostgresSink:
         metrics.DUPLICATES.inc(result.duplicates)
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
 
-    async def _dead_letter(self, delivery: Delivery, reason: str, why: str) -> None:
-        await delivery.dead_letter(reason)
+    def _dead_lettered(self, reason: str) -> None:
         self.stats.dead_lettered += 1
-        metrics.DEAD_LETTERED.labels(why).inc()
+        metrics.DEAD_LETTERED.labels(_why(reason)).inc()
 
     async def _until_written(self, stop: asyncio.Event, attempt: Any, where: str) -> Any:
         """``attempt()`` until PostgreSQL takes it (None when stopped meanwhile)."""
