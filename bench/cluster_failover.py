@@ -40,17 +40,22 @@ _ERROR_LINE = re.compile(r"\[(error|critical)\s*\]|\"level\": ?\"(error|critical
 
 @contextlib.contextmanager
 def stderr_to(path: Path) -> Any:
-    """The gateway's log lines (stderr) into ``path`` for counting."""
+    """The gateway's log lines (stdout and stderr: structlog and library records) into ``path``
+    for counting."""
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = [os.dup(1), os.dup(2)]
     with open(path, "wb") as sink:
+        os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
             yield
         finally:
+            sys.stdout.flush()
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 async def one_run(nodes: list[RabbitNode], run: int, log_dir: Path) -> dict[str, Any]:
