@@ -384,14 +384,22 @@ async def test_a_reply_waits_for_its_channel_to_be_restored() -> None:
 def test_aio_pikas_retried_recovery_steps_are_warnings_not_errors(capsys) -> None:
     import logging
 
+    import structlog
+
     from gateway.logging import configure_logging
 
+    root = logging.getLogger()
+    handlers, level, config = root.handlers[:], root.level, structlog.get_config()
     configure_logging("json", "INFO")
-    logging.getLogger("aio_pika.tools").error(
-        "Callback %r error: %s: %s",
-        "<OneShotCallback: cb=<bound method RobustChannel._on_close of <RobustChannel>>>",
-        "ChannelInvalidStateError",
-        "connection closed",
-    )
-    line = orjson.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    try:
+        logging.getLogger("aio_pika.tools").error(
+            "Callback %r error: %s: %s",
+            "<OneShotCallback: cb=<bound method RobustChannel._on_close of <RobustChannel>>>",
+            "ChannelInvalidStateError",
+            "connection closed",
+        )
+        line = orjson.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    finally:  # (the captured stderr goes away with this test: log elsewhere after it)
+        structlog.configure(**config)
+        root.handlers, root.level = handlers, level
     assert line["level"] == "warning"
