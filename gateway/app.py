@@ -62,7 +62,11 @@ def bus_problem(exc: BaseException, setting: str = "bus.url") -> str:
 
 
 async def connect_bus(
-    url: str, on_failure: Callable[[str], None] | None = None
+    url: str,
+    on_failure: Callable[[str], None] | None = None,
+    *,
+    reconnect_interval_s: float = 1.0,
+    name: str = "pbx-gateway",
 ) -> AbstractRobustConnection:
     """Connect to RabbitMQ, waiting with backoff while it is not there yet (one warning line per
     attempt, ``on_failure`` told why). Cancel the caller to stop waiting."""
@@ -72,8 +76,9 @@ async def connect_bus(
         try:
             return await connect_failover(  # several addresses: the nodes of a cluster
                 split_urls(url),
-                client_properties={"connection_name": "pbx-gateway"},
+                client_properties={"connection_name": name},
                 timeout=BUS_CONNECT_TIMEOUT_S,
+                reconnect_interval=reconnect_interval_s,
             )
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
             delay = backoff.next_delay()
@@ -112,6 +117,7 @@ class GatewayApp:
         self._links: dict[str, asyncio.Task[None]] = {}
         self._owned_since: dict[str, str] = {}
         self._connection: AbstractRobustConnection | None = None
+        self._ledger_connection: AbstractRobustConnection | None = None
         self.resources = SharedResources()
         self._log = get_logger("app")
         self.phase = "starting"  # -> running -> stopping -> stopped
@@ -254,7 +260,9 @@ class GatewayApp:
         session = pbx_session()
         lease_task: asyncio.Task[None] | None = None
         try:
-            self._connection = await connect_bus(url, on_failure=self._bus_failed)
+            self._connection = await connect_bus(
+                url, on_failure=self._bus_failed, reconnect_interval_s=s.bus.reconnect_interval_s
+            )
             self._bus_error, self._bus_since = None, datetime.now(UTC)
             self.outbox = Outbox(
                 s.state_dir / "outbox.sqlite3",
@@ -282,8 +290,15 @@ class GatewayApp:
                 self.ledger = CommandLedger(ledger_file, s.commands.result_ttl_s)
                 names = CommandNames(s.commands.exchange)
                 if s.commands.shared_ledger:
+                    # A connection of its own: RabbitMQ closes a whole connection on some stream
+                    # errors (its leader moving), and that must not stop event publishing.
+                    self._ledger_connection = await connect_bus(
+                        url,
+                        reconnect_interval_s=s.bus.reconnect_interval_s,
+                        name="pbx-gateway ledger",
+                    )
                     self.journal = CommandJournal(
-                        self._connection, names, retention_s=s.commands.result_ttl_s
+                        self._ledger_connection, names, retention_s=s.commands.result_ttl_s
                     )
                 self.consumer = CommandConsumer(
                     self._connection,
@@ -489,9 +504,10 @@ class GatewayApp:
             self.ledger.close()
         if self.store is not None:
             self.store.close()
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await self._connection.close()
+        for connection in (self._ledger_connection, self._connection):
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
         self.phase = "stopped"
         self._log.info("gateway_stopped")
 

@@ -53,6 +53,25 @@ def _remember(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
 
 #: Libraries whose own failure lines the gateway already reports as one structured warning.
 _QUIET = {"aiormq": logging.CRITICAL, "aio_pika": logging.ERROR, "websockets": logging.ERROR}
+#: aio-pika's robust objects log a failed step of their recovery as an error although they try it
+#: again (a channel restored while its connection drops again, a reconnect whose restore of a
+#: channel failed): the next reconnect restores them. Warnings, not errors nobody handled.
+_RETRIED = (
+    "RobustChannel._on_close",  # a channel's restore after its close
+    "Reconnect attempt failed",  # retried after reconnect_interval
+)
+
+
+class _RetriedRecovery(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and any(
+            marker in str(record.msg) or marker in record.getMessage() for marker in _RETRIED
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_RETRIED_FILTER = _RetriedRecovery()
 
 
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
@@ -86,6 +105,10 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     root.setLevel(level)
     for name, quiet in _QUIET.items():
         logging.getLogger(name).setLevel(max(quiet, logging.getLevelNamesMapping()[level]))
+    for name in ("aio_pika.tools", "aio_pika.robust_connection"):  # (filters are per logger)
+        library = logging.getLogger(name)
+        if _RETRIED_FILTER not in library.filters:
+            library.addFilter(_RETRIED_FILTER)
     structlog.configure(
         processors=[*shared, exc, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),

@@ -53,6 +53,12 @@ from gateway.schema.commands import (
 from gateway.schema.events import CommandResultData, NormalizeContext, make_event
 
 RESULT_CONTENT_TYPE = "application/json"
+#: How long a reply waits for its channel (restored after a reconnect) before the command is
+#: left to its redelivery (which answers it from the ledger).
+REPLY_WAIT_S = 30.0
+#: A reply channel closed this long while the connection is up is not being restored (its
+#: restore failed): a new one is opened.
+REPLY_REOPEN_S = 2.0
 #: Tenants' consumers sharing one channel. A channel closed by an error takes its consumers
 #: with it until the robust channel reopens and restores them, so not all on one.
 LANES_PER_CHANNEL = 100
@@ -104,6 +110,8 @@ class CommandConsumer:
         self._channels: list[AbstractChannel] = []
         self._lane_channels: list[AbstractChannel] = []
         self._reply_channel: AbstractChannel | None = None
+        self._reply_closed_since: float | None = None
+        self._reply_lock = asyncio.Lock()
         self._queues: dict[str, AbstractQueue] = {}
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._consumers: dict[str, tuple[AbstractQueue, str]] = {}
@@ -270,9 +278,18 @@ class CommandConsumer:
                 await message.reject(requeue=False)
             else:
                 await message.ack()
+        except (JournalError, ReplyNotSent) as exc:
+            # Not journaled (so not executed), or no reply channel in time: leave the command
+            # to be redelivered; the ledger answers it then without executing it again.
+            self._log.warning(
+                "command_not_answered_yet",
+                tenant=tenant,
+                command_id=message.message_id,
+                error=str(exc)[:300],
+            )
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
         except Exception:
-            # Not journaled (so not executed), or the reply could not be confirmed: leave the
-            # command to be redelivered; the ledger answers it then without executing it again.
             self._log.exception(
                 "command_not_answered", tenant=tenant, command_id=message.message_id
             )
@@ -323,8 +340,7 @@ class CommandConsumer:
         name: str | None,
     ) -> None:
         if message.reply_to:
-            assert self._reply_channel is not None
-            await self._reply_channel.default_exchange.publish(
+            await self._send_reply(
                 aio_pika.Message(
                     body=orjson.dumps(result.model_dump(mode="json")),
                     content_type=RESULT_CONTENT_TYPE,
@@ -333,7 +349,7 @@ class CommandConsumer:
                     type="command.result",
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),
-                routing_key=message.reply_to,
+                message.reply_to,
             )
             return
         ctx = NormalizeContext(tenant, vendor, ZoneInfo("UTC"), self._clock())
@@ -356,6 +372,56 @@ class CommandConsumer:
                 subject=result.command_id or None,
             )
         )
+
+
+    async def _send_reply(self, reply: aio_pika.Message, routing_key: str) -> None:
+        """Publish with a confirm; while the reply channel is being restored (a reconnect, a
+        channel error), wait for it rather than fail: up to :data:`REPLY_WAIT_S`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPLY_WAIT_S
+        delay = 0.05
+        while True:
+            channel = await self._usable_reply_channel()
+            try:
+                if channel.is_closed:
+                    raise aio_pika.exceptions.ChannelInvalidStateError("reply channel closed")
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    await channel.default_exchange.publish(reply, routing_key=routing_key)
+                return
+            except Exception as exc:
+                if loop.time() >= deadline:
+                    raise ReplyNotSent(f"{type(exc).__name__}: {exc}") from exc
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(1.0, delay * 2)
+
+    async def _usable_reply_channel(self) -> AbstractChannel:
+        """The reply channel; a new one if it stayed closed while the connection is up (its
+        robust restore failed and will not be tried again before the next reconnect)."""
+        async with self._reply_lock:
+            channel = self._reply_channel
+            assert channel is not None
+            if not channel.is_closed:
+                self._reply_closed_since = None
+                return channel
+            now = asyncio.get_running_loop().time()
+            if self._reply_closed_since is None:
+                self._reply_closed_since = now
+            connected = getattr(self._connection, "connected", None)
+            up = not self._connection.is_closed and (
+                not isinstance(connected, asyncio.Event) or connected.is_set()
+            )
+            if up and now - self._reply_closed_since >= REPLY_REOPEN_S:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+                channel = await self._connection.channel(publisher_confirms=True)
+                self._reply_channel = channel
+                self._reply_closed_since = None
+                self._log.info("reply_channel_reopened")
+            return channel
+
+
+class ReplyNotSent(RuntimeError):
+    """No reply channel took the reply in time; the command's redelivery answers it."""
 
 
 def _outcome(result: CommandResult) -> str:

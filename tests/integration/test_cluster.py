@@ -22,7 +22,7 @@ from tests.integration.brokers import RabbitNode, destroy_all, start_cluster
 from tests.integration.fixtures import Collected, pbx_settings, running_gateway
 from tests.yeastar.test_yeastar_events import account
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +218,36 @@ async def test_a_queue_of_the_other_type_is_a_clear_start_up_error(
             channel = await connection.channel()
             await channel.queue_delete(f"{commands.exchange}.dead")
         await connection.close()
+
+
+async def test_two_instances_starting_together_on_a_fresh_ledger_stream(
+    cluster, sim_factory, unique
+) -> None:
+    """Both declare the (new) ledger stream at the same moment, on different nodes: RabbitMQ may
+    answer one ``stream_not_found`` and close its connection; neither instance may fail."""
+    sims = [await sim_factory() for _ in range(2)]
+    pbxs = [pbx_settings(sim, f"r{unique}-{n}") for n, sim in enumerate(sims)]
+    commands = CommandSettings(exchange=f"test-{unique}.commands")  # a stream nobody declared
+    buses = [
+        {"url": urls(cluster), "queue_type": "quorum", "reconnect_interval_s": 0.5},
+        {"url": urls([cluster[1], *cluster[2:], cluster[0]]), "queue_type": "quorum"},
+    ]
+    apps: list[Any] = []
+    release = asyncio.Event()
+
+    async def instance(bus: dict[str, Any]) -> None:
+        async with running_gateway(*pbxs, commands=commands, bus=bus) as app:
+            apps.append(app)
+            await release.wait()
+
+    tasks = [asyncio.create_task(instance(bus)) for bus in buses]
+    try:
+        await wait_for(lambda: len(apps) == 2 or any(t.done() for t in tasks), timeout=60)
+        for task in tasks:
+            if task.done():
+                task.result()  # a start-up failure shows here
+        await wait_for(lambda: sum(len(a.owned) for a in apps) == len(pbxs), timeout=30)
+        assert all(a.phase == "running" for a in apps)
+    finally:
+        release.set()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -302,3 +302,12 @@ async def test_an_event_amqp_cannot_carry_is_set_aside_not_retried_for_ever(amqp
     assert [m.message_id for m in got] == [e.id for n, e in enumerate(events) if n != 2]
     aside = [log for log in logs if log["event"] == "event_not_publishable"]
     assert len(aside) == 1 and events[2].id in aside[0]["body"]
+
+
+async def test_the_configured_reconnect_interval_reaches_the_connection() -> None:
+    """Not aio-pika's default 5 s: after losing a node, the next attempt comes this soon."""
+    connection = await connect_bus(AMQP_URL, reconnect_interval_s=0.3, name="pbx-gateway test")
+    try:
+        assert connection.reconnect_interval == 0.3  # type: ignore[attr-defined]
+    finally:
+        await connection.close()

@@ -393,3 +393,70 @@ async def test_stopped_during_the_pbx_call_the_outcome_is_unknown_and_not_repeat
     assert connector.calls == 1
     assert result.error and "outcome unknown" in result.error.message
 
+
+
+class ReplyChannel:
+    """Closed (being restored) until ``opens`` publishes were refused."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.sent: list[str] = []
+        self.default_exchange = self
+
+    @property
+    def is_closed(self) -> bool:
+        return self.refusals > 0
+
+    async def publish(self, message: Any, routing_key: str) -> None:
+        self.sent.append(routing_key)
+
+    def tick(self) -> None:
+        self.refusals -= 1
+
+
+async def test_a_reply_waits_for_its_channel_to_be_restored() -> None:
+    """Not an error and a redelivery: the reply goes out once the robust channel is back."""
+    c = consumer()
+    channel = ReplyChannel(refusals=3)
+
+    class Connection:
+        is_closed = False
+
+    c._connection = Connection()  # type: ignore[assignment]
+    c._reply_channel = channel  # type: ignore[assignment]
+
+    async def restore() -> None:
+        while channel.refusals > 0:
+            await asyncio.sleep(0.05)
+            channel.tick()
+
+    restoring = asyncio.create_task(restore())
+    import aio_pika
+
+    await asyncio.wait_for(c._send_reply(aio_pika.Message(b"{}"), "amq.gen-1"), 5)
+    await restoring
+    assert channel.sent == ["amq.gen-1"]
+
+
+def test_aio_pikas_retried_recovery_steps_are_warnings_not_errors(capsys) -> None:
+    import logging
+
+    import structlog
+
+    from gateway.logging import configure_logging
+
+    root = logging.getLogger()
+    handlers, level, config = root.handlers[:], root.level, structlog.get_config()
+    configure_logging("json", "INFO")
+    try:
+        logging.getLogger("aio_pika.tools").error(
+            "Callback %r error: %s: %s",
+            "<OneShotCallback: cb=<bound method RobustChannel._on_close of <RobustChannel>>>",
+            "ChannelInvalidStateError",
+            "connection closed",
+        )
+        line = orjson.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    finally:  # (the captured stderr goes away with this test: log elsewhere after it)
+        structlog.configure(**config)
+        root.handlers, root.level = handlers, level
+    assert line["level"] == "warning"
