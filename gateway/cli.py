@@ -197,6 +197,15 @@ def _parser() -> argparse.ArgumentParser:
         "--tenant", default="demo", help="the demo PBX's tenant (not a real tenant's name)"
     )
     demo.add_argument("--json", action="store_true", help="print whole events as JSON lines")
+    demo.add_argument(
+        "--sim",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a simulator variant, repeatable: yeastar pbx_tz=<IANA zone> (the PBX's clock"
+        " runs in another zone than the gateway is told), firmware=v1.0|newer; meiqia"
+        " chat_every=N (every Nth webhook a chat topic)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     send = command(
