@@ -17,6 +17,7 @@ from gateway.connectors.meiqia.normalize import normalize_message
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
 from gateway.connectors.meiqia.webhook import routes
 from gateway.connectors.plugin import DemoOptions, SimulatorSpec, VendorPlugin
+from gateway.connectors.registry import PluginError
 from gateway.sim.meiqia.cli import add_arguments, serve
 from gateway.sim.meiqia.server import MeiqiaSimulator
 
@@ -28,6 +29,13 @@ async def _demo(options: DemoOptions) -> AsyncIterator[MeiqiaPbxSettings]:
     """A simulator with short calls, records listed 1.5 s after a call (some later), seats
     changing every few seconds and, where the gateway serves HTTP, signed webhooks (some
     repeated, some forged, in the ``Meiqia-Sign`` header of the help page's example)."""
+    unknown = sorted(set(options.variants) - {"chat_every"})
+    if unknown:
+        raise PluginError(f"meiqia simulator: unknown --sim {', '.join(unknown)}")
+    try:
+        chat_every = int(options.variants.get("chat_every", "0"))
+    except ValueError:
+        raise PluginError("meiqia simulator: chat_every must be a whole number") from None
     secret = secrets.token_hex(16)
     url = f"{options.gateway_url}/webhooks/meiqia/{options.tenant}" if options.gateway_url else None
     sim = MeiqiaSimulator(
@@ -42,6 +50,7 @@ async def _demo(options: DemoOptions) -> AsyncIterator[MeiqiaPbxSettings]:
         bad_signatures=0.2,
         duplicates=0.3,
         sign_header="Meiqia-Sign",
+        chat_every=chat_every,
     )
     await sim.start()
     try:

@@ -13,12 +13,13 @@ Answers, in the order they are checked:
 413   a body over ``webhook_max_bytes`` (not read further)
 401   a missing or wrong signature (compared in constant time); counted, logged once per
       source, nothing published
-400   a body that is not a JSON object with ``id`` and ``event``
+400   a body that is not JSON
 503   this instance does not own the PBX now, or its link cannot take it now (starting,
       stopping, or a records poll held it over 10 s); with ``Retry-After``
 200   the delivery's events are in the durable outbox (``{"published": n, "duplicate": b}``);
       also for a replay (same delivery ``id``, or a call already published) and for a topic
-      that is not a call (published as ``vendor.unknown``)
+      that is not a call or a signed body of another shape (no ``id``/``event``: an SDK
+      push), published as ``vendor.unknown``: a 4xx would make Meiqia deliver it for ever
 ====  =====================================================================================
 
 **Which instance publishes**: every instance serves the route, but only the one that owns the
@@ -32,6 +33,7 @@ event is in an outbox, and no call is published by two instances.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -58,12 +60,51 @@ log = get_logger("meiqia.webhook")
 class WebhookTaker(Protocol):
     """What the owner's connector offers the route: publish one delivery."""
 
-    async def take_delivery(self, envelope: dict[str, Any]) -> tuple[int, bool]: ...
+    async def take_delivery(
+        self, envelope: dict[str, Any], delivery: str | None = None
+    ) -> tuple[int, bool]: ...
 
 
 def signature(body: bytes, secret: str) -> str:
     """SHA-1 hex of the raw body followed by the secret (the help page's four steps)."""
     return hashlib.sha1(body + secret.encode("utf-8")).hexdigest()
+
+
+#: Meiqia's SDK push signing (repository Meiqia/MeiqiaSDK-Push-Signature-Example): header
+#: ``Authorization: meiqia_sign:<base64 of the hex HMAC-SHA1 of the raw body, keyed by the
+#: secret>``. Read when neither ``Meiqia-Signature`` nor ``Meiqia-Sign`` is sent.
+SDK_SIGNATURE_HEADER: Final = "Authorization"
+SDK_SIGNATURE_PREFIX: Final = "meiqia_sign:"
+
+
+def sdk_signature(body: bytes, secret: str) -> str:
+    """``meiqia_sign:`` + base64(hex(HMAC-SHA1(secret, body)))."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha1).hexdigest()
+    return SDK_SIGNATURE_PREFIX + base64.b64encode(digest.encode("ascii")).decode("ascii")
+
+
+def verify_request(body: bytes, secret: str, headers: Any) -> tuple[bool, bool]:
+    """(verified, a signature was sent): ``Meiqia-Signature`` / ``Meiqia-Sign`` as
+    :func:`verify`, else an SDK push ``Authorization`` signature."""
+    sent = signature_header(headers)
+    if sent is not None:
+        return verify(body, secret, sent), True
+    authorization = headers.get(SDK_SIGNATURE_HEADER)
+    if authorization is None or not str(authorization).startswith(SDK_SIGNATURE_PREFIX):
+        return False, False
+    expected = sdk_signature(body, secret).encode("ascii")
+    given = str(authorization).strip().encode("utf-8", errors="replace")
+    return hmac.compare_digest(expected, given), True
+
+
+def delivery_key(envelope: Any, body: bytes) -> str:
+    """A delivery's id; a signed body without one (an SDK push, a topic of another shape) is
+    known by its content, so Meiqia's repeat of it is a duplicate."""
+    if isinstance(envelope, dict):
+        found = envelope.get("id")
+        if isinstance(found, str | int) and not isinstance(found, bool) and str(found).strip():
+            return str(found).strip()
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def signature_header(headers: Any) -> str | None:
@@ -141,8 +182,8 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
         if body is None:
             refusals.log(tenant, remote, "too_large")
             return _answer(413, tenant, "too_large", {"error": f"body over {limit} bytes"})
-        sent = signature_header(request.headers)
-        if not verify(body, pbx.webhook_key(), sent):
+        verified, sent = verify_request(body, pbx.webhook_key(), request.headers)
+        if not verified:
             kind = "unsigned" if not sent else "bad_signature"
             refusals.log(tenant, remote, kind)
             return _answer(401, tenant, kind, {"error": "missing or wrong Meiqia-Signature"})
@@ -151,11 +192,9 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
         except orjson.JSONDecodeError as exc:
             refusals.log(tenant, remote, "not_json")
             return _answer(400, tenant, "not_json", {"error": f"body is not JSON: {exc}"})
-        if not isinstance(envelope, dict) or not envelope.get("id") or not envelope.get("event"):
-            refusals.log(tenant, remote, "invalid")
-            return _answer(
-                400, tenant, "invalid", {"error": "body must be an object with 'id' and 'event'"}
-            )
+        if not isinstance(envelope, dict):  # signed, so Meiqia's: kept, never refused
+            envelope = {"body": envelope}
+        key = delivery_key(envelope, body)
         owner = ctx.connector(tenant)
         if owner is None or not hasattr(owner, "take_delivery"):
             return _answer(
@@ -167,7 +206,7 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
             )
         taker: WebhookTaker = owner  # type: ignore[assignment]  # checked above
         try:
-            published, duplicate = await taker.take_delivery(envelope)
+            published, duplicate = await taker.take_delivery(envelope, key)
         except TimeoutError:
             return _answer(
                 503,
