@@ -230,7 +230,8 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="a simulator variant, repeatable: yeastar pbx_tz=<IANA zone> (the PBX's clock"
-        " runs in another zone than the gateway is told)",
+        " runs in another zone than the gateway is told), firmware=v1.0|newer; meiqia"
+        " chat_every=N (every Nth webhook a chat topic)",
     )
     demo.set_defaults(handler=_cmd_demo)
 

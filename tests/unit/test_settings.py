@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.connectors.yeastar.settings import ALL_YEASTAR_TOPICS
+from gateway.connectors.yeastar.settings import ALL_YEASTAR_TOPICS, NEWER_YEASTAR_TOPICS
 from gateway.settings import SettingsError, load_settings, redact_url
 
 GOOD_PBX = {
@@ -48,7 +48,7 @@ def test_defaults_and_normalization(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, {"pbxs": [GOOD_PBX]}))
     pbx = settings.pbxs[0]
     assert pbx.base_url == "https://192.0.2.10:8088"
-    assert pbx.topics == ALL_YEASTAR_TOPICS and 30021 not in pbx.topics
+    assert pbx.topics == [*ALL_YEASTAR_TOPICS, *NEWER_YEASTAR_TOPICS] and 30021 not in pbx.topics
     assert pbx.heartbeat_interval_s < 60
 
 

@@ -183,7 +183,8 @@ def check_record(record: dict[str, Any]) -> None:
 
 
 def test_every_event_id_has_its_manual_example_and_identity() -> None:
-    assert set(EXAMPLES) == set(HANDLERS) == set(EVENTS)
+    # 30029 (newer firmware) is not in the manual: tests/yeastar/test_yeastar_newer_events.py
+    assert set(EXAMPLES) == set(HANDLERS) - {"30029"} == set(EVENTS)
     assert len(EVENTS) == 21
     for code, doc in EXAMPLES.items():
         [event] = normalize_frame(json.dumps(doc["frame"]), ctx())

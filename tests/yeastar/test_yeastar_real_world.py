@@ -621,10 +621,10 @@ def test_a_display_format_missing_part_of_the_date_or_time_is_refused(fmt: str) 
         )
 
 
-# --- 6. newer firmware ---------------------------------------------------------------------------
+# --- 6. newer firmware (30029 is normalized: tests/yeastar/test_yeastar_newer_events.py) --------
 
 
-@pytest.mark.parametrize("event_id", range(30027, 30037))
+@pytest.mark.parametrize("event_id", [i for i in range(30027, 30037) if i != 30029])
 def test_event_ids_of_newer_firmware_stay_vendor_unknown_with_the_raw_frame(event_id: int) -> None:
     msg = {"call_id": "1772414080.1", "new_field": {"a": [1, None]}, "status": None}
     text = frame(event_id, msg)

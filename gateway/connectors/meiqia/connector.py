@@ -85,19 +85,21 @@ class MeiqiaConnector:
 
     # --- webhooks ----------------------------------------------------------------------------
 
-    async def take_delivery(self, envelope: dict[str, Any]) -> tuple[int, bool]:
+    async def take_delivery(
+        self, envelope: dict[str, Any], delivery: str | None = None
+    ) -> tuple[int, bool]:
         """One verified webhook delivery: its events published unless this delivery, or the
         call it reports, was published before. ``(published, duplicate)``; ``TimeoutError``
         when it cannot be published now (the route answers 503)."""
         if not self._running:  # owned a moment ago, its link not started yet (or stopping)
             raise TimeoutError("the link is not running; deliver again")
         self.state.received()
-        delivery = text(envelope.get("id")) or ""
+        delivery = delivery or text(envelope.get("id")) or ""
         if delivery in self.deliveries:
             return 0, True
         ctx = self.state.ctx()
         try:
-            events = delivery_events(envelope, ctx)
+            events = delivery_events(envelope, ctx, delivery)
         except Exception as exc:  # a Cdr it cannot read is published as rejected, not lost
             raw = orjson.dumps(envelope, default=str).decode()
             events = [rejected(ctx, raw, describe(exc), text(envelope.get("event")))]

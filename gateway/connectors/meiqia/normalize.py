@@ -232,13 +232,20 @@ def delivery_cdr(envelope: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def delivery_events(envelope: Mapping[str, Any], ctx: NormalizeContext) -> list[CloudEvent]:
-    """A webhook delivery (a JSON object with ``id`` and ``event``) -> its events: a
-    ``cdr.created`` for a call topic, ``vendor.unknown`` (with the delivery) for any other."""
-    topic = text(envelope.get("event"))
-    delivery = text(envelope.get("id"))
-    if topic is None or delivery is None:
-        raise _Invalid("webhook delivery without 'id' and 'event'")
+#: vendorevent of a signed delivery that names no topic (e.g. an SDK chat push).
+NO_TOPIC: Final = "webhook"
+
+
+def delivery_events(
+    envelope: Mapping[str, Any], ctx: NormalizeContext, delivery: str | None = None
+) -> list[CloudEvent]:
+    """A webhook delivery -> its events: a ``cdr.created`` for a call topic,
+    ``vendor.unknown`` (with the delivery) for any other topic and for a body without
+    ``event`` (``delivery``: its id when it carries none, see ``webhook.delivery_key``)."""
+    topic = text(envelope.get("event")) or NO_TOPIC
+    delivery = text(envelope.get("id")) or delivery
+    if delivery is None:
+        raise _Invalid("webhook delivery without 'id'")
     if topic in CDR_TOPICS:
         cdr = delivery_cdr(envelope)
         if cdr is None:

@@ -17,14 +17,17 @@ Answers, in the order they are checked:
       logged once per source (a warning, no traceback), nothing published
 401   a missing or wrong signature (compared in constant time); counted, logged once per
       source, nothing published
-400   a body that is not a JSON object with ``id``, ``event`` and ``created_at``
-400   a ``created_at`` further than ``webhook_max_skew_s`` from this host's clock: a replay
-      of an old delivery (or a clock that is off); nothing published
+400   a body that is not JSON
+400   a webhook envelope (``id`` and ``event``) without ``created_at`` in Unix seconds, or
+      with one further than ``webhook_max_skew_s`` from this host's clock: a replay of an
+      old delivery (or a clock that is off); nothing published. A signed body of another
+      shape (an SDK push) carries no time: a repeat of it is a duplicate by its hash
 503   this instance does not own the PBX now, or its link cannot take it now (starting,
       stopping, or a records poll held it over 10 s); with ``Retry-After``
 200   the delivery's events are in the durable outbox (``{"published": n, "duplicate": b}``);
       also for a replay (same delivery ``id``, or a call already published) and for a topic
-      that is not a call (published as ``vendor.unknown``)
+      that is not a call or a signed body of another shape (no ``id``/``event``: an SDK
+      push), published as ``vendor.unknown``: a 4xx would make Meiqia deliver it for ever
 ====  =====================================================================================
 
 **Which instance publishes**: every instance serves the route, but only the one that owns the
@@ -39,6 +42,7 @@ event is in an outbox, and no call is published by two instances.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import time
@@ -72,12 +76,51 @@ log = get_logger("meiqia.webhook")
 class WebhookTaker(Protocol):
     """What the owner's connector offers the route: publish one delivery."""
 
-    async def take_delivery(self, envelope: dict[str, Any]) -> tuple[int, bool]: ...
+    async def take_delivery(
+        self, envelope: dict[str, Any], delivery: str | None = None
+    ) -> tuple[int, bool]: ...
 
 
 def signature(body: bytes, secret: str) -> str:
     """SHA-1 hex of the raw body followed by the secret (the help page's four steps)."""
     return hashlib.sha1(body + secret.encode("utf-8")).hexdigest()
+
+
+#: Meiqia's SDK push signing (repository Meiqia/MeiqiaSDK-Push-Signature-Example): header
+#: ``Authorization: meiqia_sign:<base64 of the hex HMAC-SHA1 of the raw body, keyed by the
+#: secret>``. Read when neither ``Meiqia-Signature`` nor ``Meiqia-Sign`` is sent.
+SDK_SIGNATURE_HEADER: Final = "Authorization"
+SDK_SIGNATURE_PREFIX: Final = "meiqia_sign:"
+
+
+def sdk_signature(body: bytes, secret: str) -> str:
+    """``meiqia_sign:`` + base64(hex(HMAC-SHA1(secret, body)))."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha1).hexdigest()
+    return SDK_SIGNATURE_PREFIX + base64.b64encode(digest.encode("ascii")).decode("ascii")
+
+
+def verify_request(body: bytes, secret: str, headers: Any) -> tuple[bool, bool]:
+    """(verified, a signature was sent): ``Meiqia-Signature`` / ``Meiqia-Sign`` as
+    :func:`verify`, else an SDK push ``Authorization`` signature."""
+    sent = signature_header(headers)
+    if sent is not None:
+        return verify(body, secret, sent), True
+    authorization = headers.get(SDK_SIGNATURE_HEADER)
+    if authorization is None or not str(authorization).startswith(SDK_SIGNATURE_PREFIX):
+        return False, False
+    expected = sdk_signature(body, secret).encode("ascii")
+    given = str(authorization).strip().encode("utf-8", errors="replace")
+    return hmac.compare_digest(expected, given), True
+
+
+def delivery_key(envelope: Any, body: bytes) -> str:
+    """A delivery's id; a signed body without one (an SDK push, a topic of another shape) is
+    known by its content, so Meiqia's repeat of it is a duplicate."""
+    if isinstance(envelope, dict):
+        found = envelope.get("id")
+        if isinstance(found, str | int) and not isinstance(found, bool) and str(found).strip():
+            return str(found).strip()
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def signature_header(headers: Any) -> str | None:
@@ -163,8 +206,8 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
         if body is None:
             refusals.log(tenant, remote, "too_large")
             return _answer(413, tenant, "too_large", {"error": f"body over {limit} bytes"})
-        sent = signature_header(request.headers)
-        if not verify(body, pbx.webhook_key(), sent):
+        verified, sent = verify_request(body, pbx.webhook_key(), request.headers)
+        if not verified:
             kind = "unsigned" if not sent else "bad_signature"
             refusals.log(tenant, remote, kind)
             return _answer(401, tenant, kind, {"error": "missing or wrong Meiqia-Signature"})
@@ -173,28 +216,30 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
         except orjson.JSONDecodeError as exc:
             refusals.log(tenant, remote, "not_json")
             return _answer(400, tenant, "not_json", {"error": f"body is not JSON: {exc}"})
-        if not isinstance(envelope, dict) or not envelope.get("id") or not envelope.get("event"):
-            refusals.log(tenant, remote, "invalid")
-            return _answer(
-                400, tenant, "invalid", {"error": "body must be an object with 'id' and 'event'"}
-            )
-        created = unix_time(envelope.get("created_at"))
-        if created is None:
-            refusals.log(tenant, remote, "invalid")
-            return _answer(400, tenant, "invalid", {"error": "'created_at' must be Unix seconds"})
-        skew = created.timestamp() - time.time()
-        if abs(skew) > pbx.webhook_max_skew_s:
-            refusals.log(tenant, remote, "stale", skew_s=round(skew))
-            return _answer(
-                400,
-                tenant,
-                "stale",
-                {
-                    "error": f"'created_at' is {abs(skew):.0f} s in the"
-                    f" {'past' if skew < 0 else 'future'}: more than"
-                    f" {pbx.webhook_max_skew_s:g} s from this gateway's clock"
-                },
-            )
+        if not isinstance(envelope, dict):  # signed, so Meiqia's: kept, never refused
+            envelope = {"body": envelope}
+        if envelope.get("id") and envelope.get("event"):
+            # The webhook envelope: its created_at bounds how old a delivery may be (replays).
+            created = unix_time(envelope.get("created_at"))
+            if created is None:
+                refusals.log(tenant, remote, "invalid")
+                return _answer(
+                    400, tenant, "invalid", {"error": "'created_at' must be Unix seconds"}
+                )
+            skew = created.timestamp() - time.time()
+            if abs(skew) > pbx.webhook_max_skew_s:
+                refusals.log(tenant, remote, "stale", skew_s=round(skew))
+                return _answer(
+                    400,
+                    tenant,
+                    "stale",
+                    {
+                        "error": f"'created_at' is {abs(skew):.0f} s in the"
+                        f" {'past' if skew < 0 else 'future'}: more than"
+                        f" {pbx.webhook_max_skew_s:g} s from this gateway's clock"
+                    },
+                )
+        key = delivery_key(envelope, body)
         owner = ctx.connector(tenant)
         if owner is None or not hasattr(owner, "take_delivery"):
             return _answer(
@@ -206,7 +251,7 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
             )
         taker: WebhookTaker = owner  # type: ignore[assignment]  # checked above
         try:
-            published, duplicate = await taker.take_delivery(envelope)
+            published, duplicate = await taker.take_delivery(envelope, key)
         except TimeoutError:
             return _answer(
                 503,

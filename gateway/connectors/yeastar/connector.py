@@ -27,7 +27,7 @@ from gateway.connectors.yeastar.commands import YeastarCommands
 from gateway.connectors.yeastar.metrics import FRAMES_DEDUPED, PBX_UTC_OFFSET, TIMEZONE_MISMATCH
 from gateway.connectors.yeastar.normalize import normalize_frame
 from gateway.connectors.yeastar.recovery import YeastarRecovery
-from gateway.connectors.yeastar.settings import YeastarPbxSettings
+from gateway.connectors.yeastar.settings import ALL_YEASTAR_TOPICS, YeastarPbxSettings
 from gateway.connectors.yeastar.watermark import YeastarWatermark
 from gateway.connectors.yeastar.zonecheck import MEMORY_KEY, ZoneCheck, ZoneVerdict
 from gateway.logging import get_logger
@@ -181,6 +181,8 @@ class YeastarConnector:
         )
         self._dedupe = OverlapDeduper()
         self.zone_check = ZoneCheck(pbx.zone)
+        #: What this PBX accepts: the configured ids, less newer ones it refused.
+        self._topics = list(pbx.topics)
         self._zone_warned = False
         self._generation = 0
         self._connecting: Token | None = None
@@ -296,17 +298,21 @@ class YeastarConnector:
             max_queue=128,
         )
         try:
-            await ws.send(orjson.dumps({"topic_list": self._pbx.topics}).decode())
-            async with asyncio.timeout(self._pbx.request_timeout_s):
-                while True:
-                    message = await ws.recv()
-                    answer = _control_answer(message)
-                    if answer is None:  # an event racing the answer: keep it
-                        await self._on_frame(generation, message)
-                        continue
-                    if answer.get("errcode") != 0:
-                        raise SubscribeRefused(answer.get("errcode"), answer.get("errmsg"))
-                    break
+            try:
+                await self._subscribe(ws, generation, self._topics)
+            except SubscribeRefused as exc:
+                older = [t for t in self._topics if t in ALL_YEASTAR_TOPICS]
+                if _errcode_value(exc.errcode) == TOKEN_EXPIRED or older == self._topics:
+                    raise
+                # Firmware that predates the newer ids refuses the whole list: subscribe to
+                # the manual's ids and keep to them on this PBX (it refuses them every time).
+                self._log.warning(
+                    "subscription_narrowed",
+                    errcode=exc.errcode,
+                    refused=[t for t in self._topics if t not in older],
+                )
+                self._topics = older
+                await self._subscribe(ws, generation, self._topics)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2)
@@ -320,8 +326,21 @@ class YeastarConnector:
             heartbeat_timeout_s=self._pbx.heartbeat_timeout_s,
         )
         sub.start()
-        self._log.info("subscribed", generation=generation, topics=len(self._pbx.topics))
+        self._log.info("subscribed", generation=generation, topics=len(self._topics))
         return sub
+
+    async def _subscribe(self, ws: ClientConnection, generation: int, topics: list[int]) -> None:
+        await ws.send(orjson.dumps({"topic_list": topics}).decode())
+        async with asyncio.timeout(self._pbx.request_timeout_s):
+            while True:
+                message = await ws.recv()
+                answer = _control_answer(message)
+                if answer is None:  # an event racing the answer: keep it
+                    await self._on_frame(generation, message)
+                    continue
+                if answer.get("errcode") != 0:
+                    raise SubscribeRefused(answer.get("errcode"), answer.get("errmsg"))
+                return
 
     # --- frames and states -----------------------------------------------------------------
 

@@ -824,7 +824,30 @@ def _ring_timeout(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
     return _Built("agent.ring_timeout", data, subject=extension)
 
 
-#: Every event id of the manual (30021 does not exist there; it falls to vendor.unknown).
+_AGENT_STATUS: Final = {"PAUSED": True, "PAUSE": True, "UNPAUSED": False, "UNPAUSE": False}
+
+
+def _agent_status(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
+    """30029 (newer firmware): an agent's status in a queue changed. The help page's example
+    names the queue ``queue-6402`` (function name and number, as Yeastar's other APIs write
+    it); the number alone is published. Only ``Paused`` is documented; another status is
+    published as unknown (None), the raw frame keeps it."""
+    extension = _required(msg, "agent_number")
+    queue = read.first(msg, "queue_number")
+    if queue is not None and queue.lower().startswith("queue-") and len(queue) > 6:
+        queue = queue[6:]
+    paused = _AGENT_STATUS.get(read.token(msg.get("status")))
+    data = AgentQueueStatusData(
+        extension=extension,
+        queue=queue,
+        paused=paused,
+        pause_reason=read.first(msg, "reason") if paused else None,
+    )
+    return _Built("agent.queue_status", data, subject=extension)
+
+
+#: Every event id of the manual (30021 does not exist there; it falls to vendor.unknown), and
+#: of newer firmware where a gateway type fits; the rest of newer ids stay vendor.unknown.
 HANDLERS: Final[dict[str, _Handler]] = {
     "30005": _org_status,
     "30006": _org_config,
@@ -847,6 +870,7 @@ HANDLERS: Final[dict[str, _Handler]] = {
     "30024": _host_left,
     "30025": _auto_paused,
     "30026": _ring_timeout,
+    "30029": _agent_status,
 }
 
 

@@ -12,6 +12,10 @@ from gateway.settings_models import PbxSettings, check_secret_source, read_secre
 
 #: Every event id of the manual's 30005-30026 but 30021 (not an event: no such topic).
 ALL_YEASTAR_TOPICS: list[int] = [*range(30005, 30021), *range(30022, 30027)]
+#: Ids of newer firmware (Yeastar help center, P-Series Cloud Edition developer guide):
+#: 30029 agent status changed, 30034-30036 system event notification (info / warning / alert).
+#: A PBX that refuses them is subscribed again without them.
+NEWER_YEASTAR_TOPICS: list[int] = [30029, 30034, 30035, 30036]
 
 
 class YeastarPbxSettings(PbxSettings):
@@ -23,7 +27,7 @@ class YeastarPbxSettings(PbxSettings):
     client_secret: SecretStr | None = None
     client_secret_file: Path | None = None
     client_secret_env: str | None = None
-    topics: list[int] = Field(default_factory=lambda: list(ALL_YEASTAR_TOPICS))
+    topics: list[int] = Field(default_factory=lambda: [*ALL_YEASTAR_TOPICS, *NEWER_YEASTAR_TOPICS])
     verify_tls: bool = True
     user_agent: str = "pbx-gateway/0.1"
     request_timeout_s: float = Field(10.0, gt=0)

@@ -101,9 +101,7 @@ class ZoneCheck:
         self._recent: deque[timedelta] = deque(maxlen=samples)
         self.verdict: ZoneVerdict | None = None
 
-    def observe(
-        self, call_id: str | None, started_at: datetime | None
-    ) -> ZoneVerdict | None:
+    def observe(self, call_id: str | None, started_at: datetime | None) -> ZoneVerdict | None:
         """One CDR leg (its call id, its start read in the configured zone). Returns the new
         verdict when the confirmed offset (or the configured zone's there, at a DST change)
         changes, else None."""

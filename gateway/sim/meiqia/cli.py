@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sign-header", default="Meiqia-Signature", choices=HEADERS, help="signature header"
     )
+    parser.add_argument(
+        "--chat-every",
+        type=int,
+        default=0,
+        help="every Nth call also a chat delivery (a topic the gateway does not know; 0 = none)",
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -62,6 +68,7 @@ async def serve(args: argparse.Namespace) -> None:
         bad_signatures=args.bad_signatures,
         duplicates=args.duplicates,
         sign_header=args.sign_header,
+        chat_every=args.chat_every,
     )
     await sim.start(args.host, args.port)
     print(

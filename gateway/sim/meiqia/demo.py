@@ -11,7 +11,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
-from gateway.connectors.plugin import DemoOptions, SimulatorSpec
+from gateway.connectors.plugin import DemoOptions, PluginError, SimulatorSpec
 from gateway.sim.meiqia.cli import add_arguments, serve
 from gateway.sim.meiqia.server import MeiqiaSimulator
 
@@ -23,6 +23,13 @@ async def demo(options: DemoOptions) -> AsyncIterator[MeiqiaPbxSettings]:
     """A simulator with short calls, records listed 1.5 s after a call (some later), seats
     changing every few seconds and, where the gateway serves HTTP, signed webhooks (some
     repeated, some forged, in the ``Meiqia-Sign`` header of the help page's example)."""
+    unknown = sorted(set(options.variants) - {"chat_every"})
+    if unknown:
+        raise PluginError(f"meiqia simulator: unknown --sim {', '.join(unknown)}")
+    try:
+        chat_every = int(options.variants.get("chat_every", "0"))
+    except ValueError:
+        raise PluginError("meiqia simulator: chat_every must be a whole number") from None
     secret = secrets.token_hex(16)
     url = f"{options.gateway_url}/webhooks/meiqia/{options.tenant}" if options.gateway_url else None
     sim = MeiqiaSimulator(
@@ -37,6 +44,7 @@ async def demo(options: DemoOptions) -> AsyncIterator[MeiqiaPbxSettings]:
         bad_signatures=0.2,
         duplicates=0.3,
         sign_header="Meiqia-Sign",
+        chat_every=chat_every,
     )
     await sim.start()
     try:

@@ -170,6 +170,7 @@ class MeiqiaSimulator:
         bad_signatures: float = 0.0,
         duplicates: float = 0.0,
         sign_header: str = "Meiqia-Signature",
+        chat_every: int = 0,
     ) -> None:
         self.token = token or secrets.token_hex(16)
         self.enterprise = secrets.token_hex(16)
@@ -234,6 +235,7 @@ class MeiqiaSimulator:
             bad_signatures=bad_signatures,
             duplicates=duplicates,
             sign_header=sign_header,
+            chat_every=chat_every,
         )
 
     # --- lifecycle -------------------------------------------------------------------------------

@@ -7,6 +7,12 @@ the secret, in ``Meiqia-Signature`` (``sign_header``: or ``Meiqia-Sign`` as the 
 request, or ``both``). A delivery answered 5xx or not at all is sent again (up to ``retries``
 times, honouring ``Retry-After`` up to 2 s); a 4xx is final.
 
+``chat_every`` (every n-th call, a delivery the gateway knows no topic of, taking turns: a
+chat topic in the envelope, its data under ``conversation`` as the help page's chat example
+puts it (the topic name is the simulator's), and Meiqia's SDK chat push, the message shape of
+Meiqia/MeiqiaSDK-Push-Signature-Example's sample.txt with no ``id`` or ``event``, signed in
+``Authorization: meiqia_sign:...``).
+
 Switches: ``bad_signatures`` (share of calls for which a forged copy with a wrong signature is
 sent first), ``duplicates`` (share of calls delivered twice: the same delivery again, or the
 same call under a new delivery id), ``drop_every`` (every n-th call's delivery is lost).
@@ -16,8 +22,10 @@ same call under a new delivery id), ``drop_every`` (every n-th call's delivery i
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import hmac
 import random
 import time
 from collections import Counter
@@ -32,10 +40,18 @@ log = get_logger("sim.meiqia.webhooks")
 
 SignatureKind = Literal["good", "bad", "none"]
 HEADERS: Final = ("Meiqia-Signature", "Meiqia-Sign", "both")
+#: The simulator's name for a chat topic (the help page names none the gateway knows).
+CHAT_TOPIC: Final = "conversation.message"
 
 
 def sign(body: bytes, secret: str) -> str:
     return hashlib.sha1(body + secret.encode("utf-8")).hexdigest()
+
+
+def sdk_sign(body: bytes, secret: str) -> str:
+    """The SDK push's ``Authorization``: ``meiqia_sign:`` + base64(hex HMAC-SHA1)."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha1).hexdigest()
+    return "meiqia_sign:" + base64.b64encode(digest.encode("ascii")).decode("ascii")
 
 
 class WebhookSender:
@@ -53,10 +69,12 @@ class WebhookSender:
         sign_header: str = "Meiqia-Signature",
         retries: int = 3,
         drop_every: int = 0,
+        chat_every: int = 0,
     ) -> None:
         if sign_header not in HEADERS:
             raise ValueError(f"sign_header must be one of {', '.join(HEADERS)}")
         self.url = url
+        self.chat_every = chat_every
         self.secret = secret or ""
         self.enterprise = enterprise
         self.rng = rng
@@ -149,6 +167,8 @@ class WebhookSender:
             await self.post(body, "bad")
         self.stats["deliveries"] += 1
         await self.post(body, "good", retry=True)
+        if self.chat_every and self.stats["calls"] % self.chat_every == 0:
+            await self._deliver_chat()
         if self.rng.random() < self.duplicates:
             if self.rng.random() < 0.5:
                 self.stats["same_id_again"] += 1
@@ -158,12 +178,46 @@ class WebhookSender:
                 self.stats["deliveries"] += 1
                 await self.post(orjson.dumps(self.envelope(record)), "good", retry=True)
 
+    async def _deliver_chat(self) -> None:
+        """A topic the gateway does not know, taking turns between the two shapes."""
+        self.stats["chats"] += 1
+        now = int(time.time())
+        if self.stats["chats"] % 2:
+            self._serial += 1
+            body = orjson.dumps(
+                {
+                    "id": f"sub_{self.enterprise}_{now}_{self._serial}",
+                    "event": CHAT_TOPIC,
+                    "enterprise_token": self.enterprise,
+                    "created_at": now,
+                    "conversation": {"id": self._serial, "content": "test", "from": "client"},
+                }
+            )
+            await self.post(body, "good", retry=True)
+            return
+        body = orjson.dumps(
+            {
+                "clientId": f"sim{self._serial:08d}",
+                "content": "test",
+                "contentType": "text",
+                "deviceOS": "Android",
+                "fromName": "美洽",
+                "messageId": str(now),
+                "messageTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000", time.gmtime(now)),
+            }
+        )
+        await self.post(body, "good", header="Authorization", retry=True)
+
     def headers(
         self, body: bytes, kind: SignatureKind, header: str | None = None
     ) -> dict[str, str]:
         header = header or self.sign_header
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if kind == "none":
+            return headers
+        if header == "Authorization":
+            secret = self.secret if kind == "good" else self.secret + "x"
+            headers["Authorization"] = sdk_sign(body, secret)
             return headers
         value = sign(body, self.secret) if kind == "good" else sign(body, self.secret + "x")
         if header in ("Meiqia-Signature", "both"):

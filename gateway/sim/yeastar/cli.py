@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="PBX time zone (IANA name); the gateway's pbxs[].timezone must say the same"
         " (config/gateway.example.yaml does)",
     )
+    parser.add_argument(
+        "--firmware",
+        choices=("v1.0", "newer"),
+        default="v1.0",
+        help="v1.0: the manual's event ids only (a topic list naming a newer id is refused);"
+        " newer: also 30029 and 30034-30036",
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -54,6 +61,7 @@ async def serve(args: argparse.Namespace) -> None:
         seed=args.seed,
         trap_rate=args.trap_rate,
         tz=args.tz,
+        firmware=args.firmware,
     )
     await sim.start(args.host, args.port)
     print(

@@ -13,13 +13,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gateway.connectors.plugin import DemoOptions, PluginError, SimulatorSpec
 from gateway.connectors.yeastar.settings import YeastarPbxSettings
 from gateway.sim.yeastar import YeastarSimulator, add_arguments, serve
+from gateway.sim.yeastar.server import FIRMWARES
 
 #: The demo's PBX keeps Chinese time, like the example config (CDR times are PBX-local).
 DEMO_TZ = "Asia/Shanghai"
 
 
 #: ``gateway demo --sim`` keys this simulator reads.
-DEMO_VARIANTS = frozenset({"pbx_tz"})
+DEMO_VARIANTS = frozenset({"pbx_tz", "firmware"})
 
 
 @contextlib.asynccontextmanager
@@ -34,7 +35,12 @@ async def demo(options: DemoOptions) -> AsyncIterator[YeastarPbxSettings]:
         ZoneInfo(pbx_tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise PluginError(f"yeastar simulator: pbx_tz={pbx_tz!r} is no IANA time zone") from None
-    sim = YeastarSimulator(calls_per_second=options.calls_per_second, seed=options.seed, tz=pbx_tz)
+    firmware = options.variants.get("firmware", "v1.0")
+    if firmware not in FIRMWARES:
+        raise PluginError(f"yeastar simulator: firmware must be one of {', '.join(FIRMWARES)}")
+    sim = YeastarSimulator(
+        calls_per_second=options.calls_per_second, seed=options.seed, tz=pbx_tz, firmware=firmware
+    )
     await sim.start()
     try:
         yield YeastarPbxSettings(

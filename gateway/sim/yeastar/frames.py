@@ -40,7 +40,7 @@ EVENT_IDS: tuple[int, ...] = (
 # Reports whose table and example carry no top-level ``sn``.
 NO_SN_EVENTS = frozenset({30022, 30023, 30025, 30026})
 # Reports whose example sends ``msg`` as an object rather than a JSON string.
-OBJECT_MSG_EVENTS = frozenset({30025, 30026})
+OBJECT_MSG_EVENTS = frozenset({30025, 30026, 30029})
 # Reports carrying a ``members`` list.
 MEMBER_EVENTS = frozenset({30011, 30013, 30014, 30015, 30016, 30017, 30018})
 

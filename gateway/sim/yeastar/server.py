@@ -36,6 +36,9 @@ API_VERSION = "v1.0"
 IDLE_CLOSE = (WSCloseCode.GOING_AWAY, b"idle timeout")
 TOKEN_CLOSE = (WSCloseCode.POLICY_VIOLATION, b"TOKEN EXPIRED")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Ids newer firmware adds (Yeastar help center, P-Series Cloud Edition developer guide).
+NEWER_EVENT_IDS: frozenset[int] = frozenset({30029, 30034, 30035, 30036})
+FIRMWARES = ("v1.0", "newer")
 
 
 @dataclass(eq=False)
@@ -86,6 +89,7 @@ class YeastarSimulator:
         inbound_wait: bool = False,
         answer_delay_s: float = 0.0,
         park_time_s: int = 60,
+        firmware: str = "v1.0",
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -94,6 +98,12 @@ class YeastarSimulator:
         self.trap_rate = trap_rate
         self.sn = sn
         self.tz = ZoneInfo(tz)
+        if firmware not in FIRMWARES:
+            raise ValueError(f"firmware must be one of {', '.join(FIRMWARES)}, not {firmware!r}")
+        #: ``v1.0``: the manual's ids only (a list naming a newer one is refused, errcode
+        #: 40002); ``newer``: also the ids of newer firmware (30029, 30034-30036).
+        self.firmware = firmware
+        self.event_ids = frozenset(EVENT_IDS) | (NEWER_EVENT_IDS if firmware == "newer" else set())
         self.tokens = TokenStore(access_ttl=access_ttl, refresh_ttl=refresh_ttl)
         self.guard = AuthGuard(max_failures=max_auth_failures)
         self.cdrs = CdrStore(tz=self.tz)
@@ -226,6 +236,21 @@ class YeastarSimulator:
         """Emit one background (non-call) event now; returns its event id."""
         return await self.traffic.run_event(kind)
 
+    async def agent_status_changed(
+        self, agent: str, queue: str, status: str = "Paused", reason: str = "Lunch"
+    ) -> None:
+        """30029 as the help page's example sends it (``msg`` an object, ``queue-<number>``);
+        newer firmware only."""
+        if self.firmware != "newer":
+            raise ValueError("30029 needs firmware='newer'")
+        msg = {
+            "queue_number": f"queue-{queue}",
+            "agent_number": agent,
+            "status": status,
+            "reason": reason,
+        }
+        await self._emit(30029, msg, f"agent-{agent}")
+
     async def run_traffic(self, calls: int, concurrency: int = 4) -> None:
         """Play ``calls`` call flows, each followed by one background event, then return."""
         sem = asyncio.Semaphore(max(1, concurrency))
@@ -339,6 +364,16 @@ class YeastarSimulator:
                 self._spawn(self.traffic.run_call())
             if rng.random() < 0.5:
                 self._spawn(self.traffic.run_event())
+            if self.firmware == "newer" and self._trap_rng.random() < 0.1:
+                paused = self._trap_rng.random() < 0.5
+                self._spawn(
+                    self.agent_status_changed(
+                        str(self._trap_rng.randint(2000, 2010)),
+                        "6402",
+                        "Paused" if paused else "Unpaused",
+                        "Lunch" if paused else "",
+                    )
+                )
 
     async def _watchdog(self) -> None:
         """Close sockets idle for ``idle_timeout`` or whose token expired or was deleted."""
@@ -581,7 +616,7 @@ class YeastarSimulator:
                     topic = int(str(part).strip()) if not isinstance(part, bool) else -1
                 except ValueError:
                     topic = -1
-                if topic in EVENT_IDS:
+                if topic in self.event_ids:
                     topics.add(topic)
                 else:
                     bad.append({"field": "topic_list", "value": str(part)})
