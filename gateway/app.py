@@ -266,6 +266,7 @@ class GatewayApp:
                     supported={name: p.commands for name, p in vendors.items()},
                     policies={pbx.tenant: command_policy(pbx) for pbx in s.pbxs},
                     require_user_id=s.commands.require_user_id,
+                    reply_prefixes=s.commands.reply_queue_prefixes,
                     prefetch=s.commands.prefetch,
                     execute_timeout_s=s.commands.execute_timeout_s,
                     drain_timeout_s=s.commands.drain_timeout_s,

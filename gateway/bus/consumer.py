@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -32,7 +32,7 @@ from aio_pika.abc import (
 
 from gateway.bus.idempotency import CommandLedger
 from gateway.bus.journal import CommandJournal, JournalError
-from gateway.bus.policy import CommandPolicy
+from gateway.bus.policy import CommandPolicy, reply_allowed
 from gateway.bus.processing import CommandProcessor, failure
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.topology import (
@@ -72,6 +72,7 @@ class CommandConsumer:
         supported: Mapping[str, frozenset[str]] | None = None,
         policies: Mapping[str, CommandPolicy] | None = None,
         require_user_id: bool = False,
+        reply_prefixes: Sequence[str] = ("pbx.replies.",),
         prefetch: int = 8,
         execute_timeout_s: float = 20.0,
         drain_timeout_s: float = 10.0,
@@ -92,6 +93,7 @@ class CommandConsumer:
             supported=supported,
             policies=policies,
             require_user_id=require_user_id,
+            reply_prefixes=reply_prefixes,
             execute_timeout_s=execute_timeout_s,
             clock=clock,
         )
@@ -312,7 +314,7 @@ class CommandConsumer:
         result: CommandResult,
         name: str | None,
     ) -> None:
-        if message.reply_to:
+        if message.reply_to and reply_allowed(message.reply_to, self.processor.reply_prefixes):
             assert self._reply_channel is not None
             await self._reply_channel.default_exchange.publish(
                 aio_pika.Message(

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.bus.idempotency import CommandLedger, Sender, fingerprint
 from gateway.bus.journal import CommandJournal, JournalError
-from gateway.bus.policy import DEFAULT_POLICY, CommandPolicy
+from gateway.bus.policy import DEFAULT_POLICY, DIRECT_REPLY_TO, CommandPolicy, reply_allowed
 from gateway.connectors.base import Connector
 from gateway.logging import get_logger
 from gateway.schema.commands import (
@@ -83,12 +83,14 @@ class CommandProcessor:
         supported: Mapping[str, frozenset[str]] | None = None,
         policies: Mapping[str, CommandPolicy] | None = None,
         require_user_id: bool = False,
+        reply_prefixes: Sequence[str] = ("pbx.replies.",),
         execute_timeout_s: float = 20.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._ledger = ledger
         self._policies = policies or {}
         self._require_user_id = require_user_id
+        self.reply_prefixes = tuple(reply_prefixes)
         self._journal = journal
         self._catalog = catalog
         self._supported = supported
@@ -135,9 +137,7 @@ class CommandProcessor:
             log.warning("command_invalid", error=str(exc)[:500])
             return CommandResult(command_id=command_id, ok=False, error=exc.to_error()), None, True
 
-        refusal = self._policies.get(tenant, DEFAULT_POLICY).refusal(command)
-        if refusal is None and self._require_user_id and sender.user_id is None:
-            refusal = "the AMQP user_id property is required (the gateway records the sender)"
+        refusal = self._refusal(tenant, command, message, sender)
         if refusal is not None:
             log.warning("command_forbidden", command=command.command, reason=refusal)
             return failure(command_id, ErrorCode.FORBIDDEN, refusal), command.command, True
@@ -225,6 +225,22 @@ class CommandProcessor:
             code=result.error.code if result.error else None,
         )
         return result, command.command, False
+
+    def _refusal(
+        self, tenant: str, command: CommandModel, message: Delivery, sender: Sender
+    ) -> str | None:
+        """Why this command may not run here (answered ``forbidden``), or None."""
+        if message.reply_to and not reply_allowed(message.reply_to, self.reply_prefixes):
+            # The gateway publishes replies under its own broker identity: not into any queue.
+            shown = ", ".join(f"{p}..." for p in self.reply_prefixes)
+            return (
+                f"reply_to {message.reply_to[:200]!r} is not allowed: use Direct Reply-to"
+                f" ({DIRECT_REPLY_TO})" + (f" or a queue named {shown}" if shown else "")
+            )
+        refusal = self._policies.get(tenant, DEFAULT_POLICY).refusal(command)
+        if refusal is None and self._require_user_id and sender.user_id is None:
+            return "the AMQP user_id property is required (the gateway records the sender)"
+        return refusal
 
     def _reused(
         self, log: Any, command_id: str, name: str

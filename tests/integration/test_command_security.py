@@ -15,6 +15,7 @@ from tests.integration.fixtures import pbx_settings, running_gateway
 
 pytestmark = pytest.mark.integration
 
+WINDOW = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
 LISTEN = {"channel_id": "PJSIP/2001-00000001", "listener": "2003", "mode": "barge"}
 
 
@@ -112,3 +113,36 @@ async def test_a_public_command_id_reused_for_another_command_gets_invalid_not_t
         )
     assert elsewhere["error"]["code"] == "invalid", elsewhere
     assert sim.control_calls["call/dial"] == 1
+
+
+async def test_a_reply_to_naming_any_other_queue_is_refused_and_answered_as_an_event(
+    sim_factory, command_bus, collector, amqp, unique
+) -> None:
+    """Else anyone could make the gateway publish, under its own login and with a forged
+    correlation_id, into a queue another service reads."""
+    sim = await sim_factory()
+    tenant = f"q{unique}"
+    events = await collector(tenant)
+    channel = await amqp.channel()
+    victim = await channel.declare_queue(f"victim-{unique}", exclusive=True, auto_delete=True)
+    try:
+        async with running_gateway(pbx_settings(sim, tenant), commands=command_bus.settings):
+            dial = {"caller": "2001", "callee": "2002"}
+            refused = await publish(
+                command_bus,
+                tenant,
+                "call.dial",
+                dial,
+                reply_to=victim.name,
+                correlation_id="forged-correlation",
+            )
+            await wait_for(lambda: events.of_type("command.failed"), timeout=15)
+            dead = await command_bus.dead_letters(expected=1)
+        stray = await victim.get(fail=False)
+    finally:
+        await channel.close()
+    failed = events.of_type("command.failed")[0]
+    assert failed["subject"] == refused and failed["data"]["error"]["code"] == "forbidden"
+    assert "reply_to" in failed["data"]["error"]["message"]
+    assert stray is None and len(dead) == 1
+    assert sim.control_calls["call/dial"] == 0

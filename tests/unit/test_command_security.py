@@ -266,3 +266,24 @@ def test_the_fingerprint_ignores_the_deadline_and_keeps_passwords_out() -> None:
     now = catalog.parse(body("call.dial", caller="1", callee="2"))
     assert fingerprint(later, Sender("u")) == fingerprint(now, Sender("u"))
     assert fingerprint(now, Sender("u")) != fingerprint(now, Sender("v"))
+
+
+# --- reply_to ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reply_to", ["orders.inbox", "amq.gen-abc", "pbx.repliesX"])
+async def test_a_reply_to_outside_direct_reply_to_and_the_prefixes_is_forbidden(
+    reply_to: str,
+) -> None:
+    pbx = Pbx()
+    message = Delivered(body("call.dial", caller="1", callee="2"), reply_to=reply_to)
+    result, _, dead = await processor().process("t", pbx, message)  # type: ignore[arg-type]
+    assert result.error and result.error.code == ErrorCode.FORBIDDEN and dead
+    assert not pbx.executed
+    for allowed in ("amq.rabbitmq.reply-to", "pbx.replies.crm-1"):
+        ok, _, _ = await processor().process(
+            "t",
+            pbx,
+            Delivered(message.body, reply_to=allowed),  # type: ignore[arg-type]
+        )
+        assert ok.ok
