@@ -30,6 +30,7 @@ from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.metrics import BUS_UP
 from gateway.runtime.resources import SharedResources
+from gateway.runtime.sqlite import private_dir
 from gateway.runtime.statestore import StateStore, StoreSlice, TenantState
 from gateway.runtime.supervisor import supervise
 from gateway.schema.events import CloudEvent
@@ -226,6 +227,7 @@ class GatewayApp:
         try:
             self._connection = await connect_bus(url, on_failure=self._bus_failed)
             self._bus_error, self._bus_since = None, datetime.now(UTC)
+            private_dir(s.state_dir)
             self.outbox = Outbox(
                 s.state_dir / "outbox.sqlite3",
                 max_events=s.outbox.max_events,

@@ -13,7 +13,13 @@ from typing import Any, Protocol
 
 from gateway.bus.idempotency import CommandLedger, Sender, fingerprint
 from gateway.bus.journal import CommandJournal, JournalError
-from gateway.bus.policy import DEFAULT_POLICY, DIRECT_REPLY_TO, CommandPolicy, reply_allowed
+from gateway.bus.policy import (
+    DEFAULT_POLICY,
+    DIRECT_REPLY_TO,
+    CommandPolicy,
+    reply_allowed,
+    returns_secrets,
+)
 from gateway.connectors.base import Connector
 from gateway.logging import get_logger
 from gateway.schema.commands import (
@@ -61,6 +67,20 @@ def failure(command_id: str, code: ErrorCode, message: str, **extra: object) -> 
         command_id=command_id,
         ok=False,
         error=CommandError(code=code, message=message, **extra),
+    )
+
+
+def redacted(result: CommandResult) -> CommandResult:
+    """What the ledgers keep of a result that held credentials: its outcome, not its data."""
+    if result.result is None:
+        return result
+    return result.model_copy(
+        update={
+            "result": {
+                "redacted": "the result held credentials and was not kept:"
+                " send the command again with a new id"
+            }
+        }
     )
 
 
@@ -141,6 +161,19 @@ class CommandProcessor:
         if refusal is not None:
             log.warning("command_forbidden", command=command.command, reason=refusal)
             return failure(command_id, ErrorCode.FORBIDDEN, refusal), command.command, True
+        secret = returns_secrets(command)
+        if secret and not message.reply_to:
+            # A result event reaches every consumer of pbx.events: credentials go by RPC only.
+            log.warning("command_invalid", command=command.command, error="secrets without reply")
+            return (
+                failure(
+                    command_id,
+                    ErrorCode.INVALID,
+                    "a result holding credentials is only sent as an RPC reply: set reply_to",
+                ),
+                command.command,
+                True,
+            )
 
         if self._supported is not None and command.command not in self._supported.get(
             connector.vendor, frozenset()
@@ -211,13 +244,14 @@ class CommandProcessor:
                     future.exception()  # (marked retrieved: there may be no such duplicate)
                     raise
             result = await self._execute(command_id, command, connector)
-            self._ledger.finish(tenant, result)
+            stored = redacted(result) if secret else result  # ledgers never keep credentials
+            self._ledger.finish(tenant, stored)
             future.set_result(result)
         finally:
             del self._running[key]
             if not future.done():
                 future.cancel()
-        await self._journal_result(tenant, command.command, result, sender, asked)
+        await self._journal_result(tenant, command.command, stored, sender, asked)
         log.info(
             "command_done",
             command=command.command,

@@ -287,3 +287,31 @@ async def test_a_reply_to_outside_direct_reply_to_and_the_prefixes_is_forbidden(
             Delivered(message.body, reply_to=allowed),  # type: ignore[arg-type]
         )
         assert ok.ok
+
+
+# --- results holding credentials -----------------------------------------------------------
+
+
+async def test_credentials_go_by_rpc_only_and_no_ledger_keeps_them(tmp_path) -> None:
+    ledger, journal = CommandLedger(tmp_path / "state" / "commands.sqlite3", 3600), Journal()
+    p = CommandProcessor(
+        ledger,
+        journal=journal,  # type: ignore[arg-type]
+        catalog=command_catalog(),
+        policies={"t": CommandPolicy(allow_sensitive=("*",))},
+    )
+    pbx, secret = Pbx(), body("xswitch.extension.list", include_secrets=True)
+    as_event, _, dead = await p.process("t", pbx, Delivered(secret, "e1", reply_to=None))  # type: ignore[arg-type]
+    assert as_event.error and as_event.error.code == ErrorCode.INVALID and dead
+    assert not pbx.executed
+    rpc, _, _ = await p.process("t", pbx, Delivered(secret, "r1"))  # type: ignore[arg-type]
+    assert rpc.ok and rpc.result and "ha1" in orjson.dumps(rpc.result).decode()  # the asker's
+    kept = [r["result"] for r in journal.records if r["result"] is not None]
+    assert kept and all("ha1" not in r.model_dump_json() for r in kept)
+    raw = sqlite3.connect(tmp_path / "state" / "commands.sqlite3").execute(
+        "SELECT result FROM commands WHERE command_id = 'r1'"
+    )
+    assert b"ha1" not in raw.fetchone()[0]
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    for path in (tmp_path / "state").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path
