@@ -356,7 +356,10 @@ def test_number_fields_refuse_control_characters(char: str) -> None:
     for command, args in [
         ("call.dial", {"caller": "2001", "callee": f"2002{char}9"}),
         ("call.transfer", {"channel_id": "c", "mode": "blind", "target": f"1{char}2"}),
-        ("meiqia.number_groups.assign", {"agent_ids": [1], "group_ids": [], "numbers": [f"1{char}2"]}),
+        (
+            "meiqia.number_groups.assign",
+            {"agent_ids": [1], "group_ids": [], "numbers": [f"1{char}2"]},
+        ),
         ("xswitch.extension.create", {"extn": f"1{char}0", "password": "x"}),
     ]:
         with pytest.raises(CommandInvalid, match="control characters"):
