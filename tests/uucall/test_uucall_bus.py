@@ -142,7 +142,13 @@ async def test_every_command_through_the_bus(
     assert {c[0] for c in CASES} == set(COMMAND_NAMES)
     tenant = f"u{unique}"
     got: Collected = await collector(tenant)
-    pbx = bus_pbx(uusim, tenant, download_dir=tmp_path, **dict.fromkeys(FAST_POLLS, 30.0))
+    pbx = bus_pbx(
+        uusim,
+        tenant,
+        download_dir=tmp_path,
+        command_policy={"allow_sensitive": ["uucall.*"]},  # deletes, passwords, permissions
+        **dict.fromkeys(FAST_POLLS, 30.0),
+    )
     async with running_gateway(pbx, commands=command_bus.settings):
         await wait_for(lambda: connected(got) >= 1, timeout=15)
         for command, args, path, query, body in CASES:

@@ -32,7 +32,9 @@ async def test_every_management_command_through_the_bus(
     assert {c[0] for c in cases} == set(COMMAND_NAMES)
     tenant = f"x{unique}"
     got: Collected = await collector(tenant)
-    pbx = pbx_for(xsim, tenant, jetstream="off")
+    # deletes and password changes are refused unless the PBX's policy allows them
+    policy = {"allow_sensitive": ["xswitch.*"]}
+    pbx = pbx_for(xsim, tenant, jetstream="off", command_policy=policy)
     async with running_gateway(pbx, commands=command_bus.settings):
         await wait_for(lambda: connected_count(got) >= 1, timeout=15)
         for command, args, path in cases:
