@@ -31,6 +31,7 @@ from gateway.runtime.backoff import Backoff
 from gateway.runtime.http_client import pbx_session
 from gateway.runtime.metrics import BUS_UP
 from gateway.runtime.resources import SharedResources
+from gateway.runtime.sqlite import private_dir
 from gateway.runtime.statestore import StateStore, StoreSlice, TenantState
 from gateway.runtime.supervisor import supervise
 from gateway.schema.events import CloudEvent
@@ -264,6 +265,7 @@ class GatewayApp:
                 url, on_failure=self._bus_failed, reconnect_interval_s=s.bus.reconnect_interval_s
             )
             self._bus_error, self._bus_since = None, datetime.now(UTC)
+            private_dir(s.state_dir)
             self.outbox = Outbox(
                 s.state_dir / "outbox.sqlite3",
                 max_events=s.outbox.max_events,
@@ -311,6 +313,7 @@ class GatewayApp:
                     supported={name: p.commands for name, p in vendors.items()},
                     policies={pbx.tenant: command_policy(pbx) for pbx in s.pbxs},
                     require_user_id=s.commands.require_user_id,
+                    reply_prefixes=s.commands.reply_queue_prefixes,
                     prefetch=s.commands.prefetch,
                     execute_timeout_s=s.commands.execute_timeout_s,
                     drain_timeout_s=s.commands.drain_timeout_s,

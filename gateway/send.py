@@ -19,6 +19,9 @@ from typing import Any
 import aio_pika
 import orjson
 
+#: RabbitMQ's Direct Reply-to pseudo-queue.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
 EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT, EXIT_BAD_ARGS, EXIT_BROKER = 0, 1, 2, 3, 4
 
 #: Closing the connection is tidy-up: it may not stretch the user's timeout by more than this.
@@ -57,7 +60,15 @@ async def send_command(
         async with asyncio.timeout(left):
             connection = await _connect(amqp_url)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+            # Direct Reply-to: no queue of its own, and a reply_to the gateway accepts.
+            replies = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+            answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+            async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                if message.correlation_id == command_id and not answer.done():
+                    answer.set_result(orjson.loads(message.body))
+
+            await replies.consume(on_reply, no_ack=True)
             try:
                 target = await channel.get_exchange(exchange, ensure=True)
             except aio_pika.exceptions.ChannelNotFoundEntity:
@@ -73,7 +84,7 @@ async def send_command(
                         content_type="application/json",
                         message_id=command_id,
                         correlation_id=command_id,
-                        reply_to=replies.name,
+                        reply_to=DIRECT_REPLY_TO,
                         expiration=timeout_s,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     ),
@@ -86,13 +97,8 @@ async def send_command(
                     f" is bound to {tenant}.{command}): check the tenant's name",
                     EXIT_BAD_ARGS,
                 ) from None
-            async with replies.iterator() as messages:
-                async for message in messages:
-                    await message.ack()
-                    if message.correlation_id != command_id:
-                        continue
-                    result = orjson.loads(message.body)
-                    return (EXIT_OK if result.get("ok") else EXIT_FAILED), result
+            result = await answer
+            return (EXIT_OK if result.get("ok") else EXIT_FAILED), result
     except TimeoutError:
         if connection is None:
             raise SendError(

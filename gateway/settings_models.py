@@ -9,7 +9,6 @@ too, so the components they configure import them without reaching the plugin re
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -299,8 +298,11 @@ def amqp_url_problem(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        return f"not a valid URL ({exc}): expected amqp://user:password@host:5672/vhost"
+    except ValueError:  # (its message may quote a part of the password)
+        return (
+            "not a valid URL (a password with '/', '@' or ':' must be percent-encoded):"
+            " expected amqp://user:password@host:5672/vhost"
+        )
     if parts.scheme not in ("amqp", "amqps"):
         shown = f"{parts.scheme!r}" if parts.scheme else "none"
         return (
@@ -315,8 +317,17 @@ def amqp_url_problem(url: str) -> str | None:
 
 
 def redact_url(url: str) -> str:
-    """An AMQP URL safe for a log line."""
-    return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
+    """A URL safe for a log line or an error: everything between ``//`` and the *last* ``@``
+    after it is user information, whatever it holds (a raw ``/`` or ``@`` in a password
+    included); the user name is kept, the password replaced."""
+    scheme, sep, rest = url.partition("//")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if "/" in user:  # no user name to keep: not even a part of it
+        user = "***"
+    return f"{scheme}//{user}{':***' if colon else ''}@{host}"
 
 
 def check_secret_source(name: str, value: Any, file: Path | None, env: str | None) -> None:

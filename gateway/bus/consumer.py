@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -32,7 +32,7 @@ from aio_pika.abc import (
 
 from gateway.bus.idempotency import CommandLedger
 from gateway.bus.journal import CommandJournal, JournalError
-from gateway.bus.policy import CommandPolicy
+from gateway.bus.policy import CommandPolicy, reply_allowed
 from gateway.bus.processing import CommandProcessor, failure
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.topology import (
@@ -78,6 +78,7 @@ class CommandConsumer:
         supported: Mapping[str, frozenset[str]] | None = None,
         policies: Mapping[str, CommandPolicy] | None = None,
         require_user_id: bool = False,
+        reply_prefixes: Sequence[str] = ("pbx.replies.",),
         prefetch: int = 8,
         execute_timeout_s: float = 20.0,
         drain_timeout_s: float = 10.0,
@@ -99,6 +100,7 @@ class CommandConsumer:
             supported=supported,
             policies=policies,
             require_user_id=require_user_id,
+            reply_prefixes=reply_prefixes,
             execute_timeout_s=execute_timeout_s,
             clock=clock,
         )
@@ -339,7 +341,7 @@ class CommandConsumer:
         result: CommandResult,
         name: str | None,
     ) -> None:
-        if message.reply_to:
+        if message.reply_to and reply_allowed(message.reply_to, self.processor.reply_prefixes):
             await self._send_reply(
                 aio_pika.Message(
                     body=orjson.dumps(result.model_dump(mode="json")),

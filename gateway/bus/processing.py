@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.bus.idempotency import CommandLedger, Sender, fingerprint
 from gateway.bus.journal import CommandJournal, JournalError
-from gateway.bus.policy import DEFAULT_POLICY, CommandPolicy
+from gateway.bus.policy import (
+    DEFAULT_POLICY,
+    DIRECT_REPLY_TO,
+    CommandPolicy,
+    reply_allowed,
+    returns_secrets,
+)
 from gateway.connectors.base import Connector
 from gateway.logging import get_logger
 from gateway.schema.commands import (
@@ -68,6 +74,20 @@ def failure(command_id: str, code: ErrorCode, message: str, **extra: object) -> 
     )
 
 
+def redacted(result: CommandResult) -> CommandResult:
+    """What the ledgers keep of a result that held credentials: its outcome, not its data."""
+    if result.result is None:
+        return result
+    return result.model_copy(
+        update={
+            "result": {
+                "redacted": "the result held credentials and was not kept:"
+                " send the command again with a new id"
+            }
+        }
+    )
+
+
 class CommandProcessor:
     """One decision per delivery: ``(result, command name or None, dead-letter?)``.
 
@@ -87,12 +107,14 @@ class CommandProcessor:
         supported: Mapping[str, frozenset[str]] | None = None,
         policies: Mapping[str, CommandPolicy] | None = None,
         require_user_id: bool = False,
+        reply_prefixes: Sequence[str] = ("pbx.replies.",),
         execute_timeout_s: float = 20.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._ledger = ledger
         self._policies = policies or {}
         self._require_user_id = require_user_id
+        self.reply_prefixes = tuple(reply_prefixes)
         self._journal = journal
         self._catalog = catalog
         self._supported = supported
@@ -140,12 +162,23 @@ class CommandProcessor:
             log.warning("command_invalid", error=str(exc)[:500])
             return CommandResult(command_id=command_id, ok=False, error=exc.to_error()), None, True
 
-        refusal = self._policies.get(tenant, DEFAULT_POLICY).refusal(command)
-        if refusal is None and self._require_user_id and sender.user_id is None:
-            refusal = "the AMQP user_id property is required (the gateway records the sender)"
+        refusal = self._refusal(tenant, command, message, sender)
         if refusal is not None:
             log.warning("command_forbidden", command=command.command, reason=refusal)
             return failure(command_id, ErrorCode.FORBIDDEN, refusal), command.command, True
+        secret = returns_secrets(command)
+        if secret and not message.reply_to:
+            # A result event reaches every consumer of pbx.events: credentials go by RPC only.
+            log.warning("command_invalid", command=command.command, error="secrets without reply")
+            return (
+                failure(
+                    command_id,
+                    ErrorCode.INVALID,
+                    "a result holding credentials is only sent as an RPC reply: set reply_to",
+                ),
+                command.command,
+                True,
+            )
 
         if self._supported is not None and command.command not in self._supported.get(
             connector.vendor, frozenset()
@@ -208,7 +241,7 @@ class CommandProcessor:
         future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._running[key] = (future, asked)
         run = asyncio.create_task(
-            self._run(tenant, command_id, command, connector, future, sender, asked),
+            self._run(tenant, command_id, command, connector, future, sender, asked, secret),
             name=f"command-{tenant}-{command_id}",
         )
         self._runs.add(run)
@@ -225,6 +258,7 @@ class CommandProcessor:
         future: asyncio.Future[CommandResult],
         sender: Sender,
         asked: str,
+        secret: bool,
     ) -> None:
         """Journal the start, call the PBX, record the result; ``future`` gets the result, or
         the reason the command was not executed (then its id is free again)."""
@@ -240,8 +274,9 @@ class CommandProcessor:
                 )
             sent = True
             result = await self._execute(command_id, command, connector)
-            self._ledger.finish(tenant, result)
-            await self._journal_result(tenant, command.command, result, sender, asked)
+            stored = redacted(result) if secret else result  # ledgers never keep credentials
+            self._ledger.finish(tenant, stored)
+            await self._journal_result(tenant, command.command, stored, sender, asked)
         except BaseException as exc:
             if not sent:  # never sent: may be taken again (on redelivery, once)
                 self._release(tenant, command_id)
@@ -293,6 +328,22 @@ class CommandProcessor:
         for run in runs:
             run.cancel()
         await asyncio.gather(*runs, return_exceptions=True)
+
+    def _refusal(
+        self, tenant: str, command: CommandModel, message: Delivery, sender: Sender
+    ) -> str | None:
+        """Why this command may not run here (answered ``forbidden``), or None."""
+        if message.reply_to and not reply_allowed(message.reply_to, self.reply_prefixes):
+            # The gateway publishes replies under its own broker identity: not into any queue.
+            shown = ", ".join(f"{p}..." for p in self.reply_prefixes)
+            return (
+                f"reply_to {message.reply_to[:200]!r} is not allowed: use Direct Reply-to"
+                f" ({DIRECT_REPLY_TO})" + (f" or a queue named {shown}" if shown else "")
+            )
+        refusal = self._policies.get(tenant, DEFAULT_POLICY).refusal(command)
+        if refusal is None and self._require_user_id and sender.user_id is None:
+            return "the AMQP user_id property is required (the gateway records the sender)"
+        return refusal
 
     def _reused(
         self, log: Any, command_id: str, name: str

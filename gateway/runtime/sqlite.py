@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -13,16 +14,36 @@ def open_sqlite(path: Path | str, *pragmas: str) -> sqlite3.Connection:
     """A connection in autocommit mode, WAL, ``synchronous=NORMAL`` (durable across a process
     crash; a power loss may take the last transactions), plus ``pragmas`` (``"name=value"``).
 
-    ``":memory:"`` gives a private in-memory database; for a file, its folder is created.
+    ``":memory:"`` gives a private in-memory database; for a file, its folder is created and the
+    file is readable by this user only (SQLite gives its WAL and shared-memory files the same
+    mode).
     One event loop uses the connection, but the loop's default executor may too, so the
     same-thread check is off.
     """
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_file(Path(path))
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", *pragmas):
         db.execute(f"PRAGMA {pragma}")
     return db
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if needed; mode 0700: spool, ledger and state may hold
+    command results and vendor data."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` mode 0600 if it does not exist (its folder 0700), and narrow an older
+    file and its WAL / shared-memory companions to 0600."""
+    if not path.parent.exists():
+        private_dir(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if name.exists():
+            os.chmod(name, 0o600)
 
 
 #: Consecutive failed checkpoints after which the thread stops (the writer's own take over).

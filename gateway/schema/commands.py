@@ -14,6 +14,7 @@ Naming: ``<domain>.<verb>``, exactly two dot-separated words, so a binding such 
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Literal, Self, Union
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -113,8 +115,21 @@ def _format_error(error: dict[str, str]) -> str:
 
 # --- field types ---------------------------------------------------------------------------------
 
+def _printable(value: str) -> str:
+    """No control or format characters: NUL, line breaks, bidi overrides (U+202E) and the like
+    would reach the PBX's dial string, its CDRs and whoever displays them."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            raise ValueError(f"must not hold control characters (U+{ord(char):04X})")
+    return value
+
+
 #: An extension or phone number. Strings, never numbers: leading zeros and "+" matter.
-Number = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Number = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_printable),
+]
 #: A PBX channel handle such as ``PJSIP/2000-0000008a`` (from call events).
 ChannelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 #: An opaque PBX object id (call id, agent id, queue id, prompt name ...).

@@ -245,7 +245,10 @@ class CommandBus:
 async def command_bus(amqp: AbstractRobustConnection, unique: str) -> AsyncIterator[CommandBus]:
     settings = CommandSettings(exchange=f"test-{unique}.commands", execute_timeout_s=10)
     channel = await amqp.channel()
-    replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+    # named as the gateway lets a reply_to be by default (or Direct Reply-to)
+    replies = await channel.declare_queue(
+        f"pbx.replies.test-{unique}", exclusive=True, auto_delete=True
+    )
     bus = CommandBus(settings, channel, replies)
 
     async def collect() -> None:

@@ -59,7 +59,9 @@ class Client:
         )
         await queue.bind(events, routing_key=f"{self.tenant}.#")
         await queue.consume(self._on_event)
-        self.replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+        self.replies = await channel.declare_queue(
+            f"pbx.replies.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+        )
         await self.replies.consume(self._on_reply, no_ack=True)
         self._channel = channel
 

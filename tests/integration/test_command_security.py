@@ -4,6 +4,7 @@ access would try it: refused commands, audit of the sender, replayed ids, stray 
 from __future__ import annotations
 
 import asyncio
+import random
 
 import aio_pika
 import orjson
@@ -15,6 +16,7 @@ from tests.integration.fixtures import pbx_settings, running_gateway
 
 pytestmark = pytest.mark.integration
 
+WINDOW = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
 LISTEN = {"channel_id": "PJSIP/2001-00000001", "listener": "2003", "mode": "barge"}
 
 
@@ -112,3 +114,125 @@ async def test_a_public_command_id_reused_for_another_command_gets_invalid_not_t
         )
     assert elsewhere["error"]["code"] == "invalid", elsewhere
     assert sim.control_calls["call/dial"] == 1
+
+
+async def test_a_reply_to_naming_any_other_queue_is_refused_and_answered_as_an_event(
+    sim_factory, command_bus, collector, amqp, unique
+) -> None:
+    """Else anyone could make the gateway publish, under its own login and with a forged
+    correlation_id, into a queue another service reads."""
+    sim = await sim_factory()
+    tenant = f"q{unique}"
+    events = await collector(tenant)
+    channel = await amqp.channel()
+    victim = await channel.declare_queue(f"victim-{unique}", exclusive=True, auto_delete=True)
+    try:
+        async with running_gateway(pbx_settings(sim, tenant), commands=command_bus.settings):
+            dial = {"caller": "2001", "callee": "2002"}
+            refused = await publish(
+                command_bus,
+                tenant,
+                "call.dial",
+                dial,
+                reply_to=victim.name,
+                correlation_id="forged-correlation",
+            )
+            await wait_for(lambda: events.of_type("command.failed"), timeout=15)
+            dead = await command_bus.dead_letters(expected=1)
+        stray = await victim.get(fail=False)
+    finally:
+        await channel.close()
+    failed = events.of_type("command.failed")[0]
+    assert failed["subject"] == refused and failed["data"]["error"]["code"] == "forbidden"
+    assert "reply_to" in failed["data"]["error"]["message"]
+    assert stray is None and len(dead) == 1
+    assert sim.control_calls["call/dial"] == 0
+
+
+def fuzz_case(rng: random.Random, n: int, tenant: str, victim: str) -> dict:
+    """One malformed or refused command, of a kind drawn from ``rng`` (seeded)."""
+    dial = {"caller": "2001", "callee": "2002"}
+    kind = rng.randrange(9)
+    noise = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+    control = rng.choice(["\x00", "\u202e", "\u2066", "\x1b", "\u200f"])
+    cases = [
+        {"body": noise},
+        {"body": orjson.dumps(rng.choice([[], 1, "x", None, [dial]]))},
+        {"body": orjson.dumps({"command": f"call.{noise.hex()[:8]}", "args": {}})},
+        {"command": "call.dial", "args": {**dial, "callee": f"20{control}02"}},
+        {"command": "call.dial", "args": {"caller": rng.randrange(9999), "callee": [1]}},
+        {
+            "command": rng.choice(["xswitch.extension.delete", "uucall.subuser.delete"]),
+            "args": {"id": "1"} if n % 2 else {"subUserId": 1},
+        },
+        {"command": "call.dial", "args": dial, "reply_to": victim},
+        {"command": "call.query", "args": {"direction": "inbound"}, "id": "known"},
+        {"command": "call.hangup", "args": {"channel_id": "x"}, "key": f"{tenant}.call.hold"},
+    ]
+    case = cases[kind]
+    case["kind"] = kind
+    return case
+
+
+async def test_fuzz_the_command_edge(sim_factory, command_bus, collector, amqp, unique) -> None:
+    """1,000 malformed or refused commands from a seeded generator: each is answered, none runs,
+    nothing reaches a queue it should not, and the gateway still serves a valid command."""
+    rng = random.Random(20261206)
+    sim = await sim_factory()
+    tenant = f"f{unique}"
+    events = await collector(tenant)
+    channel = await amqp.channel()
+    victim = await channel.declare_queue(f"victim-{unique}", exclusive=True, auto_delete=True)
+    known = f"known-{unique}"
+    kinds: dict[int, int] = {}
+    try:
+        async with running_gateway(pbx_settings(sim, tenant), commands=command_bus.settings) as app:
+            await wait_for(lambda: app.connectors[0].health()["state"] == "connected")
+            first = await command_bus.call(tenant, "cdr.search", dict(WINDOW), command_id=known)
+            assert first["ok"], first
+            exchange = await command_bus.channel.get_exchange(command_bus.exchange)
+            ids = []
+            for n in range(1000):
+                case = fuzz_case(rng, n, tenant, victim.name)
+                kinds[case["kind"]] = kinds.get(case["kind"], 0) + 1
+                command_id = known if case.get("id") else f"fz-{unique}-{n}"
+                command = case.get("command", "call.dial")
+                payload = case.get("body") or orjson.dumps(
+                    {"command": command, "args": case["args"]}
+                )
+                await exchange.publish(
+                    aio_pika.Message(
+                        payload,
+                        message_id=command_id,
+                        correlation_id=f"fz-{n}",
+                        reply_to=case.get("reply_to", command_bus.replies.name),
+                    ),
+                    routing_key=case.get("key", f"{tenant}.{command}"),
+                )
+                ids.append(f"fz-{n}")
+            refused_by_event = kinds.get(6, 0)
+            await wait_for(
+                lambda: (
+                    sum(1 for i in ids if i in command_bus.results) >= 1000 - refused_by_event
+                    and len(events.of_type("command.failed")) >= refused_by_event
+                ),
+                timeout=120,
+            )
+            after = await command_bus.call(tenant, "cdr.search", dict(WINDOW))
+            dead = await command_bus.dead_letters(expected=1000)
+        stray = await victim.get(fail=False)
+    finally:
+        await channel.close()
+    answered = [command_bus.results[i] for i in ids if i in command_bus.results]
+    codes: dict[str, int] = {}
+    for result in [*answered, *(e["data"] for e in events.of_type("command.failed"))]:
+        codes[result["error"]["code"]] = codes.get(result["error"]["code"], 0) + 1
+    print(
+        f"\nfuzz: sent=1000 kinds={dict(sorted(kinds.items()))} answers={codes}"
+        f" dead_lettered={len(dead)} executed={dict(sim.control_calls)} ready_after={after['ok']}"
+    )
+    assert not any(r["ok"] for r in answered)
+    assert sum(codes.values()) == 1000 and set(codes) <= {"invalid", "forbidden"}
+    assert not events.of_type("command.succeeded")
+    assert stray is None and len(dead) == 1000
+    assert "call/dial" not in sim.control_calls and after["ok"]

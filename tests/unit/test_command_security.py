@@ -7,7 +7,9 @@ import asyncio
 import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -17,10 +19,12 @@ from gateway.bus.idempotency import CommandLedger, Sender, fingerprint
 from gateway.bus.journal import _entry
 from gateway.bus.policy import CommandPolicy, command_policy, sensitivity
 from gateway.bus.processing import CommandProcessor
+from gateway.connectors.meiqia.normalize import normalize_message
 from gateway.connectors.registry import command_catalog
 from gateway.runtime.watch import Watch
-from gateway.schema.commands import ErrorCode
-from gateway.settings import PbxSettings
+from gateway.schema.commands import CommandInvalid, ErrorCode
+from gateway.schema.events import NormalizeContext
+from gateway.settings import PbxSettings, SettingsError, load_settings, redact_url
 
 
 @dataclass
@@ -266,3 +270,97 @@ def test_the_fingerprint_ignores_the_deadline_and_keeps_passwords_out() -> None:
     now = catalog.parse(body("call.dial", caller="1", callee="2"))
     assert fingerprint(later, Sender("u")) == fingerprint(now, Sender("u"))
     assert fingerprint(now, Sender("u")) != fingerprint(now, Sender("v"))
+
+
+# --- reply_to ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reply_to", ["orders.inbox", "amq.gen-abc", "pbx.repliesX"])
+async def test_a_reply_to_outside_direct_reply_to_and_the_prefixes_is_forbidden(
+    reply_to: str,
+) -> None:
+    pbx = Pbx()
+    message = Delivered(body("call.dial", caller="1", callee="2"), reply_to=reply_to)
+    result, _, dead = await processor().process("t", pbx, message)  # type: ignore[arg-type]
+    assert result.error and result.error.code == ErrorCode.FORBIDDEN and dead
+    assert not pbx.executed
+    for allowed in ("amq.rabbitmq.reply-to", "pbx.replies.crm-1"):
+        ok, _, _ = await processor().process(
+            "t",
+            pbx,
+            Delivered(message.body, reply_to=allowed),  # type: ignore[arg-type]
+        )
+        assert ok.ok
+
+
+# --- results holding credentials -----------------------------------------------------------
+
+
+async def test_credentials_go_by_rpc_only_and_no_ledger_keeps_them(tmp_path) -> None:
+    ledger, journal = CommandLedger(tmp_path / "state" / "commands.sqlite3", 3600), Journal()
+    p = CommandProcessor(
+        ledger,
+        journal=journal,  # type: ignore[arg-type]
+        catalog=command_catalog(),
+        policies={"t": CommandPolicy(allow_sensitive=("*",))},
+    )
+    pbx, secret = Pbx(), body("xswitch.extension.list", include_secrets=True)
+    as_event, _, dead = await p.process("t", pbx, Delivered(secret, "e1", reply_to=None))  # type: ignore[arg-type]
+    assert as_event.error and as_event.error.code == ErrorCode.INVALID and dead
+    assert not pbx.executed
+    rpc, _, _ = await p.process("t", pbx, Delivered(secret, "r1"))  # type: ignore[arg-type]
+    assert rpc.ok and rpc.result and "ha1" in orjson.dumps(rpc.result).decode()  # the asker's
+    kept = [r["result"] for r in journal.records if r["result"] is not None]
+    assert kept and all("ha1" not in r.model_dump_json() for r in kept)
+    raw = sqlite3.connect(tmp_path / "state" / "commands.sqlite3").execute(
+        "SELECT result FROM commands WHERE command_id = 'r1'"
+    )
+    assert b"ha1" not in raw.fetchone()[0]
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    for path in (tmp_path / "state").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+# --- small leaks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["amqp://gw:s3/cr3t@broker:5672/", "amqp://gw:p@ss@broker/", "amqp://gw:a/b@c@h/"]
+)
+def test_a_broker_password_with_raw_slash_or_at_never_shows(url: str) -> None:
+    assert "***" in redact_url(url)
+    for part in ("s3", "cr3t", "ss@", "p@", "a/b", "b@c"):
+        assert part not in redact_url(url)
+    try:
+        message = str(load_settings(bus={"url": url}).bus.url)
+    except SettingsError as exc:  # what the start-up error prints
+        message = str(exc)
+    for part in ("s3", "cr3t", "ss@", "a/b", "b@c"):
+        assert part not in message
+
+
+def test_meiqia_rejected_events_never_carry_the_enterprise_token() -> None:
+    ctx = NormalizeContext("t", "meiqia", ZoneInfo("UTC"), datetime.now(UTC))
+    for line in (
+        '{"id": "d1", "enterprise_token": "TOKEN-123"}',  # no event: rejected
+        '{"id": "d1", "event": "call_end", "enterprise_token": "TOKEN-123"',  # cut short
+    ):
+        event = normalize_message(line, ctx)[0]
+        assert event.type == "gateway.rejected"
+        assert b"TOKEN-123" not in event.to_json()
+
+
+@pytest.mark.parametrize("char", ["\x00", "\u202e", "\n", "\u200b"])
+def test_number_fields_refuse_control_characters(char: str) -> None:
+    catalog = command_catalog()
+    for command, args in [
+        ("call.dial", {"caller": "2001", "callee": f"2002{char}9"}),
+        ("call.transfer", {"channel_id": "c", "mode": "blind", "target": f"1{char}2"}),
+        (
+            "meiqia.number_groups.assign",
+            {"agent_ids": [1], "group_ids": [], "numbers": [f"1{char}2"]},
+        ),
+        ("xswitch.extension.create", {"extn": f"1{char}0", "password": "x"}),
+    ]:
+        with pytest.raises(CommandInvalid, match="control characters"):
+            catalog.parse(body(command, **args))

@@ -251,7 +251,7 @@ def delivery_events(
         if cdr is None:
             raise _Invalid(f"{topic} delivery {delivery} without its Cdr object")
         return [record_event(cdr, ctx, vendorevent=topic)]
-    raw = {k: v for k, v in envelope.items() if k != "enterprise_token"}
+    raw = without_token(envelope)
     event = make_event(
         ctx,
         "vendor.unknown",
@@ -386,14 +386,30 @@ def _vendorevent(line: str) -> str | None:
     return text(msg.get("event")) or (RECORDS if "call_uuid" in msg else None)
 
 
+#: The webhook's shared secret, sent in every delivery: never published.
+_TOKEN = "enterprise_token"
+_TOKEN_TEXT = re.compile(r'("enterprise_token"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}\s]+)')
+
+
+def without_token(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """A delivery as published: without its ``enterprise_token``."""
+    return {k: v for k, v in envelope.items() if k != _TOKEN}
+
+
+def _redact_token(line: str) -> str:
+    """The raw text of a message that is published (as ``gateway.rejected``) with its token
+    replaced, whether it parses or not."""
+    return _TOKEN_TEXT.sub(r'\1"***"', line) if _TOKEN in line else line
+
+
 def normalize_message(line: str | bytes, ctx: NormalizeContext) -> list[CloudEvent]:
     """One raw message (a ``records`` record or a webhook delivery body) -> events. Total:
-    what it cannot read becomes ``gateway.rejected``."""
+    what it cannot read becomes ``gateway.rejected`` (its token redacted)."""
     safe = safe_text(line)
     try:
         return _normalize(safe, ctx)
     except (_Invalid, ValidationError) as exc:
-        return [rejected(ctx, safe, _reason(exc), _vendorevent(safe))]
+        return [rejected(ctx, _redact_token(safe), _reason(exc), _vendorevent(safe))]
     except Exception as exc:  # a bug here must not cost the message: publish it as rejected
         error = safe_text(f"normalizer error: {type(exc).__name__}: {exc}")
-        return [rejected(ctx, safe, error, _vendorevent(safe))]
+        return [rejected(ctx, _redact_token(safe), error, _vendorevent(safe))]
