@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from gateway.connectors.plugin import PluginError, Simulator
 from gateway.logging import configure_logging
 from gateway.settings import SettingsError, load_settings
 
@@ -115,6 +116,27 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     """Descriptions as written, every option's default shown."""
 
 
+class _SimParser(argparse.ArgumentParser):
+    """``gateway sim <vendor>``: the simulator's flags are added when this vendor is chosen, so
+    every other command leaves the simulators unimported."""
+
+    def __init__(self, *args: Any, simulator: Simulator | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._simulator = simulator
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        simulator, self._simulator = self._simulator, None
+        if simulator is not None:
+            try:
+                simulator.add_arguments(self)
+                self.set_defaults(handler=_cmd_sim, serve=simulator.serve)
+            except PluginError as exc:
+                self.error(str(exc))
+        return super().parse_known_args(args, namespace)
+
+
 def _parser() -> argparse.ArgumentParser:
     from gateway.connectors.registry import broken, plugins
 
@@ -157,18 +179,19 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     sim = command("sim", "run a simulated PBX faithful to its manual")
-    sim_sub = sim.add_subparsers(dest="vendor", required=True, metavar="VENDOR")
+    sim_sub = sim.add_subparsers(
+        dest="vendor", required=True, metavar="VENDOR", parser_class=_SimParser
+    )
     for name, plugin in vendors.items():
         if plugin.simulator is None:
             continue
-        vendor_parser = sim_sub.add_parser(
+        sim_sub.add_parser(
             name,
             help=f"simulated {plugin.title}",
             description=f"A simulated {plugin.title}.",
             formatter_class=_Formatter,
+            simulator=plugin.simulator,
         )
-        plugin.simulator.add_arguments(vendor_parser)
-        vendor_parser.set_defaults(handler=_cmd_sim, serve=plugin.simulator.serve)
 
     demo = command(
         "demo",

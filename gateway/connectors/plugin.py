@@ -15,11 +15,12 @@ server all read the registry (:mod:`gateway.connectors.registry`).
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -75,6 +76,30 @@ class DemoOptions:
     gateway_url: str | None = None
 
 
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Serve = Callable[[argparse.Namespace], Awaitable[None]]
+Demo = Callable[[DemoOptions], AbstractAsyncContextManager[PbxSettings]]
+#: ``package.module:attribute``: where a lazily loaded simulator is found.
+LAZY_TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+class PluginError(Exception):
+    """A registered plugin cannot be loaded or declares something inconsistent."""
+
+
+class Simulator(Protocol):
+    """What ``gateway sim`` and ``gateway demo`` use of a vendor's simulator."""
+
+    @property
+    def add_arguments(self) -> AddArguments: ...
+
+    @property
+    def serve(self) -> Serve: ...
+
+    @property
+    def demo(self) -> Demo: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SimulatorSpec:
     """``gateway sim <vendor>`` and ``gateway demo --vendor <vendor>``.
@@ -82,11 +107,59 @@ class SimulatorSpec:
     ``add_arguments`` adds the vendor's flags, ``serve`` runs the simulator until cancelled;
     ``demo`` starts one on an ephemeral loopback port and yields the settings of a PBX pointing
     at it (stopping it on exit).
+
+    A plugin names its simulator with :meth:`lazy` rather than importing it, so a process that
+    only runs the gateway never loads simulator code.
     """
 
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    serve: Callable[[argparse.Namespace], Awaitable[None]]
-    demo: Callable[[DemoOptions], AbstractAsyncContextManager[PbxSettings]]
+    add_arguments: AddArguments
+    serve: Serve
+    demo: Demo
+
+    @staticmethod
+    def lazy(target: str) -> LazySimulator:
+        """The :class:`SimulatorSpec` at ``"package.module:attribute"``, imported on first use."""
+        return LazySimulator(target)
+
+
+class LazySimulator:
+    """A :class:`SimulatorSpec` named by a string (as an entry point is) and imported the first
+    time one of its parts is used; a target that does not load raises :class:`PluginError`."""
+
+    __slots__ = ("_spec", "target")
+
+    def __init__(self, target: str) -> None:
+        if not LAZY_TARGET.match(target):
+            raise ValueError(f"simulator {target!r} must be 'package.module:attribute'")
+        self.target = target
+        self._spec: SimulatorSpec | None = None
+
+    def __repr__(self) -> str:
+        return f"SimulatorSpec.lazy({self.target!r})"
+
+    def load(self) -> SimulatorSpec:
+        if self._spec is None:
+            module, _, name = self.target.partition(":")
+            try:
+                spec = getattr(importlib.import_module(module), name)
+            except Exception as exc:
+                raise PluginError(f"simulator {self.target} failed to load: {exc}") from exc
+            if not isinstance(spec, SimulatorSpec):
+                raise PluginError(f"{self.target} is a {type(spec).__name__}, not a SimulatorSpec")
+            self._spec = spec
+        return self._spec
+
+    @property
+    def add_arguments(self) -> AddArguments:
+        return self.load().add_arguments
+
+    @property
+    def serve(self) -> Serve:
+        return self.load().serve
+
+    @property
+    def demo(self) -> Demo:
+        return self.load().demo
 
 
 class VendorRoutes:
@@ -123,7 +196,8 @@ class VendorPlugin:
     * ``normalize``: the pure normalizer behind ``gateway normalize --vendor <name>``; what
       earlier messages of the same stream showed (a call's direction ...) it keeps in
       ``ctx.memory``.
-    * ``simulator``: ``gateway sim <name>`` and ``gateway demo --vendor <name>``.
+    * ``simulator``: ``gateway sim <name>`` and ``gateway demo --vendor <name>``, best named
+      with ``SimulatorSpec.lazy("<module>:<attribute>")`` so only those commands import it.
     * ``commands``: the command names the vendor executes; every other command is answered
       ``unsupported`` without reaching the vendor. Shared names come from the contract
       (``call.dial`` ...); the vendor's own management commands are named ``<name>.<...>``
@@ -136,7 +210,7 @@ class VendorPlugin:
     settings: type[PbxSettings]
     connector: ConnectorFactory
     normalize: Normalizer
-    simulator: SimulatorSpec | None = None
+    simulator: Simulator | None = None
     commands: frozenset[str] = frozenset()
     command_models: tuple[type[CommandModel], ...] = ()
     routes: RoutesFactory | None = None

@@ -11,14 +11,10 @@ from __future__ import annotations
 import functools
 from importlib.metadata import EntryPoint, entry_points
 
-from gateway.connectors.plugin import VendorPlugin
+from gateway.connectors.plugin import PluginError, VendorPlugin
 from gateway.schema.commands import CommandCatalog
 
 GROUP = "pbx_gateway.vendors"
-
-
-class PluginError(Exception):
-    """A registered plugin cannot be loaded or declares something inconsistent."""
 
 
 def _load(entry: EntryPoint) -> VendorPlugin:
