@@ -715,7 +715,7 @@ class MeiqiaGatewayUnderTest(GatewayUnderTest):
             "id": f"sub_bench{self.run}_{seq}",
             "event": "cdr.hangup",
             "enterprise_token": self.msim.enterprise,
-            "created_at": started + 129,
+            "created_at": int(time.time()),  # within the replay window
             "cdr": {
                 "agent_evaluated": 5,
                 "agent_id": 1 + seq % 4,

@@ -19,6 +19,7 @@ from gateway.bus.idempotency import CommandLedger
 from gateway.bus.journal import CommandJournal
 from gateway.bus.lease import LeaseManager, default_instance_id
 from gateway.bus.outbox import Outbox
+from gateway.bus.policy import command_policy
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.shared_state import SharedState
 from gateway.bus.topology import CommandNames
@@ -263,6 +264,8 @@ class GatewayApp:
                     journal=self.journal,
                     catalog=command_catalog(),
                     supported={name: p.commands for name, p in vendors.items()},
+                    policies={pbx.tenant: command_policy(pbx) for pbx in s.pbxs},
+                    require_user_id=s.commands.require_user_id,
                     prefetch=s.commands.prefetch,
                     execute_timeout_s=s.commands.execute_timeout_s,
                     drain_timeout_s=s.commands.drain_timeout_s,

@@ -1,12 +1,15 @@
-"""The gateway command: run, sim, demo, normalize, send, schema (stable: docs/CONTRACT.md,
-section 3 "Command line"). `gateway COMMAND --help` shows each command's options and defaults.
+"""The gateway command: run, sim, demo, tail, sink, normalize, send, schema, outbox drain (stable:
+docs/CONTRACT.md, section 3 "Command line"). `gateway COMMAND --help` shows each command's
+options and defaults.
 
 exit status:
-  0  done (run, sim, demo: stopped by SIGTERM/SIGINT or --duration)
+  0  done (run, sim, demo, tail, sink: stopped by SIGTERM/SIGINT or --duration)
   1  send: the command's result is a failure; any command: an internal error (a bug)
-  2  bad command line, settings or config file; send: no result within --timeout
+  2  bad command line, settings or config file; send: no result within --timeout; outbox
+     drain: no outbox in --state-dir, or events left unconfirmed at --timeout
   3  normalize: a line was rejected; send: bad --args, or no gateway takes the tenant's commands
-  4  demo, send: RabbitMQ unreachable, refusing the login, or not set up for the gateway
+  4  demo, send, tail, sink, outbox drain: RabbitMQ unreachable, refusing the login, or not set
+     up for the gateway; sink: PostgreSQL unreachable at start
 Errors are one line on stderr; --log-level DEBUG adds the traceback.
 
 Vendors come from the registered plugins (pbx_gateway.vendors): sim, demo --vendor and
@@ -33,7 +36,7 @@ import orjson
 
 from gateway.connectors.plugin import PluginError, Simulator
 from gateway.logging import configure_logging
-from gateway.settings import SettingsError, load_settings
+from gateway.settings import SettingsError, amqp_url_problem, load_settings, redact_url
 
 EXIT_USAGE = 2
 EXIT_REJECTED = 3
@@ -65,7 +68,7 @@ def _stop_early(signum: int, _frame: object) -> None:
 
 
 #: Commands that run until stopped: a signal is their normal end (exit status 0).
-_SERVICES = {"run", "sim", "demo"}
+_SERVICES = {"run", "sim", "demo", "tail", "sink"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +89,7 @@ def _main(argv: list[str]) -> int:
     from gateway.connectors.registry import PluginError
     from gateway.demo import DemoError
     from gateway.send import SendError
+    from gateway.tail import TailError
 
     parser = _parser()
     try:
@@ -99,7 +103,7 @@ def _main(argv: list[str]) -> int:
         return EXIT_USAGE
     try:
         return int(args.handler(args) or 0)
-    except (UserError, SendError, DemoError, PluginError) as exc:
+    except (UserError, SendError, DemoError, TailError, PluginError) as exc:
         status = getattr(exc, "status", EXIT_USAGE)
         _fail(args, str(exc))
         return int(status)
@@ -220,7 +224,90 @@ def _parser() -> argparse.ArgumentParser:
         "--tenant", default="demo", help="the demo PBX's tenant (not a real tenant's name)"
     )
     demo.add_argument("--json", action="store_true", help="print whole events as JSON lines")
+    demo.add_argument(
+        "--sim",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a simulator variant, repeatable: yeastar pbx_tz=<IANA zone> (the PBX's clock"
+        " runs in another zone than the gateway is told)",
+    )
     demo.set_defaults(handler=_cmd_demo)
+
+    tail = command(
+        "tail",
+        "follow a running gateway's events",
+        "Print the events a running gateway publishes, live, one line each as the demo prints"
+        " them (or JSON lines), from a temporary queue that is gone when tail stops (Ctrl-C,"
+        " exit 0). Exit status 4: RabbitMQ unreachable, refusing, or without the events"
+        " exchange.",
+    )
+    tail.add_argument("--tenant", default="*", help="one tenant's events (*: every tenant)")
+    tail.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="event types as a topic pattern, e.g. cdr.created, 'call.*', 'agent.#'"
+        " (repeatable; default: every type)",
+    )
+    tail.add_argument("--json", action="store_true", help="print whole events as JSON lines")
+    tail.add_argument(
+        "--amqp-url",
+        default=os.environ.get("GATEWAY__BUS__URL", DEFAULT_AMQP),
+        help="RabbitMQ (environment: GATEWAY__BUS__URL)",
+    )
+    tail.add_argument("--exchange", default="pbx.events", help="the gateway's events exchange")
+    tail.set_defaults(handler=_cmd_tail)
+
+    sink = command(
+        "sink",
+        "write events into a database (reference analytics sink)",
+        "Consume the gateway's events from a durable queue and write them into a database.",
+    )
+    sink_sub = sink.add_subparsers(dest="kind", required=True, metavar="KIND")
+    postgres = sink_sub.add_parser(
+        "postgres",
+        help="PostgreSQL (needs the extra: pip install '.[postgres]')",
+        description="CDRs (and, when bound, call.*, agent.* events; gateway.gap always) into"
+        " PostgreSQL: tables created on first run and migrated, one row per event id (a"
+        " redelivered copy is no second row), acked only after the commit. While PostgreSQL is"
+        " away the messages wait in RabbitMQ and the sink retries with backoff, saying so on"
+        " stderr. What cannot be stored goes to <queue>.dead with the reason.",
+        formatter_class=_Formatter,
+    )
+    postgres.add_argument(
+        "--dsn",
+        default=os.environ.get("GATEWAY_SINK_DSN"),
+        help="PostgreSQL connection string, e.g. postgresql://user@host/db"
+        " (environment: GATEWAY_SINK_DSN)",
+    )
+    postgres.add_argument(
+        "--bind",
+        dest="bindings",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="routing key to consume, repeatable (default: '*.cdr.created'); e.g. also"
+        " '*.call.*', '*.agent.*'",
+    )
+    postgres.add_argument("--queue", default="gateway.sink.postgres", help="the durable queue")
+    postgres.add_argument("--schema", default="pbx", help="PostgreSQL schema of the tables")
+    postgres.add_argument("--batch", type=int, default=500, help="events per transaction, at most")
+    postgres.add_argument(
+        "--linger-ms", type=float, default=50.0, help="wait for more events after the first"
+    )
+    postgres.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics on this port"
+    )
+    postgres.add_argument(
+        "--amqp-url",
+        default=os.environ.get("GATEWAY__BUS__URL", DEFAULT_AMQP),
+        help="RabbitMQ (environment: GATEWAY__BUS__URL)",
+    )
+    postgres.add_argument("--exchange", default="pbx.events", help="the gateway's events exchange")
+    postgres.set_defaults(handler=_cmd_sink_postgres)
 
     send = command(
         "send",
@@ -261,6 +348,40 @@ def _parser() -> argparse.ArgumentParser:
         " password never printed); default: the defaults and GATEWAY__* environment",
     )
     schema.set_defaults(handler=_cmd_schema)
+
+    outbox = command(
+        "outbox",
+        "the event spool of an instance",
+        "The durable event spool (<state_dir>/outbox.sqlite3) an instance publishes from.",
+    )
+    outbox_sub = outbox.add_subparsers(dest="outbox_cmd", required=True, metavar="ACTION")
+    drain = outbox_sub.add_parser(
+        "drain",
+        help="publish the spool of an instance that will not come back",
+        description="Publish every event left in an instance's spool, in order, with publisher"
+        " confirms, removing each once RabbitMQ confirmed it (same event ids as the instance"
+        " would publish). The instance publishes its own spool when it starts again: use this"
+        " only for one that will not, and never while it runs. Prints what was published.",
+        formatter_class=_Formatter,
+    )
+    drain.add_argument(
+        "--state-dir", type=Path, required=True, help="the instance's state_dir (its volume)"
+    )
+    drain.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="settings whose bus.url and bus.events_exchange to use (default: the defaults and"
+        " GATEWAY__* environment)",
+    )
+    drain.add_argument("--amqp-url", default=None, help="RabbitMQ, instead of bus.url")
+    drain.add_argument(
+        "--exchange", default=None, help="the events exchange, instead of bus.events_exchange"
+    )
+    drain.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds for the whole drain"
+    )
+    drain.set_defaults(handler=_cmd_outbox_drain)
 
     norm = command(
         "normalize",
@@ -378,6 +499,80 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run_until_signal(work)
 
 
+# --- tail --------------------------------------------------------------------------------------
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from gateway.tail import TailOptions, tail
+
+    configure_logging("console", args.log_level or "ERROR")
+    options = TailOptions(
+        amqp_url=args.amqp_url,
+        tenant=args.tenant,
+        types=args.types or ["#"],
+        json=args.json,
+        exchange=args.exchange,
+    )
+
+    async def work(stop: asyncio.Event) -> None:
+        await tail(options, stop)
+
+    return _run_until_signal(work)
+
+
+# --- sink --------------------------------------------------------------------------------------
+
+
+def _cmd_sink_postgres(args: argparse.Namespace) -> int:
+    configure_logging("console", args.log_level or "WARNING")
+    try:
+        import psycopg
+    except ImportError:
+        raise UserError(
+            "the PostgreSQL sink needs psycopg: pip install 'pbx-gateway[postgres]'"
+            " (from a checkout: pip install '.[postgres]')"
+        ) from None
+    from gateway.sink.service import PostgresSink, SinkError, SinkOptions
+
+    if not args.dsn:
+        raise UserError("--dsn (or GATEWAY_SINK_DSN) is required, e.g. postgresql://user@host/db")
+    if args.batch < 1 or args.linger_ms < 0:
+        raise UserError("--batch must be at least 1 and --linger-ms not negative")
+    problem = amqp_url_problem(args.amqp_url)
+    if problem:
+        raise UserError(f"--amqp-url {redact_url(args.amqp_url)}: {problem}")
+    try:
+        sink = PostgresSink(
+            SinkOptions(
+                amqp_url=args.amqp_url,
+                dsn=args.dsn,
+                bindings=args.bindings or ["*.cdr.created"],
+                queue=args.queue,
+                schema=args.schema,
+                batch=args.batch,
+                linger_s=args.linger_ms / 1000,
+                exchange=args.exchange,
+            )
+        )
+    except psycopg.ProgrammingError as exc:
+        raise UserError(f"--dsn: {exc}") from None
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(args.metrics_port, addr="127.0.0.1")
+        except OSError as exc:
+            raise UserError(f"cannot serve /metrics on port {args.metrics_port}: {exc}") from None
+
+    async def work(stop: asyncio.Event) -> None:
+        await sink.run(stop)
+
+    try:
+        return _run_until_signal(work)
+    except SinkError as exc:
+        raise UserError(str(exc), exc.status) from None
+
+
 # --- send / schema -----------------------------------------------------------------------------
 
 
@@ -434,6 +629,46 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     else:
         document = contract_json_schema(catalog)
     print(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    return 0
+
+
+# --- outbox drain ------------------------------------------------------------------------------
+
+
+def _cmd_outbox_drain(args: argparse.Namespace) -> int:
+    from gateway.drain import DrainError, drain_outbox
+
+    configure_logging("console", args.log_level or "WARNING")
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        raise UserError(str(exc)) from None
+    if args.timeout <= 0:
+        raise UserError("--timeout must be more than 0 seconds")
+    url = args.amqp_url or settings.bus.url.get_secret_value()
+    exchange = args.exchange or settings.bus.events_exchange
+    try:
+        drained = asyncio.run(
+            drain_outbox(args.state_dir, url, exchange, timeout_s=args.timeout)
+        )
+    except DrainError as exc:
+        raise UserError(str(exc), exc.status) from None
+    print(
+        orjson.dumps(
+            {
+                "published": drained.published,
+                "left": drained.left,
+                "seconds": round(drained.seconds, 3),
+                "exchange": exchange,
+            }
+        ).decode()
+    )
+    if drained.left:
+        raise UserError(
+            f"{drained.left} events not confirmed within {args.timeout:g} s; they stay in the"
+            " spool: run again",
+            EXIT_USAGE,
+        )
     return 0
 
 

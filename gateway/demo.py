@@ -112,6 +112,7 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     plugin = registry.plugin(args.vendor)
     if plugin.simulator is None:
         raise registry.PluginError(f"vendor {args.vendor!r} ships no simulator")
+    variants = _variants(getattr(args, "sim", None) or [])
     problem = amqp_url_problem(args.amqp_url)
     if problem:
         raise DemoError(f"--amqp-url {redact_url(args.amqp_url)}: {problem}", 2)
@@ -125,13 +126,28 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         ) from None
     port = _free_port()  # the gateway's HTTP server, where a simulator may post webhooks
     options = DemoOptions(
-        args.tenant, args.calls_per_second, args.seed, gateway_url=f"http://127.0.0.1:{port}"
+        args.tenant,
+        args.calls_per_second,
+        args.seed,
+        gateway_url=f"http://127.0.0.1:{port}",
+        variants=variants,
     )
     try:
         async with plugin.simulator.demo(options) as pbx:
             await _run(args, stop, plugin.title, pbx, port, connection)
     finally:
         await connection.close()
+
+
+def _variants(items: list[str]) -> dict[str, str]:
+    """``--sim KEY=VALUE`` flags -> a dict; a flag without ``=`` is a usage error."""
+    found: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DemoError(f"--sim {item!r}: expected KEY=VALUE", 2)
+        found[key.strip()] = value.strip()
+    return found
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -79,6 +79,17 @@ class CommandSettings(_Strict):
     shared_ledger: bool = Field(
         True, description="journal ids on a RabbitMQ stream so a new owner never repeats them"
     )
+    reply_queue_prefixes: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=lambda: ["pbx.replies."],
+        description="queues a command's reply_to may name besides Direct Reply-to"
+        " (amq.rabbitmq.reply-to): the gateway publishes replies under its own broker identity,"
+        " so any other queue is refused",
+    )
+    require_user_id: bool = Field(
+        False,
+        description="refuse (forbidden) commands without the AMQP user_id property, which"
+        " RabbitMQ checks against the publisher's login",
+    )
 
 
 class OutboxSettings(_Strict):
@@ -124,6 +135,24 @@ class LoggingSettings(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+#: A command name pattern: ``*`` matches any text (dots included), ``?`` one character.
+CommandPattern = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.*?-]{1,128}$")]
+
+
+class CommandPolicySettings(_Strict):
+    """Which commands a PBX takes from ``pbx.commands`` (see SECURITY.md).
+
+    A command runs when a pattern of ``allow`` matches its name and none of ``deny`` does. A
+    sensitive command - one that deletes, sets a password or permissions, or returns
+    credentials (``include_password``, ``include_secrets``) - must also match
+    ``allow_sensitive``: it is refused by default.
+    """
+
+    allow: list[CommandPattern] = Field(default_factory=lambda: ["*"])
+    deny: list[CommandPattern] = Field(default_factory=list)
+    allow_sensitive: list[CommandPattern] = Field(default_factory=list)
+
+
 class PbxSettings(_Strict):
     """What every PBX link has, whatever the vendor; each vendor's plugin subclasses it with its
     own fields and ``vendor: Literal["<name>"]`` (see ``gateway.connectors.plugin``).
@@ -135,6 +164,7 @@ class PbxSettings(_Strict):
     vendor: str
     timezone: str = Field("UTC", description="the PBX's wall clock, for its local times")
     include_raw: bool = Field(False, description="copy the vendor payload into data.raw")
+    command_policy: CommandPolicySettings = Field(default_factory=CommandPolicySettings)
     backoff: BackoffSettings = Field(default_factory=BackoffSettings)
 
     @field_validator("timezone")

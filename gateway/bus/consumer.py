@@ -32,6 +32,7 @@ from aio_pika.abc import (
 
 from gateway.bus.idempotency import CommandLedger
 from gateway.bus.journal import CommandJournal, JournalError
+from gateway.bus.policy import CommandPolicy
 from gateway.bus.processing import CommandProcessor, failure
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.topology import (
@@ -69,6 +70,8 @@ class CommandConsumer:
         journal: CommandJournal | None = None,
         catalog: CommandCatalog = CONTRACT_COMMANDS,
         supported: Mapping[str, frozenset[str]] | None = None,
+        policies: Mapping[str, CommandPolicy] | None = None,
+        require_user_id: bool = False,
         prefetch: int = 8,
         execute_timeout_s: float = 20.0,
         drain_timeout_s: float = 10.0,
@@ -82,11 +85,14 @@ class CommandConsumer:
         self._ledger = ledger
         self._publisher = publisher
         self._journal = journal
+        self._catalog = catalog
         self.processor = CommandProcessor(
             ledger,
             journal=journal,
             catalog=catalog,
             supported=supported,
+            policies=policies,
+            require_user_id=require_user_id,
             execute_timeout_s=execute_timeout_s,
             clock=clock,
         )
@@ -176,6 +182,7 @@ class CommandConsumer:
                 await queue.cancel(tag)
         self._consumers.clear()
         await self._drain()
+        await self.processor.stop()  # past the drain: what is left is interrupted
         if self._journal is not None:
             await self._journal.close()
         for channel in [*self._channels, self._reply_channel]:
@@ -187,11 +194,15 @@ class CommandConsumer:
         self._queues.clear()
 
     async def _drain(self) -> None:
+        """Wait (bounded) for the commands taken, those whose delivery is gone included."""
         try:
             async with asyncio.timeout(self._drain_timeout_s):
                 await self._idle.wait()
+                await self.processor.settle()
         except TimeoutError:
-            self._log.warning("commands_still_running", count=self._in_flight)
+            self._log.warning(
+                "commands_still_running", count=max(self._in_flight, self.processor.running)
+            )
 
     async def _open_channel(self) -> AbstractChannel:
         channel = await self._connection.channel()
@@ -288,8 +299,12 @@ class CommandConsumer:
             await self._reply(
                 tenant, connector.vendor if connector else "unknown", message, result, name
             )
+            # the routing key is whatever the publisher chose: only known values become labels
             COMMANDS.labels(
-                tenant, connector.vendor if connector else "unknown", name or "unknown", "expired"
+                tenant if connector else "unknown",
+                connector.vendor if connector else "unknown",
+                name if name in self._catalog.names else "unknown",
+                "expired",
             ).inc()
             await message.ack()
         except Exception:
@@ -328,6 +343,8 @@ class CommandConsumer:
             ok=result.ok,
             result=result.result,
             error=result.error.model_dump(mode="json") if result.error else None,
+            user_id=message.user_id or None,
+            app_id=message.app_id or None,
         )
         type_ = "command.succeeded" if result.ok else "command.failed"
         await self._publisher.submit(

@@ -8,6 +8,8 @@ instances arrive through :meth:`CommandLedger.merge` (see :mod:`gateway.bus.jour
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,9 +17,9 @@ from pathlib import Path
 
 import orjson
 
-from gateway.bus.ledger_entry import JournalEntry
+from gateway.bus.ledger_entry import NO_SENDER, JournalEntry, Sender
 from gateway.runtime.sqlite import open_sqlite
-from gateway.schema.commands import CommandResult
+from gateway.schema.commands import CommandModel, CommandResult, credential_field
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (
@@ -27,9 +29,15 @@ CREATE TABLE IF NOT EXISTS commands (
     state TEXT NOT NULL,
     result BLOB,
     created_at REAL NOT NULL,
+    user_id TEXT,
+    app_id TEXT,
+    fingerprint TEXT,
     PRIMARY KEY (tenant, command_id)
 )
 """
+#: Columns added since the first schema: a ledger file written before gets them on opening.
+_ADDED = {"user_id": "TEXT", "app_id": "TEXT", "fingerprint": "TEXT"}
+_COLUMNS = "tenant, command_id, command, state, result, created_at, user_id, app_id, fingerprint"
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL)"
 
 
@@ -37,6 +45,27 @@ _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT N
 class Seen:
     state: str  # "started" | "done"
     result: CommandResult | None
+    command: str | None = None
+    fingerprint: str | None = None  # None: recorded before fingerprints were
+
+    def same(self, command: str, fingerprint: str) -> bool:
+        """Whether the recorded command is the one now asked for under its id."""
+        if self.fingerprint is not None:
+            return hmac.compare_digest(self.fingerprint, fingerprint)
+        return self.command is None or self.command == command
+
+
+def fingerprint(command: CommandModel, sender: Sender) -> str:
+    """SHA-256 of the command name, its args (the deadline aside: a retry may move it) and the
+    sender's broker login. Credentials stay out: it travels on the shared stream, where a hash
+    of a short password could be searched offline."""
+    args = {
+        name: "<given>" if credential_field(name) else value
+        for name, value in command.args.model_dump(mode="json", exclude={"deadline"}).items()
+        if value is not None
+    }
+    material = {"command": command.command, "args": args, "user_id": sender.user_id}
+    return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class CommandLedger:
@@ -44,23 +73,36 @@ class CommandLedger:
         self._db = open_sqlite(path)
         self._db.execute(_SCHEMA)
         self._db.execute(_META)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(commands)")}
+        for column, kind in _ADDED.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE commands ADD COLUMN {column} {kind}")
         self._ttl_s = ttl_s
         self.expire()
 
-    def claim(self, tenant: str, command_id: str, command: str | None) -> Seen | None:
+    def claim(
+        self,
+        tenant: str,
+        command_id: str,
+        command: str | None,
+        sender: Sender = NO_SENDER,
+        fingerprint: str | None = None,
+    ) -> Seen | None:
         """Record ``started``; None when the id is new, else what was recorded before."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO commands VALUES (?, ?, ?, 'started', NULL, ?)",
-            (tenant, command_id, command, time.time()),
+            f"INSERT OR IGNORE INTO commands ({_COLUMNS})"
+            " VALUES (?, ?, ?, 'started', NULL, ?, ?, ?, ?)",
+            (tenant, command_id, command, time.time(), sender.user_id, sender.app_id, fingerprint),
         )
         if cursor.rowcount == 1:
             return None
         row = self._db.execute(
-            "SELECT state, result FROM commands WHERE tenant = ? AND command_id = ?",
+            "SELECT state, result, command, fingerprint FROM commands"
+            " WHERE tenant = ? AND command_id = ?",
             (tenant, command_id),
         ).fetchone()
         result = CommandResult.model_validate(orjson.loads(row[1])) if row[1] else None
-        return Seen(state=row[0], result=result)
+        return Seen(state=row[0], result=result, command=row[2], fingerprint=row[3])
 
     def finish(self, tenant: str, result: CommandResult) -> None:
         self._db.execute(
@@ -89,12 +131,22 @@ class CommandLedger:
                 at = min(entry.at, now)
                 if entry.result is None:
                     cursor = self._db.execute(
-                        "INSERT OR IGNORE INTO commands VALUES (?, ?, ?, 'started', NULL, ?)",
-                        (tenant, entry.command_id, entry.command, at),
+                        f"INSERT OR IGNORE INTO commands ({_COLUMNS})"
+                        " VALUES (?, ?, ?, 'started', NULL, ?, ?, ?, ?)",
+                        (
+                            tenant,
+                            entry.command_id,
+                            entry.command,
+                            at,
+                            entry.sender.user_id,
+                            entry.sender.app_id,
+                            entry.fingerprint,
+                        ),
                     )
                 else:
                     cursor = self._db.execute(
-                        "INSERT INTO commands VALUES (?, ?, ?, 'done', ?, ?)"
+                        f"INSERT INTO commands ({_COLUMNS})"
+                        " VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?)"
                         " ON CONFLICT (tenant, command_id) DO UPDATE"
                         " SET state = 'done', result = excluded.result WHERE state != 'done'",
                         (
@@ -103,10 +155,21 @@ class CommandLedger:
                             entry.command,
                             orjson.dumps(entry.result.model_dump(mode="json")),
                             at,
+                            entry.sender.user_id,
+                            entry.sender.app_id,
+                            entry.fingerprint,
                         ),
                     )
                 changed += cursor.rowcount
         return changed
+
+    def sender(self, tenant: str, command_id: str) -> Sender | None:
+        """Who sent the command recorded under this id (None: no record)."""
+        row = self._db.execute(
+            "SELECT user_id, app_id FROM commands WHERE tenant = ? AND command_id = ?",
+            (tenant, command_id),
+        ).fetchone()
+        return None if row is None else Sender(row[0], row[1])
 
     def newest(self, tenant: str) -> float | None:
         """When, on this clock, the newest record of ``tenant`` was made or learnt (None: none).

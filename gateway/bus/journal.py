@@ -20,6 +20,12 @@ this instance last knew it was caught up (less :data:`REPLAY_OVERLAP_S`, for clo
 instances and the broker), or at the start of the stream for an instance without a ledger yet;
 a marker every :data:`FOLLOW_MARK_INTERVAL_S` keeps that point recent.
 
+The journal has a connection of its own (see ``GatewayApp``): a stream whose leader moves (a
+node died) answers with errors that make RabbitMQ close the whole connection, and that must never
+stop event publishing. Every stream operation (declaring it, appending, subscribing) is retried
+through such a change for :data:`STREAM_RETRY_S`, on a fresh channel each time; declaring the
+stream is idempotent, also when instances starting together on a fresh cluster race to create it.
+
 One stream instead of one per tenant keeps the broker's cost flat in the number of PBXs (a stream
 is a set of Erlang processes, a replica and files of its own: a thousand of them exhausted a
 broker; see issue 12).
@@ -32,16 +38,17 @@ import contextlib
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, FieldValue
 from aio_pika.abc import AbstractRobustConnection as Connection
 
-from gateway.bus.ledger_entry import FollowingLedger, JournalEntry
-from gateway.bus.topology import CommandNames, mismatch
+from gateway.bus.ledger_entry import NO_SENDER, FollowingLedger, JournalEntry, Sender
+from gateway.bus.topology import CommandNames, TopologyMismatch, mismatch
 from gateway.logging import get_logger
 from gateway.schema.commands import CommandResult
 
@@ -56,6 +63,12 @@ FOLLOW_MARK_INTERVAL_S = 60.0
 EXPIRE_INTERVAL_S = 3600.0
 #: Records merged into the ledger in one transaction at most.
 MERGE_BATCH = 500
+#: How long a stream operation is retried (a leader change, a reconnect, a declaration race).
+STREAM_RETRY_S = 15.0
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 1.0
+
+T = TypeVar("T")
 
 
 class JournalError(RuntimeError):
@@ -75,6 +88,7 @@ class CommandJournal:
         replay_timeout_s: float = 30.0,
         replay_overlap_s: float = REPLAY_OVERLAP_S,
         mark_interval_s: float = FOLLOW_MARK_INTERVAL_S,
+        retry_s: float = STREAM_RETRY_S,
     ) -> None:
         self._connection = connection
         self._names = names
@@ -86,6 +100,7 @@ class CommandJournal:
         self._replay_timeout_s = replay_timeout_s
         self._replay_overlap_s = replay_overlap_s
         self._mark_interval_s = mark_interval_s
+        self._retry_s = retry_s
         self._channel: AbstractChannel | None = None
         self._declared = False
         # the follower
@@ -100,22 +115,63 @@ class CommandJournal:
         self._flush_scheduled = False
         self._marking: asyncio.Task[None] | None = None
         self._resubscribing: asyncio.Task[None] | None = None
+        self._cancel_watched: object | None = None  # the channel whose consumer cancels we see
+        self._closing = False
         self._log = get_logger("bus.ledger")
 
     @property
     def queue_name(self) -> str:
         return self._names.ledger
 
-    async def _declare(self, channel: AbstractChannel, *, robust: bool = True) -> AbstractQueue:
+    async def _declare(self, channel: AbstractChannel) -> AbstractQueue:
+        """Declare the stream (idempotent). Not robust: a reconnect restores no declaration of
+        it (one failing during a leader change would fail the whole reconnect); the callers
+        declare again, retried."""
         try:
             return await channel.declare_queue(
                 self.queue_name,
                 durable=True,
                 arguments=self._arguments,
-                robust=robust,  # type: ignore[call-arg]
+                robust=False,  # type: ignore[call-arg]
             )
         except aio_pika.exceptions.ChannelPreconditionFailed as exc:
             raise mismatch(self.queue_name, "stream", exc) from exc
+
+    async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation`` until it works, for up to ``retry_s``: the stream's leader moving, the
+        connection reconnecting, another instance creating the stream at the same moment."""
+        deadline = time.monotonic() + self._retry_s
+        delay = _RETRY_FIRST_S
+        failures = 0
+        while True:
+            try:
+                result = await operation()
+            except (TopologyMismatch, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                failures += 1
+                if self._closing or time.monotonic() + delay > deadline:
+                    raise
+                if failures == 1:
+                    self._log.info(
+                        "ledger_stream_retrying", operation=what, error=_describe(exc)
+                    )
+                await asyncio.sleep(delay)
+                delay = min(_RETRY_MAX_S, delay * 2)
+                await self._until_connected(deadline)
+                continue
+            if failures:
+                self._log.info("ledger_stream_recovered", operation=what, retries=failures)
+            return result
+
+    async def _until_connected(self, deadline: float) -> None:
+        """Wait (up to ``deadline``) while the connection reconnects."""
+        connected = getattr(self._connection, "connected", None)
+        if not isinstance(connected, asyncio.Event) or connected.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await connected.wait()
 
     async def _publisher(self) -> AbstractChannel:
         if self._channel is None or self._channel.is_closed:
@@ -126,30 +182,56 @@ class CommandJournal:
             self._declared = True
         return self._channel
 
+    async def _drop_publisher(self) -> None:
+        """A failed write: the next attempt opens a fresh channel (this one may be closed, or
+        half restored, by the error)."""
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
     async def record(
-        self, tenant: str, command_id: str, command: str | None, result: CommandResult | None
+        self,
+        tenant: str,
+        command_id: str,
+        command: str | None,
+        result: CommandResult | None,
+        sender: Sender = NO_SENDER,
+        fingerprint: str | None = None,
     ) -> None:
-        """Append one record and wait for the broker's confirm."""
+        """Append one record (with who sent what) and wait for the broker's confirm."""
         body: dict[str, object] = {
             "tenant": tenant,
             "command_id": command_id,
             "command": command,
             "result": result.model_dump(mode="json") if result else None,
             "at": time.time(),
+            "user_id": sender.user_id,
+            "app_id": sender.app_id,
+            "fingerprint": fingerprint,
         }
         await self._append(body)
 
     async def _append(self, body: dict[str, object]) -> None:
+        """Append, retried through a leader change (a record written twice is merged once)."""
+        message = aio_pika.Message(
+            orjson.dumps(body), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+        )
+
+        async def once() -> None:
+            try:
+                channel = await self._publisher()
+                await channel.default_exchange.publish(message, routing_key=self.queue_name)
+            except Exception:
+                await self._drop_publisher()
+                raise
+
         try:
-            channel = await self._publisher()
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    orjson.dumps(body), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-                ),
-                routing_key=self.queue_name,
-            )
+            await self._retrying("append", once)
+        except TopologyMismatch:
+            raise
         except Exception as exc:
-            raise JournalError(f"ledger journal write failed: {type(exc).__name__}: {exc}") from exc
+            raise JournalError(f"ledger journal write failed: {_describe(exc)}") from exc
 
     # --- the follower --------------------------------------------------------------------------
 
@@ -161,10 +243,7 @@ class CommandJournal:
         since = ledger.followed()
         if since is not None:
             self._next_offset = datetime.fromtimestamp(since - self._replay_overlap_s, UTC)
-        self._follow_channel = await self._connection.channel()
-        await self._follow_channel.set_qos(prefetch_count=REPLAY_PREFETCH)
-        self._follow_queue = await self._declare(self._follow_channel)
-        await self._subscribe()
+        await self._retrying("follow", self._subscribe)
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         self._marking = asyncio.create_task(self._mark_periodically(), name="ledger-marks")
         self._log.info(
@@ -174,26 +253,62 @@ class CommandJournal:
         )
 
     async def _subscribe(self) -> None:
-        """(Re)start the follower's consumer at the next record it has not seen."""
-        assert self._follow_queue is not None
-        if self._follow_tag is not None:
+        """(Re)start the follower's consumer at the next record it has not seen, on a fresh
+        channel when the last one is closed."""
+        if self._follow_tag is not None and self._follow_queue is not None:
             with contextlib.suppress(Exception):
                 await self._follow_queue.cancel(self._follow_tag)
+        self._follow_tag = None
+        if self._follow_channel is None or self._follow_channel.is_closed:
+            self._follow_channel = await self._connection.channel()
+            await self._follow_channel.set_qos(prefetch_count=REPLAY_PREFETCH)
+            self._follow_queue = None
+        if self._follow_queue is None:
+            self._follow_queue = await self._declare(self._follow_channel)
+        try:
+            # Not robust: after a reconnect it resumes from the next unseen offset (below), not
+            # from the offset it first started at.
+            self._follow_tag = await self._follow_queue.consume(
+                self._on_follow,
+                arguments={"x-stream-offset": self._next_offset},
+                robust=False,  # type: ignore[call-arg]
+            )
+        except Exception:
+            channel, self._follow_channel, self._follow_queue = self._follow_channel, None, None
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            raise
+        await self._watch_cancels()
+
+    async def _watch_cancels(self) -> None:
+        """The broker cancels a stream consumer whose replica goes away: follow again."""
+        assert self._follow_channel is not None
+        with contextlib.suppress(Exception):
+            underlay = await self._follow_channel.get_underlay_channel()
+            if underlay is not self._cancel_watched:
+                self._cancel_watched = underlay
+                underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
+
+    def _on_cancel(self, frame: object) -> None:
+        if getattr(frame, "consumer_tag", None) == self._follow_tag:
             self._follow_tag = None
-        # Not robust: after a reconnect it resumes from the next unseen offset (below), not from
-        # the offset it first started at.
-        self._follow_tag = await self._follow_queue.consume(
-            self._on_follow,
-            arguments={"x-stream-offset": self._next_offset},
-            robust=False,  # type: ignore[call-arg]
-        )
+            self._resubscribe()
+
+    def _resubscribe(self) -> None:
+        if self._closing:
+            return
+        if self._resubscribing is None or self._resubscribing.done():
+            self._resubscribing = asyncio.create_task(
+                self._on_reconnect(), name="ledger-resubscribe"
+            )
 
     async def _on_reconnect(self, *_: object) -> None:
         self._follow_tag = None  # the consumer went with the old connection
         try:
-            await self._subscribe()
+            await self._retrying("follow", self._subscribe)
         except Exception as exc:  # the next caught_up() timing out subscribes again
-            self._log.warning("ledger_follow_failed", error=f"{type(exc).__name__}: {exc}")
+            self._log.warning("ledger_follow_failed", error=_describe(exc))
 
     async def _on_follow(self, message: AbstractIncomingMessage) -> None:
         # Everything up to the first await runs in delivery order.
@@ -260,7 +375,7 @@ class CommandJournal:
     async def caught_up(self) -> None:
         """Return once every record appended before this call is merged into the ledger.
         :class:`JournalError` if that cannot be known in time (then nothing may be taken)."""
-        if self._follow_queue is None:
+        if self._ledger is None:
             raise JournalError("ledger journal not followed")
         marker = uuid.uuid4().hex
         seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -271,11 +386,7 @@ class CommandJournal:
                 async with asyncio.timeout(self._replay_timeout_s):
                     await seen
             except TimeoutError:
-                if self._resubscribing is None or self._resubscribing.done():
-                    # The follower may have lost its consumer (a channel closed under it).
-                    self._resubscribing = asyncio.create_task(
-                        self._on_reconnect(), name="ledger-resubscribe"
-                    )
+                self._resubscribe()  # the follower may have lost its consumer unnoticed
                 raise JournalError(
                     f"ledger journal not read back within {self._replay_timeout_s:.0f} s"
                 ) from None
@@ -330,7 +441,7 @@ class CommandJournal:
             raise JournalError(f"ledger journal unreadable: {type(exc).__name__}: {exc}") from exc
         try:
             await channel.set_qos(prefetch_count=REPLAY_PREFETCH)
-            queue = await self._declare(channel, robust=False)
+            queue = await self._declare(channel)
             offset: str | datetime = "first"
             if since is not None:
                 offset = datetime.fromtimestamp(since - self._replay_overlap_s, UTC)
@@ -347,6 +458,7 @@ class CommandJournal:
         return entries
 
     async def close(self) -> None:
+        self._closing = True
         for task in (self._marking, self._resubscribing):
             if task is not None:
                 task.cancel()
@@ -367,6 +479,16 @@ def _entry(body: dict[str, object]) -> JournalEntry | None:
             command=str(body["command"]) if body.get("command") else None,
             result=CommandResult.model_validate(raw) if raw else None,
             at=float(body["at"]),  # type: ignore[arg-type]
+            sender=Sender(_text(body.get("user_id")), _text(body.get("app_id"))),
+            fingerprint=_text(body.get("fingerprint")),
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

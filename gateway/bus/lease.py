@@ -7,11 +7,17 @@ once. When the lease connection drops, the instance has half a member timeout to
 re-declare its lease queues (a broker closing connections, a blip); after that it stops using
 those PBXs, well before another instance may consider them free.
 
-Spread: instances announce themselves and the PBXs they are configured for on the fanout exchange
-``pbx.instances``; every instance computes the same assignment from that membership (rendezvous
-hashing with a bounded load, so N instances hold about 1/N of the PBXs each). An instance only
-tries the PBXs assigned to it, takes any PBX whose assigned owner has not taken it after a grace
-period, and hands a PBX back once its assigned owner has been around for a while.
+Spread: instances announce themselves, the PBXs they are configured for and those they hold on the
+fanout exchange ``pbx.instances``; every instance computes the same assignment from that membership
+(rendezvous hashing with a bounded load, so N instances hold about 1/N of the PBXs each). An
+instance only tries the PBXs assigned to it, takes any PBX whose assigned owner has not taken it
+after a grace period, and hands a PBX back once its assigned owner has been around for a while.
+
+Quiet and safe hand-overs: a PBX another live instance says it holds is not tried at all (each
+refused try is an error in the broker's log); a refused try, when nobody said so, is tried again
+after a growing pause. A PBX is handed over only to an instance heard from since this one took
+it: an instance killed a moment ago still looks like a member until its presence times out, and
+must not get anything back.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ LEASE_PREFIX = "pbx.lease."
 PRESENCE_EXCHANGE = "pbx.instances"
 
 Hook = Callable[[str], Awaitable[None]]
+#: Pauses between refused tries of a PBX nobody says it holds: from ``acquire_interval_s``,
+#: doubling, up to this many member timeouts.
+REFUSED_BACKOFF_MAX = 4
 
 
 def default_instance_id() -> str:
@@ -88,8 +97,10 @@ class LeaseManager:
         heartbeat_s: float = 1.0,
         member_timeout_s: float = 3.0,
         acquire_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.instance_id = instance_id
+        self._clock = clock
         self._url = url
         self._tenants = tenants
         self._on_acquired = on_acquired
@@ -101,7 +112,13 @@ class LeaseManager:
         self._grace_s = member_timeout_s / 2
         self._members: dict[str, tuple[float, frozenset[str]]] = {}  # instance -> seen, tenants
         self._first_seen: dict[str, float] = {}
+        self._holding: dict[str, frozenset[str]] = {}  # instance -> the PBXs it says it holds
+        # What an instance holds is believed while its heartbeats come, not for the whole
+        # member timeout: a killed instance's PBXs are tried soon after its last heartbeat.
+        self._hold_timeout_s = min(member_timeout_s, 2.5 * heartbeat_s)
         self._free_since: dict[str, float] = {}
+        self._acquired_at: dict[str, float] = {}
+        self._refused: dict[str, tuple[int, float]] = {}  # tenant -> refusals, next try at
         self._lost_at: float | None = None
         self._last_address = 0
         self._lease_channel: AbstractChannel | None = None
@@ -110,14 +127,27 @@ class LeaseManager:
 
     def assignment(self) -> dict[str, str]:
         """The owner of each PBX among the live instances, this one included."""
-        now = time.monotonic()
+        now = self._clock()
         live = {
             instance: tenants
             for instance, (seen, tenants) in self._members.items()
             if now - seen <= self._member_timeout_s
         }
+        for gone in [i for i in self._first_seen if i not in live]:
+            # back later under the same id: it must settle again before it is handed anything
+            del self._first_seen[gone]
         live[self.instance_id] = frozenset(self._tenants)
         return assign(live)
+
+    def _held_by_others(self, now: float) -> set[str]:
+        """PBXs a live instance said, in its last heartbeat, it holds."""
+        return {
+            tenant
+            for instance, held in self._holding.items()
+            if instance != self.instance_id
+            and now - self._members.get(instance, (float("-inf"),))[0] <= self._hold_timeout_s
+            for tenant in held
+        }
 
     async def run(self) -> None:
         """Hold leases until cancelled, riding out short losses of the lease connection."""
@@ -135,14 +165,14 @@ class LeaseManager:
                 raise
             except Exception as exc:
                 if self._lost_at is None:
-                    self._lost_at = time.monotonic()
+                    self._lost_at = self._clock()
                     self._log.warning("lease_connection_lost", error=f"{type(exc).__name__}: {exc}")
             finally:
                 self._lease_channel = None
                 if connection is not None and not connection.is_closed:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(connection.close())
-            if self._lost_at is not None and time.monotonic() - self._lost_at >= self._grace_s:
+            if self._lost_at is not None and self._clock() - self._lost_at >= self._grace_s:
                 await self._lose_all()
             await asyncio.sleep(min(self._acquire_interval_s, self._grace_s / 2))
 
@@ -158,7 +188,7 @@ class LeaseManager:
         """While leases are at risk, never wait past the grace for a connection."""
         if self._lost_at is None or not self.owned:
             return 10.0
-        return max(0.05, self._grace_s - (time.monotonic() - self._lost_at))
+        return max(0.05, self._grace_s - (self._clock() - self._lost_at))
 
     async def _reclaim(self, connection: AbstractConnection) -> None:
         """Back within the grace: take our own leases again at once, before anyone else may."""
@@ -178,7 +208,7 @@ class LeaseManager:
         inbox = await channel.declare_queue(exclusive=True, auto_delete=True)
         await inbox.bind(presence)
         await inbox.consume(self._on_presence, no_ack=True)
-        started = time.monotonic()
+        started = self._clock()
         # Presence has a task of its own: taking a thousand PBXs (each started on the spot) may
         # take longer than the member timeout, and other instances must not think us gone.
         heartbeat = asyncio.create_task(self._announce(presence, closed), name="lease-presence")
@@ -186,7 +216,7 @@ class LeaseManager:
             while not closed.is_set():
                 # Listen a full member timeout before taking anything, so simultaneous starts
                 # spread.
-                if time.monotonic() - started >= self._member_timeout_s:
+                if self._clock() - started >= self._member_timeout_s:
                     await self._balance(connection)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._acquire_interval_s):
@@ -200,8 +230,14 @@ class LeaseManager:
     async def _announce(
         self, presence: aio_pika.abc.AbstractExchange, closed: asyncio.Event
     ) -> None:
-        announcement = orjson.dumps({"instance": self.instance_id, "tenants": self._tenants})
         while not closed.is_set():
+            announcement = orjson.dumps(
+                {
+                    "instance": self.instance_id,
+                    "tenants": self._tenants,
+                    "holds": sorted(self.owned),
+                }
+            )
             with contextlib.suppress(Exception):  # the connection going: _serve notices
                 await presence.publish(
                     aio_pika.Message(announcement, expiration=10), routing_key=""
@@ -214,23 +250,42 @@ class LeaseManager:
         with contextlib.suppress(Exception):
             body = orjson.loads(message.body)
             instance = str(body["instance"])
-            now = time.monotonic()
+            now = self._clock()
             self._members[instance] = (now, frozenset(map(str, body.get("tenants", []))))
             self._first_seen.setdefault(instance, now)
+            if "holds" in body:  # (an older instance does not say: its PBXs are tried)
+                self._holding[instance] = frozenset(map(str, body["holds"]))
 
     async def _balance(self, connection: AbstractConnection) -> None:
-        now = time.monotonic()
+        now = self._clock()
         owners = self.assignment()
+        held = self._held_by_others(now)
         for tenant in self._tenants:
             preferred = owners[tenant]
             if tenant in self.owned:
-                settled = now - self._first_seen.get(preferred, now) >= 2 * self._member_timeout_s
-                if preferred != self.instance_id and settled:
+                if preferred != self.instance_id and self._may_hand_over(tenant, preferred, now):
                     await self._release(connection, tenant, f"handing over to {preferred}")
+                continue
+            if tenant in held:  # its owner is alive: trying would only be refused
+                self._free_since.pop(tenant, None)
+                self._refused.pop(tenant, None)
+                continue
+            if now < self._refused.get(tenant, (0, 0.0))[1]:
                 continue
             free_for = now - self._free_since.setdefault(tenant, now)
             if preferred == self.instance_id or free_for >= 2 * self._member_timeout_s:
                 await self._try_acquire(connection, tenant)
+
+    def _may_hand_over(self, tenant: str, preferred: str, now: float) -> bool:
+        """Only to an instance that has been around a while and was heard from, recently,
+        since this one took the PBX (not one that died just before)."""
+        seen = self._members.get(preferred, (float("-inf"),))[0]
+        settled = now - self._first_seen.get(preferred, now) >= 2 * self._member_timeout_s
+        return (
+            settled
+            and seen > self._acquired_at.get(tenant, float("inf"))
+            and now - seen <= self._hold_timeout_s
+        )
 
     async def _declare(self, connection: AbstractConnection, tenant: str) -> bool:
         """Hold the tenant's exclusive lease queue on this connection; False if someone has it.
@@ -248,9 +303,18 @@ class LeaseManager:
     async def _try_acquire(self, connection: AbstractConnection, tenant: str) -> None:
         if not await self._declare(connection, tenant):
             self._free_since.pop(tenant, None)
+            refusals = self._refused.get(tenant, (0, 0.0))[0] + 1
+            pause = min(
+                self._acquire_interval_s * 2 ** (refusals - 1),
+                REFUSED_BACKOFF_MAX * self._member_timeout_s,
+            )
+            self._refused[tenant] = (refusals, self._clock() + pause)
+            self._log.debug("lease_refused", tenant=tenant, retry_in_s=round(pause, 1))
             return
         self.owned.add(tenant)
+        self._acquired_at[tenant] = self._clock()
         self._free_since.pop(tenant, None)
+        self._refused.pop(tenant, None)
         LEASES_HELD.set(len(self.owned))
         self._log.info("lease_acquired", tenant=tenant)
         await self._on_acquired(tenant)

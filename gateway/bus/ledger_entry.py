@@ -15,11 +15,25 @@ from gateway.schema.commands import CommandResult
 
 
 @dataclass(frozen=True, slots=True)
+class Sender:
+    """Who published a command, as its AMQP properties say (None: not given)."""
+
+    user_id: str | None = None
+    app_id: str | None = None
+
+
+#: A command whose properties name no sender.
+NO_SENDER = Sender()
+
+
+@dataclass(frozen=True, slots=True)
 class JournalEntry:
     command_id: str
     command: str | None
     result: CommandResult | None  # None: started, outcome not known yet
     at: float
+    sender: Sender = NO_SENDER
+    fingerprint: str | None = None  # see gateway.bus.idempotency.fingerprint
 
 
 class FollowingLedger(Protocol):

@@ -19,7 +19,7 @@ import importlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
@@ -74,6 +74,9 @@ class DemoOptions:
     #: The gateway's HTTP server (``http://host:port``), where a simulator that sends
     #: webhooks posts them (``/webhooks/<vendor>/...``); None when the gateway serves none.
     gateway_url: str | None = None
+    #: ``gateway demo --sim KEY=VALUE``: a simulator's variant (its plugin says which keys it
+    #: reads, e.g. a PBX clock in another zone than configured); unknown keys are refused.
+    variants: Mapping[str, str] = field(default_factory=dict)
 
 
 AddArguments = Callable[[argparse.ArgumentParser], None]

@@ -145,6 +145,12 @@ class CommandArgs(BaseModel):
     )
 
 
+def credential_field(name: str) -> bool:
+    """Whether an args field of this name sets a credential (``password``, ``vm_password``,
+    ``secret`` ...), as opposed to asking for one (``include_secrets``)."""
+    return not name.startswith("include_") and ("password" in name or "secret" in name)
+
+
 class CommandModel(BaseModel):
     """Base of every command model: ``command`` is a ``Literal`` name, ``args`` its arguments.
 

@@ -330,6 +330,13 @@ class CommandResultData(_Data):
     ok: bool
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    user_id: str | None = Field(
+        default=None,
+        description="The command's AMQP user_id: the sender's broker login, checked by RabbitMQ",
+    )
+    app_id: str | None = Field(
+        default=None, description="The command's AMQP app_id, as the sender gave it (unchecked)"
+    )
 
 
 #: event type -> payload model; the JSON Schema export and the README catalogue read this.

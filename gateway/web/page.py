@@ -135,6 +135,7 @@ function render(s) {
       ? (p.events_total ? "over " + age(s.window_s) + " ago" : "none yet") : age(p.last_event_age_s) + " ago"]);
     rows.push(["events/s (1 min)", p.events_per_s === null || p.events_per_s === undefined ? "measuring" : p.events_per_s]);
     rows.push(["events published", p.events_total || 0]);
+    if (link.timezone_warning) rows.push(["PBX clock", SYMBOL.warn + " " + link.timezone_warning, "warn"]);
     const dl = el("dl");
     pairs(dl, rows);
     card.append(title, badge, dl);

@@ -27,6 +27,7 @@ from gateway.settings import (
     PbxSettings,
     Settings,
 )
+from gateway.settings_models import CommandPolicySettings
 from gateway.sim.yeastar.server import YeastarSimulator
 from tests.conftest import AMQP_URL, wait_for
 from tests.integration.brokers import RabbitNode, start_node
@@ -82,6 +83,11 @@ async def collector(
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await channel.close()
+
+
+#: A command policy that lets every command through, sensitive ones included (tests that run
+#: each command once); the default refuses deletes, credential changes and secret-returning lists.
+EVERY_COMMAND = CommandPolicySettings(allow_sensitive=["*"])
 
 
 def pbx_settings(sim: YeastarSimulator, tenant: str, **overrides: Any) -> YeastarPbxSettings:

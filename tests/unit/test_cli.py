@@ -34,7 +34,7 @@ def test_normalize_clean_input_exits_zero() -> None:
 def test_help_lists_every_command_and_the_readme_too() -> None:
     result = gateway_cli("--help")
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for command in ("run", "sim", "demo", "normalize", "send", "schema"):
+    for command in ("run", "sim", "demo", "tail", "normalize", "send", "schema"):
         assert f"    {command} " in result.stdout, command
         assert f"| `gateway {command}" in readme, f"README's command table lacks {command}"
     assert "exit status" in result.stdout and "docs/CONTRACT.md" in result.stdout

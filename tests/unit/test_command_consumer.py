@@ -17,6 +17,7 @@ from gateway.bus.processing import CommandProcessor
 from gateway.bus.topology import CommandNames
 from gateway.runtime.watch import Watch
 from gateway.schema.commands import CommandFailed, CommandResult, ErrorCode
+from tests.conftest import wait_for
 
 
 @dataclass
@@ -25,6 +26,9 @@ class FakeMessage:
     message_id: str | None = "cmd-1"
     routing_key: str | None = "t.call.dial"
     redelivered: bool = False
+    reply_to: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
     nacked: int = 0
 
     async def nack(self, requeue: bool = True) -> None:
@@ -46,6 +50,8 @@ class FakeConnector:
             raise self.behaviour
         if self.behaviour == "slow":
             await asyncio.sleep(10)
+        if isinstance(self.behaviour, asyncio.Event):  # the PBX answers when it is set
+            await self.behaviour.wait()
         return {"call_id": "1.1"}
 
 
@@ -137,7 +143,9 @@ class FakeJournal:
         self.records: list[tuple[str, str | None]] = []
         self.fail = fail
 
-    async def record(self, tenant: str, command_id: str, command: str | None, result: Any) -> None:
+    async def record(
+        self, tenant: str, command_id: str, command: str | None, result: Any, *_: Any
+    ) -> None:
         await asyncio.sleep(0)  # a real write waits for the broker: let duplicates interleave
         if self.fail:
             raise JournalError("broker gone")
@@ -255,3 +263,133 @@ async def test_a_command_the_vendor_does_not_declare_is_unsupported_and_never_se
         "t", connector, FakeMessage(hangup, "cmd-h", routing_key="t.call.hangup")
     )
     assert result.ok and connector.calls == 1
+
+
+async def test_expired_commands_label_metrics_with_known_values_only() -> None:
+    """The routing key of an expired command is whatever its publisher chose: a flood of
+    made-up names must not become a flood of metric series."""
+    from prometheus_client import REGISTRY
+
+    from gateway.schema.commands import CONTRACT_COMMANDS
+
+    @dataclass
+    class Expired:
+        routing_key: str
+        message_id: str = "cmd-x"
+        reply_to: str | None = None
+        acked: int = 0
+
+        async def ack(self) -> None:
+            self.acked += 1
+
+    c = CommandConsumer(
+        None,  # type: ignore[arg-type]
+        CommandNames(),
+        {"t": FakeConnector()},  # type: ignore[dict-item]
+        CommandLedger(":memory:", 3600),
+        None,  # type: ignore[arg-type]
+    )
+
+    async def no_reply(*_args: Any) -> None:
+        return None
+
+    c._reply = no_reply  # type: ignore[method-assign]
+
+    def series() -> set[tuple[str, ...]]:
+        return {
+            (s.labels["tenant"], s.labels["command"])
+            for metric in REGISTRY.collect()
+            if metric.name == "gateway_commands"
+            for s in metric.samples
+            if s.name == "gateway_commands_total" and s.labels["outcome"] == "expired"
+        }
+
+    before = series()
+    keys = [f"t.made-up-{n}" for n in range(50)] + [f"x{n}.call.dial" for n in range(50)]
+    messages = [Expired(key) for key in [*keys, "t.call.dial"]]
+    for message in messages:
+        await c._on_expired(message)  # type: ignore[arg-type]
+    assert all(m.acked == 1 for m in messages)
+    assert "call.dial" in CONTRACT_COMMANDS.names
+    known = {(t, n) for t in ("t", "unknown") for n in ("call.dial", "unknown")}
+    assert series() - before <= known
+
+
+class GatedJournal(FakeJournal):
+    """Holds every "started" write until ``gate`` is set (a broker slow to confirm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def record(
+        self, tenant: str, command_id: str, command: str | None, result: Any, *rest: Any
+    ) -> None:
+        if result is None:
+            self.waiting += 1
+            await self.gate.wait()
+        await super().record(tenant, command_id, command, result, *rest)
+
+
+async def test_a_delivery_cancelled_before_the_pbx_call_is_run_once_not_unknown() -> None:
+    """A channel closing cancels its deliveries' handlers: the command is not abandoned with
+    its id "started" (which would answer its redelivery "outcome unknown" though the PBX never
+    had it); it runs once, and the redelivery answers its result."""
+    journal, connector = GatedJournal(), FakeConnector()
+    c = journaled(journal)
+    delivery = asyncio.create_task(c.processor.process("t", connector, FakeMessage(DIAL)))
+    await wait_for(lambda: journal.waiting == 1)
+    delivery.cancel()  # what aiormq does to a consumer's task when its channel closes
+    await asyncio.gather(delivery, return_exceptions=True)
+    assert connector.calls == 0
+    journal.gate.set()
+    result, _, _ = await c.processor.process(
+        "t", connector, FakeMessage(DIAL, redelivered=True)
+    )
+    assert result.ok and connector.calls == 1
+
+
+async def test_a_delivery_cancelled_during_the_pbx_call_answers_its_real_result() -> None:
+    answer = asyncio.Event()
+    connector = FakeConnector(answer)
+    c = journaled(FakeJournal())
+    delivery = asyncio.create_task(c.processor.process("t", connector, FakeMessage(DIAL)))
+    await wait_for(lambda: connector.calls == 1)
+    delivery.cancel()
+    await asyncio.gather(delivery, return_exceptions=True)
+    redelivered = asyncio.create_task(
+        c.processor.process("t", connector, FakeMessage(DIAL, redelivered=True))
+    )
+    answer.set()
+    result, _, _ = await asyncio.wait_for(redelivered, 5)
+    assert result.ok and connector.calls == 1  # the first execution's result, not a second
+
+
+async def test_stopped_before_the_pbx_call_the_id_is_free_and_runs_once_later() -> None:
+    ledger, journal, connector = CommandLedger(":memory:", 3600), GatedJournal(), FakeConnector()
+    c = journaled(journal, ledger)
+    delivery = asyncio.create_task(c.processor.process("t", connector, FakeMessage(DIAL)))
+    await wait_for(lambda: journal.waiting == 1)
+    await c.processor.stop()  # the gateway stops before the PBX was called
+    assert isinstance((await asyncio.gather(delivery, return_exceptions=True))[0], Exception)
+    assert connector.calls == 0
+    result, _, _ = await journaled(FakeJournal(), ledger).processor.process(
+        "t", connector, FakeMessage(DIAL, redelivered=True)
+    )
+    assert result.ok and connector.calls == 1
+
+
+async def test_stopped_during_the_pbx_call_the_outcome_is_unknown_and_not_repeated() -> None:
+    ledger, connector = CommandLedger(":memory:", 3600), FakeConnector("slow")
+    c = journaled(FakeJournal(), ledger)
+    delivery = asyncio.create_task(c.processor.process("t", connector, FakeMessage(DIAL)))
+    await wait_for(lambda: connector.calls == 1)
+    await c.processor.stop()  # the PBX may have it
+    assert isinstance((await asyncio.gather(delivery, return_exceptions=True))[0], Exception)
+    result, _, _ = await journaled(FakeJournal(), ledger).processor.process(
+        "t", connector, FakeMessage(DIAL, redelivered=True)
+    )
+    assert connector.calls == 1
+    assert result.error and "outcome unknown" in result.error.message
+

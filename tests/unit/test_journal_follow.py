@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import aio_pika
 import orjson
+import pytest
 
 from gateway.bus.journal import CommandJournal, JournalEntry
 
@@ -55,3 +57,93 @@ async def test_a_failed_merge_keeps_the_records_and_the_follow_point() -> None:
     journal._markers["m2"] = (seen, 2000.0)
     journal._take(orjson.dumps({"marker": "m2"}))  # merged now: the follow point moves
     assert seen.done() and ledger.merged == ["c-1"] and ledger.followed == [2000.0]
+
+
+class StreamChannel:
+    """A channel to a cluster whose stream is being created by another instance, or whose
+    leader is moving: the first ``failures`` stream operations close the channel with the
+    error RabbitMQ gives then."""
+
+    def __init__(self, broker: FlakyBroker) -> None:
+        self.broker = broker
+        self.is_closed = False
+        self.default_exchange = self
+        self.cancels: set[Any] = set()
+        self.on_consumer_cancel_callbacks = self.cancels
+
+    def _maybe_fail(self) -> None:
+        if self.broker.failures:
+            self.broker.failures -= 1
+            self.is_closed = True
+            raise aio_pika.exceptions.ConnectionClosed(
+                541, "INTERNAL_ERROR - stream_not_found"  # seen with two instances at once
+            )
+
+    async def declare_queue(self, name: str, **_: Any) -> StreamChannel:
+        self._maybe_fail()
+        self.broker.declared += 1
+        return self
+
+    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        self._maybe_fail()
+        self.broker.appended.append(orjson.loads(message.body))
+
+    async def consume(self, callback: Any, **_: Any) -> str:
+        self._maybe_fail()
+        return "tag-1"
+
+    async def set_qos(self, **_: Any) -> None: ...
+
+    async def close(self) -> None:
+        self.is_closed = True
+
+    async def get_underlay_channel(self) -> StreamChannel:
+        return self
+
+
+class FlakyBroker:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.declared = 0
+        self.appended: list[dict[str, Any]] = []
+        self.connected = asyncio.Event()
+        self.connected.set()
+        self.reconnect_callbacks: set[Any] = set()
+
+    async def channel(self, **_: Any) -> StreamChannel:
+        return StreamChannel(self)
+
+
+async def test_stream_operations_are_retried_through_a_declaration_race_and_a_leader_change(
+    tmp_path,
+) -> None:
+    from gateway.bus.idempotency import CommandLedger
+    from gateway.bus.topology import CommandNames
+
+    broker = FlakyBroker(failures=3)
+    journal = CommandJournal(broker, CommandNames(), retention_s=60)  # type: ignore[arg-type]
+    ledger = CommandLedger(tmp_path / "ledger.sqlite3", 60)
+    try:
+        await journal.follow(ledger, ["acme"])  # declared and subscribed, after 3 refusals
+        assert journal._follow_tag == "tag-1" and broker.failures == 0
+        broker.failures = 2
+        await journal.record("acme", "c-1", "call.dial", None)  # a leader change mid-write
+        assert [r["command_id"] for r in broker.appended] == ["c-1"]
+    finally:
+        await journal.close()
+        ledger.close()
+
+
+async def test_a_stream_that_stays_away_is_a_journal_error_in_bounded_time() -> None:
+    from gateway.bus.journal import JournalError
+    from gateway.bus.topology import CommandNames
+
+    broker = FlakyBroker(failures=1000)
+    journal = CommandJournal(
+        broker,  # type: ignore[arg-type]
+        CommandNames(),
+        retention_s=60,
+        retry_s=0.5,
+    )
+    with pytest.raises(JournalError, match="stream_not_found"):
+        await asyncio.wait_for(journal.record("acme", "c-1", "call.dial", None), 5)

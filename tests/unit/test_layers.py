@@ -42,7 +42,7 @@ SECRETS = {
     "ACME_HQ_CLIENT_SECRET": "s",
     "ACME_CC_DEV_KEY": "k",
     "ACME_MQ_TOKEN": "t",
-    "ACME_MQ_WEBHOOK_SECRET": "w",
+    "ACME_MQ_WEBHOOK_SECRET": "w" * 32,
     "ACME_FIN_UUCALL_TOKEN": "u",
 }
 

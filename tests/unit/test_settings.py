@@ -29,7 +29,7 @@ def test_example_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACME_CC_DEV_KEY", "k")
     monkeypatch.setenv("ACME_FIN_UUCALL_TOKEN", "u")
     monkeypatch.setenv("ACME_MQ_TOKEN", "mq-token")
-    monkeypatch.setenv("ACME_MQ_WEBHOOK_SECRET", "mq-hook")
+    monkeypatch.setenv("ACME_MQ_WEBHOOK_SECRET", "mq-hook-0123456789")
     settings = load_settings(Path("config/gateway.example.yaml"))
     yeastar, xswitch = settings.pbxs[:2]
     assert (yeastar.tenant, yeastar.vendor, yeastar.secret()) == ("acme-hq", "yeastar", "x")
@@ -40,7 +40,7 @@ def test_example_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (meiqia.tenant, meiqia.secret(), meiqia.webhook_key()) == (
         "acme-mq",
         "mq-token",
-        "mq-hook",
+        "mq-hook-0123456789",
     )
 
 

@@ -33,6 +33,8 @@ def pbx_for(sim: UucallSimulator, tenant: str = "acme", **overrides: Any) -> Uuc
     }
     if sim.auth == "header":
         values.update(auth="header", auth_header=sim.auth_header, secret=sim.token)
+    elif sim.auth == "signed":
+        values.update(auth="signed", account_id=sim.account_id, app_id=sim.app_id, secret=sim.token)
     elif sim.auth == "basic":
         values.update(auth="basic", username=sim.username, secret=sim.password)
     else:

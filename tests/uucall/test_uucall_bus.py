@@ -18,7 +18,7 @@ from gateway.connectors.uucall.pollers import POLLERS
 from gateway.connectors.uucall.settings import UucallPbxSettings
 from gateway.sim.uucall.rest import UucallSimulator
 from tests.conftest import wait_for
-from tests.integration.fixtures import Collected, running_gateway
+from tests.integration.fixtures import EVERY_COMMAND, Collected, running_gateway
 from tests.uucall.fixtures import make_sim, pbx_for
 from tests.uucall.test_uucall_commands import CASES, INVALID
 
@@ -143,6 +143,7 @@ async def test_every_command_through_the_bus(
     tenant = f"u{unique}"
     got: Collected = await collector(tenant)
     pbx = bus_pbx(uusim, tenant, download_dir=tmp_path, **dict.fromkeys(FAST_POLLS, 30.0))
+    pbx = pbx.model_copy(update={"command_policy": EVERY_COMMAND})  # sensitive ones included
     async with running_gateway(pbx, commands=command_bus.settings):
         await wait_for(lambda: connected(got) >= 1, timeout=15)
         for command, args, path, query, body in CASES:

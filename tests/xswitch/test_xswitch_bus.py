@@ -8,7 +8,7 @@ import pytest
 
 from gateway.connectors.xswitch.commands import COMMAND_NAMES
 from tests.conftest import wait_for
-from tests.integration.fixtures import Collected, running_gateway
+from tests.integration.fixtures import EVERY_COMMAND, Collected, running_gateway
 from tests.xswitch.link_fixtures import connected_count, pbx_for, stream_removed
 from tests.xswitch.test_xswitch_commands import CASES, INVALID
 
@@ -32,7 +32,9 @@ async def test_every_management_command_through_the_bus(
     assert {c[0] for c in cases} == set(COMMAND_NAMES)
     tenant = f"x{unique}"
     got: Collected = await collector(tenant)
-    pbx = pbx_for(xsim, tenant, jetstream="off")
+    pbx = pbx_for(xsim, tenant, jetstream="off").model_copy(
+        update={"command_policy": EVERY_COMMAND}  # sensitive ones included
+    )
     async with running_gateway(pbx, commands=command_bus.settings):
         await wait_for(lambda: connected_count(got) >= 1, timeout=15)
         for command, args, path in cases:

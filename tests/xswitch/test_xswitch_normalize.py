@@ -98,10 +98,15 @@ def test_outbound_leg_starts_dialing() -> None:
     assert event.data["direction"] == "outbound"
 
 
-def test_unknown_state_is_rejected_with_reason() -> None:
-    (event,) = run([channel("TELEPORTED")])
-    assert event.type == "gateway.rejected"
-    assert "TELEPORTED" in event.data["error"]
+def test_a_state_no_document_lists_is_passed_over_not_rejected() -> None:
+    """A well-formed message in a state nobody listed publishes nothing (counted); a
+    message without a state is not well-formed and is rejected with the reason."""
+    assert run([channel("START"), channel("TELEPORTED")])[-1].type == "call.ringing"
+    assert run([channel("TELEPORTED")]) == []
+    body = orjson.loads(channel("START"))
+    del body["params"]["state"]
+    (event,) = run([orjson.dumps(body)])
+    assert event.type == "gateway.rejected" and "state" in event.data["error"]
     assert event.vendorevent == "Event.Channel"
 
 
@@ -387,3 +392,17 @@ def test_each_cdr_says_its_legs_own_direction() -> None:
     assert (a_leg["leg_direction"], b_leg["leg_direction"]) == ("inbound", "internal")
     assert a_leg["direction"] == b_leg["direction"] == "inbound"
     assert a_leg["call_id"] == b_leg["call_id"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_call_heard_from_its_callee_leg_on_is_still_inbound(seed: int) -> None:
+    """A gateway started after the caller's START: the simulated node's inbound call (trunk
+    contexts of any name, with or without ``xcc_direction``) heard from its callee leg's
+    first message on keeps one call id and is inbound throughout."""
+    builder = FlowBuilder(node_uuid="n", tz=TZ, seed=seed, start=1772440000)
+    builder.call("inbound")
+    bodies = [body for _, body in builder.messages][1:]  # the a-leg's START is lost
+    events = run([orjson.dumps(body) for body in bodies])
+    calls = by_call(events)
+    assert len(calls) == 1
+    assert {e.data["direction"] for e in events if "direction" in e.data} == {"inbound"}

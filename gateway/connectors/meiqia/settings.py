@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.settings_models import PbxSettings, check_secret_source, read_secret
+
+#: The shortest webhook secret taken: the signature is SHA-1 of the body and the secret, so an
+#: empty or short one lets anyone sign a delivery.
+MIN_WEBHOOK_SECRET: Final = 16
 
 
 class MeiqiaPbxSettings(PbxSettings):
@@ -46,6 +50,13 @@ class MeiqiaPbxSettings(PbxSettings):
     webhook_max_bytes: int = Field(
         256 * 1024, ge=1024, le=16 * 1024 * 1024, description="larger deliveries get 413"
     )
+    webhook_max_skew_s: float = Field(
+        300.0,
+        ge=30,
+        le=43200,
+        description="a delivery whose created_at is further than this from the gateway's clock"
+        " is refused (400) as a replay; delivery ids are kept longer than this",
+    )
     max_retry_after_s: float = Field(
         300.0, gt=0, description="the longest Retry-After honoured (a longer one is capped)"
     )
@@ -59,7 +70,9 @@ class MeiqiaPbxSettings(PbxSettings):
     def _secret_sources(self) -> MeiqiaPbxSettings:
         check_secret_source("token", self.token, self.token_file, self.token_env)
         given = [
-            x for x in (self.webhook_secret, self.webhook_secret_file, self.webhook_secret_env) if x
+            x
+            for x in (self.webhook_secret, self.webhook_secret_file, self.webhook_secret_env)
+            if x is not None
         ]
         if len(given) > 1:
             raise ValueError(
@@ -69,7 +82,25 @@ class MeiqiaPbxSettings(PbxSettings):
             raise ValueError(f"webhook_secret_file {self.webhook_secret_file} does not exist")
         if self.webhook_secret_env and self.webhook_secret_env not in os.environ:
             raise ValueError(f"environment variable {self.webhook_secret_env} is not set")
+        if given:
+            self._check_webhook_key()
         return self
+
+    def _check_webhook_key(self) -> None:
+        where = (
+            f"webhook_secret_file {self.webhook_secret_file}"
+            if self.webhook_secret_file
+            else f"environment variable {self.webhook_secret_env}"
+            if self.webhook_secret_env
+            else "webhook_secret"
+        )
+        size = len(self.webhook_key())
+        if size < MIN_WEBHOOK_SECRET:
+            held = "is empty" if size == 0 else f"holds only {size} characters"
+            raise ValueError(
+                f"the webhook secret in {where} {held}: give at least {MIN_WEBHOOK_SECRET}"
+                " (anyone could sign a delivery with a short one)"
+            )
 
     def secret(self) -> str:
         """The access token, read where the settings say; never logged."""
@@ -78,7 +109,10 @@ class MeiqiaPbxSettings(PbxSettings):
     @property
     def webhooks(self) -> bool:
         """Whether deliveries are taken (a webhook secret is configured)."""
-        return bool(self.webhook_secret or self.webhook_secret_file or self.webhook_secret_env)
+        return any(
+            x is not None
+            for x in (self.webhook_secret, self.webhook_secret_file, self.webhook_secret_env)
+        )
 
     def webhook_key(self) -> str:
         """The webhook secret (``Meiqia-Signature`` = SHA-1 of body + secret); never logged."""

@@ -9,11 +9,15 @@ body followed by the webhook secret. The page's example request names the header
 Answers, in the order they are checked:
 
 ====  =====================================================================================
-404   no PBX ``<tenant>`` of vendor meiqia, or no webhook secret configured for it
+404   no PBX ``<tenant>`` of vendor meiqia, or no webhook secret configured for it: one
+      answer for both, given before the body is read, so the route tells no one which
+      tenants exist
 413   a body over ``webhook_max_bytes`` (not read further)
 401   a missing or wrong signature (compared in constant time); counted, logged once per
       source, nothing published
-400   a body that is not a JSON object with ``id`` and ``event``
+400   a body that is not a JSON object with ``id``, ``event`` and ``created_at``
+400   a ``created_at`` further than ``webhook_max_skew_s`` from this host's clock: a replay
+      of an old delivery (or a clock that is off); nothing published
 503   this instance does not own the PBX now, or its link cannot take it now (starting,
       stopping, or a records poll held it over 10 s); with ``Retry-After``
 200   the delivery's events are in the durable outbox (``{"published": n, "duplicate": b}``);
@@ -34,12 +38,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Iterable
 from typing import Any, Final, Protocol
 
 import orjson
 from aiohttp import web
 
+from gateway.connectors.fields import unix_time
 from gateway.connectors.meiqia.metrics import WEBHOOKS
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
 from gateway.connectors.plugin import VendorRoutes
@@ -49,6 +55,8 @@ from gateway.logging import get_logger
 SIGNATURE_HEADERS: Final = ("Meiqia-Signature", "Meiqia-Sign")
 #: Seconds a non-owner asks Meiqia to wait before delivering again.
 NOT_OWNER_RETRY_S: Final = 5
+#: The one answer for a tenant that takes no webhooks here, whether it exists or not.
+NOT_FOUND: Final = {"error": "not found"}
 #: Sources whose refusals were logged (bounded: a flood of new sources is not a log flood).
 _MAX_LOGGED_SOURCES: Final = 1000
 
@@ -127,12 +135,10 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
         pbx = ctx.pbxs.get(tenant)
         if not isinstance(pbx, MeiqiaPbxSettings):
             refusals.log("", remote, "unknown_tenant")
-            return _answer(404, "", "unknown_tenant", {"error": "no such Meiqia tenant"})
+            return _answer(404, "", "unknown_tenant", NOT_FOUND)
         if not pbx.webhooks:
             refusals.log(tenant, remote, "disabled")
-            return _answer(
-                404, tenant, "disabled", {"error": f"webhooks are not configured for {tenant}"}
-            )
+            return _answer(404, tenant, "disabled", NOT_FOUND)
         limit = pbx.webhook_max_bytes
         if request.content_length is not None and request.content_length > limit:
             refusals.log(tenant, remote, "too_large", size=request.content_length)
@@ -155,6 +161,23 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
             refusals.log(tenant, remote, "invalid")
             return _answer(
                 400, tenant, "invalid", {"error": "body must be an object with 'id' and 'event'"}
+            )
+        created = unix_time(envelope.get("created_at"))
+        if created is None:
+            refusals.log(tenant, remote, "invalid")
+            return _answer(400, tenant, "invalid", {"error": "'created_at' must be Unix seconds"})
+        skew = created.timestamp() - time.time()
+        if abs(skew) > pbx.webhook_max_skew_s:
+            refusals.log(tenant, remote, "stale", skew_s=round(skew))
+            return _answer(
+                400,
+                tenant,
+                "stale",
+                {
+                    "error": f"'created_at' is {abs(skew):.0f} s in the"
+                    f" {'past' if skew < 0 else 'future'}: more than"
+                    f" {pbx.webhook_max_skew_s:g} s from this gateway's clock"
+                },
             )
         owner = ctx.connector(tenant)
         if owner is None or not hasattr(owner, "take_delivery"):

@@ -27,9 +27,16 @@ no amount ever becomes a float. The document shows a model, not an envelope, for
 answers: :func:`rows` accepts a bare array, an object holding the array (``data``, ``list``,
 ``rows``, ``records``, ``items``, ``result``, ``content``, one level deep), or a single object.
 
-The secret (token or password) is never put in a message; query parameters (``password`` of
-``POST /power/roleuser`` travels in the query, as the document says) never either: messages
-name the method and path only.
+The vendor's wiki wraps every answer in ``{"Result", "Code", "Data"}`` (any key case, see
+``envelope.py``), failures included, with HTTP 200. The client unwraps it here, once for every
+path: a ``success`` envelope's answer is its ``Data``; a ``failed`` one raises
+:class:`VendorFailed` with the envelope's ``Code`` as ``vendor_code`` and its text as the
+message (codes 5 and 6 raise :class:`AuthRefused`, code 3 :class:`RateLimited`), and counts in
+``gateway_uucall_vendor_errors_total``. So a failure is never taken for data.
+
+The secret (token or password), the signature of ``auth: signed`` and ``account_id`` are never
+put in a message; query parameters (``password`` of ``POST /power/roleuser`` travels in the
+query, as the document says) never either: messages name the method and path only.
 """
 
 from __future__ import annotations
@@ -38,9 +45,11 @@ import asyncio
 import base64
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
 
@@ -48,7 +57,10 @@ import aiohttp
 
 from gateway.connectors.http_answers import retry_after_s, status_failure
 from gateway.connectors.paging import read_pages
+from gateway.connectors.uucall.envelope import Envelope, read_envelope
+from gateway.connectors.uucall.metrics import VENDOR_ERRORS
 from gateway.connectors.uucall.settings import UucallPbxSettings
+from gateway.connectors.uucall.signing import sign
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.schema.commands import CommandFailed, ErrorCode
@@ -62,19 +74,33 @@ _MESSAGE_KEYS: Final = ("message", "msg", "error", "errmsg", "errorMessage", "de
 
 
 class AuthRefused(CommandFailed):
-    """401 or 403: the credentials (401) or their rights (403) were refused."""
+    """The credentials (``status`` 401) or their rights (403) were refused: an HTTP 401 / 403,
+    or an envelope's code 5 / 6 (then ``vendor_code`` is that code)."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(ErrorCode.FORBIDDEN, message, vendor_code=status)
+    def __init__(self, status: int, message: str, vendor_code: str | int | None = None) -> None:
+        super().__init__(
+            ErrorCode.FORBIDDEN, message, vendor_code=status if vendor_code is None else vendor_code
+        )
         self.status = status
 
 
 class RateLimited(CommandFailed):
-    """429 more often than ``rate_limit_retries``: try again after ``retry_after_s``."""
+    """429 more often than ``rate_limit_retries`` (or an envelope's code 3, "the request limit
+    is reached"): try again after ``retry_after_s``."""
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(ErrorCode.UNAVAILABLE, message, vendor_code=429, retryable=True)
+    def __init__(
+        self, message: str, retry_after_s: float, vendor_code: str | int | None = 429
+    ) -> None:
+        super().__init__(ErrorCode.UNAVAILABLE, message, vendor_code=vendor_code, retryable=True)
         self.retry_after_s = retry_after_s
+
+
+class VendorFailed(CommandFailed):
+    """An answer the service marked failed in its envelope (HTTP 200, ``Result: FAILED``)."""
+
+
+class VendorRateLimited(RateLimited):
+    """An envelope's code 3: the request limit is reached (the request was not run)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +177,9 @@ class UucallClient:
         self._clock = clock
         self._sleep = sleep
         self._not_before = 0.0  # monotonic: no request before (the last Retry-After)
-        self._secret = ""
+        #: What messages must never show: the secret and ids, and the latest signatures.
+        self._hidden: set[str] = set()
+        self._signatures: deque[str] = deque(maxlen=8)
         #: 401/403 answers in a row (reset by any other answer).
         self.auth_rejections = 0
         #: 429 answers received (for tests and the status page).
@@ -175,24 +203,84 @@ class UucallClient:
         params: Mapping[str, str] | None = None,
         body: Any = None,
     ) -> Answer:
-        """One operation; failures raise :class:`CommandFailed` with a neutral code."""
+        """One operation; failures raise :class:`CommandFailed` with a neutral code. An
+        envelope's code 3 (the request limit) is waited out like a 429 (the backoff, as it
+        names no time): the request was not run."""
+        limited = 0
+        while True:
+            try:
+                return await self._request_once(method, path, params, body)
+            except VendorRateLimited as exc:
+                limited += 1
+                self.rate_limited += 1
+                wait = min(exc.retry_after_s, self._s.max_retry_after_s)
+                self._not_before = max(self._not_before, self._clock() + wait)
+                if limited > self._s.rate_limit_retries:
+                    raise
+                self._log.info("rate_limited", path=path, retry_in_s=round(wait, 2))
+
+    async def _request_once(
+        self, method: Method, path: str, params: Mapping[str, str] | None, body: Any
+    ) -> Answer:
         async with self._exchange(method, path, params, body) as response:
             raw = await response.read()
             content_type = response.content_type or ""
             status = response.status
         where = f"{method} {path}"
         if not raw.strip():
+            self.auth_rejections = 0
             return Answer(status, content_type, None)
         try:
             decoded = decode_json(raw)
         except (ValueError, RecursionError):
+            self.auth_rejections = 0
             if method != "GET":
                 # a write was run; its answer is simply not JSON (the document says No Content)
                 return Answer(status, content_type, None)
             raise CommandFailed(
                 ErrorCode.UNAVAILABLE, f"{where}: HTTP {status} answer is not JSON", retryable=True
             ) from None
-        return Answer(status, content_type, decoded)
+        return Answer(status, content_type, self.unwrap(where, decoded))
+
+    def unwrap(self, where: str, decoded: Any) -> Any:
+        """The answer inside the vendor's envelope, or the failure it reports (see the module
+        docstring); an answer without an envelope is returned as it is."""
+        envelope = read_envelope(decoded)
+        if envelope is not None and not envelope.ok:
+            raise self._vendor_failure(where, envelope)
+        self.auth_rejections = 0
+        return decoded if envelope is None else envelope.data
+
+    def check_download(self, where: str, raw: bytes) -> None:
+        """A downloaded JSON body: raise the failure its envelope reports, if it is one."""
+        try:
+            decoded = decode_json(raw)
+        except (ValueError, RecursionError):
+            return
+        envelope = read_envelope(decoded)
+        if envelope is not None and not envelope.ok:
+            raise self._vendor_failure(where, envelope)
+
+    def _vendor_failure(self, where: str, envelope: Envelope) -> CommandFailed:
+        VENDOR_ERRORS.labels(self._s.tenant, envelope.code_label()).inc()
+        known = envelope.vendor_code()
+        vendor_code = None if envelope.code is None else self.redact(str(envelope.code))[:32]
+        text = self.redact(envelope.message or "no message")[:500]
+        message = f"{where}: the service answered failed (code {vendor_code}): {text}"
+        self._log.info(
+            "vendor_failed",
+            path=where,
+            vendor_code=envelope.code_label(),
+            name=known.name if known else None,
+        )
+        if known is not None and known.auth_status is not None:
+            self.auth_rejections += 1
+            return AuthRefused(known.auth_status, message, vendor_code=vendor_code)
+        self.auth_rejections = 0
+        if known is not None and known.retryable:
+            return VendorRateLimited(message, self._backoff.next_delay(), vendor_code=vendor_code)
+        error = known.code if known is not None else ErrorCode.FAILED
+        return VendorFailed(error, message, vendor_code=vendor_code)
 
     async def list_all(
         self,
@@ -233,8 +321,9 @@ class UucallClient:
         self, path: str, params: Mapping[str, str] | None = None
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A read whose body the caller consumes (file downloads), after the same error
-        handling as :meth:`request`."""
+        handling as :meth:`request` (a JSON body is checked with :meth:`check_download`)."""
         async with self._exchange("GET", path, params, None) as response:
+            self.auth_rejections = 0
             yield response
 
     # --- one exchange ----------------------------------------------------------------------------
@@ -256,7 +345,6 @@ class UucallClient:
             response = await self._send(method, path, params, body, write=write)
             status = response.status
             if status < 300:
-                self.auth_rejections = 0
                 try:
                     yield response
                 finally:
@@ -296,7 +384,8 @@ class UucallClient:
     ) -> aiohttp.ClientResponse:
         where = f"{method} {path}"
         url = self._base_url + path
-        headers = self._headers()
+        query = dict(params or {})
+        headers = self._headers(query)
         data = None if body is None else json.dumps(body, default=str).encode()
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -304,7 +393,7 @@ class UucallClient:
             return await self._http.request(
                 method,
                 url,
-                params=dict(params or {}),
+                params=query,
                 data=data,
                 headers=headers,
                 timeout=self._timeout,
@@ -327,13 +416,25 @@ class UucallClient:
                 ErrorCode.UNAVAILABLE, self.redact(f"{where}: no answer ({kind})"), retryable=True
             ) from None
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, query: dict[str, str]) -> dict[str, str]:
+        """The credentials of one request (``auth: signed`` adds ``sig`` to ``query``)."""
         if self._s.auth == "none":
             return {}
-        self._secret = secret = self._s.read_secret()
+        secret = self._s.read_secret()
+        if len(secret) >= 4:
+            self._hidden.add(secret)
         if self._s.auth == "basic":
             pair = f"{self._s.username}:{secret}".encode()
             return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+        if self._s.auth == "signed":
+            assert self._s.account_id is not None and self._s.app_id is not None  # validated
+            account = self._s.account_id.get_secret_value()
+            app_id = self._s.app_id.get_secret_value()
+            signature = sign(account, secret, datetime.now(UTC).astimezone(self._s.zone))
+            self._hidden.update(v for v in (account, app_id) if len(v) >= 4)
+            self._signatures.extend((signature.sig, signature.authorization))
+            query["sig"] = signature.sig
+            return {**signature.headers(app_id), "Accept": "application/json"}
         return {self._s.auth_header: secret}
 
     async def _error_text(self, response: aiohttp.ClientResponse) -> str:
@@ -348,6 +449,9 @@ class UucallClient:
             body = decode_json(raw) if text else None
         except (ValueError, RecursionError):
             body = None
+        envelope = read_envelope(body)
+        if envelope is not None and envelope.message:
+            return self.redact(envelope.message)[:500]
         if isinstance(body, dict):
             for key in _MESSAGE_KEYS:
                 value = body.get(key)
@@ -366,7 +470,7 @@ class UucallClient:
         return status_failure(status, message, write=write)  # 424 too: failed, with its body
 
     def redact(self, text: str) -> str:
-        """``text`` without the secret."""
-        if len(self._secret) >= 4:
-            text = text.replace(self._secret, "***")
+        """``text`` without the secret, the signature or the account id (longest first)."""
+        for value in sorted({*self._hidden, *self._signatures}, key=len, reverse=True):
+            text = text.replace(value, "***")
         return text

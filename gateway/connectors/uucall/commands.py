@@ -915,9 +915,13 @@ async def execute_rest(
         if downloads is None:
             raise CommandFailed(ErrorCode.UNSUPPORTED, "no download_dir is configured for this PBX")
         name = getattr(args, "file_name", None) or _file_stem(command, query)
+        where = command.endpoint()
         async with client.stream(path, query) as response:
             return await downloads.save(
-                response, name, explicit=bool(getattr(args, "file_name", None))
+                response,
+                name,
+                explicit=bool(getattr(args, "file_name", None)),
+                check=lambda raw: client.check_download(where, raw),
             )
     if command.answer == "page" and isinstance(args, PageArgs):
         if args.page is None:

@@ -9,7 +9,9 @@ component and the resolved path lies inside the folder, so no argument can climb
 The body is streamed into a hidden temporary file in the same folder while its SHA-256 is
 computed, flushed to disk, and renamed over the final name in one step (``os.replace``): a
 reader never sees half a file, and a failed or oversized download leaves nothing behind.
-The result says where it landed, how big it is and its SHA-256.
+The result says where it landed, how big it is and its SHA-256. A small JSON answer is
+handed to ``check`` before it is kept: the service reports a failure as a JSON envelope with
+HTTP 200, and that must fail the download, not become the file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -39,6 +42,8 @@ EXTENSIONS: Final = {
 }
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 CHUNK: Final = 64 * 1024
+#: A JSON answer up to this size is checked for a failure envelope (one is a few hundred bytes).
+CHECKED_JSON_BYTES: Final = 1024 * 1024
 
 
 def safe_name(name: str) -> str:
@@ -66,11 +71,20 @@ class Downloads:
         return path
 
     async def save(
-        self, response: aiohttp.ClientResponse, name: str, *, explicit: bool = False
+        self,
+        response: aiohttp.ClientResponse,
+        name: str,
+        *,
+        explicit: bool = False,
+        check: Callable[[bytes], None] | None = None,
     ) -> dict[str, Any]:
         """Stream ``response`` to ``name`` (an ``explicit`` name is kept as it is; otherwise
-        it is made safe and given the extension of the content type)."""
+        it is made safe and given the extension of the content type). ``check`` sees a JSON
+        body of at most ``CHECKED_JSON_BYTES`` before it is kept, and may raise."""
         content_type = response.content_type or "application/octet-stream"
+        held: bytearray | None = (
+            bytearray() if check is not None and content_type.endswith("json") else None
+        )
         if not explicit:
             name = safe_name(name) + EXTENSIONS.get(content_type, ".bin")
         final = self.target(name)
@@ -89,10 +103,14 @@ class Downloads:
                             f"the file is larger than max_download_bytes ({self.max_bytes})",
                         )
                     digest.update(chunk)
+                    if held is not None:
+                        held = held + chunk if size <= CHECKED_JSON_BYTES else None
                     await asyncio.to_thread(out.write, chunk)
                 await asyncio.to_thread(_flush, out)
             finally:
                 await asyncio.to_thread(out.close)
+            if held is not None and check is not None:
+                check(bytes(held))
             await asyncio.to_thread(os.replace, temp, final)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise CommandFailed(

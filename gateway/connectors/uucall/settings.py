@@ -3,8 +3,12 @@
 The document (seed 000) says nothing about authentication, so it is a setting: ``auth: header``
 sends the secret as the value of the header ``auth_header`` (``Authorization`` by default: put
 ``Bearer ...`` in the secret if the account's gateway wants that scheme), ``auth: basic`` sends
-``username`` and the secret as HTTP basic credentials, ``auth: none`` sends nothing. The secret
-is given exactly one way (inline, a file, an environment variable) and never logged.
+``username`` and the secret as HTTP basic credentials, ``auth: none`` sends nothing.
+``auth: signed`` is the scheme of UUCall's API wiki (see ``signing.py``): each request is
+signed with ``account_id`` and the secret (the account's token) and names ``app_id``; its
+``base_url`` there ends in ``/uucall_restapi/rest``. The secret is given exactly one way
+(inline, a file, an environment variable) and never logged, nor are ``account_id`` and
+``app_id``.
 
 Money: every amount of the document is an ``int64`` whose unit it never names; ``minor_unit``
 says how many of them make one currency unit (100: fen). Events carry the integer as sent and
@@ -13,8 +17,9 @@ that integer divided by ``minor_unit`` as a decimal string.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -24,6 +29,8 @@ from gateway.settings_models import PbxSettings, check_secret_source, read_secre
 DEFAULT_BASE_URL = "http://cloud.uucall.cn/rest"
 #: ``minor_unit`` must divide into an exact decimal string: 1, 10, 100, ... 1,000,000.
 MINOR_UNITS = tuple(10**n for n in range(7))
+#: ``account_id`` and ``app_id`` of ``auth: signed`` (the wiki's are 32 hex digits).
+_SIGNED_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class UucallPbxSettings(PbxSettings):
@@ -41,9 +48,13 @@ class UucallPbxSettings(PbxSettings):
         max_length=128,
         description="企业帐号/企业名称: the enterprise account name the bill endpoints take",
     )
-    auth: Literal["header", "basic", "none"] = "header"
+    auth: Literal["header", "basic", "none", "signed"] = "header"
     auth_header: str = Field("Authorization", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
     username: str | None = Field(None, min_length=1, max_length=128, description="auth: basic")
+    account_id: SecretStr | None = Field(
+        None, description="auth: signed: the account id the requests are signed with"
+    )
+    app_id: SecretStr | None = Field(None, description="auth: signed: the header appid")
     secret: SecretStr | None = None
     secret_file: Path | None = None
     secret_env: str | None = None
@@ -113,6 +124,8 @@ class UucallPbxSettings(PbxSettings):
 
     @model_validator(mode="after")
     def _credentials(self) -> UucallPbxSettings:
+        if self.auth != "signed" and (self.account_id or self.app_id):
+            raise ValueError("account_id and app_id are only used with auth: signed")
         if self.auth == "none":
             if self.secret or self.secret_file or self.secret_env or self.username:
                 raise ValueError("auth: none takes no secret and no username")
@@ -120,12 +133,19 @@ class UucallPbxSettings(PbxSettings):
         check_secret_source("secret", self.secret, self.secret_file, self.secret_env)
         if self.auth == "basic" and not self.username:
             raise ValueError("auth: basic needs a username")
-        if self.auth == "header" and self.username:
+        if self.auth in ("header", "signed") and self.username:
             raise ValueError("a username is only used with auth: basic")
+        if self.auth == "signed":
+            for name, value in (("account_id", self.account_id), ("app_id", self.app_id)):
+                if value is None:
+                    raise ValueError(f"auth: signed needs {name}")
+                if not _SIGNED_ID.match(value.get_secret_value()):
+                    raise ValueError(f"{name} must be 1-64 letters, digits, '_' or '-'")
         return self
 
     def read_secret(self) -> str:
-        """The token (header) or password (basic), read where the settings say; never logged."""
+        """The token (header, signed) or password (basic), read where the settings say; never
+        logged."""
         if self.auth == "none":
             return ""
         return read_secret(self.secret, self.secret_file, self.secret_env)

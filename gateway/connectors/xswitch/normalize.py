@@ -39,6 +39,7 @@ import orjson
 from pydantic import ValidationError
 
 from gateway.connectors.fields import canonical, first, integer, safe_text, text, token, unix_time
+from gateway.connectors.xswitch.metrics import KNOWN_PASSED_OVER, STATES_PASSED_OVER
 from gateway.schema.events import (
     CallData,
     CallDtmfData,
@@ -53,13 +54,17 @@ from gateway.schema.events import (
     rejected,
 )
 
-#: Every spelling of a channel state in the SDK's documents -> its canonical name.
+#: Every spelling of a channel state seen -> its canonical name (keys in ``token`` form).
+#: Beyond the manuals: the SDK's own fake node ``tboy/tboy.go`` ``Bridge`` sends ``BRIDGED``;
+#: ``ctrl/serve.go`` puts ``DTMF`` in the state field (``docs/dtmf.md``); FreeSWITCH names
+#: hold ``CHANNEL_HOLD`` / ``CHANNEL_UNHOLD``.
 STATE_ALIASES: Final[dict[str, str]] = {
     "START": "START",
     "CALLING": "CALLING",
     "RING": "RINGING",
     "RINGING": "RINGING",
     "EARLY": "MEDIA",
+    "EARLYMEDIA": "MEDIA",
     "MEDIA": "MEDIA",
     "READY": "READY",
     "ANSWER": "ANSWERED",
@@ -67,9 +72,17 @@ STATE_ALIASES: Final[dict[str, str]] = {
     "ANSWERED": "ANSWERED",
     "ACTIVE": "ANSWERED",
     "BRIDGE": "BRIDGE",
+    "BRIDGED": "BRIDGE",
     "UNBRIDGE": "UNBRIDGE",
+    "UNBRIDGED": "UNBRIDGE",
     "HOLD": "HOLD",
+    "HELD": "HOLD",
+    "ONHOLD": "HOLD",
+    "CHANNELHOLD": "HOLD",
     "UNHOLD": "UNHOLD",
+    "UNHELD": "UNHOLD",
+    "OFFHOLD": "UNHOLD",
+    "CHANNELUNHOLD": "UNHOLD",
     "DESTROY": "DESTROY",
     "HANGUP": "DESTROY",
 }
@@ -99,7 +112,11 @@ _CAUSE_DISPOSITION: Final[dict[str, str]] = {
 }
 
 _EXTENSION: Final = re.compile(r"^\d{2,6}$")
-_PUBLIC_CONTEXTS: Final = frozenset({"public", "from-trunk", "from_trunk"})
+#: Words that mark a dialplan context as the trunk side. Real systems name trunk contexts
+#: freely (``public`` is FreeSWITCH's default, ``from-trunk``, ``MyCarrier-Inbound`` ...).
+_TRUNK_WORDS: Final = frozenset({"public", "trunk", "inbound", "incoming", "pstn", "did"})
+_WORDS: Final = re.compile(r"[^a-z0-9]+")
+_DIRECTIONS: Final = frozenset({"inbound", "outbound", "internal"})
 
 
 class _Invalid(ValueError):
@@ -110,16 +127,67 @@ def _is_extension(number: str | None) -> bool:
     return bool(number and _EXTENSION.match(number))
 
 
+def _is_trunk_context(context: Any) -> bool:
+    """A context named for the trunk side: one of its words is a trunk word."""
+    name = (text(context) or "").lower()
+    return bool(name) and not _TRUNK_WORDS.isdisjoint(_WORDS.split(name))
+
+
 def _params(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _state(params: dict[str, Any]) -> str:
-    raw = params.get("state")
-    state = STATE_ALIASES.get(token(raw))
-    if state is None:
-        raise _Invalid(f"unknown or missing channel 'state' {raw!r}")
-    return state
+def _variables(params: dict[str, Any]) -> dict[str, Any]:
+    """The channel variables (``ChannelEvent.params``, a ``map<string,string>``)."""
+    return _params(params.get("params"))
+
+
+def _talked(params: dict[str, Any]) -> bool:
+    """Whether the message proves the leg was answered. XSwitch marshals ``ChannelEvent`` with
+    Go's ``omitempty`` (``xswitch-cn/proto`` ``xctrl.pb.go``): ``answered: false``,
+    ``answer_epoch: 0`` and ``billsec: ""`` are left out, so only presence proves anything;
+    a DESTROY may carry its talk time only in its variables (``params.billsec``)."""
+    variables = _variables(params)
+    return (
+        params.get("answered") is True
+        or (integer(params.get("answer_epoch")) or 0) > 0
+        or (integer(params.get("billsec")) or 0) > 0
+        or (integer(params.get("billmsec")) or 0) > 0
+        or (integer(variables.get("billsec")) or 0) > 0
+        or (integer(variables.get("answer_epoch")) or 0) > 0
+    )
+
+
+def _cause(params: dict[str, Any]) -> str | None:
+    return text(params.get("cause")) or text(_variables(params).get("hangup_cause"))
+
+
+def _unanswered_proven(params: dict[str, Any]) -> bool:
+    """A DESTROY that itself says nobody talked: a zero talk time, or a cause that is not a
+    normal end (``NO_ANSWER``, ``USER_BUSY`` ...)."""
+    variables = _variables(params)
+    billsec = integer(params.get("billsec"))
+    if billsec is None:
+        billsec = integer(variables.get("billsec"))
+    cause = token(_cause(params))
+    return billsec == 0 or bool(cause and cause != "NORMALCLEARING")
+
+
+def _state(params: dict[str, Any]) -> str | None:
+    """The canonical state; None for one no document lists (it is passed over, counted)."""
+    raw = token(params.get("state"))
+    if not raw:
+        raise _Invalid(f"missing channel 'state' {params.get('state')!r}")
+    return STATE_ALIASES.get(raw)
+
+
+def _pass_over(ctx: NormalizeContext, params: dict[str, Any]) -> list[CloudEvent]:
+    """A well-formed message in a state that carries no progress the contract knows: no
+    event, and no rejection either (nodes send more states than the manuals list)."""
+    raw = token(params.get("state"))
+    label = raw if raw in KNOWN_PASSED_OVER else "other"
+    STATES_PASSED_OVER.labels(ctx.tenant, label).inc()
+    return []
 
 
 # --- calls ---------------------------------------------------------------------------------------
@@ -145,27 +213,53 @@ def _call_of_uuid(memory: StreamMemory, uuid: str) -> str:
     return str(known["call_id"]) if known is not None else uuid
 
 
+def _context(params: dict[str, Any]) -> str | None:
+    return text(params.get("context")) or text(_variables(params).get("context"))
+
+
+def _numbers(params: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(caller, callee): the leg's own, else the call's original ones (``xcc_origin_*``)."""
+    variables = _variables(params)
+    caller = text(params.get("cid_number")) or text(variables.get("xcc_origin_cid_number"))
+    callee = text(params.get("dest_number")) or text(variables.get("xcc_origin_dest_number"))
+    return caller, callee
+
+
 def _direction(params: dict[str, Any]) -> str:
-    """The call's direction as its first leg shows it: from a trunk (``public`` context) is
-    inbound; a call the switch placed itself (its first leg ``direction: outbound``, e.g.
-    click-to-dial ringing the agent first) is outbound; otherwise an extension calling a
-    non-extension number is outbound and two extensions are internal."""
-    context = (text(params.get("context")) or "").lower()
-    caller = text(params.get("cid_number"))
-    callee = text(params.get("dest_number"))
-    if context in _PUBLIC_CONTEXTS:
+    """The call's direction, as far as one leg's message proves it, else ``unknown``.
+
+    In order: XCC's own word (``params.xcc_direction``); a trunk context (the leg came from a
+    carrier); a leg the switch placed itself with no peer (``direction: outbound``, no
+    ``peer_uuid``: XNode.Dial, callback, click-to-dial ringing the agent first); the numbers
+    (an outside caller is inbound, an extension calling an extension internal, an extension
+    calling an outside number outbound), which hold also for a bridged callee leg heard before
+    its caller's. FreeSWITCH's ``direction`` is the leg's, never the call's: a callee leg is
+    ``outbound`` in an inbound call."""
+    stated = (text(_variables(params).get("xcc_direction")) or "").lower()
+    if stated in _DIRECTIONS:
+        return stated
+    if _is_trunk_context(_context(params)):
         return "inbound"
-    if token(params.get("direction")) == "OUTBOUND":
-        return "outbound"  # the switch placed the call (XNode.Dial, callback, click-to-dial)
+    leg_direction = token(params.get("direction"))
+    if leg_direction == "OUTBOUND" and not text(params.get("peer_uuid")):
+        return "outbound"
+    caller, callee = _numbers(params)
     if caller and not _is_extension(caller):
         return "inbound"
-    return "internal" if _is_extension(callee) else "outbound"
+    if _is_extension(caller) and callee:
+        return "internal" if _is_extension(callee) else "outbound"
+    return "unknown"
 
 
 def _leg_status(state: str, params: dict[str, Any], previous: str | None) -> str:
     if state == "DESTROY":
         return "hung_up"
-    if state in ("ANSWERED", "UNBRIDGE") or params.get("answered") is True:
+    talked = _talked(params) or previous in ("answered", "held")
+    if state == "HOLD" and talked:
+        return "held"
+    if state == "UNHOLD" and talked:
+        return "answered"
+    if state in ("ANSWERED", "UNBRIDGE") or talked:
         status = "answered"
     elif state == "MEDIA":
         status = "early_media"
@@ -173,21 +267,25 @@ def _leg_status(state: str, params: dict[str, Any], previous: str | None) -> str
         status = "ringing"
     elif state in ("START", "CALLING"):
         status = "ringing" if token(params.get("direction")) == "INBOUND" else "dialing"
-    else:  # READY, BRIDGE, HOLD, UNHOLD: no new progress of their own
+    else:  # READY, BRIDGE: no new progress of their own
         status = previous or "dialing"
     if params.get("held") is True and status == "answered":
         status = "held"
-    if state == "UNHOLD" and previous == "held":
-        return "answered"
     return status
 
 
-def _member(leg: dict[str, Any]) -> Member:
-    number = leg["number"]
-    kind = "extension" if leg["extension"] else ("inbound" if leg["inbound"] else "outbound")
+def _member(leg: dict[str, Any], direction: str | None = None) -> Member:
+    """``kind``: an extension, else the side the leg is on: its own FreeSWITCH direction when
+    sent (in: the outside caller; out: the outside callee), else the call's."""
+    if leg["extension"]:
+        kind = "extension"
+    elif leg["inbound"] is not None:
+        kind = "inbound" if leg["inbound"] else "outbound"
+    else:
+        kind = "outbound" if direction == "outbound" else "inbound"
     return Member(
         kind=kind,
-        number=number,
+        number=leg["number"],
         from_=leg["from"],
         to=leg["to"],
         channel_id=leg["uuid"],
@@ -215,6 +313,8 @@ def _channel(
     if uuid is None:
         raise _Invalid("Event.Channel without 'uuid'")
     state = _state(params)
+    if state is None:
+        return _pass_over(ctx, params)
     memory = ctx.memory
     if memory.get(f"ended:{uuid}") is not None:
         return []  # a late or repeated message of a leg whose call has ended
@@ -231,10 +331,13 @@ def _channel(
         "answered": False,
         "ended": False,
     }
+    if call["direction"] == "unknown":  # a later message may prove what the first did not
+        call["direction"] = _direction(params)
     if leg is None:
-        inbound = token(params.get("direction")) != "OUTBOUND"
+        leg_direction = token(params.get("direction"))
+        inbound = None if not leg_direction else leg_direction != "OUTBOUND"
         caller, callee = text(params.get("cid_number")), text(params.get("dest_number"))
-        number = caller if inbound else callee
+        number = callee if inbound is False else caller
         leg = {
             "uuid": uuid,
             "call_id": call_id,
@@ -243,8 +346,7 @@ def _channel(
             "from": caller,
             "to": callee,
             "inbound": inbound,
-            "extension": _is_extension(number)
-            and (text(params.get("context")) or "").lower() not in _PUBLIC_CONTEXTS,
+            "extension": _is_extension(number) and not _is_trunk_context(_context(params)),
             "node": text(params.get("node_uuid")),
         }
         call["legs"].append(uuid)
@@ -259,13 +361,15 @@ def _channel(
         memory.set(f"call:{call_id}", call)
         return []  # a duplicate, or a state that adds nothing (READY, BRIDGE ...)
     leg["status"] = status
-    if status in ("answered", "held"):
+    if status in ("answered", "held") or _talked(params):
         call["answered"] = True
+    if previous is not None:
+        call["followed"] = True  # the call was heard before this leg ended
     memory.set(f"leg:{uuid}", leg)
     legs = [memory.get(f"leg:{u}") for u in call["legs"]]
     known = [entry for entry in legs if entry is not None]
     state_now = _call_state(known)
-    members = [_member(entry) for entry in known]
+    members = [_member(entry, call["direction"]) for entry in known]
     when = _when(state, params) or ctx.received_at
     events: list[CloudEvent] = []
     if state_now == "ended":
@@ -274,13 +378,16 @@ def _channel(
             call_id=call_id, state="ended", direction=call["direction"], members=members
         )
         events.append(_event(ctx, "call.ended", data, (call_id, "ended"), when, msg))
-        if not call["answered"]:
+        # Failed only when proven: the call was followed and nobody answered, or the last
+        # DESTROY says so itself. A call first heard at its DESTROY (omitempty left out
+        # ``answered``) is not a failure for want of evidence.
+        if not call["answered"] and (call.get("followed") or _unanswered_proven(params)):
             failed = CallFailedData(
                 call_id=call_id,
                 state="ended",
                 direction=call["direction"],
                 members=members,
-                reason=text(params.get("cause")),
+                reason=_cause(params),
             )
             events.append(_event(ctx, "call.failed", failed, (call_id, "failed"), when, msg))
         memory.pop(f"call:{call_id}")
@@ -294,7 +401,12 @@ def _channel(
         data = CallData(
             call_id=call_id, state=state_now, direction=call["direction"], members=members
         )
-        identity = (call_id, uuid, status)
+        # A status a leg comes back to (answered, held, answered again) is a new event.
+        seen = leg.setdefault("seen", {})
+        times = seen.get(status, 0)
+        seen[status] = times + 1
+        memory.set(f"leg:{uuid}", leg)
+        identity = (call_id, uuid, status) if not times else (call_id, uuid, status, times)
         events.append(_event(ctx, f"call.{state_now}", data, identity, when, msg))
     return events
 
@@ -362,7 +474,9 @@ def _dtmf(
         digit=digit,
         sequence=len(so_far),
         digits=digits,
-        members=[_member(leg)] if leg and leg.get("status") else [],
+        members=[_member(leg, (memory.get(f"call:{call_id}") or {}).get("direction"))]
+        if leg and leg.get("status")
+        else [],
     )
     identity = (uuid, position) if position is not None else (uuid, len(so_far))
     return [_event(ctx, "call.dtmf", data, identity, ctx.received_at, msg)]
@@ -421,22 +535,26 @@ def _cdr(
     caller = first(cdr, "caller_id_number", "xcc_origin_cid_number")
     callee = first(cdr, "destination_number", "xcc_origin_dest_number")
     direction = call["direction"] if call else memory.get(f"direction:{call_id}")
-    if direction is None:
+    if direction in (None, "unknown"):
+        b_leg = token(cdr.get("leg")) == "B"
         direction = _direction(
             {
                 "context": cdr.get("context") or cdr.get("sofia_profile_name"),
                 "cid_number": caller,
                 "dest_number": callee,
-                "direction": "inbound" if token(cdr.get("leg")) != "B" else "outbound",
+                # a b-leg is a leg the switch created for its a-leg: a peer, named or not
+                "direction": "outbound" if b_leg else "",
+                "peer_uuid": text(cdr.get("peer_uuid")) or ("a-leg" if b_leg else ""),
+                "params": {"xcc_direction": cdr.get("xcc_direction")},
             }
         )
     own_context = (text(cdr.get("context")) or text(cdr.get("sofia_profile_name")) or "").lower()
-    if token(cdr.get("leg")) != "B" and own_context in _PUBLIC_CONTEXTS:
+    if token(cdr.get("leg")) != "B" and _is_trunk_context(own_context):
         leg_direction = "inbound"  # the caller's leg, from a trunk
     else:  # a leg ringing an extension, or going out to a number
         leg_direction = "internal" if _is_extension(callee) else "outbound"
     trunk = first(cdr, "sip_gateway_name", "xcc_gateway")
-    public = (text(cdr.get("sofia_profile_name")) or "").lower() in _PUBLIC_CONTEXTS
+    public = _is_trunk_context(cdr.get("sofia_profile_name"))
     data = CdrData(
         call_id=call_id,
         started_at=started,

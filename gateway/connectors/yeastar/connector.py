@@ -23,11 +23,12 @@ from gateway.connectors.watermark import Gap
 from gateway.connectors.yeastar.auth import Token, YeastarAuth
 from gateway.connectors.yeastar.client import TOKEN_EXPIRED, YeastarClient
 from gateway.connectors.yeastar.commands import YeastarCommands
-from gateway.connectors.yeastar.metrics import FRAMES_DEDUPED
+from gateway.connectors.yeastar.metrics import FRAMES_DEDUPED, PBX_UTC_OFFSET, TIMEZONE_MISMATCH
 from gateway.connectors.yeastar.normalize import normalize_frame
 from gateway.connectors.yeastar.recovery import YeastarRecovery
 from gateway.connectors.yeastar.settings import YeastarPbxSettings
 from gateway.connectors.yeastar.watermark import YeastarWatermark
+from gateway.connectors.yeastar.zonecheck import MEMORY_KEY, ZoneCheck, ZoneVerdict
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.dedupe import OverlapDeduper
@@ -177,6 +178,8 @@ class YeastarConnector:
             on_connect_error=self._connect_failed,
         )
         self._dedupe = OverlapDeduper()
+        self.zone_check = ZoneCheck(pbx.zone)
+        self._zone_warned = False
         self._generation = 0
         self._connecting: Token | None = None
         self._log = get_logger("yeastar.connector").bind(tenant=pbx.tenant)
@@ -201,8 +204,14 @@ class YeastarConnector:
     def health(self) -> dict[str, Any]:
         left = self.auth.expires_in_s()
         expires = datetime.now(UTC) + timedelta(seconds=left) if left is not None else None
+        verdict = self.zone_check.verdict
+        zone: dict[str, Any] = {}
+        if verdict is not None:
+            zone["pbx_utc_offset_s"] = int(verdict.pbx_offset.total_seconds())
+            if verdict.mismatch:
+                zone["timezone_warning"] = verdict.message()
         return self.link_state.health(
-            token_expires_at=expires.isoformat(timespec="seconds") if expires else None
+            token_expires_at=expires.isoformat(timespec="seconds") if expires else None, **zone
         )
 
     @property
@@ -333,11 +342,38 @@ class YeastarConnector:
             message, self.link_state.ctx(), display_format=self._pbx.cdr_time_format
         )
         for event in events:  # always one, maybe rejected
+            if event.type == "cdr.created":
+                self._check_zone(event)
             event = self.watermark.calls.direct(event)  # the direction its call was shown to have
             await self.link_state.send_live(event)
             # Only once the event is spooled (the watermark syncs the spool before it persists):
             # a crash in between then repeats it, never skips it.
             self._push.mark(now, event)
+
+    def _check_zone(self, event: CloudEvent) -> None:
+        """Each live CDR tells the PBX's real UTC offset when its leg began the call; once a
+        few agree, the normalizer compares with it and a configured zone that disagrees is
+        reported (one warning per PBX, the status page and a gauge)."""
+        started = event.data.get("started_at")
+        try:
+            started_at = datetime.fromisoformat(started) if isinstance(started, str) else None
+        except ValueError:
+            return
+        verdict = self.zone_check.observe(event.data.get("call_id"), started_at)
+        if verdict is not None:
+            self._zone_verdict(verdict)
+
+    def _zone_verdict(self, verdict: ZoneVerdict) -> None:
+        self.link_state.memory.set(MEMORY_KEY, verdict.pbx_offset)
+        PBX_UTC_OFFSET.labels(self.tenant).set(verdict.pbx_offset.total_seconds())
+        TIMEZONE_MISMATCH.labels(self.tenant).set(1 if verdict.mismatch else 0)
+        if verdict.mismatch and not self._zone_warned:
+            self._zone_warned = True
+            self._log.warning(
+                "pbx_timezone_mismatch",
+                configured=verdict.configured_zone,
+                detail=verdict.message(),
+            )
 
 
 def _control_answer(message: str | bytes) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from gateway.connectors import fields as read
+from gateway.connectors.yeastar import zonecheck
 from gateway.schema.events import (
     AgentAutoPausedData,
     AgentCallStateData,
@@ -297,7 +298,6 @@ del _fmt, _shape
 #: that call ``20220614111933-1655176768.0-...``, written from the answer on).
 _LOCAL_STAMP = re.compile(r"^(\d{14})")
 #: A live call id is ``<unix start of the call>.<sequence>`` (manual line 17503 vs 17507).
-_UNIX_CALL_ID = re.compile(r"^(\d{9,10})\.\d+$")
 _EXACT_SLACK: Final = timedelta(seconds=2)
 _CALL_SLACK: Final = timedelta(seconds=60)
 _LONGEST_CALL: Final = timedelta(days=1)
@@ -309,23 +309,44 @@ _NAME_NUMBER = re.compile(r"^.*<\s*([^<>]*?)\s*>$")
 
 @dataclass(frozen=True, slots=True)
 class _StartEvidence:
-    """What else says when a CDR started: the ``uid``'s stamp (exact), and a window from the
-    call id (a leg starts at or after its call) and the recording (started within the call)."""
+    """What else says when a CDR started: the ``uid``'s stamp (exact), a window from the
+    recording (started within the call), and the call id (a leg starts at or after its call,
+    within a day). The call id is UTC where the rest is PBX-local, so it is compared with the
+    start's wall clock at any offset the PBX can have (the one its calls showed, once known):
+    a wrong configured zone must not change which reading a record admits."""
 
     exact: datetime | None = None
     low: datetime | None = None
     high: datetime | None = None
+    call_start: datetime | None = None
+    tz: ZoneInfo | None = None
+    pbx_offset: timedelta | None = None
 
     @property
     def any(self) -> bool:
-        return self.exact is not None or self.low is not None or self.high is not None
+        return (
+            self.exact is not None
+            or self.low is not None
+            or self.high is not None
+            or self.call_start is not None
+        )
 
     def admits(self, start: datetime) -> bool:
         if self.exact is not None and abs(start - self.exact) > _EXACT_SLACK:
             return False
         if self.low is not None and start < self.low:
             return False
-        return self.high is None or start <= self.high
+        if self.high is not None and start > self.high:
+            return False
+        if self.call_start is None or self.tz is None:
+            return True
+        seen = zonecheck.wall_offset(start.astimezone(self.tz), self.call_start)
+        earliest, latest = (
+            (self.pbx_offset, self.pbx_offset)
+            if self.pbx_offset is not None
+            else (zonecheck.EARLIEST, zonecheck.LATEST)
+        )
+        return earliest - _CALL_SLACK <= seen <= latest + _LONGEST_CALL
 
 
 def _local_stamp(value: str | None, tz: ZoneInfo) -> datetime | None:
@@ -358,30 +379,34 @@ def _local_stamp(value: str | None, tz: ZoneInfo) -> datetime | None:
 
 
 def _start_evidence(
-    tz: ZoneInfo,
+    ctx: NormalizeContext,
     *,
     uid: str | None = None,
     call_id: str | None = None,
     recording: str | None = None,
     duration_s: int | None = None,
 ) -> _StartEvidence:
-    lows: list[datetime] = []
-    highs: list[datetime] = []
-    match = _UNIX_CALL_ID.match(call_id) if call_id else None
-    if match is not None:
-        call_start = datetime.fromtimestamp(int(match.group(1)), UTC)
-        lows.append(call_start - _CALL_SLACK)
-        highs.append(call_start + _LONGEST_CALL)
+    tz = ctx.tz
     recorded = _local_stamp(recording, tz)
+    low = high = None
     if recorded is not None:
         lasted = timedelta(seconds=duration_s) if duration_s and duration_s > 0 else _LONGEST_CALL
-        lows.append(recorded - lasted - _CALL_SLACK)
-        highs.append(recorded + _CALL_SLACK)
+        low = recorded - lasted - _CALL_SLACK
+        high = recorded + _CALL_SLACK
     return _StartEvidence(
         exact=_local_stamp(uid, tz),
-        low=max(lows, default=None),
-        high=min(highs, default=None),
+        low=low,
+        high=high,
+        call_start=zonecheck.call_started(call_id),
+        tz=tz,
+        pbx_offset=_pbx_offset(ctx),
     )
+
+
+def _pbx_offset(ctx: NormalizeContext) -> timedelta | None:
+    """The PBX's UTC offset its link confirmed from earlier calls (``zonecheck``), if any."""
+    found = ctx.memory.get(zonecheck.MEMORY_KEY)
+    return found if isinstance(found, timedelta) else None
 
 
 def _readings(text: str, tz: ZoneInfo, display_format: str | None) -> dict[datetime, str]:
@@ -456,16 +481,38 @@ def call_id_from_recording(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _call_direction(leg: str | None, call_id: str, started_at: datetime | None) -> str:
+def _call_direction(
+    leg: str | None,
+    call_id: str,
+    started_at: datetime | None,
+    ctx: NormalizeContext,
+    *,
+    zone_free: bool = False,
+) -> str:
     """A record's type is its *leg's*: an inbound call forwarded out has an ``Outbound`` leg.
     It is the call's direction only for the leg that began the call, the one starting when
     the call id says the call began (manual line 17503 / 17507: ``1651057476.362`` and
-    ``2022-04-27 19:04:36`` +08:00); of any other leg it proves nothing (``unknown``)."""
-    match = _UNIX_CALL_ID.match(call_id)
-    if leg is None or match is None or started_at is None:
+    ``2022-04-27 19:04:36`` +08:00); of any other leg it proves nothing (``unknown``).
+
+    The start is PBX-local text and the call id UTC: the leg began the call when its wall
+    clock is the call id's instant at the configured zone's offset, or at the offset the
+    PBX's calls showed (``zonecheck``), or, before any was shown, at any offset a PBX can
+    have. So a wrong configured zone does not change what a record proves. ``zone_free``:
+    ``started_at`` is a Unix time (cdr/list ``timestamp``), compared as it is.
+    """
+    began = zonecheck.call_started(call_id)
+    if leg is None or began is None or started_at is None:
         return "unknown"
-    began = datetime.fromtimestamp(int(match.group(1)), UTC)
-    return leg if abs(started_at - began) <= _EXACT_SLACK else "unknown"
+    if zone_free:
+        return leg if abs(started_at - began) <= _EXACT_SLACK else "unknown"
+    offset = zonecheck.leg_offset(call_id, started_at, ctx.tz)
+    if offset is None:
+        return "unknown"
+    confirmed = _pbx_offset(ctx)
+    configured = started_at.astimezone(ctx.tz).utcoffset()
+    if offset == configured or confirmed is None or offset == confirmed:
+        return leg
+    return "unknown"
 
 
 def cdr_identity(
@@ -716,7 +763,7 @@ def _cdr(msg: dict[str, Any], ctx: NormalizeContext, display_format: str | None 
     if call_id is None:
         raise _Invalid("missing required field 'call_id'")
     duration = read.integer(msg.get("call_duration"))
-    evidence = _start_evidence(ctx.tz, call_id=call_id, recording=recording, duration_s=duration)
+    evidence = _start_evidence(ctx, call_id=call_id, recording=recording, duration_s=duration)
     started_at = _start_time(msg.get("time_start"), ctx.tz, display_format, evidence)
     leg = _CDR_DIRECTION.get(read.token(msg.get("type")))
     data = CdrData(
@@ -724,7 +771,7 @@ def _cdr(msg: dict[str, Any], ctx: NormalizeContext, display_format: str | None 
         started_at=started_at,
         caller=_party(msg.get("call_from")),
         callee=_party(msg.get("call_to")),
-        direction=_call_direction(leg, call_id, started_at),
+        direction=_call_direction(leg, call_id, started_at, ctx),
         leg_direction=leg,
         disposition=_DISPOSITION.get(read.token(msg.get("status"))),
         duration_s=duration,
@@ -910,9 +957,10 @@ def _cdr_record(
         raise _Invalid("record has neither a call id (call_id / record_file) nor a 'uid'")
     duration = read.integer(record.get("duration"))
     started_at = read.unix_time(record.get("timestamp"))
+    zone_free = started_at is not None
     if started_at is None:
         evidence = _start_evidence(
-            ctx.tz, uid=uid, call_id=call_id, recording=recording, duration_s=duration
+            ctx, uid=uid, call_id=call_id, recording=recording, duration_s=duration
         )
         started_at = _start_time(record.get("time"), ctx.tz, display_format, evidence)
     leg = _CDR_DIRECTION.get(read.token(record.get("call_type", record.get("type"))))
@@ -922,7 +970,11 @@ def _cdr_record(
         caller=_party(record.get("call_from")),
         callee=_party(record.get("call_to")),
         # without a call id the record is published as a call of its own: its type is its own
-        direction=_call_direction(leg, call_id, started_at) if call_id else leg or "unknown",
+        direction=(
+            _call_direction(leg, call_id, started_at, ctx, zone_free=zone_free)
+            if call_id
+            else leg or "unknown"
+        ),
         leg_direction=leg,
         disposition=_DISPOSITION.get(read.token(record.get("disposition", record.get("status")))),
         duration_s=duration,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from gateway.connectors.plugin import DemoOptions, SimulatorSpec
 from gateway.connectors.uucall.settings import UucallPbxSettings
 from gateway.sim.uucall.cli import add_arguments, serve
-from gateway.sim.uucall.rest import UucallSimulator
+from gateway.sim.uucall.rest import WIKI_BASE_PATH, UucallSimulator
 
 DEMO_TZ = "Asia/Shanghai"
 DEMO_THRESHOLD = 20000  # 200.00 in fen: the simulator's balance falls below it and recovers
@@ -33,7 +34,13 @@ async def demo(options: DemoOptions) -> AsyncIterator[UucallPbxSettings]:
         tick_s=1.0 / rate,
         low_mark=DEMO_THRESHOLD,
         tz=DEMO_TZ,
-        token="demo-token",
+        auth="signed",
+        token=secrets.token_hex(16),
+        account_id=secrets.token_hex(16),
+        app_id=secrets.token_hex(16),
+        base_path=WIKI_BASE_PATH,
+        envelope="wiki",
+        errors_in_body=True,
     )
     await sim.start()
     folder = Path(tempfile.mkdtemp(prefix="uucall-demo-downloads-"))
@@ -44,7 +51,9 @@ async def demo(options: DemoOptions) -> AsyncIterator[UucallPbxSettings]:
             base_url=sim.base_url,
             uid=sim.uid,
             uid_name=sim.uid_name,
-            auth="header",
+            auth="signed",
+            account_id=sim.account_id,
+            app_id=sim.app_id,
             secret=sim.token,
             low_balance_threshold=DEMO_THRESHOLD,
             account_poll_s=1.0,
@@ -58,6 +67,17 @@ async def demo(options: DemoOptions) -> AsyncIterator[UucallPbxSettings]:
     finally:
         await sim.stop()
         shutil.rmtree(folder, ignore_errors=True)
+        refused = {k: v for k, v in sim.signed.items() if k != "accepted"}
+        print(
+            f"demo: UUCall simulator at {sim.base_url}: envelope {sim.envelope}"
+            f" (errors in the body), signed requests accepted {sim.signed['accepted']},"
+            f" refused {sum(refused.values())}"
+            + (
+                f" ({', '.join(f'{k} {v}' for k, v in sorted(refused.items()))})" if refused else ""
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 SIMULATOR = SimulatorSpec(add_arguments=add_arguments, serve=serve, demo=demo)

@@ -20,8 +20,22 @@ for ``PUT`` / ``DELETE``, and every response code the document lists:
 
 The document shows no envelope for lists: ``envelope="bare"`` answers a JSON array (and a single
 object for one record), ``envelope="data"`` wraps them as ``{"data": ..., "total", "page",
-"pageSize"}``. ``string_numbers`` sends every integer as a string (tolerance tests). Amounts
-are int64 in fen; ``ChargeBill``'s are doubles (halves of a fen), as the document types them.
+"pageSize"}``. The vendor's wiki wraps every answer, writes included, in HTTP 200
+``{"Result": "success", "Code": 0, "Data": ...}``: ``envelope="wiki"`` answers that way,
+``envelope="wiki-lower"`` with the keys in lower case. With a wiki envelope and
+``errors_in_body``, the refusals the wiki has a code for are answered as it shows them, HTTP
+200 ``{"Result": "FAILED", "Code": n, "Data": "<message>"}`` (:data:`BODY_CODES`); ``failure()``
+builds such a body for ``script()``. ``string_numbers`` sends every integer as a string
+(tolerance tests). Amounts are int64 in fen; ``ChargeBill``'s are doubles (halves of a fen),
+as the document types them.
+
+``auth="signed"`` checks the wiki's per-request signature (see
+``gateway/connectors/uucall/signing.py``): ``Authorization`` = base64 of
+``<account_id>:<yyyyMMddHHmmss>``, the query parameter ``sig`` = upper-case MD5 of
+``account_id + token + timestamp``, the header ``appid``, and the header ``timestamp`` naming
+the same instant; a timestamp more than ``sign_window_s`` away from the simulator's clock is
+refused. ``signed`` counts the signed requests accepted and refused (by reason). The wiki's
+base path is ``/uucall_restapi/rest`` (``base_path``).
 
 Data changes over time (``tick()``; every ``tick_s`` once started): sub-accounts consume, so
 the balance falls and the month's bills grow; below ``recharge_below`` a recharge arrives (a
@@ -38,8 +52,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
@@ -62,6 +78,15 @@ from gateway.sim.http import serve
 log = get_logger("sim.uucall")
 
 BASE_PATH: Final = "/rest"
+#: The base path of the vendor's wiki.
+WIKI_BASE_PATH: Final = "/uucall_restapi/rest"
+ENVELOPES: Final = ("bare", "data", "wiki", "wiki-lower")
+AUTHS: Final = ("header", "basic", "none", "signed")
+#: HTTP refusals -> the wiki's failure code, when errors travel in the body (``errors_in_body``):
+#: 5 passport, 6 power, 2 no such method, 100 invalid parameter, 3 request limit, 4 unknown,
+#: 1 the service's own error.
+BODY_CODES: Final = {401: 5, 403: 6, 404: 1, 405: 2, 400: 100, 424: 1, 429: 3, 500: 4}
+SIGN_STAMP: Final = "%Y%m%d%H%M%S"
 MONTH: Final = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 STAMP: Final = "%Y-%m-%d %H:%M:%S"
 DEFAULT_PAGE_SIZE: Final = 10
@@ -143,8 +168,13 @@ class UucallSimulator:
         token: str = "sim-token",
         username: str = "gateway",
         password: str = "sim-password",
+        account_id: str = "ff8080813c37da53013c804f8072007c",
+        app_id: str = "sim-app",
+        sign_window_s: float = 3000.0,
+        base_path: str = BASE_PATH,
         seed: int | None = None,
         envelope: str = "bare",
+        errors_in_body: bool = False,
         string_numbers: bool = False,
         rate_limit: float = 50.0,
         burst: int = 100,
@@ -157,10 +187,14 @@ class UucallSimulator:
         tz: str = "Asia/Shanghai",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if auth not in ("header", "basic", "none"):
-            raise ValueError("auth must be header, basic or none")
-        if envelope not in ("bare", "data"):
-            raise ValueError("envelope must be bare or data")
+        if auth not in AUTHS:
+            raise ValueError(f"auth must be one of {', '.join(AUTHS)}")
+        if envelope not in ENVELOPES:
+            raise ValueError(f"envelope must be one of {', '.join(ENVELOPES)}")
+        if errors_in_body and not envelope.startswith("wiki"):
+            raise ValueError("errors_in_body needs a wiki envelope")
+        if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", base_path):
+            raise ValueError("base_path must look like /rest or /uucall_restapi/rest")
         self.uid = uid
         self.uid_name = uid_name
         self.auth = auth
@@ -168,7 +202,14 @@ class UucallSimulator:
         self.token = token
         self.username = username
         self.password = password
+        self.account_id = account_id
+        self.app_id = app_id
+        self.sign_window_s = sign_window_s
+        self.base_path = base_path
         self.envelope = envelope
+        self.errors_in_body = errors_in_body
+        #: Signed requests: ``accepted`` and, by reason, the refused ones (``auth="signed"``).
+        self.signed: Counter[str] = Counter()
         self.string_numbers = string_numbers
         self.rate_limit = rate_limit
         self.burst = burst
@@ -443,14 +484,14 @@ class UucallSimulator:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
-        app.router.add_route("*", BASE_PATH + "/{tail:.*}", self._dispatch)
+        app.router.add_route("*", self.base_path + "/{tail:.*}", self._dispatch)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self._runner is not None:
             return self.base_url
         self._runner, root = await serve(self.app(), host, port)
-        self.base_url = root + BASE_PATH
+        self.base_url = root + self.base_path
         if self.tick_s > 0:
             self._ticker = asyncio.create_task(self._tick_loop(), name="uucall-sim-ticks")
         return self.base_url
@@ -490,7 +531,7 @@ class UucallSimulator:
         """The next ``times`` authorised requests of ``method path`` (as sent, below
         ``/rest``) wait ``delay_s`` and are answered ``status`` with ``body`` (default
         ``{"code", "message"}``); ``status=None`` lets the real handler answer after the
-        delay."""
+        delay. An error the wiki's way is ``status=200, body=failure(code, message)``."""
         queue = self._scripts.setdefault((method.upper(), path), deque())
         for _ in range(times):
             queue.append(_Scripted(status, body, dict(headers or {}), delay_s))
@@ -498,6 +539,12 @@ class UucallSimulator:
     def storm(self, count: int, retry_after: str = "1") -> None:
         """The next ``count`` requests, whatever they are, answer 429 with this Retry-After."""
         self._storm.extend([retry_after] * count)
+
+    def failure(self, code: int, message: str) -> dict[str, Any]:
+        """A failure as the wiki shows it, in this simulator's key case."""
+        if self.envelope == "wiki-lower":
+            return {"result": "failed", "code": code, "data": message}
+        return {"Result": "FAILED", "Code": code, "Data": message}
 
     def calls(self, method: str, path: str) -> list[Received]:
         return [r for r in self.received if r.method == method and r.path == path]
@@ -523,6 +570,10 @@ class UucallSimulator:
             return response
         except Refused as exc:
             status = exc.status
+            if self.errors_in_body and exc.status in BODY_CODES:
+                status = 200
+                body_ = self.failure(BODY_CODES[exc.status], exc.message)
+                return web.json_response(body_, status=200, dumps=_dumps)
             return web.json_response(
                 {"code": exc.status, "message": exc.message}, status=exc.status, dumps=_dumps
             )
@@ -535,13 +586,16 @@ class UucallSimulator:
     ) -> web.StreamResponse:
         limited = self._rate_limited()
         if limited is not None:
+            if self.errors_in_body:
+                body_ = self.failure(BODY_CODES[429], "too many requests")
+                return web.json_response(body_, status=200, dumps=_dumps)
             return web.json_response(
                 {"code": 429, "message": "too many requests"},
                 status=429,
                 headers={"Retry-After": limited},
                 dumps=_dumps,
             )
-        self._check_auth(request)
+        self._check_auth(request, query)
         handler, match = self._route(method, path)
         if path in self.forbidden:
             raise Refused(403, "forbidden")
@@ -560,6 +614,9 @@ class UucallSimulator:
         if body is _NOT_JSON:
             raise Refused(400, "the body is not JSON")
         result = await handler(Call(method, path, query, body, match))
+        if isinstance(result, Reply) and self.envelope.startswith("wiki") and not result.body:
+            # the wiki answers every operation, writes too, with HTTP 200 and an envelope
+            return web.json_response(self._wrap(None), status=200, dumps=_dumps)
         if isinstance(result, Reply):
             return web.Response(
                 status=result.status,
@@ -583,8 +640,14 @@ class UucallSimulator:
             return None
         return str(max(1, math.ceil((1 - self._tokens) / self.rate_limit)))
 
-    def _check_auth(self, request: web.Request) -> None:
+    def _check_auth(self, request: web.Request, query: dict[str, str]) -> None:
         if self.auth == "none":
+            return
+        if self.auth == "signed":
+            problem = self._signature_problem(request, query.pop("sig", None))
+            self.signed[problem or "accepted"] += 1
+            if problem is not None:
+                raise Refused(401, f"signature refused: {problem}")
             return
         if self.auth == "header":
             if request.headers.get(self.auth_header) != self.token:
@@ -594,6 +657,36 @@ class UucallSimulator:
         expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         if given != f"Basic {expected}":
             raise Refused(401, "unauthorized")
+
+    def _signature_problem(self, request: web.Request, sig: str | None) -> str | None:
+        """Why a signed request is refused (a short reason), or None when it is good."""
+        given = request.headers.get("Authorization", "")
+        try:
+            decoded = base64.b64decode(given, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return "authorization_not_base64"
+        account, _, stamp = decoded.partition(":")
+        if account != self.account_id:
+            return "wrong_account"
+        try:
+            at = datetime.strptime(stamp, SIGN_STAMP).replace(tzinfo=self.tz)
+        except ValueError:
+            return "bad_timestamp"
+        if abs(at.timestamp() - self._clock()) > self.sign_window_s:
+            return "stale_timestamp"
+        if request.headers.get("appid") != self.app_id:
+            return "wrong_appid"
+        header_stamp = request.headers.get("timestamp")
+        if header_stamp is not None and header_stamp != at.strftime(STAMP):
+            return "timestamp_mismatch"
+        expected = hashlib.md5(
+            f"{self.account_id}{self.token}{stamp}".encode(), usedforsecurity=False
+        ).hexdigest()
+        if sig is None:
+            return "no_sig"
+        if sig != expected.upper():
+            return "wrong_sig"
+        return None
 
     def _route(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         allowed = False
@@ -670,10 +763,20 @@ class UucallSimulator:
             return str(value)
         return value
 
+    def _wrap(self, data: Any) -> dict[str, Any]:
+        """A success in the wiki's envelope (``envelope`` is ``wiki`` or ``wiki-lower``)."""
+        if self.envelope == "wiki-lower":
+            return {"result": "success", "code": 0, "data": data}
+        return {"Result": "success", "Code": 0, "Data": data}
+
     def _one(self, item: dict[str, Any]) -> Any:
+        if self.envelope.startswith("wiki"):
+            return self._wrap(item)
         return {"data": item} if self.envelope == "data" else item
 
     def _many(self, items: list[dict[str, Any]]) -> Any:
+        if self.envelope.startswith("wiki"):
+            return self._wrap(items)
         return {"data": items, "total": len(items)} if self.envelope == "data" else items
 
     def _page(self, items: list[dict[str, Any]], query: dict[str, str]) -> Any:
@@ -682,6 +785,8 @@ class UucallSimulator:
         if page < 1 or not 1 <= size <= 1000:
             raise Refused(400, "page must be 1 or more, pageSize 1-1000")
         chunk = items[(page - 1) * size : page * size]
+        if self.envelope.startswith("wiki"):
+            return self._wrap(chunk)
         if self.envelope == "data":
             return {"data": chunk, "total": len(items), "page": page, "pageSize": size}
         return chunk

@@ -20,6 +20,18 @@ import orjson
 
 CTRL = "cn.xswitch.ctrl"
 CDR = "cn.xswitch.ctrl.event.cdr"
+#: Trunk contexts: FreeSWITCH's default name and one named by whoever set up the carrier.
+TRUNK_CONTEXTS = ("public", "MyCarrier-Inbound")
+#: XCC's own word for a call's direction (``params.xcc_direction``), by kind of call.
+XCC_DIRECTION = {
+    "inbound": "inbound",
+    "failed": "inbound",
+    "dtmf": "inbound",
+    "outbound": "outbound",
+    "busy": "outbound",
+    "bridged": "outbound",
+    "internal": "internal",
+}
 KINDS = ("inbound", "outbound", "internal", "bridged", "failed", "busy", "dtmf")
 
 
@@ -42,28 +54,38 @@ class Leg:
     params: dict[str, str] = field(default_factory=dict)
 
     def event(self, state: str) -> dict[str, Any]:
+        """As a node marshals it: Go's ``omitempty`` on every ``ChannelEvent`` field
+        (``xswitch-cn/proto`` ``xctrl.pb.go``) leaves out ``false``, ``0`` and ``""``."""
         return {
             "jsonrpc": "2.0",
             "method": "Event.Channel",
-            "params": {
-                "node_uuid": self.node_uuid,
-                "uuid": self.uuid,
-                "peer_uuid": self.peer_uuid,
-                "direction": self.direction,
-                "state": state,
-                "cid_name": self.cid_number,
-                "cid_number": self.cid_number,
-                "dest_number": self.dest_number,
-                "create_epoch": self.create_epoch,
-                "ring_epoch": self.ring_epoch,
-                "answer_epoch": self.answer_epoch,
-                "hangup_epoch": self.hangup_epoch,
-                "answered": self.answer_epoch > 0,
-                "cause": self.cause,
-                "context": self.context,
-                "params": dict(self.params),
-            },
+            "params": omitempty(
+                {
+                    "node_uuid": self.node_uuid,
+                    "uuid": self.uuid,
+                    "peer_uuid": self.peer_uuid,
+                    "direction": self.direction,
+                    "state": state,
+                    "cid_name": self.cid_number,
+                    "cid_number": self.cid_number,
+                    "dest_number": self.dest_number,
+                    "create_epoch": self.create_epoch,
+                    "ring_epoch": self.ring_epoch,
+                    "answer_epoch": self.answer_epoch,
+                    "hangup_epoch": self.hangup_epoch,
+                    "answered": self.answer_epoch > 0,
+                    "cause": self.cause,
+                    "context": self.context,
+                    "params": dict(self.params),
+                }
+            ),
         }
+
+
+def omitempty(fields: dict[str, Any]) -> dict[str, Any]:
+    """Go's ``encoding/json`` with ``omitempty``: zero values (``false``, ``0``, ``""``, an
+    empty map or list) are not sent at all."""
+    return {key: value for key, value in fields.items() if value not in (False, 0, "", {}, [])}
 
 
 class FlowBuilder:
@@ -79,6 +101,7 @@ class FlowBuilder:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self.times: list[int] = []  # when each message is due, epoch seconds
         self.talk_s = (5, 90)  # how long answered calls last, seconds (min, max)
+        self.variables: dict[str, str] = {}  # channel variables every leg of the call has
 
     # --- primitives --------------------------------------------------------------------------
 
@@ -95,6 +118,7 @@ class FlowBuilder:
             node_uuid=self.node_uuid,
             peer_uuid=peer,
             create_epoch=self.now,
+            params=dict(self.variables),
         )
 
     def _emit(self, subject: str, body: dict[str, Any]) -> None:
@@ -139,13 +163,19 @@ class FlowBuilder:
         leg.hangup_epoch = self.now
         leg.cause = cause
         billsec = leg.hangup_epoch - leg.answer_epoch if leg.answer_epoch else 0
+        # A DESTROY's variables carry the talk time and cause (``ctrl/bus/bus_test.go``).
+        leg.params.update(
+            billsec=str(billsec),
+            hangup_cause=cause,
+            duration=str(leg.hangup_epoch - leg.create_epoch),
+        )
         cdr = {
             "uuid": leg.uuid,
             "leg": leg_name,
             "peer_uuid": leg.peer_uuid,
             "direction": leg.direction,
             "context": leg.context,
-            "sofia_profile_name": "public" if leg.context == "public" else "default",
+            "sofia_profile_name": "public" if leg.context in TRUNK_CONTEXTS else "default",
             "caller_id_name": leg.cid_number,
             "caller_id_number": leg.cid_number,
             "destination_number": leg.dest_number,
@@ -193,8 +223,15 @@ class FlowBuilder:
         self.tick(3)
         self.state(b, "ANSWERED")
         self.state(a, "ANSWERED")
-        self.state(a, "BRIDGE")
-        self.state(b, "BRIDGE")
+        # The manuals write BRIDGE; the SDK's own fake node (tboy/tboy.go Bridge) BRIDGED.
+        bridge = self.rng.choice(("BRIDGE", "BRIDGED"))
+        self.state(a, bridge)
+        self.state(b, bridge)
+        if self.rng.random() < 0.3:  # the caller is put on hold a while
+            self.tick(talk // 2)
+            self.state(a, "HOLD")
+            self.tick(2)
+            self.state(a, "UNHOLD")
         self.tick(talk)
         self.state(a, "UNBRIDGE")
         self.destroy(b, "NORMAL_CLEARING", leg_name="b")
@@ -245,16 +282,21 @@ class FlowBuilder:
 
     def call(self, kind: str) -> None:
         talk = self.rng.randint(*self.talk_s)
+        # Some nodes set ``xcc_direction`` on every leg, others not: both are played.
+        self.variables = (
+            {"xcc_direction": XCC_DIRECTION.get(kind, "")} if self.rng.random() < 0.5 else {}
+        )
+        trunk = self.rng.choice(TRUNK_CONTEXTS)
         if kind == "bridged":
             self.click_to_dial(self._extension(), self._outside(), talk=talk)
         elif kind == "inbound":
-            self.bridged(self._outside(), self._extension(), "public", talk=talk)
+            self.bridged(self._outside(), self._extension(), trunk, talk=talk)
         elif kind == "outbound":
             self.bridged(self._extension(), self._outside(), "default", talk=talk)
         elif kind == "internal":
             self.bridged(self._extension(), self._extension(), "default", talk=talk)
         elif kind == "failed":
-            self.unanswered(self._outside(), self._extension(), "public", "NO_ANSWER")
+            self.unanswered(self._outside(), self._extension(), trunk, "NO_ANSWER")
         elif kind == "busy":
             self.unanswered(self._extension(), self._outside(), "default", "USER_BUSY")
         elif kind == "dtmf":
@@ -263,6 +305,7 @@ class FlowBuilder:
             )
         else:
             raise ValueError(f"unknown call kind {kind!r}; known: {', '.join(KINDS)}")
+        self.variables = {}
         self.tick(2)
 
 
@@ -280,4 +323,15 @@ def sample(
     return [encode(body) for _, body in builder.messages]
 
 
-__all__ = ["CDR", "CTRL", "KINDS", "FlowBuilder", "Leg", "encode", "sample"]
+__all__ = [
+    "CDR",
+    "CTRL",
+    "KINDS",
+    "TRUNK_CONTEXTS",
+    "XCC_DIRECTION",
+    "FlowBuilder",
+    "Leg",
+    "encode",
+    "omitempty",
+    "sample",
+]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.connectors.plugin import DemoOptions, SimulatorSpec
+from gateway.connectors.plugin import DemoOptions, PluginError, SimulatorSpec
 from gateway.connectors.yeastar.settings import YeastarPbxSettings
 from gateway.sim.yeastar import YeastarSimulator, add_arguments, serve
 
@@ -17,9 +18,23 @@ from gateway.sim.yeastar import YeastarSimulator, add_arguments, serve
 DEMO_TZ = "Asia/Shanghai"
 
 
+#: ``gateway demo --sim`` keys this simulator reads.
+DEMO_VARIANTS = frozenset({"pbx_tz"})
+
+
 @contextlib.asynccontextmanager
 async def demo(options: DemoOptions) -> AsyncIterator[YeastarPbxSettings]:
-    sim = YeastarSimulator(calls_per_second=options.calls_per_second, seed=options.seed, tz=DEMO_TZ)
+    """``pbx_tz``: the zone the simulated PBX's clock runs in, while the gateway is still told
+    :data:`DEMO_TZ` (a PBX left at UTC, say): the gateway warns ``pbx_timezone_mismatch``."""
+    unknown = sorted(set(options.variants) - DEMO_VARIANTS)
+    if unknown:
+        raise PluginError(f"yeastar simulator: unknown --sim {', '.join(unknown)}")
+    pbx_tz = options.variants.get("pbx_tz", DEMO_TZ)
+    try:
+        ZoneInfo(pbx_tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PluginError(f"yeastar simulator: pbx_tz={pbx_tz!r} is no IANA time zone") from None
+    sim = YeastarSimulator(calls_per_second=options.calls_per_second, seed=options.seed, tz=pbx_tz)
     await sim.start()
     try:
         yield YeastarPbxSettings(

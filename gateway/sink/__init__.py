@@ -1,0 +1,1 @@
+"""Reference sinks: the gateway's events written into a database (``gateway sink ...``)."""

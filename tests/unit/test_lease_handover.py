@@ -1,0 +1,147 @@
+"""Lease decisions without a broker: no tries against a live holder, back-off after a refusal,
+no hand-over to an instance that has not been heard from since the PBX was taken."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aio_pika
+import orjson
+
+from gateway.bus.lease import LEASE_PREFIX, LeaseManager
+
+
+class Locks:
+    """Exclusive lease queues as the broker keeps them; every refusal counted (each one is a
+    ``resource_locked`` error in the broker's log)."""
+
+    def __init__(self) -> None:
+        self.holders: dict[str, str] = {}
+        self.refused = 0
+
+    def connection(self, instance: str) -> Any:
+        locks = self
+
+        class Channel:
+            is_closed = False
+
+            async def declare_queue(self, name: str, exclusive: bool = False) -> None:
+                holder = locks.holders.setdefault(name, instance)
+                if holder != instance:
+                    locks.refused += 1
+                    raise aio_pika.exceptions.ChannelClosed(405, "RESOURCE_LOCKED")
+
+            async def queue_delete(self, name: str) -> None:
+                locks.holders.pop(name, None)
+
+        class Connection:
+            async def channel(self) -> Channel:
+                return Channel()
+
+        return Connection()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Presence:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = orjson.dumps(body)
+
+
+def manager(instance: str, tenants: list[str], clock: Clock, log: list[str]) -> LeaseManager:
+    async def acquired(tenant: str) -> None:
+        log.append(f"{instance} took {tenant}")
+
+    async def lost(tenant: str) -> None:
+        log.append(f"{instance} gave {tenant}")
+
+    return LeaseManager(
+        "amqp://x/",
+        tenants,
+        instance_id=instance,
+        on_acquired=acquired,
+        on_lost=lost,
+        heartbeat_s=1.0,
+        member_timeout_s=3.0,
+        acquire_interval_s=1.0,
+        clock=clock,
+    )
+
+
+async def heard(m: LeaseManager, instance: str, tenants: list[str], holds: list[str]) -> None:
+    await m._on_presence(Presence({"instance": instance, "tenants": tenants, "holds": holds}))  # type: ignore[arg-type]
+
+
+async def test_a_pbx_held_by_a_live_instance_is_never_tried() -> None:
+    clock, locks, log = Clock(), Locks(), []
+    tenants = [f"pbx-{n}" for n in range(6)]
+    a = manager("gw-a", tenants, clock, log)
+    for tenant in tenants:
+        locks.holders[f"{LEASE_PREFIX}{tenant}"] = "gw-b"
+    for _ in range(120):  # two minutes of balancing, the holder heard every second
+        await heard(a, "gw-b", tenants, tenants)
+        await a._balance(locks.connection("gw-a"))
+        clock.now += 1.0
+    assert locks.refused == 0 and not a.owned
+
+
+async def test_refused_tries_back_off_when_nobody_says_they_hold_the_pbx() -> None:
+    clock, locks, log = Clock(), Locks(), []
+    a = manager("gw-a", ["pbx-1"], clock, log)
+    locks.holders[f"{LEASE_PREFIX}pbx-1"] = "a-connection-the-broker-has-not-closed-yet"
+    for _ in range(120):
+        await a._balance(locks.connection("gw-a"))
+        clock.now += 1.0
+    assert locks.refused <= 14, "one try per 12 s once backed off (was one per 7 s)"
+    del locks.holders[f"{LEASE_PREFIX}pbx-1"]
+    for _ in range(13):
+        await a._balance(locks.connection("gw-a"))
+        clock.now += 1.0
+    assert a.owned == {"pbx-1"}
+
+
+async def test_no_hand_over_to_an_instance_not_heard_from_since_the_takeover() -> None:
+    """gw-b was killed; its last heartbeat is still within the member timeout when gw-a takes
+    its PBXs: gw-a must keep them, not hand them back to the dead instance."""
+    clock, locks, log = Clock(), Locks(), []
+    tenants = [f"pbx-{n}" for n in range(4)]
+    a = manager("gw-a", tenants, clock, log)
+    connection = locks.connection("gw-a")
+    for _ in range(10):  # both up for a while: gw-b holds its share
+        await heard(a, "gw-b", tenants, [t for t in tenants if a.assignment()[t] == "gw-b"])
+        await a._balance(connection)
+        clock.now += 1.0
+    theirs = {t for t in tenants if a.assignment()[t] == "gw-b"}
+    assert theirs and a.owned == set(tenants) - theirs
+    for tenant in theirs:
+        locks.holders[f"{LEASE_PREFIX}{tenant}"] = "gw-b"
+    await heard(a, "gw-b", tenants, sorted(theirs))  # its last heartbeat
+    for tenant in theirs:  # kill -9: the broker frees its lease queues at once
+        del locks.holders[f"{LEASE_PREFIX}{tenant}"]
+    for _ in range(20):  # gw-b never heard again
+        clock.now += 0.5
+        await a._balance(connection)
+    assert a.owned == set(tenants)
+    assert not [line for line in log if "gave" in line], log
+
+
+async def test_hand_over_to_an_instance_alive_since_the_takeover() -> None:
+    clock, locks, log = Clock(), Locks(), []
+    tenants = [f"pbx-{n}" for n in range(4)]
+    a = manager("gw-a", tenants, clock, log)
+    connection = locks.connection("gw-a")
+    for _ in range(5):  # alone: takes everything
+        await a._balance(connection)
+        clock.now += 1.0
+    assert a.owned == set(tenants)
+    for _ in range(10):  # gw-b starts and stays: it gets its share once settled
+        await heard(a, "gw-b", tenants, [])
+        await a._balance(connection)
+        clock.now += 1.0
+    assert len(a.owned) == 2 and any("gave" in line for line in log)
