@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
-import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from gateway.connectors import registry
 from gateway.connectors.plugin import DemoOptions, VendorPlugin
 from gateway.schema.commands import BASE_COMMANDS
-from gateway.schema.events import EVENT_TYPES, CloudEvent, NormalizeContext
 from gateway.settings import BackoffSettings, PbxSettings
+from gateway.testing import check_declaration, check_envelope, check_ids_deterministic
 from tests.conftest import wait_for
 from tests.integration.fixtures import Collected, running_gateway
 
@@ -33,8 +29,6 @@ pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FAST_BACKOFF = BackoffSettings(initial_s=0.05, max_s=0.5, reset_after_s=5)
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
-UUID_SHAPE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 #: Every registered vendor that ships a simulator (read at collection: the test vendors are
 #: registered by tests/conftest.py before it).
@@ -80,26 +74,6 @@ def _unsupported(plugin: VendorPlugin) -> str | None:
     return missing[0] if missing else None
 
 
-def _ctx(vendor: str) -> NormalizeContext:
-    return NormalizeContext("c-ids", vendor, ZoneInfo("UTC"), datetime(2024, 5, 1, tzinfo=UTC))
-
-
-def check_envelope(event: dict[str, Any], routing_key: str, tenant: str, vendor: str) -> None:
-    """One published event against the contract (docs/CONTRACT.md)."""
-    where = f"{event.get('type')} {event.get('id')}"
-    assert event["specversion"] == "1.0", where
-    assert event["source"] == f"pbx://{tenant}", where
-    assert event["tenant"] == tenant, where
-    assert event["vendor"] == vendor, where
-    assert RFC3339.match(event["time"]), f"{where}: time {event['time']!r} is not RFC 3339"
-    assert datetime.fromisoformat(event["time"].replace("Z", "+00:00")).tzinfo is not None
-    assert UUID_SHAPE.match(event["id"]) and uuid.UUID(event["id"]), where
-    assert routing_key == f"{tenant}.{event['type']}", where
-    assert event["type"] in EVENT_TYPES, f"{where}: not a contract event type"
-    EVENT_TYPES[event["type"]].model_validate(event["data"])
-    CloudEvent.model_validate(event)
-
-
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_vendor_contract(vendor: str, unique: str, collector, command_bus) -> None:
     """The vendor's simulated traffic through the gateway: CloudEvents envelope, routing keys,
@@ -122,13 +96,7 @@ async def test_vendor_contract(vendor: str, unique: str, collector, command_bus)
 def test_vendor_ids_are_deterministic(vendor: str) -> None:
     """The same raw message in the same context always gives the same ids, and every sample
     message of the vendor becomes valid, non-rejected events."""
-    plugin = registry.plugin(vendor)
-    for line in sample_lines(vendor):
-        first, second = plugin.normalize(line, _ctx(vendor)), plugin.normalize(line, _ctx(vendor))
-        assert first and all(e.type != "gateway.rejected" for e in first), first
-        assert [e.id for e in first] == [e.id for e in second]
-        for event in first:
-            EVENT_TYPES[event.type].model_validate(event.data)
+    check_ids_deterministic(registry.plugin(vendor), sample_lines(vendor))
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
@@ -159,18 +127,11 @@ def test_vendor_declaration(vendor: str) -> None:
     """The declaration the gateway relies on: a consistent plugin whose declared commands
     parse, and a normalizer that never raises (unreadable lines become gateway.rejected)."""
     plugin = registry.plugin(vendor)
-    plugin.check()
+    check_declaration(plugin)
     catalog = registry.command_catalog()
     for name in sorted(plugin.commands & SAMPLE_ARGS.keys()):
         body = json.dumps({"command": name, "args": SAMPLE_ARGS[name]})
         assert catalog.parse(body).command == name
-    for line in ("", "{", "[1,", "[]", "null", "\x00\xff", '{"type": 1}', '{"kind": "call"}'):
-        events = plugin.normalize(line, _ctx(vendor))
-        assert events, line
-        for event in events:
-            EVENT_TYPES[event.type].model_validate(event.data)
-        if not line.startswith("{"):
-            assert {e.type for e in events} == {"gateway.rejected"}, line
 
 
 def _connected(got: Collected) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.settings import BackoffSettings
+from gateway.sdk import BackoffSettings
 from tests.fakepbx.settings import FakePbxSettings
 from tests.fakepbx.sim import FakePbxSimulator
 

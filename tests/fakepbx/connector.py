@@ -9,13 +9,20 @@ from typing import Any
 
 import aiohttp
 
-from gateway.connectors.base import Emit
-from gateway.connectors.link import LinkState, PushLink
-from gateway.connectors.plugin import LinkResources
-from gateway.connectors.polling import Poller, PollResult, PollStopped
-from gateway.connectors.watermark import Watermark
-from gateway.runtime.backoff import Backoff
-from gateway.schema.commands import CommandFailed, CommandModel, ErrorCode
+from gateway.sdk import (
+    Backoff,
+    CommandFailed,
+    CommandModel,
+    Emit,
+    ErrorCode,
+    LinkResources,
+    LinkState,
+    Poller,
+    PollResult,
+    PollStopped,
+    PushLink,
+    Watermark,
+)
 from tests.fakepbx.normalize import normalize, record_events
 from tests.fakepbx.settings import FakePbxSettings
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from gateway.schema.events import (
+from gateway.sdk import (
     CallData,
     CdrData,
     CloudEvent,

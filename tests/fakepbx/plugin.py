@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.connectors.plugin import SimulatorSpec, VendorPlugin
+from gateway.sdk import SimulatorSpec, VendorPlugin
 from tests.fakepbx.connector import FakePbxConnector
 from tests.fakepbx.normalize import normalize
 from tests.fakepbx.routes import routes

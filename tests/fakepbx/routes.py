@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.connectors.plugin import VendorRoutes
-from gateway.schema.events import NormalizeContext
+from gateway.sdk import NormalizeContext, VendorRoutes
 from tests.fakepbx.normalize import normalize
 
 

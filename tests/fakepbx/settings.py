@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.settings import PbxSettings, check_secret_source, read_secret
+from gateway.sdk import PbxSettings, check_secret_source, read_secret
 
 
 class FakePbxSettings(PbxSettings):

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import WSMsgType, web
 
-from gateway.connectors.plugin import DemoOptions
+from gateway.sdk import DemoOptions
 from tests.fakepbx.settings import FakePbxSettings
 
 DEFAULT_TOKEN = "fake-token"

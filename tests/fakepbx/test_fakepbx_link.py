@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.settings import HttpSettings
+from gateway.testing import HttpSettings
 from tests.conftest import wait_for
 from tests.fakepbx.conftest import fake_settings
 from tests.fakepbx.sim import frame

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.schema.events import EVENT_TYPES, NormalizeContext
+from gateway.sdk import EVENT_TYPES, NormalizeContext
 from tests.fakepbx.normalize import normalize, record_events
 from tests.fakepbx.sim import frame
 
