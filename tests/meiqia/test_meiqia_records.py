@@ -13,7 +13,7 @@ import pytest
 from gateway.connectors.link import LinkState
 from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.connectors.meiqia.normalize import record_event
-from gateway.connectors.meiqia.records import RecordsWatcher, read_records
+from gateway.connectors.meiqia.pollers import RecordsWatcher, read_records
 from gateway.connectors.meiqia.seats import SeatWatcher
 from gateway.connectors.polling import SAVE_SOON_S
 from gateway.runtime.backoff import Backoff

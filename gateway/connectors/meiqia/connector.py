@@ -14,7 +14,7 @@ from gateway.connectors.link import LinkState, describe
 from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.connectors.meiqia.commands import MeiqiaCommands
 from gateway.connectors.meiqia.normalize import VENDOR, delivery_events, records_events
-from gateway.connectors.meiqia.records import RecordsWatcher, read_records
+from gateway.connectors.meiqia.pollers import RecordsWatcher, read_records
 from gateway.connectors.meiqia.seats import SeatWatcher
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
 from gateway.connectors.plugin import LinkResources

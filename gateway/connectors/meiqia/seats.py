@@ -18,7 +18,7 @@ from typing import Any, Final
 from gateway.connectors.link import LinkState
 from gateway.connectors.meiqia.client import MeiqiaAuthRejected, MeiqiaClient, MeiqiaRateLimited
 from gateway.connectors.meiqia.normalize import seat_events, seat_snapshot
-from gateway.connectors.meiqia.records import stopped_reason
+from gateway.connectors.meiqia.pollers import stopped_reason
 from gateway.connectors.polling import PollDeferred, Poller, PollResult, PollStopped
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
