@@ -37,8 +37,7 @@ from pydantic import BeforeValidator, Field, StringConstraints
 
 from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.connectors.meiqia.normalize import SECRET_FIELDS, records_events
-from gateway.connectors.meiqia.records import RECORDS_PATH, rfc3339
-from gateway.connectors.meiqia.seats import SIPS_PATH, seat_rows
+from gateway.connectors.meiqia.pollers import RECORDS_PATH, SIPS_PATH, rfc3339, seat_rows
 from gateway.schema.commands import (
     CallDialArgs,
     CdrSearchArgs,

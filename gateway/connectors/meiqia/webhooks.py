@@ -47,7 +47,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import aiohttp
 import orjson
@@ -71,14 +71,6 @@ NOT_FOUND: Final = {"error": "not found"}
 _MAX_LOGGED_SOURCES: Final = 1000
 
 log = get_logger("meiqia.webhook")
-
-
-class WebhookTaker(Protocol):
-    """What the owner's connector offers the route: publish one delivery."""
-
-    async def take_delivery(
-        self, envelope: dict[str, Any], delivery: str | None = None
-    ) -> tuple[int, bool]: ...
 
 
 def signature(body: bytes, secret: str) -> str:
@@ -240,8 +232,8 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
                     },
                 )
         key = delivery_key(envelope, body)
-        owner = ctx.connector(tenant)
-        if owner is None or not hasattr(owner, "take_delivery"):
+        taker = ctx.receiver(tenant)
+        if taker is None:
             return _answer(
                 503,
                 tenant,
@@ -249,7 +241,6 @@ def routes(ctx: VendorRoutes) -> Iterable[web.AbstractRouteDef]:
                 {"error": f"this instance does not own {tenant} now; deliver again"},
                 **{"Retry-After": str(NOT_OWNER_RETRY_S)},
             )
-        taker: WebhookTaker = owner  # type: ignore[assignment]  # checked above
         try:
             published, duplicate = await taker.take_delivery(envelope, key)
         except TimeoutError:
