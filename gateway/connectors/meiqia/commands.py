@@ -36,7 +36,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BeforeValidator, Field, StringConstraints
 
 from gateway.connectors.meiqia.client import MeiqiaClient
-from gateway.connectors.meiqia.normalize import records_events, without_secrets
+from gateway.connectors.meiqia.normalize import SECRET_FIELDS, records_events
 from gateway.connectors.meiqia.records import RECORDS_PATH, rfc3339
 from gateway.connectors.meiqia.seats import SIPS_PATH, seat_rows
 from gateway.schema.commands import (
@@ -301,7 +301,7 @@ class MeiqiaCommands:
             if isinstance(row, dict)
         ]
         if not args.include_password:
-            rows = [without_secrets(row) for row in rows]
+            rows = [{k: v for k, v in row.items() if k not in SECRET_FIELDS} for row in rows]
         return {"data": rows, "total": len(rows)}
 
 

@@ -148,11 +148,6 @@ def _unchanged(value: Any) -> str | None:
     return value if isinstance(value, str) and value != "" else None
 
 
-def without_secrets(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A seat row without what only an administrator should read (its SIP password)."""
-    return {k: v for k, v in row.items() if k not in SECRET_FIELDS}
-
-
 # --- one call record -----------------------------------------------------------------------------
 
 
