@@ -148,10 +148,6 @@ def _unchanged(value: Any) -> str | None:
     return value if isinstance(value, str) and value != "" else None
 
 
-def _without_secrets(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in SECRET_FIELDS}
-
-
 # --- one call record -----------------------------------------------------------------------------
 
 
