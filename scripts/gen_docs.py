@@ -12,6 +12,7 @@ What is generated, and from what:
   which commands each plugin executes;
 - the event catalogue: one example per event type made by the real normalizer
   (``scripts/catalogue.py``);
+- the outbox's bounds, the text the outbox module keeps next to the code that applies them;
 - the package's layers, read from the import-linter contracts in ``pyproject.toml``;
 - the index of the decision records in ``docs/decisions/``.
 
@@ -340,7 +341,7 @@ def _catalogue() -> Any:
 
 
 def catalogue() -> str:
-    return HEADER + _catalogue().render() + "\n"
+    return HEADER + _catalogue().render()
 
 
 def layers() -> str:
@@ -359,6 +360,12 @@ def layers() -> str:
                     f"    - {key.replace('_', ' ')}: " + ", ".join(f"`{m}`" for m in contract[key])
                 )
     return HEADER + "\n".join(out) + "\n"
+
+
+def outbox_bounds() -> str:
+    from gateway.bus.outbox import BOUND_POLICY
+
+    return HEADER + BOUND_POLICY.strip() + "\n"
 
 
 def decisions() -> str:
@@ -385,6 +392,7 @@ def documents() -> dict[Path, str]:
         OUT / "catalogue.md": catalogue(),
         OUT / "layers.md": layers(),
         OUT / "decisions.md": decisions(),
+        OUT / "outbox-bounds.md": outbox_bounds(),
     }
     for name in BUILT_IN:
         docs[OUT / f"settings-{name}.md"] = vendor_settings(name)
