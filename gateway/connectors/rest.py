@@ -17,7 +17,8 @@ a success whose body is not JSON       a read: ``unavailable``, retryable; a wri
 429                                    :class:`RateLimited` (``unavailable``, retryable) with the
                                        ``Retry-After`` (seconds or an HTTP date)
 a 5xx with ``Retry-After`` (a read,    :class:`RateLimited`: the server is overloaded and says
-or a write the server did not run)     when to come back
+or a write the server did not run),    when to come back
+where the client passes it on
 any other error status                 :func:`~gateway.connectors.http_answers.status_failure`
 =====================================  ========================================================
 
@@ -28,7 +29,9 @@ often it waits and sends again. A client may name its own subclasses of :class:`
 and :class:`RateLimited`, so its pollers tell its refusals apart.
 
 Redirects are never followed: the PBX links' session refuses them (a credential would travel
-to where they point), and a refused redirect is "no answer" like any transport error.
+to where they point), and a refused redirect is "no answer" like any transport error; a client
+that sends ``allow_redirects=False`` gets the 3xx as an error status instead. TLS is the
+session's: a PBX with its own ``ca_file`` has a session that trusts that CA.
 """
 
 from __future__ import annotations
