@@ -206,8 +206,8 @@ class PushLink(Generic[S]):
                 try:
                     session = await self._connect()
                 except (Exception, asyncio.CancelledError) as exc:
-                    if isinstance(exc, asyncio.CancelledError) and stopping():
-                        raise
+                    if stopping():  # also when a library turned the stop into another error
+                        raise asyncio.CancelledError from exc
                     gap = gap or self.watermark.interrupted(datetime.now(UTC))
                     await self.state.set("disconnected", describe(exc))
                     if self._on_connect_error is not None:
@@ -222,11 +222,16 @@ class PushLink(Generic[S]):
                     self._start_recovery(gap, live)
                     gap = None
                 try:
+                    task = asyncio.current_task()
+                    if task is not None and stopping():  # a library swallowed the stop (its
+                        task.cancel()  # wait_for, Python 3.11): serve ends, closing the session
                     reason = await self._serve(session)
                 except asyncio.CancelledError:
                     if stopping():
                         raise
                     reason = "the session was cancelled by the vendor client"
+                if stopping():  # the session ended because of a stop it did not pass on
+                    raise asyncio.CancelledError
                 gap = self.watermark.interrupted(datetime.now(UTC))
                 await self.state.set("disconnected", reason)
                 await asyncio.sleep(self._backoff.next_delay())
