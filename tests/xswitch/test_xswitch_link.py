@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import nats
 import orjson
 import pytest
 import yaml
@@ -17,7 +18,7 @@ from gateway.connectors.xswitch import connector as xswitch_connector
 from gateway.connectors.xswitch.connector import XSwitchConnector
 from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 from gateway.settings import BackoffSettings
-from gateway.sim.xswitch.cli import XSwitchSimulator
+from gateway.sim.xswitch.cli import XSwitchSimulator, command_prefix_for
 from gateway.sim.xswitch.flows import KINDS
 from tests.conftest import AMQP_URL, wait_for
 from tests.integration.bridge import BrokerBridge
@@ -287,3 +288,35 @@ async def test_connected_is_said_only_once_the_link_is_subscribed(
             calls = _first_legs(await xsim.node.publish_calls(KINDS))
             await wait_for(lambda: calls <= _ended(got.events), timeout=20)
     assert connected_count(got) == 1
+
+
+async def test_a_simulator_answers_only_its_own_command_subjects(
+    xsim: XSwitchSimulator, unique: str
+) -> None:
+    """Two simulators on one NATS server (two test runs at once): a request to one node is
+    answered by that node alone, never also by the other (which would act on it too)."""
+    assert command_prefix_for("from-acme.") == "to-acme." and command_prefix_for("") == ""
+    other = XSwitchSimulator(prefix=f"from-u{unique}.", seed=11, controller=False)
+    await other.start()
+    nc = await nats.connect(xsim.nats_url)
+    try:
+        inbox = nc.new_inbox()
+        answers: list[dict[str, Any]] = []
+
+        async def collect(msg: Any) -> None:
+            answers.append(orjson.loads(msg.data))
+
+        await nc.subscribe(inbox, cb=collect)
+        for sim, uuid in ((xsim, "ours"), (other, "probe")):
+            subject = f"{sim.command_prefix}cn.xswitch.node.{sim.node.node_uuid}"
+            hangup = {"jsonrpc": "2.0", "id": uuid, "method": "XNode.Hangup"}
+            await nc.publish(subject, orjson.dumps({**hangup, "params": {"uuid": uuid}}), inbox)
+        # the other node answers its probe after anything sent before it on the same subject
+        await wait_for(lambda: any(a["id"] == "probe" for a in answers), timeout=15)
+        await wait_for(lambda: any(a["id"] == "ours" for a in answers), timeout=15)
+    finally:
+        await nc.close()
+        await other.stop()
+    assert sorted(a["id"] for a in answers) == ["ours", "probe"]  # one answer each
+    assert [h["uuid"] for h in xsim.node.hangups] == ["ours"]
+    assert [h["uuid"] for h in other.node.hangups] == ["probe"]
