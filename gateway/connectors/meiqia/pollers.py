@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from gateway.connectors.fields import integer
 from gateway.connectors.link import LinkState
@@ -105,29 +105,15 @@ def seat_rows(answer: Any) -> list[Any]:
 
 
 class MeiqiaPoller(Poller):
-    """A polled source of one enterprise, and what Meiqia's refusals mean for every one."""
+    """A polled source of one enterprise (``source`` names its cursor), and what Meiqia's
+    refusals mean for every one."""
+
+    source: ClassVar[str]
 
     def __init__(
-        self,
-        name: str,
-        client: MeiqiaClient,
-        store: KeyValue,
-        state: LinkState,
-        *,
-        interval_s: float,
-        backoff: Backoff,
-        timeout_s: float,
-        **options: Any,
+        self, client: MeiqiaClient, store: KeyValue, state: LinkState, **options: Any
     ) -> None:
-        super().__init__(
-            name,
-            state,
-            store,
-            interval_s=interval_s,
-            backoff=backoff,
-            timeout_s=timeout_s,
-            **options,
-        )
+        super().__init__(self.source, state, store, **options)  # interval_s, backoff ...
         self.client = client
 
     def blocked(self) -> PollStopped | None:
@@ -148,6 +134,8 @@ class RecordsPoller(MeiqiaPoller):
     """Polls one enterprise's call records and publishes one ``cdr.created`` per call; takes
     the events of webhooks too (``offer``)."""
 
+    source = "records"
+
     def __init__(
         self,
         client: MeiqiaClient,
@@ -163,7 +151,6 @@ class RecordsPoller(MeiqiaPoller):
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         super().__init__(
-            "records",
             client,
             store,
             state,
@@ -202,25 +189,7 @@ class RecordsPoller(MeiqiaPoller):
 class SeatsPoller(MeiqiaPoller):
     """Polls one enterprise's seats and publishes what changed."""
 
-    def __init__(
-        self,
-        client: MeiqiaClient,
-        store: KeyValue,
-        state: LinkState,
-        *,
-        interval_s: float,
-        backoff: Backoff,
-        timeout_s: float = 60.0,
-    ) -> None:
-        super().__init__(
-            "sips",
-            client,
-            store,
-            state,
-            interval_s=interval_s,
-            backoff=backoff,
-            timeout_s=timeout_s,
-        )
+    source = "sips"
 
     async def poll(self, cursor: Any) -> PollResult:
         """The seats now against the cursor's (none: the baseline), and the new cursor."""
