@@ -51,6 +51,7 @@ from gateway.connectors.watermark import parse_iso
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
 from gateway.schema.commands import CommandFailed, ErrorCode
+from gateway.schema.events import CloudEvent
 
 RECORDS_PATH: Final = "records"
 SIPS_PATH: Final = "sips"
@@ -202,7 +203,7 @@ class SeatsPoller(MeiqiaPoller):
         sequences: dict[str, int] = {}
         if saved and isinstance(saved.get("seq"), dict):
             sequences = {str(k): int(v) for k, v in saved["seq"].items() if isinstance(v, int)}
-        events = []
+        events: list[CloudEvent] = []
         if isinstance(before, dict):
             known = {str(k): v for k, v in before.items() if isinstance(v, dict)}
             events = seat_events(known, snapshot, sequences, ctx)
