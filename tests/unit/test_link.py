@@ -151,97 +151,6 @@ def test_a_store_slice_keeps_vendors_and_tenants_apart() -> None:
     assert b.get("watermark") is None and store.get("yeastar:t:watermark") == "1"
 
 
-async def test_one_healthy_source_never_hides_another_ones_outage() -> None:
-    state = LinkState("t", "fakepush", ZoneInfo("UTC"), include_raw=False)
-    sent: list[CloudEvent] = []
-
-    async def emit(event: CloudEvent) -> None:
-        sent.append(event)
-
-    state.attach(emit)
-    await state.set("connected", None)  # the push subscription
-    await state.set("connected", None, source="poll:records")
-    await state.set("disconnected", "socket closed")
-    await state.set("connected", None, source="poll:records")  # the poller is fine
-    assert state.state == "disconnected" and state.link.value == "disconnected"
-    await state.set("auth_failed", "401", source="poll:records")
-    await state.set("connected", None)
-    assert state.state == "auth_failed", "the poller still cannot log in"
-    published = [(e.data["state"], e.data["reason"]) for e in sent]
-    assert published == [
-        ("connected", None),
-        ("disconnected", "socket closed"),
-        ("auth_failed", "401"),
-    ]
-
-
-async def test_live_events_are_on_disk_before_the_watermark_moves(tmp_path: Path) -> None:
-    """Group commit keeps the promise: a live event is spooled without waiting for the disk,
-    written at the end of the event loop's turn, and in any case before the watermark
-    (what a restart trusts) is persisted past it."""
-    path = tmp_path / "outbox.sqlite3"
-    outbox = Outbox(path)
-    no_broker: Any = None
-    publisher = EventPublisher(no_broker, "events", outbox=outbox)  # spool and sync only
-    state = LinkState("t", "fakepush", ZoneInfo("UTC"), include_raw=False)
-    state.spool = publisher
-    state.attach(publisher.submit)
-    store = StoreSlice(StateStore(":memory:"), "fakepush:t:")
-    watermark = Watermark(store, interval_s=3600, barrier=state.sync)
-
-    def on_disk() -> int:
-        reader = Outbox(path)
-        try:
-            return len(reader)
-        finally:
-            reader.close()
-
-    first = state.ctx()
-    event = CloudEvent(
-        id="e1",
-        source="pbx://t",
-        type="call.ringing",
-        time=first.received_at,
-        tenant="t",
-        vendor="fakepush",
-        data={},
-    )
-    await state.send_live(event)
-    assert outbox.staged == 1 and on_disk() == 0, "taken without waiting for the disk"
-    watermark.seen(datetime.now(UTC), event)  # the first mark is persisted at once
-    assert store.get(Watermark.KEY) is not None
-    assert on_disk() == 1, "the watermark synced the spool before it moved"
-
-    await state.send_live(event.model_copy(update={"id": "e2"}))
-    watermark.seen(datetime.now(UTC), event)  # throttled: nothing persisted, nothing synced
-    assert on_disk() == 1
-    await asyncio.sleep(0)  # the end of this turn of the event loop
-    assert on_disk() == 2 and outbox.staged == 0
-    outbox.close()
-
-
-async def test_without_a_spool_live_events_are_awaited_through_emit() -> None:
-    sent: list[CloudEvent] = []
-    state = LinkState("t", "fakepush", ZoneInfo("UTC"), include_raw=False)
-
-    async def emit(event: CloudEvent) -> None:
-        sent.append(event)
-
-    state.attach(emit)
-    event = CloudEvent(
-        id="e1",
-        source="pbx://t",
-        type="call.ringing",
-        time=state.ctx().received_at,
-        tenant="t",
-        vendor="fakepush",
-        data={},
-    )
-    await state.send_live(event)
-    state.sync()  # nothing to sync: a no-op
-    assert sent == [event]
-
-
 # --- the connector base ----------------------------------------------------------------------
 
 
@@ -341,3 +250,94 @@ async def test_the_connector_base_stops_when_cancelled_and_runs_again() -> None:
         await asyncio.gather(task, return_exceptions=True)
         assert connector.link.value == "stopped" and not connector.running
     assert len(connector.order) == 2
+
+
+async def test_one_healthy_source_never_hides_another_ones_outage() -> None:
+    state = LinkState("t", "fakepush", ZoneInfo("UTC"), include_raw=False)
+    sent: list[CloudEvent] = []
+
+    async def emit(event: CloudEvent) -> None:
+        sent.append(event)
+
+    state.attach(emit)
+    await state.set("connected", None)  # the push subscription
+    await state.set("connected", None, source="poll:records")
+    await state.set("disconnected", "socket closed")
+    await state.set("connected", None, source="poll:records")  # the poller is fine
+    assert state.state == "disconnected" and state.link.value == "disconnected"
+    await state.set("auth_failed", "401", source="poll:records")
+    await state.set("connected", None)
+    assert state.state == "auth_failed", "the poller still cannot log in"
+    published = [(e.data["state"], e.data["reason"]) for e in sent]
+    assert published == [
+        ("connected", None),
+        ("disconnected", "socket closed"),
+        ("auth_failed", "401"),
+    ]
+
+
+async def test_live_events_are_on_disk_before_the_watermark_moves(tmp_path: Path) -> None:
+    """Group commit keeps the promise: a live event is spooled without waiting for the disk,
+    written at the end of the event loop's turn, and in any case before the watermark
+    (what a restart trusts) is persisted past it."""
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    no_broker: Any = None
+    publisher = EventPublisher(no_broker, "events", outbox=outbox)  # spool and sync only
+    state = LinkState("t", "fakepush", ZoneInfo("UTC"), include_raw=False)
+    state.spool = publisher
+    state.attach(publisher.submit)
+    store = StoreSlice(StateStore(":memory:"), "fakepush:t:")
+    watermark = Watermark(store, interval_s=3600, barrier=state.sync)
+
+    def on_disk() -> int:
+        reader = Outbox(path)
+        try:
+            return len(reader)
+        finally:
+            reader.close()
+
+    first = state.ctx()
+    event = CloudEvent(
+        id="e1",
+        source="pbx://t",
+        type="call.ringing",
+        time=first.received_at,
+        tenant="t",
+        vendor="fakepush",
+        data={},
+    )
+    await state.send_live(event)
+    assert outbox.staged == 1 and on_disk() == 0, "taken without waiting for the disk"
+    watermark.seen(datetime.now(UTC), event)  # the first mark is persisted at once
+    assert store.get(Watermark.KEY) is not None
+    assert on_disk() == 1, "the watermark synced the spool before it moved"
+
+    await state.send_live(event.model_copy(update={"id": "e2"}))
+    watermark.seen(datetime.now(UTC), event)  # throttled: nothing persisted, nothing synced
+    assert on_disk() == 1
+    await asyncio.sleep(0)  # the end of this turn of the event loop
+    assert on_disk() == 2 and outbox.staged == 0
+    outbox.close()
+
+
+async def test_without_a_spool_live_events_are_awaited_through_emit() -> None:
+    sent: list[CloudEvent] = []
+    state = LinkState("t", "fakepush", ZoneInfo("UTC"), include_raw=False)
+
+    async def emit(event: CloudEvent) -> None:
+        sent.append(event)
+
+    state.attach(emit)
+    event = CloudEvent(
+        id="e1",
+        source="pbx://t",
+        type="call.ringing",
+        time=state.ctx().received_at,
+        tenant="t",
+        vendor="fakepush",
+        data={},
+    )
+    await state.send_live(event)
+    state.sync()  # nothing to sync: a no-op
+    assert sent == [event]
