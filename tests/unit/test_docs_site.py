@@ -76,6 +76,20 @@ def test_navigation_names_existing_pages() -> None:
     assert not missing, f"mkdocs.yml names missing pages: {missing}"
 
 
+def test_every_dependency_is_justified() -> None:
+    """Each package pyproject.toml asks for has its line on the Dependencies page."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        wanted += extra
+    page = (ROOT / "docs/architecture/dependencies.md").read_text().lower()
+    names = {re.split(r"[\[<>=!~ ]", spec, maxsplit=1)[0].lower() for spec in wanted}
+    missing = sorted(n for n in names if f"| {n}" not in page and f", {n}" not in page)
+    assert not missing, f"docs/architecture/dependencies.md lacks a line for {missing}"
+
+
 def test_readme_is_the_front_door() -> None:
     """At most 200 lines; its links into the repository resolve."""
     text = (ROOT / "README.md").read_text()
