@@ -207,7 +207,11 @@ class PublicListenerSettings(_Strict):
     host: str = Field("127.0.0.1", description="the address the public listener binds")
     port: int = Field(8081, ge=0, le=65535, description="its port (0: any free port)")
     max_in_flight: int = Field(
-        256, ge=1, le=10_000, description="requests handled at once; one more is answered 503"
+        256,
+        ge=1,
+        le=10_000,
+        description="requests handled at once; one more is answered 503 with Retry-After: 5 (a"
+        " body must arrive within 10 s, else 408)",
     )
 
 
