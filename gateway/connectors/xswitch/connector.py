@@ -18,7 +18,7 @@ from gateway.connectors.watermark import Gap, Watermark
 from gateway.connectors.xswitch.client import XccClient
 from gateway.connectors.xswitch.commands import COMMAND_NAMES, execute_rest
 from gateway.connectors.xswitch.config import ConfigWatcher
-from gateway.connectors.xswitch.nats_link import NatsSession, open_session, serve
+from gateway.connectors.xswitch.link import NatsSession, open_session, serve
 from gateway.connectors.xswitch.normalize import normalize_message
 from gateway.connectors.xswitch.settings import NODE_SUBJECT, XSwitchPbxSettings
 from gateway.runtime.backoff import Backoff
