@@ -261,7 +261,7 @@ class PbxSettings(_Strict):
     ca_file: Path | None = Field(
         None,
         description="PEM certificates of the CA that signed the PBX's certificate (a customer's"
-        " own CA), trusted for this PBX's HTTPS and WebSocket links besides the system's",
+        " own CA), trusted for this PBX's HTTPS, WebSocket and NATS links besides the system's",
     )
 
     @field_validator("ca_file")
