@@ -203,6 +203,13 @@ class HttpSettings(_Strict):
     )
     admin: AdminListenerSettings = Field(default_factory=AdminListenerSettings)
     public: PublicListenerSettings = Field(default_factory=PublicListenerSettings)
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="a connection to either listener that has not sent a request's headers"
+        " this long after it opened or after its previous response is closed (slow clients)",
+    )
 
     @model_validator(mode="before")
     @classmethod
