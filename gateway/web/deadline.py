@@ -12,6 +12,7 @@ business (the webhook route gives it 10 s, else 408).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -114,7 +115,9 @@ class HeaderDeadline(RequestHandler):
         self.force_close()
 
 
-def protocol_factory(server: web.Server, header_timeout_s: float, slow: SlowClients) -> Any:
+def protocol_factory(
+    server: web.Server, header_timeout_s: float, slow: SlowClients
+) -> Callable[[], HeaderDeadline]:
     """What ``loop.create_server`` takes in place of ``server`` itself: the same handlers,
     made with the settings aiohttp's runner gave the server, plus the header deadline."""
     kwargs: dict[str, Any] = dict(getattr(server, "_kwargs", {}))
