@@ -28,7 +28,7 @@ import pytest
 import trustme
 from pydantic import SecretStr, ValidationError
 
-from gateway.connectors.xswitch.link import PlaintextRefused, connect, open_session
+from gateway.connectors.xswitch.link import PlaintextRefused, _encrypted, connect, open_session
 from gateway.connectors.xswitch.settings import CTRL_SUBJECT, XSwitchPbxSettings
 from tests.conftest import wait_for
 
@@ -264,15 +264,45 @@ async def _drain(read: Callable[[], Awaitable[bytes]]) -> None:
         pass
 
 
+def _server_cert(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
+    server_cert = ca.issue_cert("127.0.0.1")
+    server_pem, server_key = tmp_path / "server.pem", tmp_path / "server.key"
+    server_cert.cert_chain_pems[0].write_to_path(str(server_pem))
+    server_cert.private_key_pem.write_to_path(str(server_key))
+    return server_pem, server_key
+
+
+async def test_a_server_that_only_offers_tls_is_used_with_tls(
+    ca: tuple[trustme.CA, Path], tmp_path: Path
+) -> None:
+    """A real ``nats-server`` with ``allow_non_tls`` announces ``tls_available``, not
+    ``tls_required``: nats-py alone would stay in clear (and the link refuse); the link
+    upgrades, as NATS's Go client does."""
+    server_pem, server_key = _server_cert(ca[0], tmp_path)
+    config = f"""
+host: 127.0.0.1
+port: -1
+allow_non_tls: true
+tls {{
+  cert_file: "{server_pem}"
+  key_file: "{server_key}"
+  timeout: 3
+}}
+"""
+    async with nats_server(config, tmp_path) as port:
+        session = await open_session(_pbx(nats_url=f"tls://127.0.0.1:{port}", ca_file=ca[1]))
+        try:
+            assert session.nc.is_connected and _encrypted(session.nc._transport)
+        finally:
+            await session.close()
+
+
 async def test_real_nats_server_with_tls_client_cert_and_nkey(
     ca: tuple[trustme.CA, Path], tmp_path: Path
 ) -> None:
     """A real ``nats-server`` that asks for TLS in its INFO (the upgrade path), verifies the
     client's certificate and knows the gateway by nkey: the link connects and receives."""
-    server_cert = ca[0].issue_cert("127.0.0.1")
-    server_pem, server_key = tmp_path / "server.pem", tmp_path / "server.key"
-    server_cert.cert_chain_pems[0].write_to_path(str(server_pem))
-    server_cert.private_key_pem.write_to_path(str(server_key))
+    server_pem, server_key = _server_cert(ca[0], tmp_path)
     cert_file, key_file = _client_cert(ca[0], tmp_path)
     seed = _user_seed()
     seed_file = tmp_path / "user.nk"

@@ -109,6 +109,14 @@ class TlsClient(Nats):
 
     require_tls = False
 
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        # A server that takes TLS without requiring it (allow_non_tls) says tls_available; a
+        # link that requires TLS upgrades there too, as NATS's Go client does. (nats-py reads
+        # tls_required from this same dict right after, to decide on the upgrade.)
+        if self.require_tls and initial_connection and info.get("tls_available"):
+            info["tls_required"] = True
+        await super()._process_info(info, initial_connection)
+
     def _connect_command(self) -> bytes:
         if self.require_tls and not _encrypted(self._transport):
             server = self._current_server
