@@ -33,7 +33,7 @@ class XSwitchPbxSettings(PbxSettings):
     )
     nats_tls_handshake_first: bool = Field(
         False,
-        description="start TLS before the server's first word (nats-server 2.10.4+ with"
+        description="start TLS before the server's first word (nats-server 2.10 and later, with"
         " tls { handshake_first: true }); needs a tls:// nats_url",
     )
     nats_cert_file: Path | None = Field(
