@@ -181,7 +181,7 @@ async def test_fuzz_the_public_listener(msim: MeiqiaSimulator, unique: str, coll
             writer.transport.abort()
         await asyncio.gather(*lorises)
         assert [(e, s) for e, s in answers if e != s] == []
-        assert len(loris_closed) == 50 and max(loris_closed) < header_timeout_s + 1.5
+        assert len(loris_closed) == 50 and max(loris_closed) < header_timeout_s + 3
         print(
             f"fuzz: {len(answers)} requests in {took:.1f} s: {Counter(s for _, s in answers)};"
             f" 50 slowloris connections closed after {min(loris_closed):.1f}"

@@ -111,7 +111,7 @@ async def _three_slowloris_and_a_client(listener: str) -> None:
             async with session.get(f"http://127.0.0.1:{server.port}/readyz") as resp:
                 assert resp.status == 200
         took = [await closed_after(r, started, TIMEOUT_S + 5) for r in readers]
-        assert all(TIMEOUT_S - 0.1 <= t <= TIMEOUT_S + 1.5 for t in took), took
+        assert all(TIMEOUT_S - 0.1 <= t <= TIMEOUT_S + 3 for t in took), took
         for task, writer in zip(tasks, writers, strict=True):
             task.cancel()
             writer.close()
@@ -124,7 +124,7 @@ async def test_keep_alive_is_kept_and_the_deadline_restarts_after_each_response(
         request = (
             b"POST /webhooks/meiqia/acme HTTP/1.1\r\nHost: gateway\r\nContent-Length: 2\r\n\r\n{}"
         )
-        for n in range(3):  # 3 requests over one connection, 1.2 s apart: 3.6 s > the bound
+        for n in range(4):  # 4 requests over one connection, 1 s apart: 3 s > the bound
             writer.write(request)
             await writer.drain()
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -132,11 +132,11 @@ async def test_keep_alive_is_kept_and_the_deadline_restarts_after_each_response(
             length = next(h for h in head.split(b"\r\n") if h.startswith(b"Content-Length"))
             await reader.readexactly(int(length.split(b":")[1]))
             answered = time.monotonic()
-            if n < 2:
-                await asyncio.sleep(1.2)  # an idle keep-alive client, under the bound
+            if n < 3:
+                await asyncio.sleep(1.0)  # an idle keep-alive client, under the bound
         # Idle after its last response: closed once the bound has passed since that response.
         took = await closed_after(reader, answered, TIMEOUT_S + 5)
-        assert TIMEOUT_S - 0.1 <= took <= TIMEOUT_S + 1.5
+        assert TIMEOUT_S - 0.1 <= took <= TIMEOUT_S + 3
         writer.close()
 
 
