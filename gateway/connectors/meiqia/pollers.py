@@ -42,7 +42,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final
 
-from gateway.connectors.fields import integer
 from gateway.connectors.link import LinkState
 from gateway.connectors.meiqia.client import MeiqiaAuthRejected, MeiqiaClient, MeiqiaRateLimited
 from gateway.connectors.meiqia.normalize import records_events, seat_events, seat_snapshot
@@ -50,7 +49,6 @@ from gateway.connectors.polling import PollDeferred, Poller, PollResult, PollSto
 from gateway.connectors.watermark import parse_iso
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
-from gateway.schema.commands import CommandFailed, ErrorCode
 from gateway.schema.events import CloudEvent
 
 RECORDS_PATH: Final = "records"
@@ -75,26 +73,8 @@ def rfc3339(instant: datetime, tz: Any) -> str:
 async def read_records(
     client: MeiqiaClient, body: dict[str, Any], page_size: int, *, max_pages: int = MAX_PAGES
 ) -> tuple[list[Any], int | None]:
-    """Every record ``body`` selects (all pages): the rows and the server's ``total``.
-
-    Stops at ``total`` rows or at an empty page, never on a short page: a server that caps
-    ``page_size`` below the one asked for still has more pages."""
-    rows: list[Any] = []
-    total: int | None = None
-    for page in range(1, max_pages + 1):
-        answer = await client.post(
-            RECORDS_PATH, {**body, "page_index": page, "page_size": page_size}, write=False
-        )
-        data = answer.get("data") if isinstance(answer, dict) else None
-        data = data if isinstance(data, list) else []
-        total = integer(answer.get("total")) if isinstance(answer, dict) else None
-        rows.extend(data)
-        if not data or (total is not None and len(rows) >= total):
-            return rows, total
-    raise CommandFailed(
-        ErrorCode.FAILED,
-        f"{RECORDS_PATH}: more than {max_pages} pages of {page_size}; not all read",
-    )
+    """Every record ``body`` selects (all pages): the rows and the server's ``total``."""
+    return await client.list_all(RECORDS_PATH, body, page_size=page_size, max_pages=max_pages)
 
 
 def seat_rows(answer: Any) -> list[Any]:
