@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.connectors.meiqia import webhook
+from gateway.connectors.meiqia import webhooks as webhook
 from gateway.settings import AdminListenerSettings, HttpSettings, PublicListenerSettings
 from gateway.sim.meiqia.server import MeiqiaSimulator
 from gateway.sim.meiqia.webhooks import sign

@@ -20,11 +20,15 @@ class XSwitchPbxSettings(PbxSettings):
 
     vendor: Literal["xswitch"]
     base_url: str = Field(pattern=r"^https?://[^\s/]+(:\d+)?/?$", description="XCC REST API")
-    dev_key: SecretStr | None = None
+    dev_key: SecretStr | None = Field(None, description="the XCC developer key")
     dev_key_file: Path | None = None
     dev_key_env: str | None = None
-    request_timeout_s: float = Field(10.0, gt=0)
-    nats_url: str = Field("nats://127.0.0.1:4222", pattern=r"^(nats|tls)://\S+$")
+    request_timeout_s: float = Field(10.0, gt=0, description="one REST request")
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222",
+        pattern=r"^(nats|tls)://\S+$",
+        description="the NATS server the XSwitch nodes publish on",
+    )
     subject_prefix: str = Field(
         "",
         pattern=r"^([A-Za-z0-9_-]+\.)*$",
