@@ -112,7 +112,7 @@ class CommandProcessor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._ledger = ledger
-        self._policies = policies or {}
+        self._policies = policies if policies is not None else {}
         self._require_user_id = require_user_id
         self.reply_prefixes = tuple(reply_prefixes)
         self._journal = journal
