@@ -14,12 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from gateway.app.readiness import Readiness
+from gateway.app.reload import (
+    ConfigDiff,
+    ConfigReloader,
+    ReloadRefused,
+    diff,
+    fingerprints,
+    new_salt,
+)
 from gateway.bus.connection import BUS_CONNECT_TIMEOUT_S, BusLink, bus_problem, connect_bus
 from gateway.bus.consumer import CommandConsumer
 from gateway.bus.idempotency import CommandLedger
@@ -40,7 +49,7 @@ from gateway.runtime.resources import SharedResources
 from gateway.runtime.sqlite import private_dir
 from gateway.runtime.statestore import StateStore, StoreSlice, TenantState
 from gateway.schema.events import CloudEvent
-from gateway.settings import PbxSettings, Settings, redact_url
+from gateway.settings import PbxSettings, Settings, load_settings, redact_url
 from gateway.web.server import AdminAuth, ListenError, WebServer
 
 __all__ = [
@@ -63,10 +72,34 @@ class StartError(Exception):
 class GatewayApp:
     """Builds every component from Settings and runs a PBX only while this instance owns it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None = None,
+        *,
+        load: Callable[[Path], Settings] = load_settings,
+        watch_poll_s: float = 0.5,
+        watch_settle_s: float = 0.5,
+    ) -> None:
+        """With ``config_path`` (the file ``settings`` were read from), the configuration is
+        reloaded when the file changes and on :meth:`request_reload` (SIGHUP)."""
         self.settings = settings
         self.bus = BusLink(settings.bus.url.get_secret_value())
-        self.readiness = Readiness(self.bus)
+        self._salt = new_salt()
+        self._applied = fingerprints(settings, self._salt)
+        self.reloader: ConfigReloader | None = None
+        if config_path is not None:
+            self.reloader = ConfigReloader(
+                config_path,
+                load,
+                self.apply,
+                watch_files=self._secret_files,
+                poll_s=watch_poll_s,
+                settle_s=watch_settle_s,
+            )
+        self.readiness = Readiness(self.bus, config=self._config_report)
+        self._route_pbxs: dict[str, dict[str, PbxSettings]] = {}
+        self._reload_task: asyncio.Task[None] | None = None
         self.publisher: EventPublisher | None = None
         self.outbox: Outbox | None = None
         self.consumer: CommandConsumer | None = None
@@ -144,6 +177,7 @@ class GatewayApp:
             public=(public.host, public.port) if public else None,
             auth=AdminAuth(http.admin.bearer(), http.admin.basic()),
             max_in_flight=http.public.max_in_flight,
+            config=self.config_fingerprints,
         )
         try:
             await self.web.start()
@@ -229,17 +263,7 @@ class GatewayApp:
         self.readiness.ownership = self.ownership
         ownership = self.ownership
         if s.lease.enabled and s.pbxs:
-            self.leases = LeaseManager(
-                url,
-                [p.tenant for p in s.pbxs],
-                instance_id=s.lease.instance_id or default_instance_id(),
-                on_acquired=ownership.take,
-                on_lost=ownership.give_up,
-                heartbeat_s=s.lease.heartbeat_s,
-                member_timeout_s=s.lease.member_timeout_s,
-                acquire_interval_s=s.lease.acquire_interval_s,
-            )
-            self.readiness.instance = self.leases.instance_id
+            self._make_leases([p.tenant for p in s.pbxs])
         _closing(stack, "leases_stop_failed", self._stop_leases)
         _closing(stack, "give_up_failed", ownership.give_up_all)
         if s.commands.enabled:
@@ -249,6 +273,9 @@ class GatewayApp:
         else:
             for tenant in list(ownership.connectors):
                 await ownership.take(tenant)
+        if self.reloader is not None:
+            self._reload_task = asyncio.create_task(self.reloader.run(), name="config-watch")
+            _closing(stack, "config_watch_stop_failed", self._stop_reloads)
         self._log.info(
             "gateway_started",
             pbxs=[p.tenant for p in s.pbxs],
@@ -299,6 +326,131 @@ class GatewayApp:
         _closing(stack, "commands_stop_failed", consumer.stop)
         await consumer.start()
         self.ownership.consumer = consumer
+
+    def _make_leases(self, tenants: list[str]) -> LeaseManager:
+        s = self.settings
+        assert self.ownership is not None
+        self.leases = LeaseManager(
+            s.bus.url.get_secret_value(),
+            tenants,
+            instance_id=s.lease.instance_id or default_instance_id(),
+            on_acquired=self.ownership.take,
+            on_lost=self.ownership.give_up,
+            heartbeat_s=s.lease.heartbeat_s,
+            member_timeout_s=s.lease.member_timeout_s,
+            acquire_interval_s=s.lease.acquire_interval_s,
+        )
+        self.readiness.instance = self.leases.instance_id
+        return self.leases
+
+    # --- reload ------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """Read the configuration file again (SIGHUP); no-op without a file."""
+        if self.reloader is not None:
+            self.reloader.request()
+
+    def config_fingerprints(self) -> dict[str, Any]:
+        """The running configuration as ``/config.json`` serves it: no value, no secret."""
+        generation = self.reloader.record.generation if self.reloader else 1
+        return {**self._applied, "generation": generation}
+
+    def _config_report(self) -> dict[str, Any]:
+        if self.reloader is None:
+            return {"generation": 1, "file": None, "loaded_at": None, "last_reload": None}
+        return {**self.reloader.record.report(), "file": str(self.reloader.path)}
+
+    def _secret_files(self) -> list[Path]:
+        """The files the PBXs' settings name (secrets, CAs): a change reloads too."""
+        files: list[Path] = []
+        for pbx in self.settings.pbxs:
+            for name in type(pbx).model_fields:
+                value = getattr(pbx, name, None)
+                if name.endswith("_file") and isinstance(value, Path):
+                    files.append(value)
+        return files
+
+    async def apply(self, new: Settings) -> ConfigDiff:
+        """Apply a validated configuration PBX by PBX: removed ones stop (in the shutdown
+        order) and give their lease back, changed ones restart alone, added ones start; every
+        other PBX is left as it is. Refused (nothing changes) when a setting that is read once
+        at start changed, or before the gateway runs."""
+        fresh = fingerprints(new, self._salt)
+        changes = diff(self._applied, fresh)
+        refusal = changes.refusal()
+        if refusal is not None:
+            raise ReloadRefused(refusal)
+        if self.phase != "running" or self.ownership is None:
+            raise ReloadRefused(f"the gateway is {self.phase}: reload once it runs")
+        ownership = self.ownership
+        by_tenant = {p.tenant: p for p in new.pbxs}
+        results = await asyncio.gather(
+            *(self._remove_pbx(t) for t in changes.removed),
+            *(self._replace_pbx(by_tenant[t]) for t in changes.changed),
+            return_exceptions=True,
+        )
+        for failure in (r for r in results if isinstance(r, BaseException)):
+            raise failure
+        for tenant in changes.added:
+            ownership.add(by_tenant[tenant])
+            if self.consumer is not None:
+                await self.consumer.declare(tenant)
+        if changes.added and self.journal is not None:
+            await self.journal.add_tenants(changes.added)
+        self.settings = new
+        self._applied = fresh
+        for vendor, pbxs in self._route_pbxs.items():
+            pbxs.clear()
+            pbxs.update({p.tenant: p for p in new.pbxs if p.vendor == vendor})
+        if changes.added:
+            await self._start_added(changes.added)
+        return changes
+
+    async def _start_added(self, tenants: list[str]) -> None:
+        assert self.ownership is not None
+        if not self.settings.lease.enabled:
+            for tenant in tenants:
+                await self.ownership.take(tenant)
+        elif self.leases is None:  # the first PBXs of an instance started without any
+            self._lease_task = asyncio.create_task(self._make_leases(tenants).run(), name="leases")
+        else:
+            await self.leases.add(tenants)
+
+    async def _remove_pbx(self, tenant: str) -> None:
+        """Stop it in the shutdown order, give its lease back; its command queue answers what
+        waits there when no other instance still lists the PBX."""
+        assert self.ownership is not None
+        vendor = self.ownership.pbxs[tenant].vendor
+        held = await self.leases.forget(tenant) if self.leases is not None else False
+        owned = await self.ownership.remove(tenant)
+        if self.leases is not None:
+            await self.leases.release(tenant)
+        await self._close_session(tenant)
+        elsewhere = self.leases is not None and self.leases.configured_elsewhere(tenant)
+        if self.consumer is not None:
+            if (owned or held or self.leases is None) and not elsewhere:
+                await self.consumer.retire(tenant, vendor)
+            else:
+                self.consumer.forget(tenant)
+        self._log.info("pbx_removed", tenant=tenant, was_owned=owned or held)
+
+    async def _replace_pbx(self, pbx: PbxSettings) -> None:
+        assert self.ownership is not None
+        old_session = self._sessions.pop(pbx.tenant, None)
+        await self.ownership.replace(pbx)
+        if old_session is not None:
+            await old_session.close()
+        self._log.info("pbx_restarted", tenant=pbx.tenant, owned=pbx.tenant in self.owned)
+
+    async def _close_session(self, tenant: str) -> None:
+        session = self._sessions.pop(tenant, None)
+        if session is not None:
+            await session.close()
+
+    async def _stop_reloads(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            await asyncio.gather(self._reload_task, return_exceptions=True)
 
     async def _stopped(self) -> None:
         self.phase = "stopped"
@@ -351,6 +503,7 @@ class GatewayApp:
             if plugin.routes is None:
                 continue
             pbxs = {p.tenant: p for p in self.settings.pbxs if p.vendor == name}
+            self._route_pbxs[name] = pbxs  # (changed in place by a reload)
             context = VendorRoutes(pbxs, self._submit, self._owned_connector)
             routes[name] = list(plugin.routes(context))
         return routes

@@ -6,7 +6,7 @@ not, one line per reason says why.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,7 @@ class Readiness:
     outbox: Outbox | None = None
     ownership: PbxOwnership | None = None
     instance: str | None = None
+    config: Callable[[], dict[str, Any]] | None = None
 
     def report(self, phase: str, pbxs: Iterable[PbxSettings]) -> dict[str, Any]:
         owned = self.ownership.owned if self.ownership else set()
@@ -48,6 +49,7 @@ class Readiness:
                 "outbox_events": len(self.outbox) if self.outbox else 0,
                 "outbox_oldest_age_s": round(self.outbox.oldest_age_s(), 1) if self.outbox else 0,
             },
+            "config": self.config() if self.config else None,
             "links": links,
             "pbxs": [
                 {

@@ -63,6 +63,8 @@ class PbxOwnership:
         self._links: dict[str, asyncio.Task[None]] = {}
         self._owned_since: dict[str, str] = {}
         self._share_failing: set[str] = set()
+        # One change at a time per PBX: a lease won or lost while a reload restarts it waits.
+        self._locks: dict[str, asyncio.Lock] = {}
         self.closing = False
         self._log = get_logger("app")
         for pbx in pbxs:
@@ -101,9 +103,22 @@ class PbxOwnership:
 
     # --- taking and giving up ----------------------------------------------------------------
 
+    def _lock(self, tenant: str) -> asyncio.Lock:
+        return self._locks.setdefault(tenant, asyncio.Lock())
+
     async def take(self, tenant: str) -> None:
         """This instance owns the PBX now: continue from the last owner's state, run its link,
         then take its commands."""
+        async with self._lock(tenant):
+            await self._take(tenant)
+
+    async def give_up(self, tenant: str) -> None:
+        """Stop taking the PBX's commands, finish those taken, close its link, and leave its
+        state for the next owner."""
+        async with self._lock(tenant):
+            await self._give_up(tenant)
+
+    async def _take(self, tenant: str) -> None:
         if tenant in self._links or self.closing or tenant not in self.connectors:
             return  # (a lease won while stopping is given back with the others)
         await self._adopt_shared_state(tenant)
@@ -112,9 +127,7 @@ class PbxOwnership:
         if self.consumer is not None:
             await self.consumer.add_tenant(tenant)
 
-    async def give_up(self, tenant: str) -> None:
-        """Stop taking the PBX's commands, finish those taken, close its link, and leave its
-        state for the next owner."""
+    async def _give_up(self, tenant: str) -> None:
         if self.consumer is not None:
             await self.consumer.remove_tenant(tenant)
         task = self._links.pop(tenant, None)
@@ -144,23 +157,26 @@ class PbxOwnership:
     async def remove(self, tenant: str) -> bool:
         """The PBX leaves the configuration: given up if owned here, then forgotten (its local
         state stays in the store). True if this instance owned it."""
-        owned = tenant in self._links
-        await self.give_up(tenant)
-        self.pbxs.pop(tenant, None)
-        self.connectors.pop(tenant, None)
-        self.policies.pop(tenant, None)
-        self.states.pop(tenant, None)
-        self._share_failing.discard(tenant)
+        async with self._lock(tenant):
+            owned = tenant in self._links
+            await self._give_up(tenant)
+            self.pbxs.pop(tenant, None)
+            self.connectors.pop(tenant, None)
+            self.policies.pop(tenant, None)
+            self.states.pop(tenant, None)
+            self._share_failing.discard(tenant)
+        self._locks.pop(tenant, None)
         return owned
 
     async def replace(self, pbx: PbxSettings) -> None:
         """The PBX's settings changed: if owned, its link stops (in the shutdown order) and
         starts again with the new settings, the lease staying held throughout."""
-        owned = pbx.tenant in self._links
-        await self.give_up(pbx.tenant)
-        self._configure(pbx)
-        if owned:
-            await self.take(pbx.tenant)
+        async with self._lock(pbx.tenant):
+            owned = pbx.tenant in self._links
+            await self._give_up(pbx.tenant)
+            self._configure(pbx)
+            if owned:
+                await self._take(pbx.tenant)
 
     # --- running one PBX ---------------------------------------------------------------------
 

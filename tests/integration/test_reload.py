@@ -1,0 +1,166 @@
+"""Reload: PBXs come and go while the gateway runs, every other PBX left as it is."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import orjson
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+from gateway import cli
+from tests.conftest import wait_for
+from tests.integration.fixtures import pbx_settings
+from tests.integration.reloading import config_doc, pbx_doc, reloading_gateway, write_config
+from tests.yeastar.test_yeastar_events import account
+
+pytestmark = pytest.mark.integration
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def link_events(collected: Any, since: int = 0) -> list[dict[str, Any]]:
+    return [
+        e for e in collected.events[since:] if e["type"] in ("gateway.connection", "gateway.gap")
+    ]
+
+
+async def test_bad_files_change_nothing_and_say_why(
+    sim_factory, collector, unique, tmp_path, capsys
+) -> None:
+    sim = await sim_factory(calls_per_second=2)
+    tenant = f"r{unique}"
+    collected = await collector(tenant)
+    config = tmp_path / "gateway.yaml"
+    good = config_doc([pbx_doc(pbx_settings(sim, tenant))], tmp_path / "state", http=True)
+    write_config(config, good)
+    async with reloading_gateway(config) as app:
+        await wait_for(lambda: app.owned == {tenant} and app.status()["ready"], timeout=15)
+        await wait_for(lambda: collected.of_type("gateway.connection"), timeout=10)
+        reloader = app.reloader
+        assert reloader is not None
+        connections, tokens = sim.connections_total, sim.token_requests
+        seen = len(collected.events)
+        bad_pbx = pbx_doc(
+            pbx_settings(sim, f"{tenant}-b"), base_url="not a url", heartbeat_interval_s=-1
+        )
+        cases: list[tuple[str, str | dict[str, Any], list[str]]] = [
+            ("not YAML", "pbxs: [\n  - {tenant: x\n", ["not valid YAML", "line"]),
+            (
+                "unknown vendor",
+                {**good, "pbxs": [*good["pbxs"], {"tenant": "x", "vendor": "nope"}]},
+                ["pbxs.1.vendor", "nope"],
+            ),
+            (
+                "duplicate tenant",
+                {**good, "pbxs": [*good["pbxs"], good["pbxs"][0]]},
+                ["unique", tenant],
+            ),
+            (
+                "PBX failing validation",
+                {**good, "pbxs": [*good["pbxs"], bad_pbx]},
+                ["pbxs.1.base_url", "pbxs.1.heartbeat_interval_s"],
+            ),
+            (
+                "setting read at start",
+                {**good, "state_dir": str(tmp_path / "elsewhere"), "shutdown_timeout_s": 3},
+                ["state_dir", "shutdown_timeout_s", "restart"],
+            ),
+        ]
+        for n, (case, content, words) in enumerate(cases, start=1):
+            if isinstance(content, str):
+                fresh = config.with_suffix(".new")
+                fresh.write_text(content)
+                fresh.replace(config)
+            else:
+                write_config(config, content)
+            await wait_for(lambda n=n: reloader.record.reloads == n, timeout=10)
+            record = reloader.record
+            assert record.last_ok is False, case
+            assert record.generation == 1, case
+            for word in words:
+                assert word in (record.last_error or ""), (case, record.last_error)
+            status = app.status()["config"]
+            assert status["last_reload"]["ok"] is False and status["last_reload"]["error"]
+            assert metric("gateway_config_last_reload_success") == 0
+            assert app.owned == {tenant}
+        # the running PBX never noticed
+        assert (sim.connections_total, sim.token_requests) == (connections, tokens)
+        assert link_events(collected, seen) == []
+        assert app.status()["ready"]
+
+        # back to a good file (a PBX changed): applied, generation 2
+        write_config(
+            config, {**good, "pbxs": [pbx_doc(pbx_settings(sim, tenant), include_raw=False)]}
+        )
+        await wait_for(lambda: reloader.record.generation == 2, timeout=10)
+        assert reloader.record.last_ok and reloader.record.last_changes == {
+            "added": [],
+            "removed": [],
+            "changed": [tenant],
+            "unchanged": 0,
+        }
+        assert metric("gateway_config_last_reload_success") == 1
+        assert metric("gateway_config_generation") == 2
+
+        # `gateway config check` against the running instance: every bad field, exit 2 ...
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({**good, "pbxs": [*good["pbxs"], bad_pbx]}))
+        assert cli._main(["config", "check", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "pbxs.1.base_url" in err and "pbxs.1.heartbeat_interval_s" in err
+        # ... and the diff it would apply
+        assert app.web is not None
+        url = f"http://127.0.0.1:{app.web.port}"
+        other = await sim_factory()
+        candidate = tmp_path / "next.yaml"
+        candidate.write_text(
+            yaml.safe_dump({**good, "pbxs": [pbx_doc(pbx_settings(other, f"{tenant}-new"))]})
+        )
+        assert (
+            await asyncio.to_thread(
+                cli._main, ["config", "check", str(candidate), "--against", url]
+            )
+            == 0
+        )
+        out = capsys.readouterr().out
+        assert f"added: {tenant}-new" in out and f"removed: {tenant}" in out
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/config.json") as resp:
+                served = await resp.text()
+        assert sim.client_secret not in served and tenant in served
+
+
+async def test_reload_storm_applies_the_last_version_once(sim_factory, unique, tmp_path) -> None:
+    sims = [await sim_factory() for _ in range(3)]
+    tenants = [f"s{unique}-{n}" for n in range(3)]
+    docs = [pbx_doc(pbx_settings(s, t)) for s, t in zip(sims, tenants, strict=True)]
+    config = tmp_path / "gateway.yaml"
+    write_config(config, config_doc(docs[:1], tmp_path / "state"))
+    async with reloading_gateway(config, poll_s=0.05, settle_s=0.3) as app:
+        assert app.reloader is not None
+        await wait_for(lambda: app.owned == {tenants[0]}, timeout=15)
+        started = time.monotonic()
+        for n in range(100):  # 100 versions in about a second, alternating 2 and 3 PBXs
+            write_config(config, config_doc(docs[: 2 + n % 2], tmp_path / "state"))
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - started < 3
+        await wait_for(lambda: app.reloader.record.reloads == 1, timeout=10)
+        await asyncio.sleep(1.0)  # (nothing else may come: the file is still)
+        assert app.reloader.record.reloads == 1
+        assert app.reloader.record.last_changes == {
+            "added": tenants[1:3] if 99 % 2 else tenants[1:2],
+            "removed": [],
+            "changed": [],
+            "unchanged": 1,
+        }
+        await wait_for(lambda: app.owned == set(tenants[: 2 + 99 % 2]), timeout=10)
