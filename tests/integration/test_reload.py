@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -164,3 +164,129 @@ async def test_reload_storm_applies_the_last_version_once(sim_factory, unique, t
             "unchanged": 1,
         }
         await wait_for(lambda: app.owned == set(tenants[: 2 + 99 % 2]), timeout=10)
+
+
+async def test_fifty_pbxs_add_five_remove_five_rotate_one(
+    sim_factory, collector, command_bus, amqp, unique, tmp_path
+) -> None:
+    """50 Yeastar PBXs with traffic; one reload adds 5, removes 5 and rotates the secret (a
+    ``client_secret_file``) of 1: the 44 others keep their link, token and commands."""
+    names = [f"f{unique}-{n:02d}" for n in range(55)]
+    sims = {t: await sim_factory(calls_per_second=0.4, seed=n) for n, t in enumerate(names)}
+    collected = {t: await collector(t) for t in names}
+    before, after = names[:50], [*names[:45], *names[50:]]
+    removed, added, rotated = names[45:50], names[50:], names[0]
+    untouched = [t for t in before if t in after and t != rotated]
+    # 50 running, 5 removed and 1 changed: 44 untouched (the 39 of "50 in all, 5 of them new")
+    assert (len(untouched), len(removed), len(added)) == (44, 5, 5)
+    secret = tmp_path / "rotated.secret"
+    secret.write_text(sims[rotated].client_secret)
+
+    def doc(tenant: str) -> dict[str, Any]:
+        pbx = pbx_settings(sims[tenant], tenant)
+        if tenant == rotated:
+            return pbx_doc(pbx, client_secret=None, client_secret_file=str(secret))
+        return pbx_doc(pbx)
+
+    def write(tenants: list[str]) -> None:
+        pbxs = [doc(t) for t in tenants]
+        write_config(config, config_doc(pbxs, tmp_path / "state", commands=command_bus.exchange))
+
+    config = tmp_path / "gateway.yaml"
+    write(before)
+    async with reloading_gateway(config) as app:
+        assert app.reloader is not None and app.ownership is not None
+        ownership = app.ownership
+
+        def connected(tenants: list[str]) -> bool:
+            return app.owned == set(tenants) and all(
+                ownership.connectors[t].health()["state"] == "connected" for t in tenants
+            )
+
+        await wait_for(lambda: connected(before), timeout=40)
+        await wait_for(lambda: all(collected[t].of_type("gateway.connection") for t in before))
+        await asyncio.sleep(1.0)  # traffic flowing on every link
+        marks = {t: len(collected[t].events) for t in names}
+        links = {t: (sims[t].connections_total, sims[t].token_requests) for t in names}
+
+        # one reload: 5 added, 5 removed, 1 secret rotated (at the PBX and in the file)
+        sims[rotated].client_secret = f"rotated-{unique}"
+        secret.write_text(sims[rotated].client_secret)
+        write(after)
+        changed_at = time.monotonic()
+        await wait_for(lambda: app.reloader.record.generation == 2, timeout=15)
+        assert app.reloader.record.last_changes == {
+            "added": added,
+            "removed": removed,
+            "changed": [rotated],
+            "unchanged": len(untouched),
+        }
+        first_event: dict[str, float] = {}  # any event: the link's gateway.connection
+        first_vendor_event: dict[str, float] = {}  # a call placed on the PBX once linked
+
+        async def call_when_linked(tenant: str) -> None:
+            await wait_for(lambda: collected[tenant].of_type("gateway.connection"), timeout=15)
+            await sims[tenant].run_call()
+
+        calls = [asyncio.create_task(call_when_linked(t)) for t in added]
+
+        def new_ones_published() -> bool:
+            now = time.monotonic() - changed_at
+            for t in added:
+                if t not in first_event and collected[t].events:
+                    first_event[t] = now
+                if t not in first_vendor_event and any(
+                    e.get("vendorevent") for e in collected[t].events
+                ):
+                    first_vendor_event[t] = now
+            return len(first_vendor_event) == len(added)
+
+        await wait_for(new_ones_published, timeout=15, interval=0.01)
+        await asyncio.gather(*calls)
+        await wait_for(lambda: connected(after), timeout=15)
+        await asyncio.sleep(1.5)  # traffic keeps flowing after the reload
+
+        # removed: link closed, queue gone (a command for them finds no gateway)
+        for t in removed:
+            assert sims[t].stats()["connections"] == 0, t
+            channel = await amqp.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelClosed):
+                await channel.declare_queue(f"{command_bus.exchange}.{t}", passive=True)
+        # an untouched PBX's commands are still taken (its consumer never moved)
+        result = await command_bus.call(untouched[0], "call.query", {"direction": "internal"})
+        assert result["ok"], result
+        disturbed = {t: link_events(collected[t], marks[t]) for t in untouched}
+        reconnected = [
+            t for t in untouched if (sims[t].connections_total, sims[t].token_requests) != links[t]
+        ]
+        # the PBXs stop sending: every frame each untouched PBX sent is counted, once
+        await asyncio.gather(*(sim.stop() for sim in sims.values()))
+        with contextlib.suppress(TimeoutError):
+            await wait_for(
+                lambda: all(account(sims[t], collected[t])["lost"] == 0 for t in untouched),
+                timeout=15,
+            )
+        totals: Counter[str] = Counter()
+        short = {}
+        for t in untouched:
+            counts = account(sims[t], collected[t])
+            totals.update({k: counts[k] for k in ("sent", "lost", "duplicates")})
+            if counts["lost"] or counts["duplicates"]:
+                short[t] = counts
+    figures = {
+        "untouched_links_disturbed": sum(1 for events in disturbed.values() if events),
+        "untouched_reconnected": len(reconnected),
+        "frames_sent": totals["sent"],
+        "lost": totals["lost"],
+        "duplicates": totals["duplicates"],
+        "first_event_s": sorted(round(s, 2) for s in first_event.values()),
+        "first_vendor_event_s": sorted(round(s, 2) for s in first_vendor_event.values()),
+    }
+    print("reload figures:", orjson.dumps(figures).decode())  # (docs/reload.md quotes them)
+    assert figures["untouched_links_disturbed"] == 0, disturbed
+    assert reconnected == []
+    assert totals["lost"] == 0 and totals["duplicates"] == 0, short
+    assert max(first_event.values()) < 5.0, first_event
+    assert max(first_vendor_event.values()) < 5.0, first_vendor_event
+    assert sims[rotated].connections_total > links[rotated][0]
+    assert sims[rotated].token_requests > links[rotated][1]
