@@ -290,3 +290,75 @@ async def test_fifty_pbxs_add_five_remove_five_rotate_one(
     assert max(first_vendor_event.values()) < 5.0, first_vendor_event
     assert sims[rotated].connections_total > links[rotated][0]
     assert sims[rotated].token_requests > links[rotated][1]
+
+
+async def test_two_instances_reloaded_apart_own_a_new_pbx_once(
+    sim_factory, command_bus, amqp, unique, tmp_path
+) -> None:
+    """Each instance reloads its own file, a few seconds apart (two versions of the file for a
+    while): the new PBX is owned by one instance at a time, never two; removed the same way, it
+    is dropped by its owner, taken by the instance still listing it, and retired by the last."""
+    tenants = [f"d{unique}-{n}" for n in range(3)]
+    sims = {t: await sim_factory() for t in tenants}
+    docs = {t: pbx_doc(pbx_settings(sims[t], t)) for t in tenants}
+    new = tenants[2]
+
+    def write(name: str, listed: list[str]) -> None:
+        write_config(
+            tmp_path / f"{name}.yaml",
+            config_doc(
+                [docs[t] for t in listed],
+                tmp_path / name,
+                commands=command_bus.exchange,
+                instance=f"{name}-{unique}",
+            ),
+        )
+
+    for name in ("a", "b"):
+        write(name, tenants[:2])
+    owners_seen: list[set[str]] = []
+    async with (
+        reloading_gateway(tmp_path / "a.yaml") as a,
+        reloading_gateway(tmp_path / "b.yaml") as b,
+    ):
+        apps = {"a": a, "b": b}
+
+        def owners(tenant: str) -> set[str]:
+            return {name for name, app in apps.items() if tenant in app.owned}
+
+        sampling = True
+
+        async def sample() -> None:
+            while sampling:
+                owners_seen.append(owners(new))
+                await asyncio.sleep(0.02)
+
+        sampler = asyncio.create_task(sample())
+        await wait_for(lambda: all(len(owners(t)) == 1 for t in tenants[:2]), timeout=20)
+        write("a", tenants)  # a has the new PBX ...
+        await wait_for(lambda: owners(new) == {"a"}, timeout=10)
+        await asyncio.sleep(2.0)
+        write("b", tenants)  # ... and b, two seconds later
+        await wait_for(lambda: b.reloader is not None and b.reloader.record.generation == 2)
+        await asyncio.sleep(3.0)  # a hand-over to b, if the spread wants one, happens here
+        assert len(owners(new)) == 1
+        assert all(new in app.leases.tenants for app in apps.values() if app.leases)
+        holder = next(iter(owners(new)))
+        other = "b" if holder == "a" else "a"
+
+        write(holder, tenants[:2])  # removed from the holder's file first: the other takes it
+        await wait_for(lambda: owners(new) == {other}, timeout=10)
+        write(other, tenants[:2])  # and from the other's: nobody runs it, its queue is retired
+        await wait_for(lambda: owners(new) == set(), timeout=10)
+        await wait_for(
+            lambda: all(
+                app.reloader and app.reloader.record.generation == 3 for app in apps.values()
+            )
+        )
+        sampling = False
+        await sampler
+        channel = await amqp.channel()
+        with pytest.raises(aio_pika.exceptions.ChannelClosed):
+            await channel.declare_queue(f"{command_bus.exchange}.{new}", passive=True)
+    assert max(len(seen) for seen in owners_seen) == 1
+    assert sum(1 for seen in owners_seen if seen) > 0
