@@ -223,6 +223,8 @@ class ConfigReloader:
         self._requested = asyncio.Event()
         self._lock = asyncio.Lock()
         self._log = get_logger("config")
+        # taken now, when the running settings were read: a change before the watch starts counts
+        self._seen = self._signature()
         CONFIG_GENERATION.set(self.record.generation)
 
     def request(self) -> None:
@@ -243,7 +245,7 @@ class ConfigReloader:
     async def run(self) -> None:
         """Watch until cancelled: a change (or a request) is applied once the files have been
         still for ``settle_s``."""
-        seen = self._signature()
+        seen = self._seen
         while True:
             try:
                 async with asyncio.timeout(self._poll_s):
@@ -261,7 +263,7 @@ class ConfigReloader:
                     break
                 current = settled
             self._requested.clear()
-            seen = current
+            seen = self._seen = current
             await self.reload()
 
     async def reload(self) -> bool:
