@@ -214,6 +214,8 @@ class GatewayApp:
                 await stop.wait()
             finally:
                 self.phase = "stopping"
+                if self.ownership is not None:
+                    self.ownership.closing = True  # a lease won now is given back with the rest
                 self._log.info("gateway_stopping")
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
@@ -346,9 +348,13 @@ class GatewayApp:
     # --- reload ------------------------------------------------------------------------------
 
     def request_reload(self) -> None:
-        """Read the configuration file again (SIGHUP); no-op without a file."""
+        """Read the configuration file again (SIGHUP)."""
         if self.reloader is not None:
             self.reloader.request()
+        else:
+            self._log.warning(
+                "config_reload_ignored", detail="started without --config: nothing to read again"
+            )
 
     def config_fingerprints(self) -> dict[str, Any]:
         """The running configuration as ``/config.json`` serves it: no value, no secret."""
