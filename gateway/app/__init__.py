@@ -27,6 +27,7 @@ from gateway.app.reload import (
     ReloadRefused,
     diff,
     fingerprints,
+    named_files,
     new_salt,
 )
 from gateway.bus.connection import BUS_CONNECT_TIMEOUT_S, BusLink, bus_problem, connect_bus
@@ -93,11 +94,13 @@ class GatewayApp:
                 config_path,
                 load,
                 self.apply,
-                watch_files=self._secret_files,
+                watch_files=lambda: named_files(self.settings),
                 poll_s=watch_poll_s,
                 settle_s=watch_settle_s,
             )
-        self.readiness = Readiness(self.bus, config=self._config_report)
+        self.readiness = Readiness(
+            self.bus, config=self.reloader.report if self.reloader else ConfigReloader.unwatched
+        )
         self._route_pbxs: dict[str, dict[str, PbxSettings]] = {}
         self._reload_task: asyncio.Task[None] | None = None
         self.publisher: EventPublisher | None = None
@@ -327,7 +330,7 @@ class GatewayApp:
         consumer = self.consumer
         _closing(stack, "commands_stop_failed", consumer.stop)
         await consumer.start()
-        self.ownership.consumer = consumer
+        self.ownership.consumer, self.ownership.journal = consumer, self.journal
 
     def _make_leases(self, tenants: list[str]) -> LeaseManager:
         s = self.settings
@@ -343,6 +346,7 @@ class GatewayApp:
             acquire_interval_s=s.lease.acquire_interval_s,
         )
         self.readiness.instance = self.leases.instance_id
+        self.ownership.leases = self.leases
         return self.leases
 
     # --- reload ------------------------------------------------------------------------------
@@ -361,26 +365,9 @@ class GatewayApp:
         generation = self.reloader.record.generation if self.reloader else 1
         return {**self._applied, "generation": generation}
 
-    def _config_report(self) -> dict[str, Any]:
-        if self.reloader is None:
-            return {"generation": 1, "file": None, "loaded_at": None, "last_reload": None}
-        return {**self.reloader.record.report(), "file": str(self.reloader.path)}
-
-    def _secret_files(self) -> list[Path]:
-        """The files the PBXs' settings name (secrets, CAs): a change reloads too."""
-        files: list[Path] = []
-        for pbx in self.settings.pbxs:
-            for name in type(pbx).model_fields:
-                value = getattr(pbx, name, None)
-                if name.endswith("_file") and isinstance(value, Path):
-                    files.append(value)
-        return files
-
     async def apply(self, new: Settings) -> ConfigDiff:
-        """Apply a validated configuration PBX by PBX: removed ones stop (in the shutdown
-        order) and give their lease back, changed ones restart alone, added ones start; every
-        other PBX is left as it is. Refused (nothing changes) when a setting that is read once
-        at start changed, or before the gateway runs."""
+        """Apply a validated configuration PBX by PBX (:class:`PbxOwnership` starts and stops
+        each alone); refused, nothing changed, when a setting read once at start changed."""
         fresh = fingerprints(new, self._salt)
         changes = diff(self._applied, fresh)
         refusal = changes.refusal()
@@ -388,70 +375,34 @@ class GatewayApp:
             raise ReloadRefused(refusal)
         if self.phase != "running" or self.ownership is None:
             raise ReloadRefused(f"the gateway is {self.phase}: reload once it runs")
-        ownership = self.ownership
-        by_tenant = {p.tenant: p for p in new.pbxs}
+        ownership, by_tenant = self.ownership, {p.tenant: p for p in new.pbxs}
+        old_sessions = [
+            self._sessions.pop(t) for t in changes.removed + changes.changed if t in self._sessions
+        ]
         results = await asyncio.gather(
-            *(self._remove_pbx(t) for t in changes.removed),
-            *(self._replace_pbx(by_tenant[t]) for t in changes.changed),
+            *(ownership.drop(t) for t in changes.removed),
+            *(ownership.replace(by_tenant[t]) for t in changes.changed),
             return_exceptions=True,
         )
+        for session in old_sessions:
+            await session.close()
         for failure in (r for r in results if isinstance(r, BaseException)):
             raise failure
-        for tenant in changes.added:
-            ownership.add(by_tenant[tenant])
-            if self.consumer is not None:
-                await self.consumer.declare(tenant)
-        if changes.added and self.journal is not None:
-            await self.journal.add_tenants(changes.added)
-        self.settings = new
-        self._applied = fresh
-        for vendor, pbxs in self._route_pbxs.items():
+        await ownership.join([by_tenant[t] for t in changes.added])
+        self.settings, self._applied = new, fresh
+        for vendor, pbxs in self._route_pbxs.items():  # the webhooks' view, changed in place
             pbxs.clear()
             pbxs.update({p.tenant: p for p in new.pbxs if p.vendor == vendor})
-        if changes.added:
-            await self._start_added(changes.added)
+        if changes.added and not self.settings.lease.enabled:
+            for tenant in changes.added:
+                await ownership.take(tenant)
+        elif changes.added and self.leases is None:  # the first PBXs of an instance
+            self._lease_task = asyncio.create_task(
+                self._make_leases(changes.added).run(), name="leases"
+            )
+        elif changes.added and self.leases is not None:
+            await self.leases.add(changes.added)
         return changes
-
-    async def _start_added(self, tenants: list[str]) -> None:
-        assert self.ownership is not None
-        if not self.settings.lease.enabled:
-            for tenant in tenants:
-                await self.ownership.take(tenant)
-        elif self.leases is None:  # the first PBXs of an instance started without any
-            self._lease_task = asyncio.create_task(self._make_leases(tenants).run(), name="leases")
-        else:
-            await self.leases.add(tenants)
-
-    async def _remove_pbx(self, tenant: str) -> None:
-        """Stop it in the shutdown order, give its lease back; its command queue answers what
-        waits there when no other instance still lists the PBX."""
-        assert self.ownership is not None
-        vendor = self.ownership.pbxs[tenant].vendor
-        held = await self.leases.forget(tenant) if self.leases is not None else False
-        owned = await self.ownership.remove(tenant)
-        if self.leases is not None:
-            await self.leases.release(tenant)
-        await self._close_session(tenant)
-        elsewhere = self.leases is not None and self.leases.configured_elsewhere(tenant)
-        if self.consumer is not None:
-            if (owned or held or self.leases is None) and not elsewhere:
-                await self.consumer.retire(tenant, vendor)
-            else:
-                self.consumer.forget(tenant)
-        self._log.info("pbx_removed", tenant=tenant, was_owned=owned or held)
-
-    async def _replace_pbx(self, pbx: PbxSettings) -> None:
-        assert self.ownership is not None
-        old_session = self._sessions.pop(pbx.tenant, None)
-        await self.ownership.replace(pbx)
-        if old_session is not None:
-            await old_session.close()
-        self._log.info("pbx_restarted", tenant=pbx.tenant, owned=pbx.tenant in self.owned)
-
-    async def _close_session(self, tenant: str) -> None:
-        session = self._sessions.pop(tenant, None)
-        if session is not None:
-            await session.close()
 
     async def _stop_reloads(self) -> None:
         if self._reload_task is not None:

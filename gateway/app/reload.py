@@ -117,6 +117,16 @@ def fingerprints(settings: Settings, salt: str) -> dict[str, Any]:
     }
 
 
+def named_files(settings: Settings) -> list[Path]:
+    """The files the PBXs' settings name (``*_file``: secrets, CAs): watched like the config."""
+    return [
+        value
+        for pbx in settings.pbxs
+        for name in type(pbx).model_fields
+        if name.endswith("_file") and isinstance(value := getattr(pbx, name, None), Path)
+    ]
+
+
 def new_salt() -> str:
     return secrets.token_hex(8)
 
@@ -226,6 +236,15 @@ class ConfigReloader:
         # taken now, when the running settings were read: a change before the watch starts counts
         self._seen = self._signature()
         CONFIG_GENERATION.set(self.record.generation)
+
+    def report(self) -> dict[str, Any]:
+        """The ``config`` section of the status (``/status.json``, ``/readyz``)."""
+        return {**self.record.report(), "file": str(self.path)}
+
+    @staticmethod
+    def unwatched() -> dict[str, Any]:
+        """The ``config`` section of an instance started without a file (nothing to reload)."""
+        return {"generation": 1, "file": None, "loaded_at": None, "last_reload": None}
 
     def request(self) -> None:
         """Reload soon (SIGHUP): coalesced with any other request not yet served."""

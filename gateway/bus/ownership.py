@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.bus.consumer import CommandConsumer
+from gateway.bus.journal import CommandJournal
+from gateway.bus.lease import LeaseManager
 from gateway.bus.policy import command_policy
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.shared_state import SharedState
@@ -54,6 +56,8 @@ class PbxOwnership:
         self._publisher = publisher
         self._shared = shared
         self.consumer: CommandConsumer | None = None
+        self.journal: CommandJournal | None = None
+        self.leases: LeaseManager | None = None
         self.pbxs: dict[str, PbxSettings] = {}
         self.states: dict[str, TenantState] = {}
         #: tenant -> connector, shared with the command consumer (changed in place)
@@ -177,6 +181,37 @@ class PbxOwnership:
             self._configure(pbx)
             if owned:
                 await self._take(pbx.tenant)
+        self._log.info("pbx_restarted", tenant=pbx.tenant, owned=owned)
+
+    async def join(self, pbxs: list[PbxSettings]) -> None:
+        """PBXs added to the configuration: their command queues declared (commands wait
+        there), the shared ledger followed for them. Taking them is the caller's: through the
+        leases, or :meth:`take` without leases."""
+        for pbx in pbxs:
+            self.add(pbx)
+            if self.consumer is not None:
+                await self.consumer.declare(pbx.tenant)
+        if pbxs and self.journal is not None:
+            await self.journal.add_tenants([p.tenant for p in pbxs])
+
+    async def drop(self, tenant: str) -> bool:
+        """A PBX removed from the configuration, in the shutdown order: no longer announced
+        nor tried, given up (commands drained, link closed, state handed over), its lease given
+        back; its waiting commands are answered when no other instance still lists it (else
+        that instance takes it over). True if this instance owned it."""
+        vendor = self.pbxs[tenant].vendor
+        held = await self.leases.forget(tenant) if self.leases is not None else False
+        owned = await self.remove(tenant) or held
+        if self.leases is not None:
+            await self.leases.release(tenant)
+        if self.consumer is not None:
+            elsewhere = self.leases is not None and self.leases.configured_elsewhere(tenant)
+            if (owned or self.leases is None) and not elsewhere:
+                await self.consumer.retire(tenant, vendor)
+            else:
+                self.consumer.forget(tenant)
+        self._log.info("pbx_removed", tenant=tenant, was_owned=owned)
+        return owned
 
     # --- running one PBX ---------------------------------------------------------------------
 
