@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections import Counter
 from typing import Any
@@ -18,6 +19,7 @@ from prometheus_client import REGISTRY
 from gateway import cli
 from tests.conftest import wait_for
 from tests.integration.fixtures import pbx_settings
+from tests.integration.process import GatewayProcess
 from tests.integration.reloading import config_doc, pbx_doc, reloading_gateway, write_config
 from tests.yeastar.test_yeastar_events import account
 
@@ -362,3 +364,78 @@ async def test_two_instances_reloaded_apart_own_a_new_pbx_once(
             await channel.declare_queue(f"{command_bus.exchange}.{new}", passive=True)
     assert max(len(seen) for seen in owners_seen) == 1
     assert sum(1 for seen in owners_seen if seen) > 0
+
+
+async def test_removed_pbx_answers_its_waiting_commands(
+    sim_factory, command_bus, unique, tmp_path
+) -> None:
+    """Commands waiting for a PBX whose link is down are answered ``not_found`` when the PBX
+    is removed, and its queue goes."""
+    up, down = await sim_factory(), await sim_factory()
+    tenants = {"up": f"w{unique}-up", "down": f"w{unique}-down"}
+    docs = {
+        "up": pbx_doc(pbx_settings(up, tenants["up"])),
+        "down": pbx_doc(pbx_settings(down, tenants["down"])),
+    }
+    await down.stop()  # its link never comes up: its commands wait in the queue
+    config = tmp_path / "gateway.yaml"
+    state = tmp_path / "state"
+    write_config(config, config_doc(list(docs.values()), state, commands=command_bus.exchange))
+    async with reloading_gateway(config) as app:
+        await wait_for(lambda: app.owned == set(tenants.values()), timeout=15)
+        waiting = [
+            await command_bus.publish(tenants["down"], "call.query", {"direction": "internal"})
+            for _ in range(3)
+        ]
+        write_config(config, config_doc([docs["up"]], state, commands=command_bus.exchange))
+        for command_id in waiting:
+            result = await command_bus.result(command_id, timeout=15)
+            assert not result["ok"] and result["error"]["code"] == "not_found", result
+            assert "removed from the gateway's configuration" in result["error"]["message"]
+        assert app.owned == {tenants["up"]}
+        assert (
+            metric(
+                "gateway_commands_total",
+                tenant=tenants["down"],
+                vendor="yeastar",
+                command="call.query",
+                outcome="not_found",
+            )
+            == 3
+        )
+
+
+async def test_sighup_reloads_gateway_run(sim_factory, unique, tmp_path) -> None:
+    """`gateway run`: SIGHUP reads the file again (never stops the process)."""
+    sims = [await sim_factory(), await sim_factory()]
+    tenants = [f"h{unique}-{n}" for n in range(2)]
+    docs = [pbx_doc(pbx_settings(s, t)) for s, t in zip(sims, tenants, strict=True)]
+    config = tmp_path / "gateway.yaml"
+    doc = config_doc(docs[:1], tmp_path / "state", http=True)
+    doc["logging"] = {"format": "json", "level": "INFO"}
+    write_config(config, doc)
+    gateway = await GatewayProcess.start(config)
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def status() -> dict[str, Any]:
+                url = f"http://127.0.0.1:{gateway.http_port}/status.json"
+                async with http.get(url) as resp:
+                    return dict(await resp.json())
+
+            await wait_for(lambda: '"lease_acquired"' in gateway.text, timeout=15)
+            gateway.proc.send_signal(signal.SIGHUP)  # same file: applied, nothing changes
+            await wait_for(lambda: '"config_reloaded"' in gateway.text, timeout=10)
+            assert (await status())["config"]["generation"] == 2
+            # a change while the watch is slow to see it: SIGHUP applies it now
+            doc["pbxs"] = docs
+            config.write_text(yaml.safe_dump(doc))
+            gateway.proc.send_signal(signal.SIGHUP)
+            await wait_for(lambda: gateway.text.count('"config_reloaded"') >= 2, timeout=10)
+            body = await status()
+            assert body["config"]["generation"] == 3 and body["config"]["last_reload"]["ok"]
+            assert body["config"]["last_reload"]["changes"]["added"] == tenants[1:]
+            await wait_for(lambda: tenants[1] in gateway.text, timeout=10)
+            assert gateway.proc.returncode is None
+    finally:
+        assert await gateway.stop() == 0
