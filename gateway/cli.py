@@ -1,12 +1,14 @@
-"""The gateway command: run, sim, demo, tail, sink, normalize, send, schema, outbox drain (stable:
-docs/CONTRACT.md, section 3 "Command line"). `gateway COMMAND --help` shows each command's
-options and defaults.
+"""The gateway command: run, sim, demo, tail, sink, normalize, send, schema, outbox drain, config
+check (stable: docs/CONTRACT.md, section 3 "Command line"). `gateway COMMAND --help` shows each
+command's options and defaults. `gateway run` reloads its --config file on SIGHUP and when the
+file changes (docs/reload.md).
 
 exit status:
   0  done (run, sim, demo, tail, sink: stopped by SIGTERM/SIGINT or --duration)
   1  send: the command's result is a failure; any command: an internal error (a bug)
   2  bad command line, settings or config file; send: no result within --timeout; outbox
-     drain: no outbox in --state-dir, or events left unconfirmed at --timeout
+     drain: no outbox in --state-dir, or events left unconfirmed at --timeout; config check:
+     a reload would refuse the file (a setting that only a restart changes)
   3  normalize: a line was rejected; send: bad --args, or no gateway takes the tenant's commands
   4  demo, send, tail, sink, outbox drain: RabbitMQ unreachable, refusing the login, or not set
      up for the gateway; sink: PostgreSQL unreachable at start
@@ -364,7 +366,7 @@ def _parser() -> argparse.ArgumentParser:
         " removed and changed, and the settings that cannot change without a restart (exit"
         " status 2: a reload would refuse the file). The instance is asked over its admin"
         " listener (/config.json: fingerprints, no secret); without --against, the one FILE's"
-        " http.admin names on this host. No instance answering: the file is only validated.",
+        " http.admin names on this host. If no instance answers, the file is only validated.",
         formatter_class=_Formatter,
     )
     check.add_argument("file", type=Path, help="the YAML settings file")
@@ -372,14 +374,14 @@ def _parser() -> argparse.ArgumentParser:
         "--against",
         default=None,
         metavar="URL",
-        help="a running instance's admin URL, e.g. http://10.0.0.5:8080 (default: FILE's"
-        " http.admin host and port)",
+        help="a running instance's admin URL, e.g. http://10.0.0.5:8080; without it, FILE's"
+        " http.admin host and port on this host",
     )
     check.add_argument(
         "--token",
         default=os.environ.get("GATEWAY_ADMIN_TOKEN"),
-        help="bearer token of the admin listener (default: $GATEWAY_ADMIN_TOKEN, else FILE's"
-        " http.admin token)",
+        help="bearer token of the admin listener: $GATEWAY_ADMIN_TOKEN, else FILE's http.admin"
+        " token",
     )
     check.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the instance"
