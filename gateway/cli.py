@@ -379,7 +379,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--token",
-        default=os.environ.get("GATEWAY_ADMIN_TOKEN"),
+        default=None,
         help="bearer token of the admin listener: $GATEWAY_ADMIN_TOKEN, else FILE's http.admin"
         " token",
     )
@@ -487,7 +487,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     admin = settings.http.admin
     host = "127.0.0.1" if admin.host in ("0.0.0.0", "::", "") else admin.host
     url = args.against or f"http://{host}:{admin.port}"
-    token = args.token or admin.bearer()
+    token = args.token or os.environ.get("GATEWAY_ADMIN_TOKEN") or admin.bearer()
     report, refused = check_against(settings, url, token, admin.basic(), args.timeout)
     print(report)
     return EXIT_USAGE if refused else 0
