@@ -21,7 +21,7 @@ from typing import Any
 from gateway.bus.consumer import CommandConsumer
 from gateway.bus.journal import CommandJournal
 from gateway.bus.lease import LeaseManager
-from gateway.bus.policy import command_policy
+from gateway.bus.policy import CommandPolicy, command_policy
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.shared_state import SharedState
 from gateway.connectors.base import Connector
@@ -63,7 +63,7 @@ class PbxOwnership:
         #: tenant -> connector, shared with the command consumer (changed in place)
         self.connectors: dict[str, Connector] = {}
         #: tenant -> command policy, shared with the command consumer (changed in place)
-        self.policies: dict[str, Any] = {}
+        self.policies: dict[str, CommandPolicy] = {}
         self._links: dict[str, asyncio.Task[None]] = {}
         self._owned_since: dict[str, str] = {}
         self._share_failing: set[str] = set()
