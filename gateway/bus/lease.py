@@ -122,6 +122,10 @@ class LeaseManager:
         self._lost_at: float | None = None
         self._last_address = 0
         self._lease_channel: AbstractChannel | None = None
+        self._connection: AbstractConnection | None = None
+        # Balancing and a change of the configured PBXs never interleave: a PBX removed from
+        # the configuration is not taken by a balancing round already under way.
+        self._changing = asyncio.Lock()
         self.owned: set[str] = set()
         self._log = get_logger("bus.lease").bind(instance=instance_id)
 
@@ -159,6 +163,7 @@ class LeaseManager:
                         self._addresses(),
                         client_properties={"connection_name": f"lease {self.instance_id}"},
                     )
+                self._connection = connection
                 await self._reclaim(connection)
                 await self._serve(connection)
             except asyncio.CancelledError:
@@ -169,6 +174,7 @@ class LeaseManager:
                     self._log.warning("lease_connection_lost", error=f"{type(exc).__name__}: {exc}")
             finally:
                 self._lease_channel = None
+                self._connection = None
                 if connection is not None and not connection.is_closed:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(connection.close())
@@ -217,7 +223,8 @@ class LeaseManager:
                 # Listen a full member timeout before taking anything, so simultaneous starts
                 # spread.
                 if self._clock() - started >= self._member_timeout_s:
-                    await self._balance(connection)
+                    async with self._changing:
+                        await self._balance(connection)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._acquire_interval_s):
                         await closed.wait()
@@ -255,6 +262,54 @@ class LeaseManager:
             self._first_seen.setdefault(instance, now)
             if "holds" in body:  # (an older instance does not say: its PBXs are tried)
                 self._holding[instance] = frozenset(map(str, body["holds"]))
+
+    # --- the configured PBXs changing (a reload) ----------------------------------------------
+
+    @property
+    def tenants(self) -> list[str]:
+        return list(self._tenants)
+
+    async def add(self, tenants: list[str]) -> None:
+        """PBXs join this instance's configuration: announced from the next heartbeat on, and
+        taken by whichever instance the assignment names (this one only if it lists them)."""
+        async with self._changing:
+            self._tenants = [*self._tenants, *(t for t in tenants if t not in self._tenants)]
+
+    async def forget(self, tenant: str) -> bool:
+        """The PBX leaves this instance's configuration: no longer announced nor tried. Its
+        lease, if held, stays held until :meth:`release` (the PBX is stopped in between, and
+        nobody else may take it meanwhile). True if this instance holds it."""
+        async with self._changing:
+            self._tenants = [t for t in self._tenants if t != tenant]
+            self._free_since.pop(tenant, None)
+            self._refused.pop(tenant, None)
+            return tenant in self.owned
+
+    async def release(self, tenant: str) -> None:
+        """Give the lease of a forgotten PBX back (its link is stopped by then)."""
+        async with self._changing:
+            if tenant not in self.owned:
+                return
+            self.owned.discard(tenant)
+            self._acquired_at.pop(tenant, None)
+            LEASES_HELD.set(len(self.owned))
+            self._log.info("lease_released", tenant=tenant, reason="removed from the configuration")
+            if self._connection is None or self._connection.is_closed:
+                return  # the broker freed it with the connection
+            with contextlib.suppress(Exception):
+                if self._lease_channel is None or self._lease_channel.is_closed:
+                    self._lease_channel = await self._connection.channel()
+                await self._lease_channel.queue_delete(f"{LEASE_PREFIX}{tenant}")
+
+    def configured_elsewhere(self, tenant: str) -> bool:
+        """Whether another live instance still lists the PBX (its configuration not reloaded
+        yet, or different)."""
+        now = self._clock()
+        return any(
+            tenant in tenants
+            for instance, (seen, tenants) in self._members.items()
+            if instance != self.instance_id and now - seen <= self._member_timeout_s
+        )
 
     async def _balance(self, connection: AbstractConnection) -> None:
         now = self._clock()
