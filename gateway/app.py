@@ -278,6 +278,7 @@ class GatewayApp:
                 outbox=self.outbox,
                 window=s.bus.confirm_window,
                 retry_interval_s=s.bus.reconnect_interval_s,
+                coalesce_s=s.bus.coalesce_ms / 1000,
             )
             await self.publisher.start()
             self.store = StateStore(s.state_dir / "state.sqlite3")

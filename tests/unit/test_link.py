@@ -173,8 +173,8 @@ async def test_one_healthy_source_never_hides_another_ones_outage() -> None:
 
 async def test_live_events_are_on_disk_before_the_watermark_moves(tmp_path: Path) -> None:
     """Group commit keeps the promise: a live event is spooled without waiting for the disk,
-    written at the end of the event loop's turn, and in any case before the watermark
-    (what a restart trusts) is persisted past it."""
+    written at the end of the coalescing window (``coalesce_s``), and in any case before the
+    watermark (what a restart trusts) is persisted past it."""
     path = tmp_path / "outbox.sqlite3"
     outbox = Outbox(path)
     no_broker: Any = None
@@ -211,8 +211,37 @@ async def test_live_events_are_on_disk_before_the_watermark_moves(tmp_path: Path
     await state.send_live(event.model_copy(update={"id": "e2"}))
     watermark.seen(datetime.now(UTC), event)  # throttled: nothing persisted, nothing synced
     assert on_disk() == 1
-    await asyncio.sleep(0)  # the end of this turn of the event loop
+    await asyncio.sleep(0)  # the end of this turn of the event loop: the window is still open
+    assert on_disk() == 1 and outbox.staged == 1
+    deadline = asyncio.get_running_loop().time() + 5
+    while outbox.staged and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.001)  # the window (2 ms by default) closes
     assert on_disk() == 2 and outbox.staged == 0
+    outbox.close()
+
+
+async def test_without_a_window_live_events_are_written_at_the_end_of_the_turn(
+    tmp_path: Path,
+) -> None:
+    """``coalesce_s=0``: every event spooled in one turn of the event loop is written at its
+    end, in one transaction."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    no_broker: Any = None
+    publisher = EventPublisher(no_broker, "events", outbox=outbox, coalesce_s=0)
+    event = CloudEvent(
+        id="e1",
+        source="pbx://t",
+        type="call.ringing",
+        time=datetime.now(UTC),
+        tenant="t",
+        vendor="fakepush",
+        data={},
+    )
+    publisher.spool(event)
+    publisher.spool(event.model_copy(update={"id": "e2"}))
+    assert outbox.staged == 2
+    await asyncio.sleep(0)
+    assert outbox.staged == 0 and len(outbox) == 2
     outbox.close()
 
 
