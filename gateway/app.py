@@ -24,6 +24,7 @@ from gateway.bus.publisher import EventPublisher
 from gateway.bus.shared_state import SharedState
 from gateway.bus.topology import CommandNames
 from gateway.connectors.base import Connector
+from gateway.connectors.link import describe
 from gateway.connectors.plugin import LinkResources, VendorPlugin, VendorRoutes
 from gateway.connectors.registry import command_catalog, plugins
 from gateway.logging import get_logger
@@ -450,7 +451,7 @@ class GatewayApp:
         except Exception as exc:  # best effort: the local copy is still there
             if tenant not in self._share_failing:  # one warning per outage, not one a second
                 self._share_failing.add(tenant)
-                self._log.warning("state_share_failed", tenant=tenant, error=str(exc))
+                self._log.warning("state_share_failed", tenant=tenant, error=describe(exc))
         else:
             self._share_failing.discard(tenant)
 
@@ -461,7 +462,7 @@ class GatewayApp:
             async with asyncio.timeout(5):
                 shared = await self.shared.pull(tenant)
         except Exception as exc:
-            self._log.warning("state_fetch_failed", tenant=tenant, error=str(exc))
+            self._log.warning("state_fetch_failed", tenant=tenant, error=describe(exc))
             return
         if shared is not None:
             taken = self.states[tenant].merge(*shared)

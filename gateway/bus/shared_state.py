@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
+from pamqp.commands import Basic
 
 from gateway.bus.topology import QueueType, declare_durable_queue
 
 STATE_PREFIX = "pbx.state."
+_PERSISTENT = Basic.Properties(delivery_mode=2)
 
 
 class SharedState:
@@ -46,13 +49,24 @@ class SharedState:
         return queue
 
     async def push(self, tenant: str, values: dict[str, str]) -> None:
+        """Publish the snapshot and wait for its confirm (raises on a nack or a lost channel).
+
+        Pipelined: the publish is written without waiting for the socket to drain, so the
+        channel is held only while the frames are queued. A clean stop pushes every PBX's state
+        at once; with one channel held per publish until its frames were written, thousands of
+        them queued behind each other past their timeout."""
         queue = await self._queue(tenant)
         assert self._channel is not None
         body = orjson.dumps({"written_at": time.time(), "values": values})
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+        underlay: Any = await self._channel.get_underlay_channel()  # (`wait` is not in its ABC)
+        confirmation = await underlay.basic_publish(
+            body,
             routing_key=queue.name,
+            properties=_PERSISTENT,
+            wait=False,
         )
+        if confirmation is not None and not isinstance(confirmation, Basic.Ack):
+            raise aio_pika.exceptions.DeliveryError(None, confirmation)
 
     async def pull(self, tenant: str) -> tuple[dict[str, str], float] | None:
         queue = await self._queue(tenant)
