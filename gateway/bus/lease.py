@@ -124,6 +124,13 @@ class LeaseManager:
         self._lease_channel: AbstractChannel | None = None
         self.owned: set[str] = set()
         self._log = get_logger("bus.lease").bind(instance=instance_id)
+        # Every instance announces every PBX it is configured for each heartbeat: with
+        # thousands of PBXs, rebuilding those sets and the assignment each second was most of
+        # an idle instance's CPU. Both are reused while nothing changed.
+        self._assigned: tuple[dict[str, frozenset[str]], dict[str, str]] | None = None
+        self._own_source: list[str] = list(tenants)  # what _own_tenants was made from
+        self._own_tenants = frozenset(tenants)
+        self._announced: tuple[frozenset[str], bytes] | None = None
 
     def assignment(self) -> dict[str, str]:
         """The owner of each PBX among the live instances, this one included."""
@@ -136,8 +143,23 @@ class LeaseManager:
         for gone in [i for i in self._first_seen if i not in live]:
             # back later under the same id: it must settle again before it is handed anything
             del self._first_seen[gone]
-        live[self.instance_id] = frozenset(self._tenants)
-        return assign(live)
+        live[self.instance_id] = self._own()
+        cached = self._assigned
+        # (the sets are the same objects while the members announce the same PBXs)
+        if cached is not None and cached[0].keys() == live.keys():
+            if all(cached[0][i] is tenants for i, tenants in live.items()):
+                return cached[1]
+        owners = assign(live)
+        self._assigned = (live, owners)
+        return owners
+
+    def _own(self) -> frozenset[str]:
+        """The PBXs this instance is configured for, as a set (rebuilt when they change)."""
+        if self._own_source != self._tenants:
+            self._own_source = list(self._tenants)
+            self._own_tenants = frozenset(self._tenants)
+            self._announced = None
+        return self._own_tenants
 
     def _held_by_others(self, now: float) -> set[str]:
         """PBXs a live instance said, in its last heartbeat, it holds."""
@@ -231,13 +253,15 @@ class LeaseManager:
         self, presence: aio_pika.abc.AbstractExchange, closed: asyncio.Event
     ) -> None:
         while not closed.is_set():
-            announcement = orjson.dumps(
-                {
-                    "instance": self.instance_id,
-                    "tenants": self._tenants,
-                    "holds": sorted(self.owned),
-                }
-            )
+            self._own()  # (forgets the last announcement if the PBXs changed)
+            announced = self._announced
+            if announced is None or announced[0] != self.owned:
+                holds = frozenset(self.owned)
+                body = orjson.dumps(
+                    {"instance": self.instance_id, "tenants": self._tenants, "holds": sorted(holds)}
+                )
+                self._announced = announced = (holds, body)
+            announcement = announced[1]
             with contextlib.suppress(Exception):  # the connection going: _serve notices
                 await presence.publish(
                     aio_pika.Message(announcement, expiration=10), routing_key=""
@@ -248,10 +272,21 @@ class LeaseManager:
 
     async def _on_presence(self, message: AbstractIncomingMessage) -> None:
         with contextlib.suppress(Exception):
+            now = self._clock()
+            announced = self._announced
+            if announced is not None and message.body == announced[1]:
+                # our own announcement, as last sent: only the time is news
+                self._members[self.instance_id] = (now, self._own())
+                self._first_seen.setdefault(self.instance_id, now)
+                self._holding[self.instance_id] = announced[0]
+                return
             body = orjson.loads(message.body)
             instance = str(body["instance"])
-            now = self._clock()
-            self._members[instance] = (now, frozenset(map(str, body.get("tenants", []))))
+            before = self._members.get(instance)
+            tenants = frozenset(map(str, body.get("tenants", [])))
+            if before is not None and before[1] == tenants:
+                tenants = before[1]  # the same object: the assignment is reused
+            self._members[instance] = (now, tenants)
             self._first_seen.setdefault(instance, now)
             if "holds" in body:  # (an older instance does not say: its PBXs are tried)
                 self._holding[instance] = frozenset(map(str, body["holds"]))
