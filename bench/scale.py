@@ -17,7 +17,8 @@ ledger and recovery on), its config listing that many PBXs. Measured:
   PBXs run the newer firmware unless ``--firmware``).
 
 ``--tree DIR`` runs the gateway of another source tree (``git archive REV | tar -x -C DIR``):
-before and after on the same machine. ``--profile-idle FILE``: py-spy (``--gil``) records the
+before and after on the same machine. ``--tracemalloc FILE``: where the idle gateway's memory is
+held, by line (bench/tracemem.py). ``--profile-idle FILE``: py-spy (``--gil``) records the
 gateway while idle (FILE gets the PBX count appended); its top functions are printed.
 
 Results are printed as a table and saved to bench/results/scale.json.
@@ -31,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -61,6 +63,10 @@ def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def written(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
 
 
 def subscribed(sim: YeastarSimulator) -> int:
@@ -170,6 +176,7 @@ async def run_one(
     tree: Path | None = None,
     profile: Path | None = None,
     firmware: str = "newer",
+    tracemalloc: Path | None = None,
 ) -> dict[str, Any]:
     node = await asyncio.to_thread(start_node, "gwscale")
     sim = YeastarSimulator(seed=1, idle_timeout=120, firmware=firmware)
@@ -183,10 +190,12 @@ async def run_one(
         path = config(sim, node, pbxs, state, log_level)
         started = time.monotonic()
         env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+        launcher = ["-m", "gateway.cli"]
+        if tracemalloc is not None:
+            launcher = [str(ROOT / "bench" / "tracemem.py"), str(tracemalloc), "--"]
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "gateway.cli",
+            *launcher,
             "run",
             "--config",
             str(path),
@@ -233,6 +242,13 @@ async def run_one(
             await spy.wait()
             if out.exists():
                 top = profile_top(out)
+        if tracemalloc is not None:
+            tracemalloc.unlink(missing_ok=True)  # noqa: ASYNC240
+            proc.send_signal(signal.SIGUSR1)
+            for _ in range(600):
+                if written(tracemalloc):
+                    break
+                await asyncio.sleep(0.5)
         stop_started = time.monotonic()
         proc.terminate()
         try:
@@ -305,6 +321,13 @@ async def main() -> None:
     parser.add_argument("--profile-idle", type=Path, default=None, help="py-spy while idle")
     parser.add_argument("--label", default=None, help="results go to scale-<label>.json")
     parser.add_argument(
+        "--tracemalloc",
+        type=Path,
+        default=None,
+        help="run the gateway under tracemalloc (bench/tracemem.py; slower) and write where its"
+        " memory is held, while idle, to this file",
+    )
+    parser.add_argument(
         "--firmware",
         choices=("newer", "v1.0"),
         default="newer",
@@ -321,6 +344,7 @@ async def main() -> None:
             tree=args.tree,
             profile=args.profile_idle,
             firmware=args.firmware,
+            tracemalloc=args.tracemalloc,
         )
         for n in args.pbxs
     ]

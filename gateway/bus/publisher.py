@@ -4,13 +4,15 @@ retried until confirmed.
 Connectors hand events to :meth:`EventPublisher.submit`, which appends them to the
 :class:`~gateway.bus.outbox.Outbox` (on disk when it returns) and wakes the pump; it never waits for
 the broker. A push link's live messages take :meth:`EventPublisher.spool` instead (group commit):
-every event spooled within ``coalesce_s`` (2 ms by default) of the first one not yet written is
-written in one transaction, before the pump reads it, and before :meth:`EventPublisher.sync`
-returns (a link syncs before it persists its watermark or acks its source); the pump then writes
-them to RabbitMQ together. At ordinary rates each frame arrives alone in its turn of the event
-loop: without the window each one would pay its own commit, socket write and confirm round
-(``coalesce_s`` = 0: the end of the turn, as before), which is most of the gateway's CPU per event
-at a thousand frames a second. A window's worth of staged events (``window``) is written at once.
+events are committed at most once per ``coalesce_s`` (2 ms by default): the first one after a
+quiet spell at the end of its turn of the event loop, those that follow within the window
+together at its end, in one transaction, before the pump reads them, and before
+:meth:`EventPublisher.sync` returns (a link syncs before it persists its watermark or acks its
+source); the pump then writes them to RabbitMQ together. At ordinary rates each frame arrives
+alone in its turn of the event loop: without the window each one would pay its own commit, socket
+write and confirm round (``coalesce_s`` = 0: the end of each turn), which is most of the
+gateway's CPU per event at a thousand frames a second. A window's worth of staged events
+(``window``) is written at once.
 
 The pump reads the spool in ``seq`` order and keeps up to ``window`` publishes awaiting their
 confirm at once, so throughput does not hinge on the broker's round trip. A confirmed event is
@@ -106,6 +108,7 @@ class EventPublisher:
         self._removal: asyncio.TimerHandle | None = None  # the next batch of deletes
         self._published: dict[tuple[str, str, str], Any] = {}  # the counter of each label set
         self._commit_timer: asyncio.TimerHandle | asyncio.Handle | None = None  # spool's commit
+        self._last_commit = -float("inf")  # time.monotonic() of the last commit of spooled events
         self._commit_retry: asyncio.TimerHandle | None = None  # while the disk refuses
         self._commit_failing = False  # logged once per outage
         self._failure: BaseException | None = None  # a confirm failed: publish again from there
@@ -134,7 +137,7 @@ class EventPublisher:
 
     def spool(self, event: CloudEvent) -> None:
         """Spool the event in order without waiting for the disk: it is committed with every
-        event spooled within ``coalesce_s`` of the first one still staged (group commit), before
+        event staged with it, at most ``coalesce_s`` after the last commit (group commit), before
         the pump publishes it and before :meth:`sync` returns. For a push link that relies on
         nothing until it persists its watermark (which calls :meth:`sync` first). While the disk
         refuses, events stay staged up to ``outbox.max_events``; past that this raises (the
@@ -147,15 +150,20 @@ class EventPublisher:
         if outbox.staged >= self._window_size:  # a window's worth: no reason to wait
             self._commit_now()
         elif self._commit_timer is None:
+            # At most one commit per window: the first event after a quiet spell goes at the
+            # end of this turn (no wait where there is nothing to share the commit with), those
+            # that follow within the window wait for its end and go together.
             loop = asyncio.get_running_loop()
-            if self._coalesce_s:
-                self._commit_timer = loop.call_later(self._coalesce_s, self._commit_now)
+            wait = self._last_commit + self._coalesce_s - time.monotonic()
+            if wait > 0:
+                self._commit_timer = loop.call_later(wait, self._commit_now)
             else:
                 self._commit_timer = loop.call_soon(self._commit_now)
 
     def sync(self) -> None:
         """Everything spooled so far is on disk when this returns (raises if it cannot be)."""
         self._outbox.commit()
+        self._last_commit = time.monotonic()
         self._woken()  # what waited for the window goes out now
 
     def _woken(self) -> None:
@@ -167,6 +175,7 @@ class EventPublisher:
         if self._commit_timer is not None:
             self._commit_timer.cancel()
             self._commit_timer = None
+        self._last_commit = time.monotonic()
         if self._try_commit():
             self._woken()
 
