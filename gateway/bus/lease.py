@@ -47,6 +47,8 @@ Hook = Callable[[str], Awaitable[None]]
 #: Pauses between refused tries of a PBX nobody says it holds: from ``acquire_interval_s``,
 #: doubling, up to this many member timeouts.
 REFUSED_BACKOFF_MAX = 4
+#: PBXs whose leases were just taken started at once (their shared state read, links started).
+_STARTS_AT_ONCE = 32
 
 
 def default_instance_id() -> str:
@@ -292,6 +294,31 @@ class LeaseManager:
                 self._holding[instance] = frozenset(map(str, body["holds"]))
 
     async def _balance(self, connection: AbstractConnection) -> None:
+        taken: list[str] = []
+        try:
+            await self._balance_leases(connection, taken)
+        finally:
+            await self._started(taken)
+
+    async def _started(self, tenants: list[str]) -> None:
+        """Start using the PBXs whose leases were just taken, several at once: each start reads
+        the PBX's shared state (a few broker round trips), and one after the other they made a
+        start-up with thousands of PBXs last minutes. The leases themselves are taken one at a
+        time, on one channel."""
+        if not tenants:
+            return
+        gate = asyncio.Semaphore(_STARTS_AT_ONCE)
+
+        async def start(tenant: str) -> None:
+            async with gate:
+                await self._on_acquired(tenant)
+
+        results = await asyncio.gather(*(start(t) for t in tenants), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _balance_leases(self, connection: AbstractConnection, taken: list[str]) -> None:
         now = self._clock()
         owners = self.assignment()
         held = self._held_by_others(now)
@@ -309,7 +336,8 @@ class LeaseManager:
                 continue
             free_for = now - self._free_since.setdefault(tenant, now)
             if preferred == self.instance_id or free_for >= 2 * self._member_timeout_s:
-                await self._try_acquire(connection, tenant)
+                if await self._try_acquire(connection, tenant, start=False):
+                    taken.append(tenant)
 
     def _may_hand_over(self, tenant: str, preferred: str, now: float) -> bool:
         """Only to an instance that has been around a while and was heard from, recently,
@@ -335,7 +363,11 @@ class LeaseManager:
             return False
         return True
 
-    async def _try_acquire(self, connection: AbstractConnection, tenant: str) -> None:
+    async def _try_acquire(
+        self, connection: AbstractConnection, tenant: str, *, start: bool = True
+    ) -> bool:
+        """Take the PBX's lease if nobody holds it (True); ``start``: and start using it now
+        (else the caller does, see :meth:`_started`)."""
         if not await self._declare(connection, tenant):
             self._free_since.pop(tenant, None)
             refusals = self._refused.get(tenant, (0, 0.0))[0] + 1
@@ -345,14 +377,16 @@ class LeaseManager:
             )
             self._refused[tenant] = (refusals, self._clock() + pause)
             self._log.debug("lease_refused", tenant=tenant, retry_in_s=round(pause, 1))
-            return
+            return False
         self.owned.add(tenant)
         self._acquired_at[tenant] = self._clock()
         self._free_since.pop(tenant, None)
         self._refused.pop(tenant, None)
         LEASES_HELD.set(len(self.owned))
         self._log.info("lease_acquired", tenant=tenant)
-        await self._on_acquired(tenant)
+        if start:
+            await self._on_acquired(tenant)
+        return True
 
     async def _release(self, connection: AbstractConnection, tenant: str, reason: str) -> None:
         self.owned.discard(tenant)

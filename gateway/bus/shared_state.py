@@ -9,6 +9,7 @@ channel keeps every declared queue object to re-declare it after a reconnect).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any
@@ -32,11 +33,14 @@ class SharedState:
         self._queue_type: QueueType = queue_type
         self._channel: AbstractChannel | None = None
         self._queues: dict[str, AbstractQueue] = {}
+        self._opening = asyncio.Lock()
 
     async def _queue(self, tenant: str) -> AbstractQueue:
         if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel(publisher_confirms=True)
-            self._queues.clear()
+            async with self._opening:  # several PBXs start at once: one channel for them all
+                if self._channel is None or self._channel.is_closed:
+                    self._channel = await self._connection.channel(publisher_confirms=True)
+                    self._queues.clear()
         queue = self._queues.get(tenant)
         if queue is None:
             queue = await declare_durable_queue(
