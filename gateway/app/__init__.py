@@ -251,6 +251,7 @@ class GatewayApp:
             outbox=self.outbox,
             window=s.bus.confirm_window,
             retry_interval_s=s.bus.reconnect_interval_s,
+            coalesce_s=s.bus.coalesce_ms / 1000,
         )
         publisher = self.publisher
         await publisher.start()

@@ -25,6 +25,7 @@ from gateway.bus.policy import CommandPolicy, command_policy
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.shared_state import SharedState
 from gateway.connectors.base import Connector
+from gateway.connectors.link import describe
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import StateStore, TenantState
@@ -245,7 +246,7 @@ class PbxOwnership:
         except Exception as exc:  # best effort: the local copy is still there
             if tenant not in self._share_failing:  # one warning per outage, not one a second
                 self._share_failing.add(tenant)
-                self._log.warning("state_share_failed", tenant=tenant, error=str(exc))
+                self._log.warning("state_share_failed", tenant=tenant, error=describe(exc))
         else:
             self._share_failing.discard(tenant)
 
@@ -256,7 +257,7 @@ class PbxOwnership:
             async with asyncio.timeout(5):
                 shared = await self._shared.pull(tenant)
         except Exception as exc:
-            self._log.warning("state_fetch_failed", tenant=tenant, error=str(exc))
+            self._log.warning("state_fetch_failed", tenant=tenant, error=describe(exc))
             return
         if shared is not None:
             taken = self.states[tenant].merge(*shared)

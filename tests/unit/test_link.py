@@ -278,8 +278,8 @@ async def test_one_healthy_source_never_hides_another_ones_outage() -> None:
 
 async def test_live_events_are_on_disk_before_the_watermark_moves(tmp_path: Path) -> None:
     """Group commit keeps the promise: a live event is spooled without waiting for the disk,
-    written at the end of the event loop's turn, and in any case before the watermark
-    (what a restart trusts) is persisted past it."""
+    written at the end of the coalescing window (``coalesce_s``), and in any case before the
+    watermark (what a restart trusts) is persisted past it."""
     path = tmp_path / "outbox.sqlite3"
     outbox = Outbox(path)
     no_broker: Any = None
@@ -316,8 +316,33 @@ async def test_live_events_are_on_disk_before_the_watermark_moves(tmp_path: Path
     await state.send_live(event.model_copy(update={"id": "e2"}))
     watermark.seen(datetime.now(UTC), event)  # throttled: nothing persisted, nothing synced
     assert on_disk() == 1
-    await asyncio.sleep(0)  # the end of this turn of the event loop
+    await wait_for(lambda: outbox.staged == 0, 5, 0.001)  # the window (2 ms by default) closes
     assert on_disk() == 2 and outbox.staged == 0
+    outbox.close()
+
+
+async def test_without_a_window_live_events_are_written_at_the_end_of_the_turn(
+    tmp_path: Path,
+) -> None:
+    """``coalesce_s=0``: every event spooled in one turn of the event loop is written at its
+    end, in one transaction."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    no_broker: Any = None
+    publisher = EventPublisher(no_broker, "events", outbox=outbox, coalesce_s=0)
+    event = CloudEvent(
+        id="e1",
+        source="pbx://t",
+        type="call.ringing",
+        time=datetime.now(UTC),
+        tenant="t",
+        vendor="fakepush",
+        data={},
+    )
+    publisher.spool(event)
+    publisher.spool(event.model_copy(update={"id": "e2"}))
+    assert outbox.staged == 2
+    await asyncio.sleep(0)
+    assert outbox.staged == 0 and len(outbox) == 2
     outbox.close()
 
 
@@ -341,3 +366,32 @@ async def test_without_a_spool_live_events_are_awaited_through_emit() -> None:
     await state.send_live(event)
     state.sync()  # nothing to sync: a no-op
     assert sent == [event]
+
+
+async def test_live_events_share_a_commit_at_most_one_window_after_the_last(
+    tmp_path: Path,
+) -> None:
+    """The first event after a quiet spell is written at the end of its turn; the next ones,
+    within the window, wait for its end and are written together."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    no_broker: Any = None
+    publisher = EventPublisher(no_broker, "events", outbox=outbox, coalesce_s=0.2)
+    event = CloudEvent(
+        id="e1",
+        source="pbx://t",
+        type="call.ringing",
+        time=datetime.now(UTC),
+        tenant="t",
+        vendor="fakepush",
+        data={},
+    )
+    publisher.spool(event)
+    await asyncio.sleep(0)
+    assert outbox.staged == 0, "alone: written at the end of the turn"
+    publisher.spool(event.model_copy(update={"id": "e2"}))
+    publisher.spool(event.model_copy(update={"id": "e3"}))
+    await asyncio.sleep(0)
+    assert outbox.staged == 2, "within the window of the last commit: they wait"
+    await wait_for(lambda: outbox.staged == 0, 5, 0.01)
+    assert outbox.staged == 0 and len(outbox) == 3
+    outbox.close()
