@@ -280,7 +280,9 @@ class Outbox:
                 del fresh[: after_seq + 1 - first]
                 first = fresh[0][0] if fresh else 0
             if first == after_seq + 1:
-                return fresh[:limit]
+                rows = fresh[:limit]
+                del fresh[: len(rows)]  # read: from here on only the file knows them
+                return rows
         return self._db.execute(
             "SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
         ).fetchall()
@@ -288,6 +290,9 @@ class Outbox:
     def remove(self, seqs: Iterable[int]) -> int:
         """Forget confirmed events; unknown seqs (already shed) are ignored. How many went."""
         seqs = sorted(seqs)
+        fresh = self._fresh
+        if seqs and fresh and seqs[0] <= fresh[-1][0] and seqs[-1] >= fresh[0][0]:
+            fresh.clear()  # rows read by a query (after a restart) may be among them
         removed = 0
         if seqs and seqs[-1] - seqs[0] == len(seqs) - 1 and len(set(seqs)) == len(seqs):
             # the usual case: confirms come back in order, one range per batch
