@@ -136,6 +136,15 @@ async def test_bad_files_change_nothing_and_say_why(
         )
         out = capsys.readouterr().out
         assert f"added: {tenant}-new" in out and f"removed: {tenant}" in out
+        candidate.write_text(yaml.safe_dump({**good, "state_dir": str(tmp_path / "moved")}))
+        assert (
+            await asyncio.to_thread(
+                cli._main, ["config", "check", str(candidate), "--against", url]
+            )
+            == 2
+        )
+        out = capsys.readouterr().out
+        assert "refused" in out and "state_dir" in out and "restart" in out
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{url}/config.json") as resp:
                 served = await resp.text()
