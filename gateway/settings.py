@@ -161,8 +161,12 @@ class Settings(BaseSettings):
     commands: CommandSettings = Field(default_factory=CommandSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
-    shutdown_timeout_s: float = Field(10.0, gt=0)
-    pbxs: list[AnyPbxSettings] = Field(default_factory=list)
+    shutdown_timeout_s: float = Field(
+        10.0, gt=0, description="how long a stop may take to flush the outbox"
+    )
+    pbxs: list[AnyPbxSettings] = Field(
+        default_factory=list, description="the PBXs, each with the keys of its vendor"
+    )
 
     @model_validator(mode="after")
     def _unique_tenants(self) -> Settings:

@@ -23,11 +23,13 @@ class _Strict(BaseModel):
 class BackoffSettings(_Strict):
     """Exponential backoff with jitter and a cap, reset after a healthy period."""
 
-    initial_s: float = Field(0.5, gt=0)
-    max_s: float = Field(30.0, gt=0)
-    factor: float = Field(2.0, ge=1)
-    jitter: float = Field(0.2, ge=0, le=1)
-    reset_after_s: float = Field(60.0, ge=0)
+    initial_s: float = Field(0.5, gt=0, description="the first wait after a failure")
+    max_s: float = Field(30.0, gt=0, description="the longest wait")
+    factor: float = Field(2.0, ge=1, description="each wait is this many times the one before")
+    jitter: float = Field(0.2, ge=0, le=1, description="each wait varies by up to this share")
+    reset_after_s: float = Field(
+        60.0, ge=0, description="a link up this long starts again from initial_s"
+    )
 
 
 class BusSettings(_Strict):
@@ -36,13 +38,16 @@ class BusSettings(_Strict):
         description="one broker, or the nodes of a cluster separated by commas: the gateway"
         " connects to the first that answers and moves to the next one when it loses it",
     )
-    events_exchange: str = "pbx.events"
+    events_exchange: str = Field("pbx.events", description="the topic exchange events go to")
     confirm_window: int = Field(256, ge=1, le=65535, description="unconfirmed publishes in flight")
-    reconnect_interval_s: float = Field(1.0, gt=0)
+    reconnect_interval_s: float = Field(
+        1.0, gt=0, description="pause between two attempts to reach the broker"
+    )
     queue_type: Literal["classic", "quorum"] = Field(
         "classic",
         description="type of the durable queues the gateway declares (commands, their dead"
-        " letters, shared PBX state): classic for one broker, quorum for a cluster",
+        " letters, shared PBX state): classic for one broker, quorum for a cluster so they"
+        " survive losing a node; a queue of the other type stops the start with an error",
     )
 
     @field_validator("url")
@@ -69,8 +74,8 @@ def split_urls(value: str) -> list[str]:
 class CommandSettings(_Strict):
     """The command path: ``pbx.commands`` in, results out, at most one execution per id."""
 
-    enabled: bool = True
-    exchange: str = "pbx.commands"
+    enabled: bool = Field(True, description="take commands from RabbitMQ")
+    exchange: str = Field("pbx.commands", description="the topic exchange commands arrive on")
     prefetch: int = Field(8, ge=1, le=1000, description="commands in flight per tenant")
     execute_timeout_s: float = Field(20.0, gt=0, description="a PBX call may take this long")
     drain_timeout_s: float = Field(10.0, gt=0, description="in-flight commands at shutdown")
@@ -92,7 +97,7 @@ class CommandSettings(_Strict):
 
 
 class OutboxSettings(_Strict):
-    """The durable spool between PBX links and RabbitMQ (see README, Delivery guarantees)."""
+    """The durable spool between PBX links and RabbitMQ (see the docs, Delivery guarantees)."""
 
     max_events: int = Field(200_000, ge=100, description="spool bound by count")
     max_age_s: float = Field(7 * 86400, gt=0, description="spool bound by age")
@@ -102,7 +107,7 @@ class OutboxSettings(_Strict):
 class RecoverySettings(_Strict):
     """What the gateway re-reads from a PBX after any interruption of its event link."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="re-read what a PBX can tell after an interruption")
     max_window_s: float = Field(86400, gt=0, description="longest gap back-filled from CDRs")
     cdr_settle_s: float = Field(
         2.0,
@@ -116,7 +121,11 @@ class RecoverySettings(_Strict):
 class LeaseSettings(_Strict):
     """One owner per PBX across instances sharing a RabbitMQ (exclusive lease queues)."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        True,
+        description="one owner per PBX across instances; a single instance may turn it off to"
+        " keep its PBX links through a broker outage",
+    )
     instance_id: str | None = Field(None, description="default: host name + process id")
     heartbeat_s: float = Field(1.0, gt=0, description="presence heartbeat of this instance")
     member_timeout_s: float = Field(3.0, gt=0, description="an instance silent this long is gone")
@@ -134,13 +143,22 @@ class AdminListenerSettings(_Strict):
     basic), every path but ``/healthz`` asks for them, and ``/readyz`` without them answers
     its status code with ``{"ready": ...}`` only (what a probe needs)."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    token: SecretStr | None = None
+    host: str = Field("127.0.0.1", description="the address the admin listener binds")
+    port: int = Field(8080, ge=0, le=65535, description="its port (0: any free port)")
+    token: SecretStr | None = Field(
+        None,
+        description=f"a bearer token (at least {MIN_ADMIN_SECRET} characters) every path but"
+        " /healthz asks for",
+    )
     token_file: Path | None = None
     token_env: str | None = None
-    basic_user: str | None = Field(None, min_length=1, pattern=r"^[^:]+$")
-    basic_password: SecretStr | None = None
+    basic_user: str | None = Field(
+        None,
+        min_length=1,
+        pattern=r"^[^:]+$",
+        description="HTTP basic user instead of (or besides) the token, for a browser",
+    )
+    basic_password: SecretStr | None = Field(None, description="the basic user's password")
     basic_password_file: Path | None = None
     basic_password_env: str | None = None
 
@@ -183,11 +201,17 @@ class AdminListenerSettings(_Strict):
 class PublicListenerSettings(_Strict):
     """The listener the PBX platforms post to: ``/webhooks/<vendor>/...`` and nothing else."""
 
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(8081, ge=0, le=65535)
+    enabled: bool = Field(
+        True, description="serve the vendors' webhooks on a listener of their own"
+    )
+    host: str = Field("127.0.0.1", description="the address the public listener binds")
+    port: int = Field(8081, ge=0, le=65535, description="its port (0: any free port)")
     max_in_flight: int = Field(
-        256, ge=1, le=10_000, description="requests handled at once; one more is answered 503"
+        256,
+        ge=1,
+        le=10_000,
+        description="requests handled at once; one more is answered 503 with Retry-After: 5 (a"
+        " body must arrive within 10 s, else 408)",
     )
 
 
@@ -197,12 +221,19 @@ class HttpSettings(_Strict):
     layout of earlier versions; their ``http.host`` / ``http.port`` are read as ``single: true``
     with ``admin.host`` / ``admin.port``."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="the HTTP listeners, started before anything else")
     single: bool = Field(
         False, description="one listener (admin) serves the webhooks too; no public listener"
     )
     admin: AdminListenerSettings = Field(default_factory=AdminListenerSettings)
     public: PublicListenerSettings = Field(default_factory=PublicListenerSettings)
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="a connection to either listener that has not sent a request's headers"
+        " this long after it opened or after its previous response is closed (slow clients)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -223,8 +254,12 @@ class HttpSettings(_Strict):
 
 
 class LoggingSettings(_Strict):
-    format: Literal["json", "console"] = "json"
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = Field(
+        "json", description="one JSON object per line, or a console line"
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the least severe level written"
+    )
 
 
 #: A command name pattern: ``*`` matches any text (dots included), ``?`` one character.
@@ -240,9 +275,15 @@ class CommandPolicySettings(_Strict):
     ``allow_sensitive``: it is refused by default.
     """
 
-    allow: list[CommandPattern] = Field(default_factory=lambda: ["*"])
-    deny: list[CommandPattern] = Field(default_factory=list)
-    allow_sensitive: list[CommandPattern] = Field(default_factory=list)
+    allow: list[CommandPattern] = Field(
+        default_factory=lambda: ["*"], description="command name patterns this PBX takes"
+    )
+    deny: list[CommandPattern] = Field(
+        default_factory=list, description="patterns refused even when allowed"
+    )
+    allow_sensitive: list[CommandPattern] = Field(
+        default_factory=list, description="the sensitive commands this PBX takes besides"
+    )
 
 
 class PbxSettings(_Strict):
@@ -252,16 +293,23 @@ class PbxSettings(_Strict):
     ``tenant`` is the first part of every routing key, so it may not hold dots.
     """
 
-    tenant: str = Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)
-    vendor: str
-    timezone: str = Field("UTC", description="the PBX's wall clock, for its local times")
+    tenant: str = Field(
+        pattern=r"^[A-Za-z0-9_-]+$",
+        max_length=64,
+        description="the PBX's name: first part of every routing key (letters, digits, - and _)",
+    )
+    vendor: str = Field(description="a registered vendor plugin (see gateway --help)")
+    timezone: str = Field(
+        "UTC",
+        description="the PBX's time zone; its local times are converted with it",
+    )
     include_raw: bool = Field(False, description="copy the vendor payload into data.raw")
     command_policy: CommandPolicySettings = Field(default_factory=CommandPolicySettings)
     backoff: BackoffSettings = Field(default_factory=BackoffSettings)
     ca_file: Path | None = Field(
         None,
         description="PEM certificates of the CA that signed the PBX's certificate (a customer's"
-        " own CA), trusted for this PBX's HTTPS and WebSocket links besides the system's",
+        " own CA), trusted for this PBX's HTTPS, WebSocket and NATS links besides the system's",
     )
 
     @field_validator("ca_file")

@@ -1,9 +1,11 @@
-"""Print the README's event catalogue: one example per event type, made by the real normalizer.
+"""The event catalogue: one example per event type, made by the real normalizer.
 
 Examples come from the manual-derived fixtures in tests/fixtures/yeastar (and, for the
 ``account.*`` types, the UUCall messages in tests/fixtures/uucall/sample.jsonl; for
 ``agent.seat``, Meiqia's seat list in tests/fixtures/meiqia/sips.json), so the catalogue
-shows exactly what the gateway publishes. tests/unit/test_readme.py fails when the README is stale.
+shows exactly what the gateway publishes. ``scripts/gen-docs`` writes it into the documentation
+(the "Event catalogue" page) and the AsyncAPI document; tests/unit/test_docs_site.py fails when the
+page is stale.
 """
 
 from __future__ import annotations
@@ -30,9 +32,6 @@ from gateway.schema.events import (  # noqa: E402
     gap_event,
     make_event,
 )
-
-BEGIN = "<!-- catalogue:begin -->"
-END = "<!-- catalogue:end -->"
 
 
 def examples() -> dict[str, CloudEvent]:
@@ -111,29 +110,17 @@ def examples() -> dict[str, CloudEvent]:
 
 def render() -> str:
     found = examples()
-    lines = [BEGIN, ""]
+    lines: list[str] = []
     for type_ in EVENT_TYPES:
         event = found.get(type_)
-        lines.append(f"#### `{type_}`")
+        lines += [f"## `{type_}`", ""]
         if event is None:
             lines += ["No example yet.", ""]
             continue
         body = json.dumps(event.model_dump(mode="json"), indent=2, ensure_ascii=False)
         lines += ["```json", body, "```", ""]
-    lines.append(END)
-    return "\n".join(lines)
-
-
-def update_readme(readme: Path = ROOT / "README.md") -> bool:
-    """Rewrite the catalogue section in place; True when it changed."""
-    text = readme.read_text()
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = head + render() + tail
-    if new != text:
-        readme.write_text(new)
-    return new != text
+    return "\n".join(lines).rstrip() + "\n"
 
 
 if __name__ == "__main__":
-    print("README catalogue updated" if update_readme() else "README catalogue up to date")
+    print(render(), end="")

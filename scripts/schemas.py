@@ -1,4 +1,4 @@
-"""Write the committed contract documents under docs/: the AsyncAPI 3.0 document (with the README
+"""Write the committed contract documents under docs/: the AsyncAPI 3.0 document (with the event
 catalogue's example of every event type) and the JSON Schemas of events and commands.
 
     python scripts/schemas.py           # rewrite docs/asyncapi.json and docs/schemas/*.schema.json

@@ -53,6 +53,29 @@ def pytest_configure(config: pytest.Config) -> None:
     registry.refresh()
 
 
+#: Fixtures that reach a service of the machine (RabbitMQ, the NATS server) or start a broker node:
+#: a test using one must carry the ``integration`` marker, so that ``-m "not integration"`` runs
+#: without the services. Tests that reach a service otherwise (``running_gateway``, a gateway
+#: process, PostgreSQL) carry the marker themselves.
+SERVICE_FIXTURES = frozenset({"amqp", "broker_node", "collector", "command_bus", "xsim"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a test that uses a service fixture without the ``integration`` marker."""
+    unmarked = [
+        f"{item.nodeid} (uses {', '.join(sorted(SERVICE_FIXTURES & set(fixtures)))})"
+        for item in items
+        if (fixtures := getattr(item, "fixturenames", ()))
+        and SERVICE_FIXTURES & set(fixtures)
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that need a service must be marked @pytest.mark.integration: "
+            + "; ".join(unmarked)
+        )
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Undo :func:`pytest_configure`."""
     if "folder" not in _registered:

@@ -181,6 +181,7 @@ class GatewayApp:
             public=(public.host, public.port) if public else None,
             auth=AdminAuth(http.admin.bearer(), http.admin.basic()),
             max_in_flight=http.public.max_in_flight,
+            header_timeout_s=http.header_timeout_s,
             config=self.config_fingerprints,
         )
         try:

@@ -28,7 +28,7 @@ stream is idempotent, also when instances starting together on a fresh cluster r
 
 One stream instead of one per tenant keeps the broker's cost flat in the number of PBXs (a stream
 is a set of Erlang processes, a replica and files of its own: a thousand of them exhausted a
-broker; see issue 12).
+broker; docs/decisions/0004).
 """
 
 from __future__ import annotations

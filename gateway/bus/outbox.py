@@ -56,7 +56,7 @@ from gateway.runtime.metrics import OUTBOX_DROPPED, OUTBOX_EVENTS, OUTBOX_OLDEST
 from gateway.runtime.sqlite import Checkpointer, open_sqlite
 from gateway.schema.events import CloudEvent, NormalizeContext, gap_event
 
-#: paste into README, "Delivery guarantees"
+#: The spool's bounds, as the docs show them (scripts/gen-docs: "Delivery guarantees").
 BOUND_POLICY = """\
 Every event is written to the outbox (`<state_dir>/outbox.sqlite3`, SQLite WAL) before the gateway
 relies on it, and leaves it only once RabbitMQ has confirmed it; events still spooled at

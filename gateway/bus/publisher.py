@@ -15,7 +15,7 @@ channel and re-declares the exchange after a reconnect. Whatever is unconfirmed 
 :meth:`EventPublisher.stop` (or a crash) stays in the spool file and is published first by the
 next start.
 
-The hot path (issue 13, see bench/README.md): the pump takes up to the free part of the window from
+The hot path (see bench/README.md): the pump takes up to the free part of the window from
 the spool at once, as stored bytes (no model is built, nothing is serialized again), encodes each
 publish's frames directly (:mod:`gateway.bus.wire`, byte for byte what pamqp would write), and
 writes the whole batch to the channel as ONE socket write, each publish with its own delivery tag

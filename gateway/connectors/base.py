@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.runtime.watch import Watch
 from gateway.schema.commands import CommandModel
@@ -41,4 +41,18 @@ class Connector(Protocol):
 
     def health(self) -> dict[str, Any]:
         """Link state for /readyz and the status page."""
+        ...
+
+
+@runtime_checkable
+class WebhookReceiver(Protocol):
+    """A connector that takes its vendor's webhook deliveries: the vendor's routes find the
+    owner's running link with :meth:`~gateway.connectors.plugin.VendorRoutes.receiver`."""
+
+    async def take_delivery(
+        self, envelope: dict[str, Any], delivery: str | None = None
+    ) -> tuple[int, bool]:
+        """Publish one verified delivery unless it (or what it reports) was published before:
+        ``(published, duplicate)``. ``TimeoutError`` when the link cannot take it now (the route
+        asks the vendor to deliver again)."""
         ...

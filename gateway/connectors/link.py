@@ -1,4 +1,5 @@
-"""What every PBX link has, whatever the vendor: its state, and a reconnect loop with gap events.
+"""What every PBX link has, whatever the vendor: its state, a reconnect loop with gap events, and
+the skeleton of a connector.
 
 :class:`LinkState` is the one place a link's state changes: it publishes ``gateway.connection``,
 sets ``gateway_link_up``, logs the change, and wakes the command consumer (``link``: commands
@@ -8,24 +9,31 @@ are taken only while it is ``connected``).
 back off, reconnect; after every interruption (and at start, when a previous run left a
 watermark) it lets the vendor re-read what the gap hid, then publishes one ``gateway.gap``.
 Polled vendors use :class:`gateway.connectors.polling.Poller` instead.
+
+:class:`BaseConnector` is what every vendor's connector repeats otherwise: the link state, one
+task group running the link's parts (push links, pollers, a token keeper) until cancelled, the
+link reported stopped on the way out, and ``health()`` built from the link state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from gateway.connectors.base import Emit, Spool
+from gateway.connectors.plugin import LinkResources
 from gateway.connectors.watermark import Gap, Watermark
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.metrics import FRAMES_RECEIVED, LINK_UP
 from gateway.runtime.supervisor import stopping
 from gateway.runtime.watch import Watch
+from gateway.schema.commands import CommandModel
 from gateway.schema.events import (
     CloudEvent,
     ConnectionState,
@@ -34,6 +42,7 @@ from gateway.schema.events import (
     connection_event,
     gap_event,
 )
+from gateway.settings_models import PbxSettings
 
 S = TypeVar("S")
 #: Which source's state the link shows when they differ: the most severe first.
@@ -270,3 +279,63 @@ class PushLink(Generic[S]):
                     )
             await self.state.send(gap_event(self.state.ctx(), gap.start, end, recovered))
             self.watermark.recovered(gap)
+
+
+#: One long-running part of a link, started by :meth:`BaseConnector.run`.
+Part = Callable[[], Coroutine[Any, Any, None]]
+
+
+class BaseConnector(ABC):
+    """The skeleton of a vendor connector (a :class:`~gateway.connectors.base.Connector`).
+
+    It owns the PBX's :class:`LinkState` (``link_state``; its ``spool`` is the resources' one),
+    runs the parts :meth:`tasks` names in one task group until cancelled (or one fails), then
+    releases what :meth:`close` releases and reports the link stopped. ``running`` is true in
+    between: events can be published. ``health()`` is the link state's, with the fields
+    :meth:`health_details` adds. A vendor sets ``vendor`` and writes :meth:`tasks`,
+    :meth:`execute` and, where it has them, the two hooks."""
+
+    vendor: str
+
+    def __init__(self, pbx: PbxSettings, resources: LinkResources) -> None:
+        self.tenant = pbx.tenant
+        self.link_state = LinkState(pbx.tenant, self.vendor, pbx.zone, include_raw=pbx.include_raw)
+        self.link_state.spool = resources.spool
+        self.link = self.link_state.link
+        self.running = False
+
+    @abstractmethod
+    def tasks(self) -> dict[str, Part]:
+        """The link's parts by name; each runs as the task ``<tenant>-<name>``."""
+
+    @abstractmethod
+    async def execute(self, command: CommandModel) -> dict[str, Any]:
+        """Run one validated command on the PBX: the result, or ``CommandFailed``."""
+
+    async def close(self) -> None:
+        """Release what the parts leave open once they stopped (before the link is reported
+        stopped): nothing by default."""
+        return None
+
+    def health_details(self) -> dict[str, Any]:
+        """The vendor's own fields of :meth:`health`: none by default."""
+        return {}
+
+    async def run(self, emit: Emit) -> None:
+        """Keep the link up until cancelled; called again after a failure or a new ownership."""
+        self.link_state.attach(emit)
+        self.running = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name, part in self.tasks().items():
+                    tg.create_task(part(), name=f"{self.tenant}-{name}")
+        finally:
+            self.running = False
+            try:
+                await self.close()
+            finally:
+                await self.link_state.stopped()
+
+    def health(self) -> dict[str, Any]:
+        """The link for /readyz and the status page."""
+        return self.link_state.health(**self.health_details())

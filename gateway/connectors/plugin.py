@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from gateway.connectors.base import Connector, Emit, Spool
+from gateway.connectors.base import Connector, Emit, Spool, WebhookReceiver
 from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import KeyValue
 from gateway.schema.commands import BASE_COMMANDS, CommandModel, command_name
@@ -184,6 +184,12 @@ class VendorRoutes:
         self.pbxs = pbxs
         self.emit = emit
         self.connector = connector
+
+    def receiver(self, tenant: str) -> WebhookReceiver | None:
+        """The running link of ``tenant`` where this instance owns it and it takes webhook
+        deliveries (:class:`~gateway.connectors.base.WebhookReceiver`); None otherwise."""
+        owner = self.connector(tenant)
+        return owner if isinstance(owner, WebhookReceiver) else None
 
 
 RoutesFactory = Callable[[VendorRoutes], Iterable[web.AbstractRouteDef]]

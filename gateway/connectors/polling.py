@@ -2,11 +2,14 @@
 ``DataUpdateCoordinator``): one ``poll()`` per interval, a persisted cursor, de-duplication of
 what overlapping windows return twice, and one log line per outage, not one per failed poll.
 
-A vendor writes only ``poll(cursor) -> PollResult``: the events found after ``cursor`` and the
-cursor to start from next time (any JSON value; ``None`` on the very first poll). Windows that
-overlap (records can appear late) return some events again: their ids are deterministic, so the
-poller passes each id once, and remembers the ids it passed together with the cursor, so a
-restart or the next owner after a takeover does not publish them again either.
+A source is a :class:`Poller` subclass that overrides one method, ``poll(cursor) ->
+PollResult``: the events found after ``cursor`` and the cursor to start from next time (any JSON
+value; ``None`` on the very first poll). The base owns the rest: it loads the saved cursor once
+(and again at each :meth:`Poller.run`, since the next owner of a PBX starts from what the last
+one saved), saves it, passes each event id once, backs off, logs, and keeps the link state.
+Windows that overlap (records can appear late) return some events again: their ids are
+deterministic, so the poller passes each id once, and remembers the ids it passed together with
+the cursor, so a restart or the next owner after a takeover does not publish them again either.
 
 ``poll`` reads its whole window, every page of it, so that the cursor can move past it.
 The passed ids are kept ``seen_ttl_s`` (an hour by default): longer than any overlap.
@@ -17,9 +20,12 @@ nothing is lost, only late. The link state turns ``disconnected`` on the first f
 good poll, ``recovered`` = what that poll brought). A restart or a takeover is such an
 interruption too: the first poll after it reads from the saved cursor and publishes the gap.
 
-A poll raising :class:`PollStopped` (bad credentials) publishes its state (``auth_failed``) and
-stops until the gateway is restarted with new settings; :class:`PollDeferred` (rate limited)
-waits as long as the vendor asked.
+Refusals: a poll raising :class:`PollStopped` (bad credentials) publishes its state
+(``auth_failed``, ``blocked``) and stops until the gateway is restarted with new settings;
+:class:`PollDeferred` (rate limited) waits as long as the vendor asked (``Retry-After``), without
+counting as an outage. A ``poll`` lets its client's exceptions out as they are: the vendor says
+once, in :meth:`Poller.refusal` (shared by all its sources), which of them mean a stop or a
+pause, and in :meth:`Poller.blocked` when it knows before asking that the vendor will refuse.
 """
 
 from __future__ import annotations
@@ -139,15 +145,18 @@ class SeenIds:
 
 
 class Poller:
-    """Runs ``poll`` every ``interval_s`` for one PBX; ``name`` tells its cursors apart
-    (``<vendor>:<tenant>:cursor:<name>`` in the state store)."""
+    """Runs :meth:`poll` every ``interval_s`` for one PBX; ``name`` tells its cursors apart
+    (``<vendor>:<tenant>:cursor:<name>`` in the state store).
+
+    Subclass it and override :meth:`poll` (and, once per vendor, :meth:`refusal`), or pass the
+    ``poll`` function to the constructor."""
 
     def __init__(
         self,
         name: str,
         state: LinkState,
         store: KeyValue,
-        poll: Callable[[Any], Awaitable[PollResult]],
+        poll: Callable[[Any], Awaitable[PollResult]] | None = None,
         *,
         interval_s: float,
         backoff: Backoff,
@@ -169,6 +178,7 @@ class Poller:
         self._source = f"poll:{name}"
         self.cursor: Any = None
         self.seen = SeenIds(ttl_s=seen_ttl_s, limit=seen_limit)
+        self.loaded = False  # the saved cursor was read (at most once outside :meth:`run`)
         self._saved_at = -float("inf")
         self.last_success: datetime | None = None
         self._failing_since: datetime | None = None  # start of the window not read yet
@@ -177,8 +187,32 @@ class Poller:
         self._polling = asyncio.Lock()
         self._later = SaveSoon(self._save_logged)  # webhooks' passed ids
 
+    # --- what a source overrides ---------------------------------------------------------------
+
+    async def poll(self, cursor: Any) -> PollResult:
+        """The events found after ``cursor`` and the cursor to start from next time: the one
+        method a source overrides. The client's exceptions may escape: see :meth:`refusal`."""
+        if self._poll is None:
+            raise NotImplementedError(f"{type(self).__name__} must override poll()")
+        return await self._poll(cursor)
+
+    def refusal(self, exc: Exception) -> PollStopped | PollDeferred | None:
+        """What a poll's exception means beyond an outage: :class:`PollStopped` (the vendor
+        refused the credentials for good), :class:`PollDeferred` (it asked to wait, e.g. a 429
+        with ``Retry-After``) or None (an outage: back off and poll again). Overridden once per
+        vendor, whose sources share one client; by default every failure is an outage."""
+        return None
+
+    def blocked(self) -> PollStopped | None:
+        """A stop known before asking the vendor (e.g. its client saw the credentials refused
+        by another source or a command): polling stops without another request."""
+        return None
+
+    # --- the cursor ----------------------------------------------------------------------------
+
     def load(self) -> None:
         """The cursor and passed ids a previous run (or owner) left."""
+        self.loaded = True
         raw = self._store.get(self._key)
         if not raw:
             return
@@ -209,8 +243,11 @@ class Poller:
         except Exception as exc:  # the next save writes it all again
             self._log.warning("cursor_not_saved", error=describe(exc))
 
+    # --- polling -------------------------------------------------------------------------------
+
     async def run(self) -> None:
-        """Poll until cancelled (or stopped by :class:`PollStopped`)."""
+        """Poll until cancelled (or stopped by :class:`PollStopped`). Reads the saved cursor
+        first, every time: the PBX may have had another owner since the last run."""
         try:
             await self._run()
         finally:
@@ -254,20 +291,63 @@ class Poller:
         """One poll: publish what is new, then move and save the cursor. How many were new.
 
         A connector may also call it between the loop's rounds (e.g. to re-read after its push
-        link's gap): polls never overlap, so two cannot move the cursor from the same place."""
+        link's gap, or a test): polls never overlap, so two cannot move the cursor from the same
+        place. The first call outside :meth:`run` reads the saved cursor, as ``run`` does."""
         async with self._polling:
+            if not self.loaded:
+                self.load()
             return await self._poll_locked()
 
+    async def offer(self, events: Iterable[CloudEvent], timeout_s: float = 10.0) -> list[str]:
+        """Events of this source that came another way (a webhook): published unless passed
+        already, as a poll would, and remembered with the cursor; the ids published. Waits for
+        a poll under way (at most ``timeout_s``, then ``TimeoutError``), so a poll and a webhook
+        never both pass one id."""
+        async with asyncio.timeout(timeout_s):
+            await self._polling.acquire()
+        try:
+            if not self.loaded:
+                self.load()
+            published: list[str] = []
+            for event in events:
+                if await self._pass(event):
+                    published.append(event.id)
+            if published:
+                self.save_soon()
+            return published
+        finally:
+            self._polling.release()
+
+    async def _pass(self, event: CloudEvent) -> bool:
+        """Publish ``event`` unless its id was passed already; whether it was published."""
+        if event.id in self.seen:
+            return False
+        await self.state.send(event)  # spooled durably before it is marked as passed
+        self.seen.add(event.id)
+        return True
+
+    async def _read(self, cursor: Any) -> PollResult:
+        """:meth:`poll`, its client's refusals read as a stop or a pause (:meth:`refusal`)."""
+        stop = self.blocked()
+        if stop is not None:
+            raise stop
+        try:
+            return await self.poll(cursor)
+        except (PollStopped, PollDeferred):
+            raise
+        except Exception as exc:
+            verdict = self.refusal(exc)
+            if verdict is None:
+                raise
+            raise verdict from exc
+
     async def _poll_locked(self) -> int:
-        result = await self._poll(self.cursor)
+        result = await self._read(self.cursor)
         self.state.received(result.records)
         fresh = 0
         for event in result.events:
-            if event.id in self.seen:
-                continue
-            await self.state.send(event)  # spooled durably before it is marked as passed
-            self.seen.add(event.id)
-            fresh += 1
+            if await self._pass(event):
+                fresh += 1
         now = datetime.now(UTC)
         changed = fresh > 0 or result.cursor != self.cursor
         self.cursor = result.cursor

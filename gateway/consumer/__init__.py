@@ -1,7 +1,7 @@
 """Consume the gateway's events: typed events, a durable queue with ack after handling, bounded
 retries and a dead-letter queue, de-duplication on ``id``, CDR legs grouped by call.
 
-See the README's "Consuming events" for an example (a test runs it).
+The documentation's "The consumer library" page has an example (a test runs it).
 """
 
 from gateway.consumer.calls import Call, CallLegs

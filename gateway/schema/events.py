@@ -339,7 +339,7 @@ class CommandResultData(_Data):
     )
 
 
-#: event type -> payload model; the JSON Schema export and the README catalogue read this.
+#: event type -> payload model; the JSON Schema export and the event catalogue read this.
 EVENT_TYPES: dict[str, type[BaseModel]] = {
     "call.ringing": CallData,
     "call.answered": CallData,

@@ -2,7 +2,7 @@
 
 Generated, never hand-written, so the documents cannot drift from what the code publishes. The
 committed copies under ``docs/`` (``asyncapi.json``, ``schemas/*.schema.json``) are written by
-``scripts/schemas.py`` with the README catalogue's examples; a test keeps them current and runs
+``scripts/schemas.py`` with the event catalogue's examples; a test keeps them current and runs
 the official AsyncAPI parser on ``docs/asyncapi.json``.
 """
 

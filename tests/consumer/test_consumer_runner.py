@@ -1,4 +1,4 @@
-"""The consumer library against the real RabbitMQ: the README's example, ack after handling,
+"""The consumer library against the real RabbitMQ: the documentation's example, ack after handling,
 bounded retries then the dead-letter queue with the reason, de-duplication, gaps surfaced."""
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from tests.consumer.factory import cdr, gap, publish
 pytestmark = pytest.mark.integration
 
 
-def readme_example() -> str:
-    text = (REPO_ROOT / "README.md").read_text()
+def docs_example() -> str:
+    text = (REPO_ROOT / "docs/consuming/library.md").read_text()
     found = re.search(r"<!-- consumer-example:[^\n]*-->\n```python\n(.*?)```", text, re.S)
-    assert found, "the README's consumer example is marked <!-- consumer-example: ... -->"
+    assert found, "the docs' consumer example is marked <!-- consumer-example: ... -->"
     return found.group(1)
 
 
@@ -62,9 +62,9 @@ async def test_the_readme_consumer_example_runs(
     amqp: AbstractRobustConnection, unique: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     tenant, queue = f"ex-{unique}", f"crm-cdrs-{unique}"
-    source = readme_example().replace('"crm-cdrs"', f'"{queue}"')
+    source = docs_example().replace('"crm-cdrs"', f'"{queue}"')
     source = source.replace('"amqp://guest:guest@127.0.0.1/"', repr(AMQP_URL))
-    namespace: dict[str, Any] = {"__name__": "readme_example"}
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
     exec(compile(source, str(tmp_path / "example.py"), "exec"), namespace)
     stop = asyncio.Event()
     out: list[str] = []

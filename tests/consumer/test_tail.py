@@ -30,6 +30,7 @@ async def _lines(proc: asyncio.subprocess.Process, into: list[str]) -> None:
         into.append(raw.decode().rstrip("\n"))
 
 
+@pytest.mark.integration
 async def test_tail_follows_a_running_demo_and_leaves_nothing_behind(unique: str) -> None:
     tenant = f"tail-{unique}"
     demo = await _spawn("demo", "--tenant", tenant, "--calls-per-second", "3", "--seed", "5")
@@ -79,6 +80,7 @@ def test_tail_without_a_broker_is_one_line_and_status_4() -> None:
     assert "RabbitMQ unreachable" in result.stderr
 
 
+@pytest.mark.integration
 def test_tail_on_a_broker_without_the_exchange_says_so(unique: str) -> None:
     result = gateway_cli("tail", "--exchange", f"absent-{unique}")
     assert result.returncode == 4

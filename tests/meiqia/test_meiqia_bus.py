@@ -24,7 +24,7 @@ async def test_every_command_through_the_bus(
             ),
             timeout=15,
         )
-        # the issue's own example
+        # the README's Meiqia click-to-dial example
         dial = await command_bus.call(tenant, "call.dial", {"agent_id": 1, "callee": "13800000000"})
         assert dial["ok"] is True, dial
         assert dial["result"] == {"call_id": msim.callouts[0]["uuid"]}

@@ -172,3 +172,24 @@ async def test_an_unreachable_host_is_unavailable(http: aiohttp.ClientSession) -
     with pytest.raises(CommandFailed) as info:
         await client.post("callout", {"agent_id": 1, "callee": "1"})
     assert info.value.code is ErrorCode.UNAVAILABLE and info.value.retryable
+
+
+async def test_a_record_the_list_moved_onto_the_next_page_is_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Newest first: a call that ends while the pages are read pushes a record onto the next
+    page. It is kept once (by ``call_uuid``), and ``total`` counts records, not rows read."""
+    settings = pbx_for(MeiqiaSimulator(), "x", base_url="http://127.0.0.1:9")
+    client = MeiqiaClient(None, settings)  # type: ignore[arg-type]
+    pages = {1: ["a", "b"], 2: ["b", "c"], 3: []}
+    asked: list[dict[str, Any]] = []
+
+    async def post(path: str, body: dict[str, Any], *, write: bool = True) -> Any:
+        asked.append(body)
+        rows = [{"call_uuid": u} for u in pages[body["page_index"]]]
+        return {"data": rows, "total": 3}
+
+    monkeypatch.setattr(client, "post", post)
+    rows, total = await client.list_all("records", {"x": 1}, page_size=2, max_pages=10)
+    assert [r["call_uuid"] for r in rows] == ["a", "b", "c"] and total == 3
+    assert asked == [{"x": 1, "page_index": p, "page_size": 2} for p in (1, 2)]

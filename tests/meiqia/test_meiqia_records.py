@@ -13,8 +13,7 @@ import pytest
 from gateway.connectors.link import LinkState
 from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.connectors.meiqia.normalize import record_event
-from gateway.connectors.meiqia.records import RecordsWatcher, read_records
-from gateway.connectors.meiqia.seats import SeatWatcher
+from gateway.connectors.meiqia.pollers import RecordsPoller, SeatsPoller, read_records
 from gateway.connectors.polling import SAVE_SOON_S
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import StateStore, StoreSlice
@@ -45,7 +44,7 @@ class Link:
         self.state.attach(emit)
         self.client = MeiqiaClient(http, pbx)
         self.now = datetime.now(UTC)
-        self.records = RecordsWatcher(
+        self.records = RecordsPoller(
             self.client,
             store,
             self.state,
@@ -56,7 +55,7 @@ class Link:
             backoff=Backoff(FAST),
             now=lambda: self.now,
         )
-        self.seats = SeatWatcher(
+        self.seats = SeatsPoller(
             self.client, store, self.state, interval_s=1.0, backoff=Backoff(FAST)
         )
 
@@ -93,7 +92,7 @@ async def test_a_late_record_is_found_by_the_overlap(
     await wait_for(lambda: msim.calls[call].hung_up, timeout=10)
     link.now = datetime.now(UTC)
     assert await link.records.poll_once() == 0  # ended, not listed yet
-    first_until = link.records.poller.cursor["until"]
+    first_until = link.records.cursor["until"]
     await wait_for(lambda: bool(msim.records()), timeout=10)
     link.now = datetime.now(UTC)
     assert await link.records.poll_once() == 1
@@ -132,15 +131,15 @@ async def test_a_webhook_and_a_poll_pass_one_call_once_either_way(
     await wait_for(lambda: len(msim.records()) == 2, timeout=10)
     ctx = link.state.ctx()
     hooked = record_event(msim.calls[first].record, ctx)
-    assert await link.records.poller.offer([hooked]) == [hooked.id]  # webhook first
+    assert await link.records.offer([hooked]) == [hooked.id]  # webhook first
     link.now = datetime.now(UTC)
     assert await link.records.poll_once() == 1  # the poll adds only the other call
     polled = record_event(msim.calls[second].record, ctx)
-    assert await link.records.poller.offer([polled, hooked]) == []  # webhooks after the poll
+    assert await link.records.offer([polled, hooked]) == []  # webhooks after the poll
     assert sorted(e.data["call_id"] for e in link.of("cdr.created")) == sorted([first, second])
     # the passed ids are saved with the cursor: a new watcher (a restart) knows them
     again = Link(msim, http, store)
-    assert await again.records.poller.offer([polled]) == []
+    assert await again.records.offer([polled]) == []
 
 
 async def test_after_a_long_outage_the_window_is_read_in_steps(
@@ -192,8 +191,8 @@ async def test_a_burst_of_webhooks_saves_the_passed_ids_once(
     await wait_for(lambda: len(msim.records()) == 20, timeout=10)
     hooked = [record_event(msim.calls[call].record, ctx) for call in calls]
     for event in hooked:
-        assert await link.records.poller.offer([event]) == [event.id]
+        assert await link.records.offer([event]) == [event.id]
     assert writes == [], "nothing written per webhook"
     await wait_for(lambda: writes == ["cursor:records"], timeout=SAVE_SOON_S + 5)
     again = Link(msim, http, store)
-    assert await again.records.poller.offer(hooked) == []
+    assert await again.records.offer(hooked) == []

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.connectors.meiqia import webhook
+from gateway.connectors.meiqia import webhooks as webhook
 from gateway.connectors.meiqia.metrics import WEBHOOKS
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
-from gateway.connectors.meiqia.webhook import signature, signature_header, verify
+from gateway.connectors.meiqia.webhooks import signature, signature_header, verify
 from gateway.connectors.plugin import VendorRoutes
 from gateway.web.server import build_web_app
 

@@ -2,7 +2,7 @@
 (before anything of the body counts), and no publishing of an old delivery replayed.
 
 The envelope's ``created_at`` (Unix seconds) is the one Meiqia's Webhooks help page documents
-(quoted in ``gateway/connectors/meiqia/webhook.py``); the simulator's sender writes it the same
+(quoted in ``gateway/connectors/meiqia/webhooks.py``); the simulator's sender writes it the same
 way (``gateway/sim/meiqia/webhooks.py``)."""
 
 from __future__ import annotations

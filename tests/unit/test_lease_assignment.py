@@ -25,7 +25,7 @@ def test_everyone_gets_a_fair_share_when_configs_match(
 
 
 def test_six_pbxs_over_three_instances_gives_two_each() -> None:
-    for run in range(50):  # random names used to leave an instance idle one time in four
+    for run in range(50):  # random names can leave an instance idle one time in four
         tenants = frozenset(f"t{run}-{n}" for n in range(6))
         owners = assign({f"gw{n}-{run}": tenants for n in range(3)})
         assert sorted(list(owners.values()).count(f"gw{n}-{run}") for n in range(3)) == [2, 2, 2]

@@ -123,7 +123,7 @@ async def test_a_source_turned_off_is_not_polled(
         await wait_for(lambda: connector.link.value == "connected", timeout=10)
         await wait_for(lambda: len(uusim.calls("GET", "/power/notice")) >= 3, timeout=10)
         assert not uusim.calls("GET", "/power/oplog")
-        assert connector.state.state == "connected"
+        assert connector.link_state.state == "connected"
         assert not [e for e in sent if e.type == "account.audit"]
         assert {e.type for e in sent} >= {"account.balance_changed", "account.bill"}
         health = connector.health()

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.connectors.link import LinkState
 from gateway.connectors.xswitch.client import XccClient
-from gateway.connectors.xswitch.config import ConfigWatcher, content_hash
+from gateway.connectors.xswitch.pollers import ConfigPoller, content_hash
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import StateStore, StoreSlice
 from gateway.schema.events import CloudEvent
@@ -40,7 +40,7 @@ class Watched:
 
         self.state.attach(emit)
         options.setdefault("interval_s", 60.0)
-        self.watcher = ConfigWatcher(
+        self.watcher = ConfigPoller(
             client, store, self.state, backoff=Backoff(FAST_BACKOFF), **options
         )
 
@@ -248,7 +248,7 @@ def test_the_link_reads_other_controllers_subjects_once_each() -> None:
     ``tboy/tboy_acd.go`` publishes to ``cn.xswitch.ctrl.app.acd`` and ``ctrl/bus/bus_test.go``
     names a controller ``app.dial.<uuid>``: controller ids contain dots. Own subject and
     wildcards never overlap (JetStream refuses overlapping subjects)."""
-    from gateway.connectors.xswitch.nats_link import covers, subjects
+    from gateway.connectors.xswitch.link import covers, subjects
     from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 
     pbx = XSwitchPbxSettings(

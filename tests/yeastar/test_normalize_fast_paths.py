@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.connectors.yeastar.normalize import (
+from gateway.connectors.yeastar.normalize.times import (
     _FORMATS_BY_SHAPE,
     _LOCAL_TIME_FORMATS,
     _local_stamp,

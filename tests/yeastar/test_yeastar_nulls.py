@@ -1,4 +1,4 @@
-"""Nulls, absent fields and wrong types anywhere (issue 9): live PBXs send ``null`` where the
+"""Nulls, absent fields and wrong types anywhere: live PBXs send ``null`` where the
 manual shows a list, an object or a string, and leave out fields the manual marks as present.
 
 For the manual's example of every one of the 21 event ids, every field (nested ones too) is in

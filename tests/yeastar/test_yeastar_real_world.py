@@ -1,4 +1,4 @@
-"""Yeastar as real PBXs send it (issue 9): several CDRs per call, a direction that holds for the
+"""Yeastar as real PBXs send it: several CDRs per call, a direction that holds for the
 whole call, day-first / 12-hour display dates, and event ids of newer firmware. Error codes are
 in test_yeastar_commands.py, nulls and wrong types in test_yeastar_nulls.py."""
 
@@ -34,7 +34,7 @@ from tests.conftest import gateway_cli, wait_for
 from tests.yeastar.test_yeastar_recovery import _CappedCdrPbx, _FakeAuth
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "yeastar"
-#: The issue's three 30012 frames: one forwarded call, three legs, one call id.
+#: Three 30012 frames as a live PBX sends them: one forwarded call, three legs, one call id.
 MULTI_LEG = (FIXTURES / "multi_leg_cdrs.jsonl").read_text().splitlines()
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 RECEIVED = datetime(2026, 3, 2, 1, 20, tzinfo=UTC)
@@ -535,7 +535,7 @@ MONTH_FIRST = "%m/%d/%Y %H:%M:%S"
 @pytest.mark.parametrize(
     ("record", "display_format", "started_at"),
     [
-        # the issue's record: a day-first PBX, no timestamp
+        # a day-first PBX's record without a timestamp
         ({"uid": "u1", "time": "02/10/2023 11:28:08"}, DAY_FIRST, "2023-10-02T03:28:08Z"),
         ({"uid": "u1", "time": "02/10/2023 11:28:08"}, MONTH_FIRST, "2023-02-10T03:28:08Z"),
         # the format unset or wrong: the uid's stamp decides (manual line 13728)

@@ -42,8 +42,10 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from gateway.connectors.http_answers import NOT_RUN, retry_after_s, status_failure
+from gateway.connectors import rest
+from gateway.connectors.fields import integer
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
+from gateway.connectors.paging import read_pages
 from gateway.logging import get_logger
 from gateway.schema.commands import CommandFailed, ErrorCode
 
@@ -51,7 +53,6 @@ API_PREFIX: Final = "/unified-api/call/openapi/ent/v1/"
 #: The message of an agent whose seat (SIP phone) is not registered (the document's example).
 SEAT_NOT_REGISTERED: Final = "坐席未注册"
 _CODES: Final[dict[str, ErrorCode]] = {
-    "unauthenticated": ErrorCode.FORBIDDEN,
     "permissiondenied": ErrorCode.FORBIDDEN,
     "notfound": ErrorCode.NOT_FOUND,
     "invalidargument": ErrorCode.INVALID,
@@ -63,16 +64,12 @@ _CODES: Final[dict[str, ErrorCode]] = {
 }
 
 
-class MeiqiaAuthRejected(CommandFailed):
+class MeiqiaAuthRejected(rest.AuthRefused):
     """The token was refused (401 / ``Unauthenticated``): nothing works until it is replaced."""
 
 
-class MeiqiaRateLimited(CommandFailed):
+class MeiqiaRateLimited(rest.RateLimited):
     """429 (or a 503 with ``Retry-After``): the server asks to wait ``retry_after_s``."""
-
-    def __init__(self, message: str, retry_after_s: float | None, vendor_code: str) -> None:
-        super().__init__(ErrorCode.UNAVAILABLE, message, vendor_code=vendor_code, retryable=True)
-        self.retry_after_s = retry_after_s
 
 
 def error_of(answer: Any) -> tuple[str | None, str | None]:
@@ -90,6 +87,11 @@ def error_of(answer: Any) -> tuple[str | None, str | None]:
     )
 
 
+def _error_body(text: str) -> dict[str, Any]:
+    """An error answer that is not JSON, as the document's error body."""
+    return {"error": {"message": text}}
+
+
 class MeiqiaClient:
     """One enterprise's unified call API over the gateway's shared (cookie-less) session."""
 
@@ -101,15 +103,19 @@ class MeiqiaClient:
         rng: random.Random | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
-        self._http = http
-        self._base_url = settings.base_url + API_PREFIX
+        self._rest = rest.Rest(
+            http,
+            settings.base_url + API_PREFIX,
+            timeout_s=settings.request_timeout_s,
+            maybe_done="it may have been done",
+            auth_refused=MeiqiaAuthRejected,
+            rate_limited=MeiqiaRateLimited,
+        )
         self._secret = settings.secret
-        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s)
         self._max_retry_after = settings.max_retry_after_s
         self._jitter = settings.backoff.jitter
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self._token = ""  # never in a message
         #: Why the token was refused, once it was (polling stops; commands still try).
         self.refused: str | None = None
         #: Requests sent, by path (tests and the status page).
@@ -123,6 +129,34 @@ class MeiqiaClient:
 
     async def post(self, path: str, body: dict[str, Any], *, write: bool = True) -> Any:
         return await self.request("POST", path, body=body, write=write)
+
+    async def list_all(
+        self, path: str, body: dict[str, Any], *, page_size: int, max_pages: int
+    ) -> tuple[list[Any], int | None]:
+        """Every row ``body`` selects, read page by page (``page_index`` from 1, ``page_size``)
+        as a read: the rows and the server's ``total``.
+
+        Stops at ``total`` rows or at an empty page, never on a short page: a server that caps
+        ``page_size`` below the one asked for still has more pages. A row seen on two pages
+        (the list moved while it was read) is kept once, by ``call_uuid``."""
+        total: int | None = None
+
+        async def fetch(page: int) -> tuple[Any, list[Any]]:
+            nonlocal total
+            answer = await self.post(
+                path, {**body, "page_index": page, "page_size": page_size}, write=False
+            )
+            data = answer.get("data") if isinstance(answer, dict) else None
+            total = integer(answer.get("total")) if isinstance(answer, dict) else None
+            return answer, data if isinstance(data, list) else []
+
+        def last(_answer: Any, _page: int, rows: list[Any], kept: int) -> bool:
+            return not rows or (total is not None and kept >= total)
+
+        found = await read_pages(
+            fetch, last, max_pages=max_pages, what=f"{path} (pages of {page_size})", key="call_uuid"
+        )
+        return found, total
 
     async def request(
         self,
@@ -171,55 +205,28 @@ class MeiqiaClient:
         *,
         write: bool,
     ) -> Any:
-        token = self._token = self._secret()
+        token = self._secret()
+        self._rest.secrets.keep(token)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         self.requests[path] = self.requests.get(path, 0) + 1
-        try:
-            async with self._http.request(
-                method,
-                self._base_url + path,
-                params=query or None,
-                data=None if body is None else orjson.dumps(body),
-                headers=headers,
-                timeout=self._timeout,
-            ) as resp:
-                status = resp.status
-                raw = await resp.read()
-                wait = retry_after_s(resp.headers.get("Retry-After"))
-        except aiohttp.ClientConnectorError as exc:  # never reached the server: not run
-            raise CommandFailed(
-                ErrorCode.UNAVAILABLE, self.redact(f"{path}: cannot connect: {exc}"), retryable=True
-            ) from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            kind = type(exc).__name__
-            if write:
-                raise CommandFailed(
-                    ErrorCode.TIMEOUT,
-                    self.redact(f"{path}: no answer ({kind}: {exc}); it may have been done"),
-                ) from None
-            raise CommandFailed(
-                ErrorCode.UNAVAILABLE,
-                self.redact(f"{path}: no answer ({kind}: {exc})"),
-                retryable=True,
-            ) from None
-        try:
-            answer = orjson.loads(raw) if raw.strip() else {}
-        except orjson.JSONDecodeError:
-            if status == 200:
-                raise CommandFailed(
-                    ErrorCode.FAILED if write else ErrorCode.UNAVAILABLE,
-                    f"{path}: HTTP 200 answer is not JSON"
-                    + ("; it may have been done" if write else ""),
-                    retryable=not write,
-                ) from None
-            answer = {"error": {"message": raw[:200].decode("utf-8", "replace")}}
-        if status == 200:
+        reply = await self._rest.exchange(
+            method,
+            path,
+            where=path,
+            write=write,
+            params=query or None,
+            data=None if body is None else orjson.dumps(body),
+            headers=headers,
+        )
+        ok = reply.status == 200
+        answer = self._rest.json(reply, where=path, write=write, success=ok, error_body=_error_body)
+        if ok:
             if self.refused is not None:
                 self._log.info("token_accepted_again", path=path)
                 self.refused = None
             return answer
-        raise self._failure(path, status, answer, wait, write=write)
+        raise self._failure(path, reply.status, answer, reply.retry_after_s, write=write)
 
     def _failure(
         self, path: str, status: int, answer: Any, wait: float | None, *, write: bool
@@ -227,23 +234,24 @@ class MeiqiaClient:
         code, message = error_of(answer)
         text = self.redact((message or f"HTTP {status}")[:300])
         vendor_code = code or str(status)
-        described = f"{path}: {status} {code + ': ' if code else ''}{text}"
         key = (code or "").replace("_", "").lower()
         if message and SEAT_NOT_REGISTERED in message:
             return CommandFailed(ErrorCode.FAILED, text, vendor_code=vendor_code)
-        if status == 401 or key == "unauthenticated":
-            self.refused = f"{status} {code + ': ' if code else ''}{text}"  # the same on any path
-            return MeiqiaAuthRejected(ErrorCode.FORBIDDEN, described, vendor_code=vendor_code)
-        if status == 429 or key == "resourceexhausted":
-            return MeiqiaRateLimited(described, wait, vendor_code)
-        if status >= 500 and wait is not None and (not write or status in NOT_RUN):
-            return MeiqiaRateLimited(described, wait, vendor_code)  # overloaded: come back then
-        if key in _CODES:
-            return CommandFailed(_CODES[key], described, vendor_code=vendor_code)
-        return status_failure(status, described, write=write, vendor_code=vendor_code)
+        said = f"{status} {code + ': ' if code else ''}{text}"
+        failure = self._rest.failure(
+            status,
+            f"{path}: {said}",
+            write=write,
+            vendor_code=vendor_code,
+            retry_after_s=wait,
+            refused=key == "unauthenticated",
+            limited=key == "resourceexhausted",
+            code=_CODES.get(key),
+        )
+        if isinstance(failure, MeiqiaAuthRejected):
+            self.refused = said  # the same on any path
+        return failure
 
     def redact(self, text: str) -> str:
         """``text`` without the token."""
-        if len(self._token) >= 4:
-            text = text.replace(self._token, "***")
-        return text
+        return self._rest.redact(text)

@@ -8,14 +8,12 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.connectors.base import Emit
 from gateway.connectors.fields import text
-from gateway.connectors.link import LinkState, describe
+from gateway.connectors.link import BaseConnector, Part, describe
 from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.connectors.meiqia.commands import MeiqiaCommands
 from gateway.connectors.meiqia.normalize import VENDOR, delivery_events, records_events
-from gateway.connectors.meiqia.records import RecordsWatcher, read_records
-from gateway.connectors.meiqia.seats import SeatWatcher
+from gateway.connectors.meiqia.pollers import RecordsPoller, SeatsPoller, read_records
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
 from gateway.connectors.plugin import LinkResources
 from gateway.connectors.polling import SaveSoon, SeenIds
@@ -31,57 +29,50 @@ DELIVERIES_TTL_S: Final = 86400.0
 DELIVERIES_LIMIT: Final = 10_000
 
 
-class MeiqiaConnector:
-    """One Meiqia enterprise: the records and seats pollers share one :class:`LinkState`
-    (the link shows the worse of the two); webhooks go through the records poller's
-    de-duplication (:meth:`take_delivery`)."""
+class MeiqiaConnector(BaseConnector):
+    """One Meiqia enterprise: the records and seats pollers share one link state (the link
+    shows the worse of the two); webhooks go through the records poller's de-duplication
+    (:meth:`take_delivery`)."""
 
     vendor = VENDOR
 
     def __init__(self, pbx: MeiqiaPbxSettings, resources: LinkResources) -> None:
-        self.tenant = pbx.tenant
+        super().__init__(pbx, resources)
         self._pbx = pbx
         self._store = resources.store
-        self.state = LinkState(pbx.tenant, VENDOR, pbx.zone, include_raw=pbx.include_raw)
-        self.link = self.state.link
         self.client = MeiqiaClient(resources.http, pbx)
-        self.records = RecordsWatcher(
+        self.records = RecordsPoller(
             self.client,
             resources.store,
-            self.state,
+            self.link_state,
             interval_s=pbx.records_poll_interval_s,
             overlap_s=pbx.records_overlap_s,
             page_size=pbx.records_page_size,
             max_window_s=resources.recovery.max_window_s,
             backoff=Backoff(pbx.backoff),
         )
-        self.seats = SeatWatcher(
+        self.seats = SeatsPoller(
             self.client,
             resources.store,
-            self.state,
+            self.link_state,
             interval_s=pbx.seats_poll_interval_s or 1.0,
             backoff=Backoff(pbx.backoff),
         )
-        self.commands = MeiqiaCommands(self.client, self.state.ctx)
+        self.commands = MeiqiaCommands(self.client, self.link_state.ctx)
         self.deliveries = _load_deliveries(resources.store)
         self.webhooks_taken = 0
-        self._running = False  # events can be published (the link runs)
         # one write per burst of webhooks: the whole list is rewritten
         self._deliveries_later = SaveSoon(self._save_deliveries)
         self._log = get_logger("meiqia.link").bind(tenant=pbx.tenant)
 
-    async def run(self, emit: Emit) -> None:
-        self.state.attach(emit)
-        self._running = True
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.records.run(), name=f"{self.tenant}-records")
-                if self._pbx.seats_poll_interval_s > 0:
-                    tg.create_task(self.seats.run(), name=f"{self.tenant}-sips")
-        finally:
-            self._running = False
-            self._deliveries_later.flush()
-            await self.state.stopped()
+    def tasks(self) -> dict[str, Part]:
+        parts: dict[str, Part] = {"records": self.records.run}
+        if self._pbx.seats_poll_interval_s > 0:
+            parts["sips"] = self.seats.run
+        return parts
+
+    async def close(self) -> None:
+        self._deliveries_later.flush()
 
     # --- webhooks ----------------------------------------------------------------------------
 
@@ -91,20 +82,20 @@ class MeiqiaConnector:
         """One verified webhook delivery: its events published unless this delivery, or the
         call it reports, was published before. ``(published, duplicate)``; ``TimeoutError``
         when it cannot be published now (the route answers 503)."""
-        if not self._running:  # owned a moment ago, its link not started yet (or stopping)
+        if not self.running:  # owned a moment ago, its link not started yet (or stopping)
             raise TimeoutError("the link is not running; deliver again")
-        self.state.received()
+        self.link_state.received()
         delivery = delivery or text(envelope.get("id")) or ""
         if delivery in self.deliveries:
             return 0, True
-        ctx = self.state.ctx()
+        ctx = self.link_state.ctx()
         try:
             events = delivery_events(envelope, ctx, delivery)
         except Exception as exc:  # a Cdr it cannot read is published as rejected, not lost
             raw = orjson.dumps(envelope, default=str).decode()
             events = [rejected(ctx, raw, describe(exc), text(envelope.get("event")))]
         events = await self._completed(events, ctx)
-        published = await self.records.poller.offer(events)
+        published = await self.records.offer(events)
         self.deliveries.add(delivery)
         self._deliveries_later.soon()
         self.webhooks_taken += 1
@@ -151,14 +142,13 @@ class MeiqiaConnector:
     async def execute(self, command: CommandModel) -> dict[str, Any]:
         return await self.commands.execute(command)
 
-    def health(self) -> dict[str, Any]:
-        return self.state.health(
-            records_until=(self.records.poller.cursor or {}).get("until")
-            if isinstance(self.records.poller.cursor, dict)
-            else None,
-            webhooks=self._pbx.webhooks,
-            token_refused=self.client.refused is not None,
-        )
+    def health_details(self) -> dict[str, Any]:
+        cursor = self.records.cursor
+        return {
+            "records_until": cursor.get("until") if isinstance(cursor, dict) else None,
+            "webhooks": self._pbx.webhooks,
+            "token_refused": self.client.refused is not None,
+        }
 
 
 def _load_deliveries(store: KeyValue) -> SeenIds:

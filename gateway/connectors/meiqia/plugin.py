@@ -11,7 +11,7 @@ from gateway.connectors.meiqia.commands import COMMAND_MODELS, COMMAND_NAMES, CO
 from gateway.connectors.meiqia.connector import MeiqiaConnector
 from gateway.connectors.meiqia.normalize import normalize_message
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
-from gateway.connectors.meiqia.webhook import routes
+from gateway.connectors.meiqia.webhooks import routes
 from gateway.connectors.plugin import SimulatorSpec, VendorPlugin
 
 PLUGIN = VendorPlugin(

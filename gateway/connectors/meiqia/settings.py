@@ -29,13 +29,19 @@ class MeiqiaPbxSettings(PbxSettings):
         pattern=r"^https?://[^\s/]+(:\d+)?/?$",
         description="the API host ({{host}} of the document); paths are /unified-api/call/...",
     )
-    token: SecretStr | None = None
+    token: SecretStr | None = Field(
+        None, description="the access token (设置 / 开发者 / APIs); required"
+    )
     token_file: Path | None = None
     token_env: str | None = None
-    webhook_secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description=f"the secret webhook deliveries are signed with, at least"
+        f" {MIN_WEBHOOK_SECRET} characters; none: webhooks off (their route answers 404)",
+    )
     webhook_secret_file: Path | None = None
     webhook_secret_env: str | None = None
-    request_timeout_s: float = Field(10.0, gt=0)
+    request_timeout_s: float = Field(10.0, gt=0, description="one REST request")
     records_poll_interval_s: float = Field(10.0, gt=0, description="how often `records` is read")
     records_overlap_s: float = Field(
         1800.0,
@@ -43,7 +49,9 @@ class MeiqiaPbxSettings(PbxSettings):
         description="each window starts this long before the previous one ended: more than the"
         " longest call plus the time Meiqia takes to list its record",
     )
-    records_page_size: int = Field(100, ge=1, le=1000)
+    records_page_size: int = Field(
+        100, ge=1, le=1000, description="page_size asked for (a server giving fewer is paged on)"
+    )
     seats_poll_interval_s: float = Field(
         30.0, ge=0, description="how often `sips` is compared (0: seat state is not polled)"
     )

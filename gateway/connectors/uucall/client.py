@@ -45,7 +45,6 @@ import asyncio
 import base64
 import json
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ from typing import Any, Final, Literal
 
 import aiohttp
 
-from gateway.connectors.http_answers import retry_after_s, status_failure
+from gateway.connectors import rest
 from gateway.connectors.paging import read_pages
 from gateway.connectors.uucall.envelope import Envelope, read_envelope
 from gateway.connectors.uucall.metrics import VENDOR_ERRORS
@@ -73,26 +72,21 @@ PAGES_KEYS: Final = ("pages", "totalPages", "pageCount", "page_count")
 _MESSAGE_KEYS: Final = ("message", "msg", "error", "errmsg", "errorMessage", "detail")
 
 
-class AuthRefused(CommandFailed):
+class AuthRefused(rest.AuthRefused):
     """The credentials (``status`` 401) or their rights (403) were refused: an HTTP 401 / 403,
     or an envelope's code 5 / 6 (then ``vendor_code`` is that code)."""
 
-    def __init__(self, status: int, message: str, vendor_code: str | int | None = None) -> None:
-        super().__init__(
-            ErrorCode.FORBIDDEN, message, vendor_code=status if vendor_code is None else vendor_code
-        )
-        self.status = status
 
-
-class RateLimited(CommandFailed):
+class RateLimited(rest.RateLimited):
     """429 more often than ``rate_limit_retries`` (or an envelope's code 3, "the request limit
     is reached"): try again after ``retry_after_s``."""
+
+    retry_after_s: float
 
     def __init__(
         self, message: str, retry_after_s: float, vendor_code: str | int | None = 429
     ) -> None:
-        super().__init__(ErrorCode.UNAVAILABLE, message, vendor_code=vendor_code, retryable=True)
-        self.retry_after_s = retry_after_s
+        super().__init__(message, retry_after_s, vendor_code)
 
 
 class VendorFailed(CommandFailed):
@@ -169,17 +163,20 @@ class UucallClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
-        self._http = http
         self._s = settings
-        self._base_url = settings.base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s)
+        #: Messages never show the secret, the ids or the latest signatures, nor a transport
+        #: error's text (it may name the URL, whose query may hold a password).
+        self._rest = rest.Rest(
+            http,
+            settings.base_url.rstrip("/"),
+            timeout_s=settings.request_timeout_s,
+            error_detail=False,
+            auth_refused=AuthRefused,
+        )
         self._backoff = backoff or Backoff(settings.backoff)
         self._clock = clock
         self._sleep = sleep
         self._not_before = 0.0  # monotonic: no request before (the last Retry-After)
-        #: What messages must never show: the secret and ids, and the latest signatures.
-        self._hidden: set[str] = set()
-        self._signatures: deque[str] = deque(maxlen=8)
         #: 401/403 answers in a row (reset by any other answer).
         self.auth_rejections = 0
         #: 429 answers received (for tests and the status page).
@@ -188,7 +185,7 @@ class UucallClient:
 
     @property
     def base_url(self) -> str:
-        return self._base_url
+        return self._rest.base_url
 
     # --- the API -------------------------------------------------------------------------------
 
@@ -222,11 +219,11 @@ class UucallClient:
     async def _request_once(
         self, method: Method, path: str, params: Mapping[str, str] | None, body: Any
     ) -> Answer:
+        where = f"{method} {path}"
         async with self._exchange(method, path, params, body) as response:
-            raw = await response.read()
+            raw = await self._rest.read(response, where=where, write=method != "GET")
             content_type = response.content_type or ""
             status = response.status
-        where = f"{method} {path}"
         if not raw.strip():
             self.auth_rejections = 0
             return Answer(status, content_type, None)
@@ -237,9 +234,7 @@ class UucallClient:
             if method != "GET":
                 # a write was run; its answer is simply not JSON (the document says No Content)
                 return Answer(status, content_type, None)
-            raise CommandFailed(
-                ErrorCode.UNAVAILABLE, f"{where}: HTTP {status} answer is not JSON", retryable=True
-            ) from None
+            raise self._rest.not_json(where, status, write=False) from None
         return Answer(status, content_type, self.unwrap(where, decoded))
 
     def unwrap(self, where: str, decoded: Any) -> Any:
@@ -350,13 +345,15 @@ class UucallClient:
                 finally:
                     response.release()
                 return
-            text = await self._error_text(response)
+            reply = await rest.error_reply(response)
+            text = self._error_text(reply.body)
             if status == 429:
                 limited += 1
                 self.rate_limited += 1
-                asked = retry_after_s(response.headers.get("Retry-After"))
                 wait = min(
-                    asked if asked is not None else self._backoff.next_delay(),
+                    reply.retry_after_s
+                    if reply.retry_after_s is not None
+                    else self._backoff.next_delay(),
                     self._s.max_retry_after_s,
                 )
                 self._not_before = max(self._not_before, self._clock() + wait)
@@ -383,46 +380,28 @@ class UucallClient:
         self, method: Method, path: str, params: Mapping[str, str] | None, body: Any, *, write: bool
     ) -> aiohttp.ClientResponse:
         where = f"{method} {path}"
-        url = self._base_url + path
         query = dict(params or {})
         headers = self._headers(query)
         data = None if body is None else json.dumps(body, default=str).encode()
         if data is not None:
             headers["Content-Type"] = "application/json"
-        try:
-            return await self._http.request(
-                method,
-                url,
-                params=query,
-                data=data,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
-        except aiohttp.ClientConnectorError as exc:  # never reached the server: not run
-            raise CommandFailed(
-                ErrorCode.UNAVAILABLE,
-                self.redact(f"{where}: cannot connect: {exc}"),
-                retryable=True,
-            ) from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            kind = type(exc).__name__
-            if write:
-                raise CommandFailed(
-                    ErrorCode.TIMEOUT,
-                    self.redact(f"{where}: no answer ({kind}); the change may have been made"),
-                ) from None
-            raise CommandFailed(
-                ErrorCode.UNAVAILABLE, self.redact(f"{where}: no answer ({kind})"), retryable=True
-            ) from None
+        return await self._rest.send(
+            method,
+            path,
+            where=where,
+            write=write,
+            params=query,
+            data=data,
+            headers=headers,
+            allow_redirects=False,
+        )
 
     def _headers(self, query: dict[str, str]) -> dict[str, str]:
         """The credentials of one request (``auth: signed`` adds ``sig`` to ``query``)."""
         if self._s.auth == "none":
             return {}
         secret = self._s.read_secret()
-        if len(secret) >= 4:
-            self._hidden.add(secret)
+        self._rest.secrets.keep(secret)
         if self._s.auth == "basic":
             pair = f"{self._s.username}:{secret}".encode()
             return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
@@ -431,19 +410,13 @@ class UucallClient:
             account = self._s.account_id.get_secret_value()
             app_id = self._s.app_id.get_secret_value()
             signature = sign(account, secret, datetime.now(UTC).astimezone(self._s.zone))
-            self._hidden.update(v for v in (account, app_id) if len(v) >= 4)
-            self._signatures.extend((signature.sig, signature.authorization))
+            self._rest.secrets.keep(account, app_id)
+            self._rest.secrets.recent(signature.sig, signature.authorization)
             query["sig"] = signature.sig
             return {**signature.headers(app_id), "Accept": "application/json"}
         return {self._s.auth_header: secret}
 
-    async def _error_text(self, response: aiohttp.ClientResponse) -> str:
-        try:
-            raw = await response.content.read(4096)
-        except (TimeoutError, aiohttp.ClientError):
-            raw = b""
-        finally:
-            response.release()
+    def _error_text(self, raw: bytes) -> str:
         text = raw.decode("utf-8", "replace").strip()
         try:
             body = decode_json(raw) if text else None
@@ -462,15 +435,12 @@ class UucallClient:
     def _failure(self, where: str, status: int, text: str, *, write: bool) -> CommandFailed:
         """An error answer -> a neutral code; the status is kept as ``vendor_code``."""
         said = f": {text}" if text else ""
-        message = f"{where}: {status}{said}"
-        if status == 401:
-            return AuthRefused(401, f"{where}: 401 authentication refused{said}")
-        if status == 403:
+        if status == 403:  # the account's rights: polling reports it blocked
             return AuthRefused(403, f"{where}: 403 forbidden{said}")
-        return status_failure(status, message, write=write)  # 424 too: failed, with its body
+        what = "401 authentication refused" if status == 401 else str(status)
+        # 424 too: failed, with its body
+        return self._rest.failure(status, f"{where}: {what}{said}", write=write)
 
     def redact(self, text: str) -> str:
         """``text`` without the secret, the signature or the account id (longest first)."""
-        for value in sorted({*self._hidden, *self._signatures}, key=len, reverse=True):
-            text = text.replace(value, "***")
-        return text
+        return self._rest.redact(text)

@@ -869,7 +869,7 @@ COMMAND_MODELS: Final[tuple[type[UucallCommand], ...]] = (
     SubUserDelete,
 )
 
-#: command name -> ``METHOD path`` (the README's command table).
+#: command name -> ``METHOD path`` (the documentation's command table).
 ENDPOINTS: Final[dict[str, str]] = {command_name(m): m.endpoint() for m in COMMAND_MODELS}
 #: The names, for ``VendorPlugin(commands=...)``.
 COMMAND_NAMES: Final = frozenset(ENDPOINTS)

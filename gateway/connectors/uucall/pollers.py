@@ -1,9 +1,9 @@
 """What UUCall is polled for, and how each poll finds what is new.
 
-Five :class:`~gateway.connectors.polling.Poller` s, one per source, each with its own interval,
-cursor (``cursor:<name>:<uid>`` in the PBX's slice of the state store, shared with the next
-owner; a cursor belongs to the enterprise it was read for) and source in the link state
-(``poll:<name>:<uid>``):
+Five :class:`~gateway.connectors.polling.Poller` s, one per source (each overrides ``poll``),
+each with its own interval, cursor (``cursor:<name>:<uid>`` in the PBX's slice of the state
+store, shared with the next owner; a cursor belongs to the enterprise it was read for) and
+source in the link state (``poll:<name>:<uid>``):
 
 * ``account``: ``GET /account/{uid}`` every ``account_poll_s``; any change of ``balance``,
   ``overdraft``, ``advance``, ``consume`` or ``state`` (the cursor is the last record).
@@ -29,19 +29,20 @@ entry is still found once; an unknown entry older than the window counts as old.
 has no time filter: its pages are read until a page, sorted newest first, reaches past the
 window.
 
-Failures: a 401 / 403 ``max_auth_rejections`` times in a row stops the poller
-(``auth_failed`` / ``blocked``, as :class:`PollStopped`); a 429 the client could not wait out
-pauses it for the server's ``Retry-After`` (:class:`PollDeferred`); anything else is an outage
-(the cursor stays, the next good poll reads what was missed).
+Failures (:class:`UucallPoller`, the same for every source): a 401 / 403
+``max_auth_rejections`` times in a row stops the poller (``auth_failed`` / ``blocked``, as
+:class:`PollStopped`); a 429 the client could not wait out pauses it for the server's
+``Retry-After`` (:class:`PollDeferred`); anything else is an outage (the cursor stays, the next
+good poll reads what was missed).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import orjson
 
@@ -66,7 +67,6 @@ from gateway.schema.commands import CommandFailed
 from gateway.schema.events import CloudEvent, ConnectionState
 
 CURSOR_VERSION: Final = 1
-POLLERS: Final = ("account", "cashlog", "bill", "oplog", "notice")
 STAMP: Final = "%Y-%m-%d %H:%M:%S"
 
 
@@ -87,8 +87,11 @@ def _money_state(record_: dict[str, Any]) -> list[str | None]:
     return [None if record_.get(f) is None else str(record_.get(f)).strip() for f in BALANCE_FIELDS]
 
 
-class AccountPollers:
-    """The five pollers of one enterprise account (see the module docstring)."""
+class UucallPoller(Poller):
+    """One source of one enterprise account (``source`` names it), and what UUCall's refusals
+    mean for every source."""
+
+    source: ClassVar[str]
 
     def __init__(
         self,
@@ -99,72 +102,43 @@ class AccountPollers:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client = client
-        self._s = settings
-        self._state = state
-        self._clock = clock
-        intervals = settings.poll_intervals()
-        #: The pollers to run (an interval of 0 turns a source off, e.g. a path the account
-        #: may not read: its 403 would otherwise stop the poller and show the link blocked).
-        self.enabled = [name for name in POLLERS if intervals[name] > 0]
+        interval_s = settings.poll_intervals()[self.source]
         # A poll may read many pages and wait out 429s: bounded, but not by one request's time.
         timeout_s = (
             60.0
             + settings.request_timeout_s * 10
             + settings.max_retry_after_s * (settings.rate_limit_retries + 1)
         )
-        polls: dict[str, Callable[[Any], Awaitable[PollResult]]] = {
-            "account": self.poll_account,
-            "cashlog": self.poll_cashlog,
-            "bill": self.poll_bills,
-            "oplog": self.poll_oplog,
-            "notice": self.poll_notices,
-        }
-        self.pollers: dict[str, Poller] = {
-            name: Poller(
-                f"{name}:{settings.uid}",
+        super().__init__(
+            f"{self.source}:{settings.uid}",
+            state,
+            store,
+            interval_s=interval_s or 3600.0,
+            backoff=Backoff(settings.backoff),
+            timeout_s=timeout_s,
+        )
+        self.client = client
+        self._s = settings
+        self._wall = clock
+        #: An interval of 0 turns the source off (e.g. a path the account may not read: its
+        #: 403 would otherwise stop the poller and show the link blocked).
+        self.enabled = interval_s > 0
+
+    def refusal(self, exc: Exception) -> PollStopped | PollDeferred | None:
+        """Refused credentials stop the poller after ``max_auth_rejections`` in a row; a 429
+        the client could not wait out pauses it."""
+        if isinstance(exc, AuthRefused):
+            if self.client.auth_rejections < self._s.max_auth_rejections:
+                return None
+            state: ConnectionState = "auth_failed" if exc.status == 401 else "blocked"
+            return PollStopped(
                 state,
-                store,
-                self._guarded(polls[name]),
-                interval_s=intervals[name] or 3600.0,
-                backoff=Backoff(settings.backoff),
-                timeout_s=timeout_s,
+                f"{exc.message} ({self.client.auth_rejections} times in a row);"
+                " fix the credentials and restart",
             )
-            for name in POLLERS
-        }
-        self._loaded: set[str] = set()
-
-    async def poll_once(self, name: str) -> int:
-        """One poll of ``name`` now, outside ``run`` (tests, a re-read): the events published.
-        The first call reads the saved cursor, as ``run`` does."""
-        poller = self.pollers[name]
-        if name not in self._loaded:
-            poller.load()
-            self._loaded.add(name)
-        return await poller.poll_once()
-
-    def _guarded(
-        self, poll: Callable[[Any], Awaitable[PollResult]]
-    ) -> Callable[[Any], Awaitable[PollResult]]:
-        """Refused credentials stop the poller after ``max_auth_rejections``; a 429 the client
-        could not wait out pauses it."""
-
-        async def guarded(cursor: Any) -> PollResult:
-            try:
-                return await poll(cursor)
-            except AuthRefused as exc:
-                if self._client.auth_rejections >= self._s.max_auth_rejections:
-                    state: ConnectionState = "auth_failed" if exc.status == 401 else "blocked"
-                    raise PollStopped(
-                        state,
-                        f"{exc.message} ({self._client.auth_rejections} times in a row);"
-                        " fix the credentials and restart",
-                    ) from exc
-                raise
-            except RateLimited as exc:
-                raise PollDeferred(exc.retry_after_s, exc.message) from exc
-
-        return guarded
+        if isinstance(exc, RateLimited):
+            return PollDeferred(exc.retry_after_s, exc.message)
+        return None
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -185,30 +159,15 @@ class AccountPollers:
         return {"v": CURSOR_VERSION, "uid": self._s.uid}
 
     def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
+        return int(self._wall() * 1000)
 
     def _events(self, message: dict[str, Any]) -> list[CloudEvent]:
         """The normalizer's events of one fact (the same function ``gateway normalize`` runs)."""
         text = orjson.dumps({"uid": self._s.uid, **message}, default=str).decode()
-        return normalize_message(text, self._state.ctx())
+        return normalize_message(text, self.state.ctx())
 
     def _money_message(self, path: str, **fields: Any) -> dict[str, Any]:
         return {"path": path, "minor_unit": self._s.minor_unit, **fields}
-
-    # --- the balance -----------------------------------------------------------------------------
-
-    async def poll_account(self, cursor: Any) -> PollResult:
-        previous = (self._cursor(cursor) or {}).get("record")
-        found = record(await self._client.get(f"/account/{self._s.uid}"))
-        if found is None:
-            raise CommandFailed("failed", f"GET /account/{self._s.uid}: empty answer")
-        events: list[CloudEvent] = []
-        if previous is None or _money_state(previous) != _money_state(found):
-            message = self._money_message(ACCOUNT, previous=previous, record=found)
-            if self._s.low_balance_threshold is not None:
-                message["threshold"] = self._s.low_balance_threshold
-            events = self._events(message)
-        return PollResult(events, {**self._stamp(), "record": found}, records=1)
 
     # --- logs (cash log, operation log) ----------------------------------------------------------
 
@@ -255,7 +214,32 @@ class AccountPollers:
         cursor_out = {**self._stamp(), "start": start, "newest": newest, "known": known}
         return [entry for _, _, entry in fresh], cursor_out
 
-    async def poll_cashlog(self, cursor: Any) -> PollResult:
+
+class AccountPoller(UucallPoller):
+    """``GET /account/{uid}``: a change of the balance fields."""
+
+    source = "account"
+
+    async def poll(self, cursor: Any) -> PollResult:
+        previous = (self._cursor(cursor) or {}).get("record")
+        found = record(await self.client.get(f"/account/{self._s.uid}"))
+        if found is None:
+            raise CommandFailed("failed", f"GET /account/{self._s.uid}: empty answer")
+        events: list[CloudEvent] = []
+        if previous is None or _money_state(previous) != _money_state(found):
+            message = self._money_message(ACCOUNT, previous=previous, record=found)
+            if self._s.low_balance_threshold is not None:
+                message["threshold"] = self._s.low_balance_threshold
+            events = self._events(message)
+        return PollResult(events, {**self._stamp(), "record": found}, records=1)
+
+
+class CashlogPoller(UucallPoller):
+    """``GET /account/cashlog``: entries not seen before."""
+
+    source = "cashlog"
+
+    async def poll(self, cursor: Any) -> PollResult:
         saved = self._cursor(cursor)
         now = self._now_ms()
         newest = int(saved.get("newest") or now) if saved else now
@@ -272,7 +256,7 @@ class AccountPollers:
             ordered = [t for t in times if t is not None]
             return ordered == sorted(ordered, reverse=True) and ordered[-1] < floor
 
-        found = await self._client.list_all(CASHLOG, {"uid": self._s.uid}, stop=past_floor)
+        found = await self.client.list_all(CASHLOG, {"uid": self._s.uid}, stop=past_floor)
         entries, cursor_out = self._new_entries(
             found, cursor, self._s.cashlog_window_s, "account_time"
         )
@@ -283,7 +267,13 @@ class AccountPollers:
         ]
         return PollResult(events, cursor_out, records=len(found))
 
-    async def poll_oplog(self, cursor: Any) -> PollResult:
+
+class OplogPoller(UucallPoller):
+    """``GET /power/oplog``: entries not seen before, re-reading ``oplog_window_s`` back."""
+
+    source = "oplog"
+
+    async def poll(self, cursor: Any) -> PollResult:
         saved = self._cursor(cursor)
         now = self._now_ms()
         if saved is None:
@@ -295,16 +285,20 @@ class AccountPollers:
             .astimezone(self._s.zone)
             .strftime(STAMP)
         )
-        found = rows(await self._client.get(OPLOG, {"uid": self._s.uid, "startTime": start_time}))
+        found = rows(await self.client.get(OPLOG, {"uid": self._s.uid, "startTime": start_time}))
         entries, cursor_out = self._new_entries(found, cursor, self._s.oplog_window_s, "time")
         events = [
             event for entry in entries for event in self._events({"path": OPLOG, "record": entry})
         ]
         return PollResult(events, cursor_out, records=len(found))
 
-    # --- bills -----------------------------------------------------------------------------------
 
-    async def poll_bills(self, cursor: Any) -> PollResult:
+class BillPoller(UucallPoller):
+    """``GET /account/chargebill``, this month and last: bills new or changed."""
+
+    source = "bill"
+
+    async def poll(self, cursor: Any) -> PollResult:
         saved = self._cursor(cursor) or {}
         known: dict[str, Any] = dict(saved.get("bills") or {})
         now = self._now_ms()
@@ -313,7 +307,7 @@ class AccountPollers:
         events: list[CloudEvent] = []
         count = 0
         for month in reversed(months):  # last month first: its bills are older
-            found = await self._client.list_all(
+            found = await self.client.list_all(
                 CHARGEBILL, {"uidName": self._s.uid_name, "time": month}
             )
             count += len(found)
@@ -335,14 +329,18 @@ class AccountPollers:
                 )
         return PollResult(events, {**self._stamp(), "bills": bills}, records=count)
 
-    # --- notices ---------------------------------------------------------------------------------
 
-    async def poll_notices(self, cursor: Any) -> PollResult:
+class NoticePoller(UucallPoller):
+    """``GET /power/notice``: notices new, changed or gone."""
+
+    source = "notice"
+
+    async def poll(self, cursor: Any) -> PollResult:
         saved = self._cursor(cursor)
         now = self._now_ms()
         start = int(saved.get("start") or now) if saved else now
         known: dict[str, Any] = dict(saved.get("notices") or {}) if saved else {}
-        found = rows(await self._client.get(NOTICE, {"uid": self._s.uid}))
+        found = rows(await self.client.get(NOTICE, {"uid": self._s.uid}))
         current: dict[str, Any] = {}
         events: list[CloudEvent] = []
         history_floor = start - int(self._s.history_s * 1000)
@@ -364,6 +362,40 @@ class AccountPollers:
             events.extend(self._events({"path": NOTICE, "previous": known[key], "record": None}))
         cursor_out = {**self._stamp(), "start": start, "notices": current}
         return PollResult(events, cursor_out, records=len(found))
+
+
+#: Every source, in the order a test or a re-read polls them.
+SOURCES: Final[tuple[type[UucallPoller], ...]] = (
+    AccountPoller,
+    CashlogPoller,
+    BillPoller,
+    OplogPoller,
+    NoticePoller,
+)
+POLLERS: Final = tuple(source.source for source in SOURCES)
+
+
+class AccountPollers:
+    """The five pollers of one enterprise account (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: UucallClient,
+        settings: UucallPbxSettings,
+        store: KeyValue,
+        state: LinkState,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pollers: dict[str, UucallPoller] = {
+            source.source: source(client, settings, store, state, clock=clock) for source in SOURCES
+        }
+        #: The pollers to run (an interval of 0 turns a source off).
+        self.enabled = [name for name, poller in self.pollers.items() if poller.enabled]
+
+    async def poll_once(self, name: str) -> int:
+        """One poll of ``name`` now, outside ``run`` (tests, a re-read): the events published."""
+        return await self.pollers[name].poll_once()
 
 
 def _id_order(ident: str) -> tuple[int, int | str]:

@@ -40,7 +40,8 @@ class UucallPbxSettings(PbxSettings):
     base_url: str = Field(
         DEFAULT_BASE_URL,
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
-        description="the REST API including its base path /rest",
+        description="the REST API including its base path (/rest; the vendor wiki's deployments"
+        " use http://host:port/uucall_restapi/rest)",
     )
     uid: str = Field(pattern=r"^[0-9]{1,19}$", description="企业帐号ID: the enterprise id")
     uid_name: str = Field(
@@ -48,17 +49,30 @@ class UucallPbxSettings(PbxSettings):
         max_length=128,
         description="企业帐号/企业名称: the enterprise account name the bill endpoints take",
     )
-    auth: Literal["header", "basic", "none", "signed"] = "header"
-    auth_header: str = Field("Authorization", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+    auth: Literal["header", "basic", "none", "signed"] = Field(
+        "header",
+        description="header: the secret is the value of auth_header; basic: username and the"
+        " secret; signed: every request signed with account_id and the secret; none",
+    )
+    auth_header: str = Field(
+        "Authorization",
+        pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$",
+        description="the header's name with auth: header (put 'Bearer ...' in the secret for"
+        " that scheme)",
+    )
     username: str | None = Field(None, min_length=1, max_length=128, description="auth: basic")
     account_id: SecretStr | None = Field(
         None, description="auth: signed: the account id the requests are signed with"
     )
     app_id: SecretStr | None = Field(None, description="auth: signed: the header appid")
-    secret: SecretStr | None = None
+    secret: SecretStr | None = Field(
+        None,
+        description="the token (header, signed) or password (basic); none with auth: none;"
+        " never sent with auth: signed",
+    )
     secret_file: Path | None = None
     secret_env: str | None = None
-    request_timeout_s: float = Field(10.0, gt=0)
+    request_timeout_s: float = Field(10.0, gt=0, description="one REST request")
     minor_unit: int = Field(100, description="int64 amounts per currency unit (100: fen)")
     low_balance_threshold: int | None = Field(
         None, description="account.low_balance below this balance, in the API's unit; None: off"
@@ -92,7 +106,9 @@ class UucallPbxSettings(PbxSettings):
     download_dir: Path | None = Field(
         None, description="bill file downloads go here; None: download commands unsupported"
     )
-    max_download_bytes: int = Field(100 * 1024 * 1024, gt=0)
+    max_download_bytes: int = Field(
+        100 * 1024 * 1024, gt=0, description="a larger bill file fails the download"
+    )
 
     @field_validator("base_url")
     @classmethod

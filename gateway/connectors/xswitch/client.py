@@ -22,14 +22,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 import aiohttp
-import orjson
 
-from gateway.connectors.http_answers import status_failure
+from gateway.connectors import rest
 from gateway.connectors.paging import read_pages
 from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 from gateway.logging import get_logger
@@ -50,7 +48,7 @@ _TOKEN_TEXT: Final = re.compile(
 _MESSAGE_KEYS: Final = ("message", "msg", "error", "errmsg", "text")
 
 
-class XccAuthRejected(CommandFailed):
+class XccAuthRejected(rest.AuthRefused):
     """``/api/xcc/sessions/auth`` refused the ``dev_key``: nothing works until it is fixed."""
 
 
@@ -92,10 +90,10 @@ class XccClient:
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._http = http
-        self._base_url = settings.base_url.rstrip("/")
+        self._rest = rest.Rest(
+            http, settings.base_url.rstrip("/"), timeout_s=settings.request_timeout_s
+        )
         self._secret = settings.secret
-        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s)
         self._backoff = backoff or Backoff(settings.backoff)
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -103,8 +101,6 @@ class XccClient:
         self._expires_at: float | None = None  # monotonic; None: until the server says 401
         self._generation = 0  # bumped by every new token, so a 401 re-auths once for all
         self._next_auth_at = 0.0
-        self._dev_key = ""  # the key and the recent tokens: never in a message
-        self._tokens: deque[str] = deque(maxlen=4)
         #: Authentication requests sent (for tests and the status page).
         self.auth_count = 0
         #: ``dev_key`` refusals in a row (reset by a successful authentication).
@@ -113,7 +109,7 @@ class XccClient:
 
     @property
     def base_url(self) -> str:
-        return self._base_url
+        return self._rest.base_url
 
     # --- the API ---------------------------------------------------------------------------------
 
@@ -219,7 +215,8 @@ class XccClient:
                 f"authentication failed recently; next attempt in {wait:.1f} s",
                 retryable=True,
             )
-        dev_key = self._dev_key = self._secret()
+        dev_key = self._secret()
+        self._rest.secrets.keep(dev_key)  # the key and the recent tokens: never in a message
         self.auth_count += 1
         try:
             status, answer = await self._post(AUTH_PATH, {"dev_key": dev_key}, None, write=False)
@@ -238,19 +235,20 @@ class XccClient:
         self.auth_rejections = 0
         self._generation += 1
         self._token = token
-        self._tokens.append(token)
+        self._rest.secrets.recent(token)
         self._expires_at = self._expiry(answer.get("expires"))
         self._log.info("authenticated", generation=self._generation, expires=answer.get("expires"))
         return token
 
     def _auth_answer(self, status: int, answer: Any) -> str:
-        if status in (401, 403) or _code(answer) in (401, 403):
+        code = _code(answer)
+        if status in (401, 403) or code in (401, 403):
             raise XccAuthRejected(
-                ErrorCode.FORBIDDEN,
+                status if status in (401, 403) else code or status,
                 f"{AUTH_PATH}: dev_key refused ({self._message(answer, status)})",
-                vendor_code=_code(answer) or status,
+                vendor_code=code or status,
             )
-        if status >= 400 or (_code(answer) or 200) >= 400:
+        if status >= 400 or (code or 200) >= 400:
             raise self._failure(AUTH_PATH, status, answer, write=False)
         token = answer.get("token") if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
@@ -270,61 +268,22 @@ class XccClient:
 
     def redact(self, text: str) -> str:
         """``text`` without the dev_key or any recent token."""
-        for secret in (self._dev_key, *self._tokens):
-            if len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
+        return self._rest.redact(text)
 
     # --- the wire --------------------------------------------------------------------------------
 
     async def _post(
         self, path: str, body: dict[str, Any], token: str | None, *, write: bool
     ) -> tuple[int, Any]:
-        """One request: ``(HTTP status, decoded JSON or None)``; transport failures raise."""
+        """One request: ``(HTTP status, decoded JSON)``; transport failures raise."""
         headers = {} if token is None else {"token": token}
-        try:
-            async with self._http.post(
-                self._base_url + path, json=body, headers=headers, timeout=self._timeout
-            ) as resp:
-                status = resp.status
-                text = await resp.read()
-        except aiohttp.ClientConnectorError as exc:  # never reached the server: not run
-            raise CommandFailed(
-                ErrorCode.UNAVAILABLE,
-                self.redact(f"{path}: cannot connect: {exc}"),
-                retryable=True,
-            ) from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            kind = type(exc).__name__
-            if write:
-                raise CommandFailed(
-                    ErrorCode.TIMEOUT,
-                    self.redact(
-                        f"{path}: no answer ({kind}: {exc}); the change may have been made"
-                    ),
-                ) from None
-            raise CommandFailed(
-                ErrorCode.UNAVAILABLE,
-                self.redact(f"{path}: no answer ({kind}: {exc})"),
-                retryable=True,
-            ) from None
-        try:
-            answer = orjson.loads(text) if text.strip() else {}
-        except orjson.JSONDecodeError:
-            answer = None
-            if status < 400:
-                if write:
-                    raise CommandFailed(
-                        ErrorCode.FAILED,
-                        f"{path}: HTTP {status} answer is not JSON; the change may have been made",
-                    ) from None
-                raise CommandFailed(
-                    ErrorCode.UNAVAILABLE,
-                    f"{path}: HTTP {status} answer is not JSON",
-                    retryable=True,
-                ) from None
-            answer = {"message": text[:200].decode("utf-8", "replace")}
-        return status, answer
+        reply = await self._rest.exchange(
+            "POST", path, where=path, write=write, json=body, headers=headers
+        )
+        answer = self._rest.json(
+            reply, where=path, write=write, success=reply.status < 400, error_body=_error_body
+        )
+        return reply.status, answer
 
     def _result(self, path: str, status: int, answer: Any, *, write: bool) -> dict[str, Any]:
         code = _code(answer)
@@ -343,9 +302,7 @@ class XccClient:
         code = _code(answer)
         effective = code if code is not None and code >= 400 else status
         message = f"{path}: {effective} {self._message(answer, status)}"
-        return status_failure(
-            effective, message, write=write, vendor_code=effective, otherwise=ErrorCode.INVALID
-        )
+        return self._rest.failure(effective, message, write=write, otherwise=ErrorCode.INVALID)
 
     def _message(self, answer: Any, status: int) -> str:
         text = ""
@@ -356,6 +313,11 @@ class XccClient:
                     text = value
                     break
         return self.redact((text or f"HTTP {status}")[:300])
+
+
+def _error_body(text: str) -> dict[str, Any]:
+    """An error answer that is not JSON, with its text where a message is looked for."""
+    return {"message": text}
 
 
 def _code(answer: Any) -> int | None:

@@ -746,7 +746,7 @@ COMMAND_MODELS: Final[tuple[type[XccCommand], ...]] = (
     HotlineDelete,
 )
 
-#: command name -> REST path (the README's command table).
+#: command name -> REST path (the documentation's command table).
 ENDPOINTS: Final[dict[str, str]] = {command_name(m): m.path for m in COMMAND_MODELS}
 #: The names, for ``VendorPlugin(commands=...)``.
 COMMAND_NAMES: Final = frozenset(ENDPOINTS)

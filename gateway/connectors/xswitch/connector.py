@@ -3,7 +3,6 @@ polled over REST, management commands over REST and call control over NATS reque
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,15 +10,14 @@ import orjson
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from gateway.connectors.base import Emit
-from gateway.connectors.link import LinkState, PushLink
+from gateway.connectors.link import BaseConnector, Part, PushLink
 from gateway.connectors.plugin import LinkResources
 from gateway.connectors.watermark import Gap, Watermark
 from gateway.connectors.xswitch.client import XccClient
 from gateway.connectors.xswitch.commands import COMMAND_NAMES, execute_rest
-from gateway.connectors.xswitch.config import ConfigWatcher
-from gateway.connectors.xswitch.nats_link import NatsSession, open_session, serve
+from gateway.connectors.xswitch.link import NatsSession, open_session, serve
 from gateway.connectors.xswitch.normalize import normalize_message
+from gateway.connectors.xswitch.pollers import ConfigPoller
 from gateway.connectors.xswitch.settings import NODE_SUBJECT, XSwitchPbxSettings
 from gateway.runtime.backoff import Backoff
 from gateway.schema.commands import CommandFailed, CommandModel, ErrorCode
@@ -27,47 +25,40 @@ from gateway.schema.commands import CommandFailed, CommandModel, ErrorCode
 VENDOR = "xswitch"
 
 
-class XSwitchConnector:
+class XSwitchConnector(BaseConnector):
     """One XCC system: a :class:`PushLink` over NATS and the configuration poller share one
-    :class:`LinkState` (the link shows the worse of the two)."""
+    link state (the link shows the worse of the two)."""
 
     vendor = VENDOR
 
     def __init__(self, pbx: XSwitchPbxSettings, resources: LinkResources) -> None:
-        self.tenant = pbx.tenant
+        super().__init__(pbx, resources)
         self._pbx = pbx
-        self.state = LinkState(pbx.tenant, VENDOR, pbx.zone, include_raw=pbx.include_raw)
-        self.state.spool = resources.spool
-        self.link = self.state.link
         self.session: NatsSession | None = None
         self.push: PushLink[NatsSession] = PushLink(
-            self.state,
-            Watermark(resources.store, barrier=self.state.sync),
+            self.link_state,
+            Watermark(resources.store, barrier=self.link_state.sync),
             Backoff(pbx.backoff),
             connect=self._connect,
             serve=self._serve,
             recover=self._recover,
         )
         self.client = XccClient(resources.http, pbx, backoff=Backoff(pbx.backoff))
-        self.config = ConfigWatcher(
+        self.config = ConfigPoller(
             self.client,
             resources.store,
-            self.state,
+            self.link_state,
             interval_s=pbx.config_poll_interval_s,
             backoff=Backoff(pbx.backoff),
         )
 
-    async def run(self, emit: Emit) -> None:
-        self.state.attach(emit)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.push.run(), name=f"{self.tenant}-nats")
-                tg.create_task(self.config.run(), name=f"{self.tenant}-config")
-        finally:
-            if self.session is not None:
-                await self.session.close()
-                self.session = None
-            await self.state.stopped()
+    def tasks(self) -> dict[str, Part]:
+        return {"nats": self.push.run, "config": self.config.run}
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
 
     # --- NATS ----------------------------------------------------------------------------------
 
@@ -77,14 +68,14 @@ class XSwitchConnector:
 
     async def _serve(self, session: NatsSession) -> str:
         try:
-            return await serve(session, self._handle, sync=self.state.sync)
+            return await serve(session, self._handle, sync=self.link_state.sync)
         finally:
             await session.close()
 
     async def _handle(self, body: bytes, position: str | None) -> None:
-        self.state.received()
-        for event in normalize_message(body, self.state.ctx(), position=position):
-            await self.state.send_live(event)  # on disk before the message is acked (serve)
+        self.link_state.received()
+        for event in normalize_message(body, self.link_state.ctx(), position=position):
+            await self.link_state.send_live(event)  # on disk before the message is acked (serve)
             self.push.mark(datetime.now(UTC), event)
 
     async def _recover(self, gap: Gap, end: datetime) -> int:
@@ -111,7 +102,7 @@ class XSwitchConnector:
         session = self.session
         if session is None or session.nc.is_closed:
             raise CommandFailed(ErrorCode.UNAVAILABLE, "no NATS connection", retryable=True)
-        leg = self.state.memory.get(f"leg:{uuid}")
+        leg = self.link_state.memory.get(f"leg:{uuid}")
         node = leg.get("node") if leg else None
         subject = self._pbx.command_prefix + (f"{NODE_SUBJECT}.{node}" if node else NODE_SUBJECT)
         request = {
@@ -139,9 +130,9 @@ class XSwitchConnector:
             ) from None
         return _result(reply.data, uuid)
 
-    def health(self) -> dict[str, Any]:
+    def health_details(self) -> dict[str, Any]:
         session = self.session
-        return self.state.health(jetstream=bool(session and session.jetstream))
+        return {"jetstream": bool(session and session.jetstream)}
 
 
 def _result(data: bytes, uuid: str) -> dict[str, Any]:

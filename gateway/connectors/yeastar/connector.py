@@ -18,7 +18,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from gateway.connectors.base import Emit
-from gateway.connectors.link import LinkState, PushLink, describe
+from gateway.connectors.link import BaseConnector, Part, PushLink, describe
 from gateway.connectors.plugin import LinkResources
 from gateway.connectors.watermark import Gap
 from gateway.connectors.yeastar.auth import Token, YeastarAuth
@@ -123,17 +123,15 @@ class _Subscription:
                 return
 
 
-class YeastarConnector:
+class YeastarConnector(BaseConnector):
     """One Yeastar PBX: the token, the subscribed WebSocket, commands and gap recovery."""
 
     vendor = "yeastar"
 
     def __init__(self, pbx: YeastarPbxSettings, resources: LinkResources) -> None:
-        self.tenant = pbx.tenant
+        super().__init__(pbx, resources)
         self._recovery_settings = resources.recovery
         self._pbx = pbx
-        self.link_state = LinkState(pbx.tenant, self.vendor, pbx.zone, include_raw=pbx.include_raw)
-        self.link = self.link_state.link
         self.client = YeastarClient(
             resources.http,
             pbx.base_url,
@@ -168,7 +166,6 @@ class YeastarConnector:
             cdr_time_format=pbx.cdr_time_format,
             settings=resources.recovery,
         )
-        self.link_state.spool = resources.spool
         self.watermark = YeastarWatermark(resources.store, barrier=self.link_state.sync)
         self._push: PushLink[_Subscription] = PushLink(
             self.link_state,
@@ -190,14 +187,13 @@ class YeastarConnector:
 
     # --- public ----------------------------------------------------------------------------
 
+    def tasks(self) -> dict[str, Part]:
+        return {"auth": self.auth.run, "link": self._push.run}
+
     async def run(self, emit: Emit) -> None:
-        self.link_state.attach(emit)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.auth.run(), name=f"{self.tenant}-auth")
-                tg.create_task(self._push.run(), name=f"{self.tenant}-link")
-        finally:
-            await self.link_state.stopped()
+            await super().run(emit)
+        finally:  # once the link is reported stopped: the token is of no use any more
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self.auth.revoke()), 2)
 
@@ -205,7 +201,7 @@ class YeastarConnector:
         """Run one command on the PBX; raises ``CommandFailed``."""
         return await self.commands.execute(command)
 
-    def health(self) -> dict[str, Any]:
+    def health_details(self) -> dict[str, Any]:
         left = self.auth.expires_in_s()
         expires = datetime.now(UTC) + timedelta(seconds=left) if left is not None else None
         verdict = self.zone_check.verdict
@@ -214,9 +210,10 @@ class YeastarConnector:
             zone["pbx_utc_offset_s"] = int(verdict.pbx_offset.total_seconds())
             if verdict.mismatch:
                 zone["timezone_warning"] = verdict.message()
-        return self.link_state.health(
-            token_expires_at=expires.isoformat(timespec="seconds") if expires else None, **zone
-        )
+        return {
+            "token_expires_at": expires.isoformat(timespec="seconds") if expires else None,
+            **zone,
+        }
 
     @property
     def state(self) -> ConnectionState | None:

@@ -22,19 +22,26 @@ class YeastarPbxSettings(PbxSettings):
     """OpenAPI v1.0 client credentials, the event topics and the link's timing."""
 
     vendor: Literal["yeastar"]
-    base_url: str = Field(pattern=r"^https?://[^\s/]+(:\d+)?/?$")
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr | None = None
+    base_url: str = Field(
+        pattern=r"^https?://[^\s/]+(:\d+)?/?$", description="the PBX, https://pbx:8088"
+    )
+    client_id: str = Field(min_length=1, description="the OpenAPI client id")
+    client_secret: SecretStr | None = Field(None, description="the OpenAPI client secret")
     client_secret_file: Path | None = None
     client_secret_env: str | None = None
-    topics: list[int] = Field(default_factory=lambda: [*ALL_YEASTAR_TOPICS, *NEWER_YEASTAR_TOPICS])
-    verify_tls: bool = True
-    user_agent: str = "pbx-gateway/0.1"
-    request_timeout_s: float = Field(10.0, gt=0)
+    topics: list[int] = Field(
+        default_factory=lambda: [*ALL_YEASTAR_TOPICS, *NEWER_YEASTAR_TOPICS],
+        description="event ids to subscribe (ids a PBX refuses are left out on a new try)",
+    )
+    verify_tls: bool = Field(True, description="false for the PBX's self-signed certificate")
+    user_agent: str = Field("pbx-gateway/0.1", description="User-Agent of every request")
+    request_timeout_s: float = Field(10.0, gt=0, description="one REST request")
     heartbeat_interval_s: float = Field(
         20.0, gt=0, lt=60, description="inside the PBX's 60 s idle close"
     )
-    heartbeat_timeout_s: float = Field(10.0, gt=0)
+    heartbeat_timeout_s: float = Field(
+        10.0, gt=0, description="no heartbeat response in this time: the link is dead"
+    )
     refresh_at: float = Field(
         0.8, gt=0.1, lt=1, description="refresh tokens at this share of their life"
     )
@@ -46,8 +53,9 @@ class YeastarPbxSettings(PbxSettings):
     )
     cdr_time_format: str = Field(
         "%m/%d/%Y %H:%M:%S",
-        description="the PBX's date and time display format (strftime), as set on the PBX;"
-        " cdr/search filters in it and CDR times are read with it",
+        description="the PBX's date and time display format (System > Date and Time > Display"
+        " Format) as a strftime pattern with the whole date and time, e.g. '%d/%m/%Y %H:%M:%S'"
+        " or '%Y/%m/%d %I:%M:%S %p'; cdr/search filters in it and CDR times are read with it",
     )
     handover_grace_s: float = Field(
         1.0, ge=0, description="overlap of old and new socket on token move"

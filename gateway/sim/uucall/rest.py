@@ -65,7 +65,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -1286,12 +1286,3 @@ def _int_param(query: dict[str, str], name: str, default: int) -> int:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
-
-
-def local_stamp(ms: int, tz: ZoneInfo) -> str:
-    """Milliseconds since the epoch as the API's ``yyyy-MM-dd HH:mm:ss`` in ``tz``."""
-    return (
-        (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms))
-        .astimezone(tz)
-        .strftime(STAMP)
-    )

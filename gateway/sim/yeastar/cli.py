@@ -9,7 +9,7 @@ from gateway.sim.yeastar.server import YeastarSimulator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``gateway sim yeastar`` (the lead wires the sub-command)."""
+    """Flags of ``gateway sim yeastar`` (added when ``gateway sim`` runs this vendor)."""
     parser.add_argument("--host", default="127.0.0.1", help="listen address")
     parser.add_argument("--port", type=int, default=8088, help="listen port (0 = ephemeral)")
     parser.add_argument("--client-id", default="sim-client", help="API client ID (username)")

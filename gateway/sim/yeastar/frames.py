@@ -81,16 +81,6 @@ ERRORS: dict[int, str] = {
     70525: "CAN'T OPERATE WITH PMS CONNECT",
 }
 
-TRAPS: tuple[str, ...] = (
-    "msg_form",  # msg object instead of string (or string instead of object for 30025/30026)
-    "case_drift",  # Ringing / ANSWERED / Internal
-    "member_statuses",  # member_statuses instead of member_status
-    "ip_key",  # ip_addresses instead of ip_address (30020)
-    "missing_sn",  # top-level sn dropped
-    "blank",  # blank values as "" instead of the manual's " "
-    "reason_padding",  # trailing spaces on reasons (30015)
-)
-
 
 def error_body(code: int, **extra: Any) -> dict[str, Any]:
     """``{"errcode": code, "errmsg": <table text>}`` plus extras (invalid_param_list...)."""

@@ -1,13 +1,13 @@
-"""Configuration-change events for XSwitch: XCC pushes nothing when an administrator edits
-extensions, queues, IVRs or hotlines, so they are polled over REST and compared.
+"""XSwitch's polled source, configuration changes: XCC pushes nothing when an administrator
+edits extensions, queues, IVRs or hotlines, so they are polled over REST and compared.
 
-Every ``config_poll_interval_s`` the watcher lists the four kinds (every page) and hashes each
-object by id. What appeared, changed or went since the previous poll becomes one
-``config.changed`` event per kind and action (``object``, ``action`` added|changed|removed,
-``ids``). It runs on the shared :class:`~gateway.connectors.polling.Poller`, whose cursor is
-the hash table: persisted in the PBX's slice of the state store, with the outage handling
-(one warning, link state, backoff, a ``gateway.gap`` after an interruption) every polled link
-has. Hence:
+Every ``config_poll_interval_s`` the :class:`ConfigPoller` lists the four kinds (every page)
+and hashes each object by id. What appeared, changed or went since the previous poll becomes
+one ``config.changed`` event per kind and action (``object``, ``action``
+added|changed|removed, ``ids``). It is a :class:`~gateway.connectors.polling.Poller`, whose
+cursor is the hash table: persisted in the PBX's slice of the state store, with the outage
+handling (one warning, link state, backoff, a ``gateway.gap`` after an interruption) every
+polled link has. Hence:
 
 * the first poll ever is the baseline: it saves the hashes and publishes nothing;
 * a restart (or the next owner after a takeover) compares with the saved hashes: what was
@@ -33,7 +33,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.connectors.link import LinkState
-from gateway.connectors.polling import Poller, PollResult, PollStopped
+from gateway.connectors.polling import PollDeferred, Poller, PollResult, PollStopped
 from gateway.connectors.xswitch.client import XccAuthRejected, XccClient, records
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
@@ -80,12 +80,12 @@ def _id_order(ident: str) -> tuple[int, int | str]:
     return (0, int(ident)) if ident.isdigit() else (1, ident)
 
 
-class ConfigWatcher:
+class ConfigPoller(Poller):
     """Polls one XCC system's configuration and publishes what changed.
 
     ``state`` is the link's :class:`LinkState` (events go out through it and the poller reports
     under its own source ``poll:config``); ``store`` the PBX's slice of the state store.
-    Start it with ``await watcher.run()`` in the connector's task group.
+    Start it with ``await poller.run()`` in the connector's task group.
     """
 
     def __init__(
@@ -101,48 +101,27 @@ class ConfigWatcher:
         timeout_s: float = 120.0,
         max_auth_rejections: int = 3,
     ) -> None:
-        self._client = client
-        self._state = state
+        super().__init__(
+            POLLER_NAME, state, store, interval_s=interval_s, backoff=backoff, timeout_s=timeout_s
+        )
+        self.client = client
         self._ivr_trees = ivr_trees
         self._page_size = page_size
         self._max_auth_rejections = max_auth_rejections
-        self._loaded = False
-        self.poller = Poller(
-            POLLER_NAME,
-            state,
-            store,
-            self.poll,
-            interval_s=interval_s,
-            backoff=backoff,
-            timeout_s=timeout_s,
+
+    def refusal(self, exc: Exception) -> PollStopped | PollDeferred | None:
+        """A ``dev_key`` refused ``max_auth_rejections`` times in a row stops polling; the
+        client authenticates again by itself until then."""
+        rejections = self.client.auth_rejections
+        if not isinstance(exc, XccAuthRejected) or rejections < self._max_auth_rejections:
+            return None
+        return PollStopped(
+            "auth_failed", f"dev_key refused {rejections} times ({exc.message}); fix it and restart"
         )
 
-    async def run(self) -> None:
-        """Poll until cancelled."""
-        await self.poller.run()
-
-    async def poll_once(self) -> int:
-        """One poll now, outside ``run`` (tests, a command-line check): the number of events
-        published. The first call reads the saved cursor, as ``run`` does."""
-        if not self._loaded:
-            self.poller.load()
-            self._loaded = True
-        return await self.poller.poll_once()
-
-    # --- one poll ------------------------------------------------------------------------------
-
     async def poll(self, cursor: Any) -> PollResult:
-        """The Poller's ``poll``: this snapshot against the cursor's, and the new cursor."""
-        try:
-            snapshot = await self.snapshot()
-        except XccAuthRejected as exc:
-            if self._client.auth_rejections >= self._max_auth_rejections:
-                raise PollStopped(
-                    "auth_failed",
-                    f"dev_key refused {self._client.auth_rejections} times ({exc.message});"
-                    " fix it and restart",
-                ) from exc
-            raise
+        """This snapshot against the cursor's, and the new cursor."""
+        snapshot = await self.snapshot()
         count = sum(len(ids) for ids in snapshot.values())
         previous = _hashes(cursor)
         sequences: dict[str, int] = dict(cursor.get("seq") or {}) if previous is not None else {}
@@ -160,7 +139,7 @@ class ConfigWatcher:
         """Every object of the four kinds, id -> content hash."""
         snapshot: Snapshot = {}
         for kind, path in LISTS.items():
-            rows = await self._client.list_all(path, {}, page_size=self._page_size)
+            rows = await self.client.list_all(path, {}, page_size=self._page_size)
             hashes = {
                 str(row["id"]): content_hash(row) for row in rows if row.get("id") is not None
             }
@@ -174,7 +153,7 @@ class ConfigWatcher:
         hashes: dict[str, str] = {}
         for ident in ids:
             try:
-                answer = await self._client.call(IVR_GET, {"id": ident})
+                answer = await self.client.call(IVR_GET, {"id": ident})
             except CommandFailed as exc:
                 if exc.code is ErrorCode.NOT_FOUND:
                     continue  # deleted between the list and now: it is removed
@@ -214,7 +193,7 @@ class ConfigWatcher:
             ",".join(f"{i}={h}" for i, h in zip(ids, hashes, strict=True)).encode()
         )
         return make_event(
-            self._state.ctx(),
+            self.state.ctx(),
             "config.changed",
             ConfigChangedData(object=kind, action=action, ids=ids),
             identity=("config", kind, action, sequence, ",".join(ids), digest.hexdigest()[:16]),
