@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from gateway.logging import get_logger
 from gateway.runtime.http_client import pbx_session
 from gateway.runtime.metrics import BUS_UP
 from gateway.runtime.resources import SharedResources
+from gateway.runtime.shutdown import on_shutdown, sync_step
 from gateway.runtime.sqlite import private_dir
 from gateway.runtime.statestore import StateStore, StoreSlice, TenantState
 from gateway.schema.events import CloudEvent
@@ -226,15 +227,15 @@ class GatewayApp:
         s = self.settings
         url = s.bus.url.get_secret_value()
         self._session = pbx_session()
-        _closing(stack, "session_close_failed", self._close_sessions)
+        on_shutdown(stack, "session_close_failed", self._close_sessions)
         connection = await self.bus.connect(s.bus.reconnect_interval_s)
-        _closing(stack, "bus_close_failed", connection.close, quiet=True)
+        on_shutdown(stack, "bus_close_failed", connection.close, quiet=True)
         private_dir(s.state_dir)
         self.store = StateStore(s.state_dir / "state.sqlite3")
-        _closing(stack, "store_close_failed", _sync(self.store.close))
+        on_shutdown(stack, "store_close_failed", sync_step(self.store.close))
         self.shared = SharedState(connection, s.bus.queue_type)
-        _closing(stack, "shared_close_failed", self.shared.close)
-        _closing(stack, "resources_close_failed", self.resources.close)
+        on_shutdown(stack, "shared_close_failed", self.shared.close)
+        on_shutdown(stack, "resources_close_failed", self.resources.close)
         self.outbox = Outbox(
             s.state_dir / "outbox.sqlite3",
             max_events=s.outbox.max_events,
@@ -242,8 +243,8 @@ class GatewayApp:
             warn_at=s.outbox.warn_at,
         )
         outbox = self.outbox
-        _closing(  # what is unconfirmed stays spooled for the next start
-            stack, "outbox_close_failed", _sync(outbox.close), staged=lambda: outbox.staged
+        on_shutdown(  # what is unconfirmed stays spooled for the next start
+            stack, "outbox_close_failed", sync_step(outbox.close), staged=lambda: outbox.staged
         )
         self.publisher = EventPublisher(
             connection,
@@ -255,10 +256,10 @@ class GatewayApp:
         )
         publisher = self.publisher
         await publisher.start()
-        _closing(
+        on_shutdown(
             stack, "publisher_stop_failed", lambda: publisher.stop(timeout=s.shutdown_timeout_s)
         )
-        _closing(stack, "http_stop_failed", self._stop_web)  # before the outbox closes
+        on_shutdown(stack, "http_stop_failed", self._stop_web)  # before the outbox closes
         self.readiness.publisher, self.readiness.outbox = self.publisher, self.outbox
         self.ownership = PbxOwnership(
             list(s.pbxs),
@@ -271,8 +272,8 @@ class GatewayApp:
         ownership = self.ownership
         if s.lease.enabled and s.pbxs:
             self._make_leases([p.tenant for p in s.pbxs])
-        _closing(stack, "leases_stop_failed", self._stop_leases)
-        _closing(stack, "give_up_failed", ownership.give_up_all)
+        on_shutdown(stack, "leases_stop_failed", self._stop_leases)
+        on_shutdown(stack, "give_up_failed", ownership.give_up_all)
         if s.commands.enabled:
             await self._start_commands(stack)
         if self.leases is not None:
@@ -282,7 +283,7 @@ class GatewayApp:
                 await ownership.take(tenant)
         if self.reloader is not None:
             self._reload_task = asyncio.create_task(self.reloader.run(), name="config-watch")
-            _closing(stack, "config_watch_stop_failed", self._stop_reloads)
+            on_shutdown(stack, "config_watch_stop_failed", self._stop_reloads)
         self._log.info(
             "gateway_started",
             pbxs=[p.tenant for p in s.pbxs],
@@ -295,7 +296,7 @@ class GatewayApp:
         s = self.settings
         assert self.ownership is not None and self.publisher is not None
         self.ledger = CommandLedger(s.state_dir / "commands.sqlite3", s.commands.result_ttl_s)
-        _closing(stack, "ledger_close_failed", _sync(self.ledger.close))
+        on_shutdown(stack, "ledger_close_failed", sync_step(self.ledger.close))
         names = CommandNames(s.commands.exchange)
         if s.commands.shared_ledger:
             # A connection of its own: RabbitMQ closes a whole connection on some stream
@@ -305,11 +306,11 @@ class GatewayApp:
                 reconnect_interval_s=s.bus.reconnect_interval_s,
                 name="pbx-gateway ledger",
             )
-            _closing(stack, "bus_close_failed", ledger_connection.close, quiet=True)
+            on_shutdown(stack, "bus_close_failed", ledger_connection.close, quiet=True)
             self.journal = CommandJournal(
                 ledger_connection, names, retention_s=s.commands.result_ttl_s
             )
-            _closing(stack, "ledger_close_failed", self.journal.close)
+            on_shutdown(stack, "ledger_close_failed", self.journal.close)
         vendors = plugins()
         assert self.bus.connection is not None
         self.consumer = CommandConsumer(
@@ -330,7 +331,7 @@ class GatewayApp:
             queue_type=s.bus.queue_type,
         )
         consumer = self.consumer
-        _closing(stack, "commands_stop_failed", consumer.stop)
+        on_shutdown(stack, "commands_stop_failed", consumer.stop)
         await consumer.start()
         self.ownership.consumer, self.ownership.journal = consumer, self.journal
 
@@ -479,32 +480,3 @@ class GatewayApp:
 
     def _owned_connector(self, tenant: str) -> Connector | None:
         return self.ownership.owned_connector(tenant) if self.ownership else None
-
-
-def _sync(close: Callable[[], object]) -> Callable[[], Awaitable[None]]:
-    async def run() -> None:
-        close()
-
-    return run
-
-
-def _closing(
-    stack: contextlib.AsyncExitStack,
-    what: str,
-    step: Callable[[], Awaitable[Any]],
-    *,
-    quiet: bool = False,
-    staged: Callable[[], Any] | None = None,
-) -> None:
-    """One shutdown step on the exit stack; its failure is logged (not at all if ``quiet``) and
-    the steps after it are still taken."""
-
-    async def run() -> None:
-        try:
-            await step()
-        except Exception as exc:
-            if not quiet:
-                extra = {"staged": staged()} if staged is not None else {}
-                get_logger("app").error(what, error=str(exc), **extra)
-
-    stack.push_async_callback(run)

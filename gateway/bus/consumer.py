@@ -111,6 +111,8 @@ class CommandConsumer:
         self._clock = clock
         self._channels: list[AbstractChannel] = []
         self._lane_channels: list[AbstractChannel] = []
+        self._added_channels: list[AbstractChannel] = []  # for PBXs added after the start
+        self._lane_load: dict[AbstractChannel, int] = {}  # tenants' queues declared on each
         self._reply_channel: AbstractChannel | None = None
         self._reply_closed_since: float | None = None
         self._reply_lock = asyncio.Lock()
@@ -153,6 +155,7 @@ class CommandConsumer:
         self._consumers["expired"] = (expired, await expired.consume(self._on_expired))
 
     async def _declare_all(self, channel: AbstractChannel, tenants: list[str]) -> None:
+        self._lane_load[channel] = self._lane_load.get(channel, 0) + len(tenants)
         for tenant in tenants:
             self._queues[tenant] = await declare_tenant_queue(
                 channel, self._names, tenant, self._queue_type
@@ -162,8 +165,21 @@ class CommandConsumer:
         """The tenant's command queue, declared if it is not yet (a PBX added after the start):
         its commands wait there until an instance owns the PBX."""
         queue = self._queues.get(tenant)
-        if queue is None:  # (not configured at start: a channel of its own)
-            channel = await self._open_channel()
+        if queue is None:
+            # Not configured at start: on a channel of the PBXs added since, while it has room
+            # (never on one of the start's: a refused declaration closes its channel).
+            channel = next(
+                (
+                    ch
+                    for ch in self._added_channels
+                    if not ch.is_closed and self._lane_load.get(ch, 0) < self._lanes_per_channel
+                ),
+                None,
+            )
+            if channel is None:
+                channel = await self._open_channel()
+                self._added_channels.append(channel)
+            self._lane_load[channel] = self._lane_load.get(channel, 0) + 1
             queue = await declare_tenant_queue(channel, self._names, tenant, self._queue_type)
             self._queues[tenant] = queue
         return queue
@@ -252,6 +268,8 @@ class CommandConsumer:
                     await channel.close()
         self._channels.clear()
         self._lane_channels.clear()
+        self._added_channels.clear()
+        self._lane_load.clear()
         self._queues.clear()
 
     async def _drain(self) -> None:

@@ -136,6 +136,15 @@ async def test_bad_files_change_nothing_and_say_why(
         )
         out = capsys.readouterr().out
         assert f"added: {tenant}-new" in out and f"removed: {tenant}" in out
+        candidate.write_text(yaml.safe_dump({**good, "state_dir": str(tmp_path / "moved")}))
+        assert (
+            await asyncio.to_thread(
+                cli._main, ["config", "check", str(candidate), "--against", url]
+            )
+            == 2
+        )
+        out = capsys.readouterr().out
+        assert "refused" in out and "state_dir" in out and "restart" in out
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{url}/config.json") as resp:
                 served = await resp.text()
@@ -439,3 +448,50 @@ async def test_sighup_reloads_gateway_run(sim_factory, unique, tmp_path) -> None
             assert gateway.proc.returncode is None
     finally:
         assert await gateway.stop() == 0
+
+
+async def test_a_pbx_moved_by_reload_never_runs_a_command_twice(
+    sim_factory, command_bus, unique, tmp_path
+) -> None:
+    """A PBX moves from one instance to another by reloads (added to a's file, removed from
+    b's): a learns from the shared ledger what b executed, so a command delivered again with
+    the same id is answered without calling the PBX a second time."""
+    sims = {t: await sim_factory() for t in (f"m{unique}-0", f"m{unique}-x")}
+    base, moved = list(sims)
+    docs = {t: pbx_doc(pbx_settings(sims[t], t)) for t in sims}
+
+    def write(name: str, listed: list[str]) -> None:
+        write_config(
+            tmp_path / f"{name}.yaml",
+            config_doc(
+                [docs[t] for t in listed],
+                tmp_path / name,
+                commands=command_bus.exchange,
+                instance=f"{name}-{unique}",
+            ),
+        )
+
+    write("a", [base])
+    write("b", [base, moved])
+    async with (
+        reloading_gateway(tmp_path / "a.yaml") as a,
+        reloading_gateway(tmp_path / "b.yaml") as b,
+    ):
+        await wait_for(lambda: moved in b.owned, timeout=20)
+        assert b.ownership is not None
+        await wait_for(lambda: b.ownership.connectors[moved].health()["state"] == "connected")
+        dial = {"caller": "2001", "callee": "2002"}
+        first = await command_bus.call(moved, "call.dial", dial, command_id=f"dial-{unique}")
+        assert first["ok"], first
+        assert sims[moved].control_calls["call/dial"] == 1
+
+        write("a", [base, moved])
+        await wait_for(lambda: a.reloader is not None and a.reloader.record.generation == 2)
+        write("b", [base])
+        await wait_for(lambda: moved in a.owned and moved not in b.owned, timeout=20)
+        assert a.ownership is not None
+        await wait_for(lambda: a.ownership.connectors[moved].health()["state"] == "connected")
+        command_bus.results.pop(f"dial-{unique}", None)
+        again = await command_bus.call(moved, "call.dial", dial, command_id=f"dial-{unique}")
+        assert again["ok"] == first["ok"], again
+        assert sims[moved].control_calls["call/dial"] == 1  # not dialled twice
