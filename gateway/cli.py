@@ -1,7 +1,7 @@
 """The gateway command: run, sim, demo, tail, sink, normalize, send, schema, outbox drain, config
 check (stable: docs/CONTRACT.md, section 3 "Command line"). `gateway COMMAND --help` shows each
 command's options and defaults. `gateway run` reloads its --config file on SIGHUP and when the
-file changes (docs/reload.md).
+file changes (docs/operating/reload.md).
 
 exit status:
   0  done (run, sim, demo, tail, sink: stopped by SIGTERM/SIGINT or --duration)
