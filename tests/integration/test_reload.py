@@ -293,7 +293,7 @@ async def test_fifty_pbxs_add_five_remove_five_rotate_one(
         "first_event_s": sorted(round(s, 2) for s in first_event.values()),
         "first_vendor_event_s": sorted(round(s, 2) for s in first_vendor_event.values()),
     }
-    print("reload figures:", orjson.dumps(figures).decode())  # (docs/operating/reload.md quotes them)
+    print("reload figures:", orjson.dumps(figures).decode())  # the reload page quotes them
     assert figures["untouched_links_disturbed"] == 0, disturbed
     assert reconnected == []
     assert totals["lost"] == 0 and totals["duplicates"] == 0, short
