@@ -11,10 +11,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.connectors import rest
 from gateway.connectors.link import LinkState
 from gateway.connectors.polling import PollDeferred, Poller, PollResult, PollStopped
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import StateStore, StoreSlice
+from gateway.schema.commands import CommandFailed, ErrorCode
 from gateway.schema.events import CloudEvent, NormalizeContext, TrunkStatusData, make_event
 from gateway.settings import BackoffSettings
 from tests.conftest import wait_for
@@ -331,3 +333,103 @@ async def test_a_poller_without_a_poll_says_so() -> None:
     )
     with pytest.raises(NotImplementedError, match="must override poll"):
         await bare.poll_once()
+
+
+# --- the default: the shared REST refusals, read by the base --------------------------------
+
+
+class RestSource(Poller):
+    """A source on a client of the shared REST layer: it overrides ``poll`` only."""
+
+    def __init__(self, store: StoreSlice, state: LinkState) -> None:
+        backoff = Backoff(BackoffSettings(initial_s=0.01, max_s=0.02))
+        super().__init__("records", state, store, interval_s=0.01, backoff=backoff)
+        self.vendor = Vendor()
+        self.polled_at: list[float] = []
+
+    async def poll(self, cursor: Any) -> PollResult:
+        self.polled_at.append(asyncio.get_running_loop().time())
+        return await self.vendor.poll(cursor)
+
+
+def rest_source(sent: list[CloudEvent]) -> tuple[RestSource, LinkState]:
+    state = LinkState("t", "fakepoll", ZoneInfo("UTC"), include_raw=False)
+
+    async def emit(event: CloudEvent) -> None:
+        sent.append(event)
+
+    state.attach(emit)
+    return RestSource(CountingStore(), state), state
+
+
+async def test_by_default_a_rest_rate_limit_defers_by_its_retry_after() -> None:
+    sent: list[CloudEvent] = []
+    p, state = rest_source(sent)
+    p.vendor.records = 1
+    p.vendor.fail = [rest.RateLimited("records: 429 slow down", 0.3)]
+    with capture_logs() as logs:
+        task = await running(p)
+        try:
+            await wait_for(lambda: state.state == "connected")
+        finally:
+            await stop(task)
+    first, second = p.polled_at[:2]
+    assert second - first >= 0.3, "waited as long as the server asked, not one poll interval"
+    assert [e.data["state"] for e in of(sent, "gateway.connection")] == ["connected"]
+    assert not of(sent, "gateway.gap"), "a pause is not an outage"
+    [deferred] = [e for e in logs if e["event"] == "poll_deferred"]
+    assert deferred["retry_in_s"] == 0.3 and deferred["reason"] == "records: 429 slow down"
+    assert not [e for e in logs if e["event"] == "poll_failed"]
+
+
+def test_by_default_a_rate_limit_without_retry_after_waits_the_next_backoff_delay() -> None:
+    p, _ = rest_source([])
+    verdict = p.refusal(rest.RateLimited("429", None))
+    assert isinstance(verdict, PollDeferred) and 0 < verdict.retry_after_s <= 0.02
+
+
+async def test_by_default_a_rest_auth_refusal_stops_with_auth_failed_logged_once() -> None:
+    sent: list[CloudEvent] = []
+    p, state = rest_source(sent)
+    p.vendor.fail = [rest.AuthRefused(401, "records: 401 token revoked")]
+    with capture_logs() as logs:
+        task = await running(p)
+        try:
+            await wait_for(lambda: state.state == "auth_failed")
+            await asyncio.sleep(0.1)  # ten poll intervals: proving that nothing happens meanwhile
+        finally:
+            await stop(task)
+    assert len(p.vendor.cursors) == 1, "no poll after the server refused the credentials"
+    reason = "records: 401 token revoked; fix the credentials and restart"
+    [event] = of(sent, "gateway.connection")
+    assert event.data == {"state": "auth_failed", "reason": reason}
+    [stopped] = [e for e in logs if e["event"] == "polling_stopped"]
+    assert (stopped["state"], stopped["reason"]) == ("auth_failed", reason)
+    assert [e["event"] for e in logs if e["log_level"] in ("warning", "error")] == [
+        "polling_stopped",
+        "link_state",
+    ]
+
+
+def test_by_default_refused_rights_stop_as_blocked_and_other_failures_are_outages() -> None:
+    p, _ = rest_source([])
+    verdict = p.refusal(rest.AuthRefused(403, "records: 403 forbidden"))
+    assert isinstance(verdict, PollStopped) and verdict.state == "blocked"
+    assert p.refusal(CommandFailed(ErrorCode.UNAVAILABLE, "no answer", retryable=True)) is None
+    assert p.refusal(OSError("reset")) is None
+
+
+def test_a_vendor_may_count_refusals_and_keep_its_rate_limits_outages() -> None:
+    class Patient(RestSource):
+        rate_limits_defer = False
+        refusals = 0
+
+        def stops(self, exc: rest.AuthRefused) -> bool:
+            self.refusals += 1
+            return self.refusals >= 2
+
+    p = Patient(CountingStore(), LinkState("t", "fakepoll", ZoneInfo("UTC"), include_raw=False))
+    refused = rest.AuthRefused(401, "401")
+    assert p.refusal(refused) is None, "the first refusal in a row is an outage"
+    assert isinstance(p.refusal(refused), PollStopped)
+    assert p.refusal(rest.RateLimited("429", 5.0)) is None

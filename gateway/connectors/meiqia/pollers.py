@@ -22,9 +22,11 @@ Webhooks (``cdr.hangup``) hand their events to :meth:`RecordsPoller.offer`: the 
 under the same lock as a poll, so a call delivered by a webhook and later polled (or the
 other way round, or delivered twice) is published once.
 
-Refusals: a 401 stops polling (``gateway.connection`` ``auth_failed``) until the gateway is
-restarted with a valid token; a 429 pauses it for ``Retry-After`` (with jitter); anything else
-is an outage with backoff. Both sources read them alike (:class:`MeiqiaPoller`).
+Refusals (read by the polling base): a 401 stops polling (``gateway.connection``
+``auth_failed``) until the gateway is restarted with a valid token; a 429 pauses it for
+``Retry-After`` (capped, with jitter); anything else is an outage with backoff.
+:class:`MeiqiaPoller` says only Meiqia's reason text and wait, and stops without asking once
+the client saw the token refused.
 
 Seats: a seat is a SIP account agents are bound to (``sip``, ``agent_id``, ``agent_name``,
 ``occupied`` y/n, ``expiration_at``, ``password``). Meiqia announces no change, so the whole
@@ -43,9 +45,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final
 
 from gateway.connectors.link import LinkState
-from gateway.connectors.meiqia.client import MeiqiaAuthRejected, MeiqiaClient, MeiqiaRateLimited
+from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.connectors.meiqia.normalize import records_events, seat_events, seat_snapshot
-from gateway.connectors.polling import PollDeferred, Poller, PollResult, PollStopped
+from gateway.connectors.polling import Poller, PollResult, PollStopped
+from gateway.connectors.rest import AuthRefused, RateLimited
 from gateway.connectors.watermark import parse_iso
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
@@ -88,7 +91,7 @@ def seat_rows(answer: Any) -> list[Any]:
 
 class MeiqiaPoller(Poller):
     """A polled source of one enterprise (``source`` names its cursor), and what Meiqia's
-    refusals mean for every one."""
+    refusals say for every one."""
 
     source: ClassVar[str]
 
@@ -103,13 +106,11 @@ class MeiqiaPoller(Poller):
             return None
         return PollStopped("auth_failed", stopped_reason(self.client))
 
-    def refusal(self, exc: Exception) -> PollStopped | PollDeferred | None:
-        if isinstance(exc, MeiqiaAuthRejected):
-            return PollStopped("auth_failed", stopped_reason(self.client))
-        if isinstance(exc, MeiqiaRateLimited):
-            wait = self.client.wait_for(exc, fallback_s=self._backoff.next_delay())
-            return PollDeferred(wait, exc.message)
-        return None
+    def stop_reason(self, exc: AuthRefused) -> str:
+        return stopped_reason(self.client)
+
+    def retry_after(self, exc: RateLimited) -> float:
+        return self.client.wait_for(exc, fallback_s=self._backoff.next_delay())
 
 
 class RecordsPoller(MeiqiaPoller):
