@@ -60,8 +60,10 @@ class LinkState:
 
     A link may have several sources (a push subscription and a poller, say), each reporting
     under its own ``source`` name; the link is ``connected`` only while every source that has
-    reported is, and otherwise takes the worst one's state and reason (``auth_failed`` and
-    ``blocked`` before ``disconnected``), so one healthy source never hides another's outage.
+    reported is and every source it expects (:meth:`expect`) has (a poller's first success never
+    announces a push link that is not subscribed yet), and otherwise takes the worst one's state
+    and reason (``auth_failed`` and ``blocked`` before ``disconnected``), so one healthy source
+    never hides another's outage.
     """
 
     def __init__(self, tenant: str, vendor: str, tz: ZoneInfo, *, include_raw: bool) -> None:
@@ -77,6 +79,8 @@ class LinkState:
         #: The normalizer's memory of this link's stream (see ``StreamMemory``).
         self.memory = StreamMemory()
         self._sources: dict[str, tuple[ConnectionState, str | None]] = {}
+        #: Sources that must report before the link may show ``connected`` (see :meth:`expect`).
+        self._expected: set[str] = set()
         self._emit: Emit | None = None
         #: Where live messages' events go without waiting for the disk (set by a connector
         #: given one in its resources); ``None``: every event is awaited through ``emit``.
@@ -84,6 +88,12 @@ class LinkState:
         self._frames = FRAMES_RECEIVED.labels(tenant, vendor)
         self._closing = False  # while the gateway itself takes the link down
         self._log = get_logger(f"{vendor}.link").bind(tenant=tenant)
+
+    def expect(self, source: str) -> None:
+        """``source`` must report before the link shows ``connected``: a push subscription, whose
+        events published before it is in place are gone (a poller reads them later anyway). A
+        consumer that sees ``connected`` may rely on what the PBX sends from then on."""
+        self._expected.add(source)
 
     def attach(self, emit: Emit) -> None:
         """Where events go from now on (given to the connector's ``run``)."""
@@ -130,6 +140,8 @@ class LinkState:
         trouble also on a new reason, e.g. giving up)."""
         self._sources[source] = (state, reason)
         state, reason = min(self._sources.values(), key=lambda s: _SEVERITY[s[0]])
+        if state == "connected" and not self._expected <= self._sources.keys():
+            return  # not yet: a source the link needs has not come up
         if state == self.state and (
             state not in ("auth_failed", "blocked") or reason == self.reason
         ):
@@ -192,6 +204,7 @@ class PushLink(Generic[S]):
         on_connect_error: Callable[[BaseException], Awaitable[None]] | None = None,
     ) -> None:
         self.state = state
+        state.expect("link")  # connected only once subscribed: what comes then is not lost
         self.watermark = watermark
         self._backoff = backoff
         self._connect = connect
@@ -210,8 +223,8 @@ class PushLink(Generic[S]):
                 try:
                     session = await self._connect()
                 except (Exception, asyncio.CancelledError) as exc:
-                    if isinstance(exc, asyncio.CancelledError) and stopping():
-                        raise
+                    if stopping():  # also when a library turned the stop into another error
+                        raise asyncio.CancelledError from exc
                     gap = gap or self.watermark.interrupted(datetime.now(UTC))
                     await self.state.set("disconnected", describe(exc))
                     if self._on_connect_error is not None:
@@ -226,11 +239,16 @@ class PushLink(Generic[S]):
                     self._start_recovery(gap, live)
                     gap = None
                 try:
+                    task = asyncio.current_task()
+                    if task is not None and stopping():  # a library swallowed the stop (its
+                        task.cancel()  # wait_for, Python 3.11): serve ends, closing the session
                     reason = await self._serve(session)
                 except asyncio.CancelledError:
                     if stopping():
                         raise
                     reason = "the session was cancelled by the vendor client"
+                if stopping():  # the session ended because of a stop it did not pass on
+                    raise asyncio.CancelledError
                 gap = self.watermark.interrupted(datetime.now(UTC))
                 await self.state.set("disconnected", reason)
                 await asyncio.sleep(self._backoff.next_delay())

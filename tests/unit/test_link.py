@@ -4,10 +4,13 @@ the vendor's recovery fails, and the watermark a restart resumes from."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from gateway.bus.outbox import Outbox
 from gateway.bus.publisher import EventPublisher
@@ -395,3 +398,66 @@ async def test_live_events_share_a_commit_at_most_one_window_after_the_last(
     await wait_for(lambda: outbox.staged == 0, 5, 0.01)
     assert outbox.staged == 0 and len(outbox) == 3
     outbox.close()
+
+
+async def test_a_poller_never_announces_a_push_link_not_yet_subscribed() -> None:
+    """What the PBX pushes before the subscription is in place is gone: ``connected`` waits for
+    the push link even when the configuration poller is up first."""
+    store = StoreSlice(StateStore(":memory:"), "fakepush:t:")
+    vendor, sent = Vendor(), []
+    push = link(vendor, store, sent)
+    await push.state.set("connected", None, source="poll:config")
+    assert not of(sent, "gateway.connection") and push.state.state is None
+    task = asyncio.create_task(push.run())
+    try:
+        await wait_for(lambda: vendor.sessions == 1 and bool(of(sent, "gateway.connection")))
+        assert [e.data["state"] for e in of(sent, "gateway.connection")] == ["connected"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class Swallower(Vendor):
+    """A vendor client that, like nats-py's waits on Python 3.11, swallows a cancellation
+    arriving with a result: in ``connect`` (returns a session) or in ``serve`` (returns)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+        self.entered = asyncio.Event()
+        self.closed = 0
+
+    async def connect(self) -> int:
+        if self.where == "connect":
+            self.entered.set()
+            await _swallow_one_cancel()
+        return await super().connect()
+
+    async def serve(self, session: int) -> str:
+        try:
+            if self.where == "serve":
+                self.entered.set()
+                await _swallow_one_cancel()
+                return "the library returned as if nothing happened"
+            return await super().serve(session)
+        finally:
+            self.closed += 1
+
+
+async def _swallow_one_cancel() -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(3600)
+
+
+@pytest.mark.parametrize("where", ["connect", "serve"])
+async def test_a_stop_a_library_swallows_still_ends_the_link(where: str) -> None:
+    """A stop lost inside a vendor library never leaves the link running (the gateway would
+    never stop, or keep a PBX it handed over): the link ends, its session closed."""
+    store = StoreSlice(StateStore(":memory:"), "fakepush:t:")
+    vendor, sent = Swallower(where), []
+    task = asyncio.create_task(link(vendor, store, sent).run())
+    await asyncio.wait_for(vendor.entered.wait(), 5)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done == {task} and task.cancelled()
+    assert vendor.closed == vendor.sessions  # a session it opened was served and so closed

@@ -36,6 +36,7 @@ def pbx_for(sim: XSwitchSimulator, tenant: str, **overrides: Any) -> XSwitchPbxS
         "dev_key": sim.dev_key,
         "nats_url": sim.nats_url,
         "subject_prefix": sim.prefix,
+        "command_prefix": sim.command_prefix,  # this test's node alone answers
         "timezone": "Asia/Shanghai",
         "include_raw": True,
         "ping_interval_s": 10.0,  # a cut is seen at once (EOF); a loaded machine is no cut

@@ -13,6 +13,8 @@ import orjson
 import pytest
 import yaml
 
+from gateway.connectors.xswitch import connector as xswitch_connector
+from gateway.connectors.xswitch.connector import XSwitchConnector
 from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 from gateway.settings import BackoffSettings
 from gateway.sim.xswitch.cli import XSwitchSimulator
@@ -254,3 +256,34 @@ async def test_calls_another_controller_accepted_are_observed_to_their_end(
     ]
     assert destroys and set(destroys) == {own}  # reported only to that controller
     assert not [e for e in got.events if e["type"] == "gateway.rejected"]
+
+
+@pytest.mark.parametrize("jetstream", ["on", "off"])
+async def test_connected_is_said_only_once_the_link_is_subscribed(
+    jetstream: str, xsim: XSwitchSimulator, unique: str, collector, monkeypatch
+) -> None:
+    """The configuration poller is up long before the NATS session (held here): the link must
+    not say ``connected`` until it is subscribed (with JetStream: its stream made), else what
+    the PBX publishes on that cue is never read."""
+    opened = asyncio.Event()
+    real_open = xswitch_connector.open_session
+
+    async def held_open(pbx: XSwitchPbxSettings) -> Any:
+        await opened.wait()
+        return await real_open(pbx)
+
+    monkeypatch.setattr(xswitch_connector, "open_session", held_open)
+    tenant = f"x{unique}"
+    got: Collected = await collector(tenant)
+    async with stream_removed(pbx_for(xsim, tenant, jetstream=jetstream)) as pbx:
+        async with running_gateway(pbx) as app:
+            await wait_for(lambda: bool(app.connectors), timeout=15)
+            (link,) = [c for c in app.connectors if c.tenant == tenant]
+            assert isinstance(link, XSwitchConnector)
+            await wait_for(lambda: link.config.last_success is not None, timeout=15)
+            assert link.health()["state"] != "connected"
+            opened.set()
+            await wait_for(lambda: connected_count(got) >= 1, timeout=15)
+            calls = _first_legs(await xsim.node.publish_calls(KINDS))
+            await wait_for(lambda: calls <= _ended(got.events), timeout=20)
+    assert connected_count(got) == 1

@@ -300,7 +300,7 @@ async def serve(
     if session.pull is not None:
         while not session.closed.is_set():
             try:
-                messages = await session.pull.fetch(batch, timeout=1.0)
+                messages = await _fetch(session.pull, batch)
             except (NatsTimeout, TimeoutError):  # nothing new within the second (both kinds)
                 continue
             except Exception as exc:
@@ -335,6 +335,27 @@ async def serve(
             await handle(getter.result().data, None)
         elif session.closed.is_set():
             return session.reason
+
+
+async def _fetch(pull: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
+    """``pull.fetch`` in a task of its own, so that a stop is never lost: nats-py waits for each
+    message with ``asyncio.wait_for``, which on Python 3.11 returns a message that arrives as it
+    is cancelled instead of raising (the link then read on forever and the gateway never
+    stopped). ``asyncio.wait`` always raises; what the abandoned fetch took is not acked and is
+    delivered again."""
+    fetching = asyncio.ensure_future(pull.fetch(batch, timeout=1.0))
+    try:
+        await asyncio.wait({fetching})
+    except asyncio.CancelledError:
+        fetching.cancel()
+        fetching.add_done_callback(_retrieve)
+        raise
+    return fetching.result()
+
+
+def _retrieve(task: asyncio.Future[list[Msg]]) -> None:
+    if not task.cancelled():
+        task.exception()  # an abandoned fetch's error is of no interest (and not "never retrieved")
 
 
 def _position(msg: Msg) -> str | None:

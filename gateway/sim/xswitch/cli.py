@@ -20,6 +20,7 @@ class XSwitchSimulator:
         *,
         nats_url: str = "nats://127.0.0.1:4222",
         prefix: str | None = None,
+        command_prefix: str | None = None,
         dev_key: str | None = None,
         token_ttl_s: float = 3600.0,
         calls_per_second: float = 0.0,
@@ -33,6 +34,11 @@ class XSwitchSimulator:
         # A prefix of its own keeps one simulator's calls away from every other listener of a
         # shared NATS server (``from-<tenant>.`` is XCC's multi-tenant form).
         self.prefix = f"from-sim{secrets.token_hex(4)}." if prefix is None else prefix
+        # ... and its node's own command subjects: two simulators both listening on
+        # ``cn.xswitch.node.<node-uuid>`` would both answer (and act on) every request.
+        self.command_prefix = (
+            command_prefix_for(self.prefix) if command_prefix is None else command_prefix
+        )
         self.dev_key = dev_key or secrets.token_hex(16)
         self.nats_url = nats_url
         self.rest = XccRestSimulator(self.dev_key, token_ttl_s=token_ttl_s, seed=seed)
@@ -40,6 +46,7 @@ class XSwitchSimulator:
         self.node = XccNodeSimulator(
             nats_url,
             prefix=self.prefix,
+            command_prefix=self.command_prefix,
             calls_per_second=calls_per_second,
             seed=seed,
             tz=tz,
@@ -47,7 +54,12 @@ class XSwitchSimulator:
         )
         # A business controller beside the gateway, accepting every other call.
         self.controller = (
-            BusinessController(nats_url, prefix=self.prefix, on_accept=on_accept)
+            BusinessController(
+                nats_url,
+                prefix=self.prefix,
+                command_prefix=self.command_prefix,
+                on_accept=on_accept,
+            )
             if controller
             else None
         )
@@ -78,12 +90,24 @@ class XSwitchSimulator:
         await self.rest.stop()
 
 
+def command_prefix_for(prefix: str) -> str:
+    """XCC's multi-tenant pair: a node publishing under ``from-<tenant>.`` takes requests under
+    ``to-<tenant>.``; without a ``from-`` prefix, requests go to the bare subjects."""
+    return "to-" + prefix.removeprefix("from-") if prefix.startswith("from-") else ""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="REST listen address")
     parser.add_argument("--port", type=int, default=8081, help="REST listen port (0 = ephemeral)")
     parser.add_argument("--nats-url", default="nats://127.0.0.1:4222", help="NATS server")
     parser.add_argument(
         "--prefix", default="", help="subject prefix, e.g. 'from-acme.' (multi-tenant XCC)"
+    )
+    parser.add_argument(
+        "--command-prefix",
+        default=None,
+        help="prefix of the node's request subjects, e.g. 'to-acme.' (default: 'to-<tenant>.'"
+        " for a 'from-<tenant>.' prefix, else none)",
     )
     parser.add_argument("--dev-key", default="sim-dev-key", help="the developer key to accept")
     parser.add_argument("--token-ttl", type=float, default=3600, help="user token lifetime, s")
@@ -104,6 +128,7 @@ async def serve(args: argparse.Namespace) -> None:
     sim = XSwitchSimulator(
         nats_url=args.nats_url,
         prefix=args.prefix,
+        command_prefix=args.command_prefix,
         dev_key=args.dev_key,
         token_ttl_s=args.token_ttl,
         calls_per_second=args.calls_per_second,
@@ -117,7 +142,7 @@ async def serve(args: argparse.Namespace) -> None:
         f"  dev_key: {sim.dev_key}\n"
         f"  subjects: {sim.prefix}cn.xswitch.ctrl, {sim.prefix}cn.xswitch.ctrl.event.cdr,"
         f" {sim.prefix}cn.xswitch.cdr\n"
-        f"  node requests: cn.xswitch.node.{sim.node.node_uuid}",
+        f"  node requests: {sim.command_prefix}cn.xswitch.node.{sim.node.node_uuid}",
         flush=True,
     )
     try:

@@ -39,6 +39,7 @@ async def demo(options: DemoOptions) -> AsyncIterator[XSwitchPbxSettings]:
             dev_key=sim.dev_key,
             nats_url=sim.nats_url,
             subject_prefix=sim.prefix,
+            command_prefix=sim.command_prefix,
             jetstream="off",  # a demo leaves no stream behind on the shared server
             config_poll_interval_s=5.0,
             timezone=DEMO_TZ,
