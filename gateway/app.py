@@ -230,6 +230,7 @@ class GatewayApp:
             public=(public.host, public.port) if public else None,
             auth=AdminAuth(http.admin.bearer(), http.admin.basic()),
             max_in_flight=http.public.max_in_flight,
+            header_timeout_s=http.header_timeout_s,
         )
         try:
             await self.web.start()

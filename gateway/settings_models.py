@@ -227,6 +227,13 @@ class HttpSettings(_Strict):
     )
     admin: AdminListenerSettings = Field(default_factory=AdminListenerSettings)
     public: PublicListenerSettings = Field(default_factory=PublicListenerSettings)
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="a connection to either listener that has not sent a request's headers"
+        " this long after it opened or after its previous response is closed (slow clients)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -302,7 +309,7 @@ class PbxSettings(_Strict):
     ca_file: Path | None = Field(
         None,
         description="PEM certificates of the CA that signed the PBX's certificate (a customer's"
-        " own CA), trusted for this PBX's HTTPS and WebSocket links besides the system's",
+        " own CA), trusted for this PBX's HTTPS, WebSocket and NATS links besides the system's",
     )
 
     @field_validator("ca_file")

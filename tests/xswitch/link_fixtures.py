@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.connectors.xswitch.nats_link import delete_stream
+from gateway.connectors.xswitch.link import delete_stream
 from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 from gateway.settings import BackoffSettings
 from gateway.sim.xswitch.cli import XSwitchSimulator
