@@ -7,8 +7,8 @@ entry point of ``pbx_gateway.vendors``) imports from here only; its tests add
 
 from __future__ import annotations
 
-from gateway.connectors.base import Connector, Emit, Spool
-from gateway.connectors.link import LinkState, PushLink
+from gateway.connectors.base import Connector, Emit, Spool, WebhookReceiver
+from gateway.connectors.link import BaseConnector, LinkState, Part, PushLink
 from gateway.connectors.plugin import (
     DemoOptions,
     LinkResources,
@@ -53,6 +53,7 @@ __all__ = [
     "EVENT_TYPES",
     "Backoff",
     "BackoffSettings",
+    "BaseConnector",
     "CallData",
     "CdrData",
     "CloudEvent",
@@ -68,6 +69,7 @@ __all__ = [
     "LinkState",
     "Member",
     "NormalizeContext",
+    "Part",
     "PbxSettings",
     "PluginError",
     "PollDeferred",
@@ -82,6 +84,7 @@ __all__ = [
     "VendorPlugin",
     "VendorRoutes",
     "Watermark",
+    "WebhookReceiver",
     "check_secret_source",
     "command_name",
     "make_event",

@@ -40,6 +40,15 @@ class BusSettings(_Strict):
     )
     events_exchange: str = Field("pbx.events", description="the topic exchange events go to")
     confirm_window: int = Field(256, ge=1, le=65535, description="unconfirmed publishes in flight")
+    coalesce_ms: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="live events arriving within this many ms are written to the outbox and"
+        " published together (one commit, one socket write, one confirm round); 0: each turn of"
+        " the event loop on its own, lower latency but several times the CPU per event at"
+        " ordinary rates",
+    )
     reconnect_interval_s: float = Field(
         1.0, gt=0, description="pause between two attempts to reach the broker"
     )

@@ -153,9 +153,7 @@ class CommandJournal:
                 if self._closing or time.monotonic() + delay > deadline:
                     raise
                 if failures == 1:
-                    self._log.info(
-                        "ledger_stream_retrying", operation=what, error=_describe(exc)
-                    )
+                    self._log.info("ledger_stream_retrying", operation=what, error=_describe(exc))
                 await asyncio.sleep(delay)
                 delay = min(_RETRY_MAX_S, delay * 2)
                 await self._until_connected(deadline)
@@ -251,6 +249,18 @@ class CommandJournal:
             stream=self.queue_name,
             since=None if since is None else round(since - self._replay_overlap_s, 3),
         )
+
+    async def add_tenants(self, tenants: Iterable[str]) -> None:
+        """Follow more tenants (PBXs added to the configuration): the stream is read again
+        from its start so what earlier owners of these PBXs executed is known before any of
+        their commands is taken here (records merged twice change nothing)."""
+        new = frozenset(tenants) - self._tenants
+        if not new or self._ledger is None:
+            self._tenants |= new
+            return
+        self._tenants |= new
+        self._next_offset = "first"
+        await self._retrying("follow", self._subscribe)
 
     async def _subscribe(self) -> None:
         """(Re)start the follower's consumer at the next record it has not seen, on a fresh

@@ -9,16 +9,20 @@ channel keeps every declared queue object to re-declare it after a reconnect).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from typing import Any
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
+from pamqp.commands import Basic
 
 from gateway.bus.topology import QueueType, declare_durable_queue
 
 STATE_PREFIX = "pbx.state."
+_PERSISTENT = Basic.Properties(delivery_mode=2)
 
 
 class SharedState:
@@ -29,11 +33,14 @@ class SharedState:
         self._queue_type: QueueType = queue_type
         self._channel: AbstractChannel | None = None
         self._queues: dict[str, AbstractQueue] = {}
+        self._opening = asyncio.Lock()
 
     async def _queue(self, tenant: str) -> AbstractQueue:
         if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel(publisher_confirms=True)
-            self._queues.clear()
+            async with self._opening:  # several PBXs start at once: one channel for them all
+                if self._channel is None or self._channel.is_closed:
+                    self._channel = await self._connection.channel(publisher_confirms=True)
+                    self._queues.clear()
         queue = self._queues.get(tenant)
         if queue is None:
             queue = await declare_durable_queue(
@@ -46,13 +53,24 @@ class SharedState:
         return queue
 
     async def push(self, tenant: str, values: dict[str, str]) -> None:
+        """Publish the snapshot and wait for its confirm (raises on a nack or a lost channel).
+
+        Pipelined: the publish is written without waiting for the socket to drain, so the
+        channel is held only while the frames are queued. A clean stop pushes every PBX's state
+        at once; with one channel held per publish until its frames were written, thousands of
+        them queued behind each other past their timeout."""
         queue = await self._queue(tenant)
         assert self._channel is not None
         body = orjson.dumps({"written_at": time.time(), "values": values})
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+        underlay: Any = await self._channel.get_underlay_channel()  # (`wait` is not in its ABC)
+        confirmation = await underlay.basic_publish(
+            body,
             routing_key=queue.name,
+            properties=_PERSISTENT,
+            wait=False,
         )
+        if confirmation is not None and not isinstance(confirmation, Basic.Ack):
+            raise aio_pika.exceptions.DeliveryError(None, confirmation)
 
     async def pull(self, tenant: str) -> tuple[dict[str, str], float] | None:
         queue = await self._queue(tenant)

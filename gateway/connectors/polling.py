@@ -254,7 +254,8 @@ class Poller:
             self._later.flush()  # what webhooks passed since the last save
 
     async def _run(self) -> None:
-        self.load()
+        async with self._polling:  # not in the middle of a webhook's offer
+            self.load()
         if self.last_success is not None:
             self._failing_since = self.last_success  # a previous run: the time since is a gap
         while True:

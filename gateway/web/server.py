@@ -134,8 +134,11 @@ def build_web_app(
     vendor_routes: VendorRoutes | None = None,
     board: StatusBoard | None = None,
     auth: AdminAuth | None = None,
+    config: Status | None = None,
 ) -> web.Application:
-    """The admin listener's app; with ``vendor_routes``, the single-listener layout."""
+    """The admin listener's app; with ``vendor_routes``, the single-listener layout; with
+    ``config``, ``/config.json`` serves the running configuration's fingerprints (no secret,
+    no value: what ``gateway config check --against`` compares a file with)."""
     board = board if board is not None else StatusBoard(status)
 
     async def page(_: web.Request) -> web.Response:
@@ -158,6 +161,11 @@ def build_web_app(
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def config_json(_: web.Request) -> web.Response:
+        if config is None:
+            return web.json_response(NOT_FOUND, status=404)
+        return web.json_response(config(), headers={"Cache-Control": "no-store"}, dumps=_dumps)
+
     middlewares = [_auth_middleware(auth, status)] if auth else []
     app = web.Application(middlewares=middlewares)
     app.add_routes(
@@ -168,6 +176,7 @@ def build_web_app(
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.get("/metrics", metrics),
+            web.get("/config.json", config_json),
         ]
     )
     _mount(app, vendor_routes)
@@ -255,10 +264,13 @@ class WebServer:
         auth: AdminAuth | None = None,
         max_in_flight: int = 256,
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        config: Status | None = None,
     ) -> None:
         self.board = StatusBoard(status)
         single = public is None
-        admin_app = build_web_app(status, vendor_routes if single else None, self.board, auth)
+        admin_app = build_web_app(
+            status, vendor_routes if single else None, self.board, auth, config
+        )
         self.admin = Listener("admin", admin_app, host, port, header_timeout_s)
         self.public = (
             None

@@ -3,7 +3,10 @@ the gateway's Prometheus counters, and the last warnings and errors.
 
 The app's ``status()`` says what is true now (links, broker, outbox); the board adds how things
 have moved: events/s per PBX, the age of each PBX's last event, commands per minute and failures
-by error code. It samples the counters once a second while the web server runs.
+by error code. It samples the counters every five seconds while the web server runs (and
+whenever the page is read): each sample walks every PBX's counters, so with thousands of PBXs a
+sample a second was a noticeable share of an idle instance's CPU, and the minute of samples kept
+for the rates a noticeable share of its memory.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ class StatusBoard:
         body["errors"] = list(reversed(RECENT_PROBLEMS))
         return body
 
-    async def run(self, interval_s: float = 1.0) -> None:
+    async def run(self, interval_s: float = 5.0) -> None:
         while True:
             self.sample()
             await asyncio.sleep(interval_s)

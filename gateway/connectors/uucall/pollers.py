@@ -376,19 +376,12 @@ POLLERS: Final = tuple(source.source for source in SOURCES)
 
 
 class AccountPollers:
-    """The five pollers of one enterprise account (see the module docstring)."""
+    """The five pollers of one enterprise account (see the module docstring), each built with
+    the arguments given here (:class:`UucallPoller`'s)."""
 
-    def __init__(
-        self,
-        client: UucallClient,
-        settings: UucallPbxSettings,
-        store: KeyValue,
-        state: LinkState,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, *args: Any, **options: Any) -> None:
         self.pollers: dict[str, UucallPoller] = {
-            source.source: source(client, settings, store, state, clock=clock) for source in SOURCES
+            source.source: source(*args, **options) for source in SOURCES
         }
         #: The pollers to run (an interval of 0 turns a source off).
         self.enabled = [name for name, poller in self.pollers.items() if poller.enabled]
