@@ -7,7 +7,6 @@ import time
 
 from gateway.settings_models import BackoffSettings
 
-
 #: The jitter's source unless one is given: one for the process. A ``random.Random`` of each
 #: backoff's own holds 2.5 KB of generator state, and there are a few per PBX.
 _SHARED_RNG = random.Random()
