@@ -268,6 +268,8 @@ async def run_one(
                 await proc.wait()
         await sim.stop()
         await node.destroy()
+    kept = Path(tempfile.gettempdir()) / f"bench-scale-{pbxs}.log"  # the whole log, for a look
+    shutil.copyfile(state / "gateway.log", kept)
     log_tail = (state / "gateway.log").read_text(errors="replace").splitlines()[-5:]
     log = read_log(state / "gateway.log")
     shutil.rmtree(state, ignore_errors=True)
@@ -305,6 +307,7 @@ async def run_one(
         "warnings": sum(log["problems"].values()),
         "idle_profile": top,
         "tree": str(tree) if tree else None,
+        "gateway_log": str(kept),
         "gateway_log_tail": log_tail,
     }
 

@@ -23,6 +23,7 @@ from gateway.bus.topology import QueueType, declare_durable_queue
 
 STATE_PREFIX = "pbx.state."
 _PERSISTENT = Basic.Properties(delivery_mode=2)
+_PUSHES_AT_ONCE = 256  # snapshots awaiting their confirm at once
 
 
 class SharedState:
@@ -34,6 +35,7 @@ class SharedState:
         self._channel: AbstractChannel | None = None
         self._queues: dict[str, AbstractQueue] = {}
         self._opening = asyncio.Lock()
+        self._pushes = asyncio.Semaphore(_PUSHES_AT_ONCE)
 
     async def _queue(self, tenant: str) -> AbstractQueue:
         if self._channel is None or self._channel.is_closed:
@@ -52,13 +54,22 @@ class SharedState:
             self._queues[tenant] = queue
         return queue
 
-    async def push(self, tenant: str, values: dict[str, str]) -> None:
-        """Publish the snapshot and wait for its confirm (raises on a nack or a lost channel).
+    async def push(
+        self, tenant: str, values: dict[str, str], *, timeout: float | None = None
+    ) -> None:
+        """Publish the snapshot and wait for its confirm (raises on a nack, a lost channel, or
+        ``timeout`` s after the push started).
 
-        Pipelined: the publish is written without waiting for the socket to drain, so the
-        channel is held only while the frames are queued. A clean stop pushes every PBX's state
-        at once; with one channel held per publish until its frames were written, thousands of
-        them queued behind each other past their timeout."""
+        A clean stop pushes every PBX's state at once: at most ``_PUSHES_AT_ONCE`` are in flight,
+        each one's timeout counted from its own start (the broker writes each snapshot to a
+        queue of its own, and confirms thousands of them over several seconds: with one timeout
+        for all, the last ones ran out although they arrived). Pipelined: the publish is written
+        without waiting for the socket to drain, so the channel is held only while its frames
+        are queued."""
+        async with self._pushes, asyncio.timeout(timeout):
+            await self._push(tenant, values)
+
+    async def _push(self, tenant: str, values: dict[str, str]) -> None:
         queue = await self._queue(tenant)
         assert self._channel is not None
         body = orjson.dumps({"written_at": time.time(), "values": values})
