@@ -175,9 +175,18 @@ class GatewayUnderTest:
     #: The event type every bench frame becomes (others count as ``other``).
     bench_types: frozenset[str] = frozenset({"call.answered"})
 
-    def __init__(self, *, full: bool, profile: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        full: bool,
+        profile: Path | None = None,
+        bus: dict[str, Any] | None = None,
+        tree: Path | None = None,
+    ) -> None:
         self.full = full  # leases, commands and recovery on (the defaults) or off
         self.profile = profile
+        self.bus = bus or {}  # more `bus` settings (e.g. coalesce_ms)
+        self.tree = tree  # run the gateway of this source tree (an older revision, say)
         self.run = uuid.uuid4().hex[:8]
         self.tenant = f"bench-{self.run}"
         self.events_exchange = f"bench.events.{self.run}"
@@ -225,7 +234,7 @@ class GatewayUnderTest:
 
     def _config(self) -> Path:
         settings: dict[str, Any] = {
-            "bus": {"url": AMQP_URL, "events_exchange": self.events_exchange},
+            "bus": {"url": AMQP_URL, "events_exchange": self.events_exchange, **self.bus},
             "http": self._http(),
             "state_dir": str(self.dir / "state"),
             "shutdown_timeout_s": 30,
@@ -257,8 +266,11 @@ class GatewayUnderTest:
             command = ["py-spy", "record", "-r", "200", "-f", "raw", "-o", str(self.profile)]
             command += ["--", *command_tail(self._config())]
         log = (self.dir / "gateway.log").open("wb")
+        env = None
+        if self.tree is not None:  # `python -m` puts the working folder first on the path
+            env = {**os.environ, "PYTHONPATH": str(self.tree)}
         self.proc = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.DEVNULL, stderr=log
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=log, env=env, cwd=self.tree
         )
         log.close()
         await self._until(self._ready, 30, "the gateway did not subscribe")

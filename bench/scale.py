@@ -9,7 +9,17 @@ ledger and recovery on), its config listing that many PBXs. Measured:
 - token requests: total and the most in any one second (no PBX asks twice);
 - while idle (``--idle-s``): gateway RSS and CPU (% of one core);
 - broker RSS growth (node before the gateway vs idle with it) and the broker's objects: queues by
-  type, channels, consumers, connections, Erlang processes (total, and per PBX).
+  type, channels, consumers, connections, Erlang processes (total, and per PBX);
+- then a clean stop (SIGTERM): how long it takes, the exit code, and how many PBXs' states were
+  shared (their ``pbx.state.<tenant>`` queue holds the snapshot);
+- the log from start to stop (the gateway's default level, INFO, unless ``--log-level``): lines
+  by level, the warnings and errors by event, and any ``error`` field left empty (the simulated
+  PBXs run the newer firmware unless ``--firmware``).
+
+``--tree DIR`` runs the gateway of another source tree (``git archive REV | tar -x -C DIR``):
+before and after on the same machine. ``--tracemalloc FILE``: where the idle gateway's memory is
+held, by line (bench/tracemem.py). ``--profile-idle FILE``: py-spy (``--gil``) records the
+gateway while idle (FILE gets the PBX count appended); its top functions are printed.
 
 Results are printed as a table and saved to bench/results/scale.json.
 """
@@ -22,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -54,6 +65,10 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def written(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
 def subscribed(sim: YeastarSimulator) -> int:
     return sum(1 for conn in list(sim._conns) if conn.topics)
 
@@ -73,15 +88,69 @@ async def broker_objects(node: RabbitNode) -> dict[str, Any]:
     }
 
 
-def config(sim: YeastarSimulator, node: RabbitNode, pbxs: int, state: Path) -> Path:
+async def shared_states(node: RabbitNode) -> int:
+    """PBX state queues holding a snapshot (what a clean stop hands to the next owner)."""
+    rows = await node.ctl("list_queues", "name", "messages", "--no-table-headers")
+    count = 0
+    for line in rows.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].startswith("pbx.state.") and parts[1] != "0":
+            count += 1
+    return count
+
+
+def read_log(path: Path) -> dict[str, Any]:
+    """Lines by level, warnings and errors by event, and those whose ``error`` is empty."""
+    levels: Counter[str] = Counter()
+    problems: Counter[str] = Counter()
+    empty_errors: Counter[str] = Counter()
+    samples: dict[str, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            levels["unparsed"] += 1
+            continue
+        level = str(entry.get("level", "?"))
+        levels[level] += 1
+        event = str(entry.get("event", ""))[:80]
+        if level in ("warning", "error", "critical"):
+            problems[f"{level} {event}"] += 1
+            samples.setdefault(f"{level} {event}", line[:400])
+        if "error" in entry and not entry["error"]:
+            empty_errors[event] += 1
+    return {
+        "levels": dict(levels),
+        "problems": dict(problems.most_common()),
+        "problem_samples": samples,
+        "empty_errors": dict(empty_errors),
+    }
+
+
+def profile_top(path: Path, limit: int = 15) -> list[tuple[str, float]]:
+    """py-spy's raw output: the functions holding most samples (share of all samples)."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            own[stack.split(";")[-1]] += int(count)
+            total += int(count)
+    return [(name, round(n / total, 3)) for name, n in own.most_common(limit)]
+
+
+def config(
+    sim: YeastarSimulator, node: RabbitNode, pbxs: int, state: Path, log_level: str | None
+) -> Path:
     path = state / "gateway.yaml"
+    logging = {} if log_level is None else {"logging": {"level": log_level}}
     path.write_text(
         yaml.safe_dump(
             {
                 "bus": {"url": node.url},
                 "state_dir": str(state / "var"),
                 "http": {"port": 0},
-                "logging": {"level": "WARNING"},
+                **logging,
                 "pbxs": [
                     {
                         "tenant": f"pbx{n:05d}",
@@ -98,9 +167,19 @@ def config(sim: YeastarSimulator, node: RabbitNode, pbxs: int, state: Path) -> P
     return path
 
 
-async def run_one(pbxs: int, idle_s: float, timeout_s: float) -> dict[str, Any]:
+async def run_one(
+    pbxs: int,
+    idle_s: float,
+    timeout_s: float,
+    *,
+    log_level: str | None = None,
+    tree: Path | None = None,
+    profile: Path | None = None,
+    firmware: str = "newer",
+    tracemalloc: Path | None = None,
+) -> dict[str, Any]:
     node = await asyncio.to_thread(start_node, "gwscale")
-    sim = YeastarSimulator(seed=1, idle_timeout=120)
+    sim = YeastarSimulator(seed=1, idle_timeout=120, firmware=firmware)
     await sim.start()
     state = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     proc: asyncio.subprocess.Process | None = None
@@ -108,18 +187,22 @@ async def run_one(pbxs: int, idle_s: float, timeout_s: float) -> dict[str, Any]:
         await asyncio.sleep(2)  # the fresh node settles
         broker_before = node.rss_bytes()
         objects_before = await broker_objects(node)
-        path = config(sim, node, pbxs, state)
+        path = config(sim, node, pbxs, state, log_level)
         started = time.monotonic()
+        env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+        launcher = ["-m", "gateway.cli"]
+        if tracemalloc is not None:
+            launcher = [str(ROOT / "bench" / "tracemem.py"), str(tracemalloc), "--"]
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "gateway.cli",
+            *launcher,
             "run",
             "--config",
             str(path),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=open(state / "gateway.log", "wb"),  # noqa: ASYNC230
-            cwd=str(ROOT),
+            cwd=str(tree or ROOT),
+            env=env,
         )
         tokens_per_s: Counter[int] = Counter()
         last_tokens = 0
@@ -147,6 +230,34 @@ async def run_one(pbxs: int, idle_s: float, timeout_s: float) -> dict[str, Any]:
         broker_after = node.rss_bytes()
         objects = await broker_objects(node)
         still = subscribed(sim)
+        top: list[tuple[str, float]] = []
+        if profile is not None:  # after the measure: py-spy costs the gateway some CPU
+            out = profile.with_name(f"{profile.stem}-{pbxs}{profile.suffix}")
+            spy = await asyncio.create_subprocess_exec(
+                *("py-spy", "record", "--gil", "-r", "100", "-f", "raw", "-o", str(out)),
+                *("-d", str(int(idle_s)), "--pid", str(proc.pid)),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            await spy.wait()
+            if out.exists():
+                top = profile_top(out)
+        if tracemalloc is not None:
+            tracemalloc.unlink(missing_ok=True)  # noqa: ASYNC240
+            proc.send_signal(signal.SIGUSR1)
+            for _ in range(600):
+                if written(tracemalloc):
+                    break
+                await asyncio.sleep(0.5)
+        stop_started = time.monotonic()
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 120)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        stop_s = time.monotonic() - stop_started
+        shared = await shared_states(node)
     finally:
         if proc is not None and proc.returncode is None:
             proc.terminate()
@@ -157,7 +268,10 @@ async def run_one(pbxs: int, idle_s: float, timeout_s: float) -> dict[str, Any]:
                 await proc.wait()
         await sim.stop()
         await node.destroy()
+    kept = Path(tempfile.gettempdir()) / f"bench-scale-{pbxs}.log"  # the whole log, for a look
+    shutil.copyfile(state / "gateway.log", kept)
     log_tail = (state / "gateway.log").read_text(errors="replace").splitlines()[-5:]
+    log = read_log(state / "gateway.log")
     shutil.rmtree(state, ignore_errors=True)
     per_pbx = {
         "queues": round(
@@ -186,6 +300,14 @@ async def run_one(pbxs: int, idle_s: float, timeout_s: float) -> dict[str, Any]:
         "broker_objects_before": objects_before,
         "per_pbx": per_pbx,
         "progress": progress[:: max(1, len(progress) // 20)],
+        "stop_s": round(stop_s, 2),
+        "exit_code": proc.returncode,
+        "states_shared": shared,
+        "log": log,
+        "warnings": sum(log["problems"].values()),
+        "idle_profile": top,
+        "tree": str(tree) if tree else None,
+        "gateway_log": str(kept),
         "gateway_log_tail": log_tail,
     }
 
@@ -195,12 +317,44 @@ async def main() -> None:
     parser.add_argument("--pbxs", type=int, nargs="+", default=[1000, 2000])
     parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--timeout-s", type=float, default=180.0)
+    parser.add_argument(
+        "--log-level", default=None, help="the gateway's log level (default: its own, INFO)"
+    )
+    parser.add_argument("--tree", type=Path, default=None, help="run this source tree's gateway")
+    parser.add_argument("--profile-idle", type=Path, default=None, help="py-spy while idle")
+    parser.add_argument("--label", default=None, help="results go to scale-<label>.json")
+    parser.add_argument(
+        "--tracemalloc",
+        type=Path,
+        default=None,
+        help="run the gateway under tracemalloc (bench/tracemem.py; slower) and write where its"
+        " memory is held, while idle, to this file",
+    )
+    parser.add_argument(
+        "--firmware",
+        choices=("newer", "v1.0"),
+        default="newer",
+        help="the simulated PBXs' firmware (v1.0 refuses the newer event ids: each PBX then"
+        " logs one subscription_narrowed warning, by design)",
+    )
     args = parser.parse_args()
-    runs = [await run_one(n, args.idle_s, args.timeout_s) for n in args.pbxs]
+    runs = [
+        await run_one(
+            n,
+            args.idle_s,
+            args.timeout_s,
+            log_level=args.log_level,
+            tree=args.tree,
+            profile=args.profile_idle,
+            firmware=args.firmware,
+            tracemalloc=args.tracemalloc,
+        )
+        for n in args.pbxs
+    ]
     print(
         f"\n{'PBXs':>6} {'subscribed s':>12} {'tokens':>7} {'tok/s max':>9} {'gw RSS MB':>9} "
         f"{'gw CPU %':>8} {'broker +MB':>10} {'queues':>7} {'streams':>7} {'channels':>8} "
-        f"{'consumers':>9} {'procs/PBX':>9}"
+        f"{'consumers':>9} {'procs/PBX':>9} {'stop s':>6} {'shared':>6} {'warnings':>8}"
     )
     for r in runs:
         o = r["broker_objects"]
@@ -209,10 +363,19 @@ async def main() -> None:
             f"{r['token_requests_max_per_s']:>9} {r['gateway_rss_mb']:>9} "
             f"{r['gateway_idle_cpu_pct']:>8} {r['broker_rss_growth_mb']:>10} "
             f"{sum(o['queues'].values()):>7} {o['queues'].get('stream', 0):>7} "
-            f"{o['channels']:>8} {o['consumers']:>9} {r['per_pbx']['erlang_processes']:>9}"
+            f"{o['channels']:>8} {o['consumers']:>9} {r['per_pbx']['erlang_processes']:>9} "
+            f"{r['stop_s']:>6} {r['states_shared']:>6} {r['warnings']:>8}"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    for r in runs:
+        for what, count in r["log"]["problems"].items():
+            print(f"  {r['pbxs']} PBXs: {count} x {what}")
+        for event, count in r["log"]["empty_errors"].items():
+            print(f"  {r['pbxs']} PBXs: {count} x {event} with an empty error")
+        for name, share in r["idle_profile"]:
+            print(f"  {r['pbxs']} PBXs idle: {share:6.1%} {name}")
+    out = RESULTS if args.label is None else RESULTS.with_name(f"scale-{args.label}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
         json.dumps(
             {
                 "when": datetime.now(UTC).isoformat(),
@@ -223,7 +386,7 @@ async def main() -> None:
             indent=2,
         )
     )
-    print(f"saved {RESULTS.relative_to(ROOT)}")
+    print(f"saved {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

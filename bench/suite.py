@@ -82,7 +82,9 @@ def normalizer_rates(seconds: float = 1.0) -> dict[str, float]:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     only = set(args.only)
     out: dict[str, Any] = {}
-    if only & {"e2e", "latency"}:
+    if "latency" in only:
+        out |= await measure_latency(args)
+    if "e2e" in only:
         gw = GatewayUnderTest(full=False, profile=args.profile)
         await gw.start()
         try:
@@ -108,20 +110,6 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     print(f"  e2e {rate:,.0f}/s, ceiling {ceiling:,.0f}/s, lost {lost}")
                 out["e2e"] = runs
-            if "latency" in only and args.profile is None:
-                out["latency"] = {}
-                for rate in args.rates:
-                    cpu_before = cpu_seconds(gw.gateway_pid)
-                    lat, lost = await paced(gw, rate, args.duration, first)
-                    cpu = cpu_seconds(gw.gateway_pid) - cpu_before
-                    frames = int(rate * args.duration)
-                    first += frames
-                    out["latency"][str(rate)] = summary_ms(lat) | {
-                        "lost": lost,
-                        "gateway_cpu_share": cpu / args.duration,  # of one core, while paced
-                        "gateway_cpu_us_per_frame": cpu / frames * 1e6,
-                    }
-                    print(f"  latency at {rate}/s: {out['latency'][str(rate)]}")
         finally:
             await gw.stop()
     if only & {"e2e", "commands"} and args.profile is None:
@@ -146,6 +134,50 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         out |= await measure_meiqia(args)
     if "normalize" in only:
         out["normalize"] = normalizer_rates()
+    return out
+
+
+async def measure_latency(args: argparse.Namespace) -> dict[str, Any]:
+    """Frames paced at each rate: latency and the gateway's CPU per frame. With several
+    ``--coalesce-ms`` values, one gateway per value runs at once (each idle while another is
+    measured) and the runs alternate between them, rate by rate, ``--repeat`` times: each
+    comparison is made within the same minute of the same noisy machine."""
+    variants: list[tuple[str, dict[str, Any], Path | None]] = []
+    if args.baseline_tree is not None:
+        variants.append(("baseline", {}, args.baseline_tree))
+    for value in args.coalesce_ms or ([] if variants else [None]):
+        key = "default" if value is None else f"{value:g}"
+        variants.append((key, {} if value is None else {"coalesce_ms": value}, None))
+    if args.baseline_tree is not None and not args.coalesce_ms:
+        variants.append(("default", {}, None))
+    gateways: dict[str, GatewayUnderTest] = {}
+    out: dict[str, Any] = {"latency": {}}
+    try:
+        for key, bus, tree in variants:
+            profile = args.profile if len(variants) == 1 else None
+            gw = gateways[key] = GatewayUnderTest(
+                full=False, profile=profile, bus=bus, tree=tree
+            )
+            await gw.start()
+        first = {key: 0 for key in gateways}
+        for _ in range(args.repeat):
+            for rate in args.rates:
+                for key, gw in gateways.items():
+                    cpu_before = cpu_seconds(gw.gateway_pid)
+                    lat, lost = await paced(gw, rate, args.duration, first[key])
+                    cpu = cpu_seconds(gw.gateway_pid) - cpu_before
+                    frames = int(rate * args.duration)
+                    first[key] += frames
+                    run = summary_ms(lat) | {
+                        "lost": lost,
+                        "gateway_cpu_share": cpu / args.duration,  # of one core, while paced
+                        "gateway_cpu_us_per_frame": cpu / frames * 1e6,
+                    }
+                    out["latency"].setdefault(key, {}).setdefault(f"{rate:g}", []).append(run)
+                    print(f"  coalesce_ms {key}, {rate:g}/s: {run}")
+    finally:
+        for gw in gateways.values():
+            await gw.stop()
     return out
 
 
@@ -312,23 +344,20 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
             cpu="Meiqia end to end",
             cpu_more=f"; answer p50 {answer['p50_ms']:.1f} / p99 {answer['p99_ms']:.1f} ms",
         )
-    for rate, lat in result.get("latency", {}).items():
-        goal = 10 if float(rate) <= 1000 else 20
-        rows.append(
-            (
-                f"latency at {float(rate):,.0f} frames/s, {args.duration:g} s",
-                f"p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} / max {lat['max_ms']:.1f} ms",
-                f"lost {lat['lost']} (goal p99 < {goal} ms)",
-            )
-        )
-        if "gateway_cpu_share" in lat:
-            rows.append(
-                (
-                    f"gateway CPU at {float(rate):,.0f} frames/s",
-                    f"{lat['gateway_cpu_share']:.0%} of one core",
-                    f"{lat['gateway_cpu_us_per_frame']:.0f} µs per frame",
+    for key, by_rate in result.get("latency", {}).items():
+        window = {"default": "", "baseline": ", baseline tree"}.get(key, f", coalesce_ms {key}")
+        for rate, runs in by_rate.items():
+            goal = 10 if float(rate) <= 1000 else 20
+            for n, lat in enumerate(runs, start=1):
+                rows.append(
+                    (
+                        f"{float(rate):,.0f} frames/s{window} (run {n})",
+                        f"p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} / "
+                        f"max {lat['max_ms']:.1f} ms, lost {lat['lost']} (p99 goal < {goal} ms)",
+                        f"CPU {lat['gateway_cpu_us_per_frame']:.0f} µs per frame, "
+                        f"{lat['gateway_cpu_share']:.0%} of one core",
+                    )
                 )
-            )
     if "commands" in result:
         c = result["commands"]
         rows.append(
@@ -401,10 +430,25 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per fixed rate")
     parser.add_argument("--command-rate", type=float, default=200.0)
     parser.add_argument(
+        "--coalesce-ms",
+        type=float,
+        nargs="+",
+        default=None,
+        help="latency: one gateway per `bus.coalesce_ms` value, runs alternating between them"
+        " (default: one gateway, default settings)",
+    )
+    parser.add_argument(
         "--xswitch-jetstream",
         choices=("auto", "on", "off"),
         default="auto",
         help="the XSwitch tenant's `jetstream` setting (auto, the gateway's default: JetStream)",
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        help="latency: also run the gateway of this source tree (e.g. `git archive REV | tar -x"
+        " -C DIR`), alternating with this one's: before and after in the same minutes",
     )
     parser.add_argument("--label", default="latest", help="results go to suite-<label>.json")
     parser.add_argument(
@@ -412,7 +456,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="run `gateway run` under py-spy (raw output here; XSwitch's in FILE-xswitch, "
-        "Meiqia's in FILE-meiqia) for the end-to-end runs only",
+        "Meiqia's in FILE-meiqia) for the end-to-end and fixed-rate (latency) runs",
     )
     args = parser.parse_args()
     started = time.time()
@@ -438,7 +482,7 @@ def main() -> None:
     for key, part, path in profiles:
         if path is None or not path.exists():
             continue
-        if part not in args.only:
+        if part not in args.only and not (part == "e2e" and "latency" in args.only):
             continue  # a file left by an earlier run
         top = profile_top(path)
         document[key] = top

@@ -1,12 +1,14 @@
-"""The gateway command: run, sim, demo, tail, sink, normalize, send, schema, outbox drain (stable:
-docs/CONTRACT.md, section 3 "Command line"). `gateway COMMAND --help` shows each command's
-options and defaults.
+"""The gateway command: run, sim, demo, tail, sink, normalize, send, schema, outbox drain, config
+check (stable: docs/CONTRACT.md, section 3 "Command line"). `gateway COMMAND --help` shows each
+command's options and defaults. `gateway run` reloads its --config file on SIGHUP and when the
+file changes (docs/operating/reload.md).
 
 exit status:
   0  done (run, sim, demo, tail, sink: stopped by SIGTERM/SIGINT or --duration)
   1  send: the command's result is a failure; any command: an internal error (a bug)
   2  bad command line, settings or config file; send: no result within --timeout; outbox
-     drain: no outbox in --state-dir, or events left unconfirmed at --timeout
+     drain: no outbox in --state-dir, or events left unconfirmed at --timeout; config check:
+     a reload would refuse the file (a setting that only a restart changes)
   3  normalize: a line was rejected; send: bad --args, or no gateway takes the tenant's commands
   4  demo, send, tail, sink, outbox drain: RabbitMQ unreachable, refusing the login, or not set
      up for the gateway; sink: PostgreSQL unreachable at start
@@ -350,6 +352,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     schema.set_defaults(handler=_cmd_schema)
 
+    config = command(
+        "config",
+        "check a configuration file before a reload",
+        "Configuration files: validated as `gateway run` (and a reload) validate them.",
+    )
+    config_sub = config.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
+    check = config_sub.add_parser(
+        "check",
+        help="validate a file and show what a reload would change",
+        description="Validate FILE as `gateway run` would (every bad field listed, exit status"
+        " 2), then print the change a reload would apply to a running instance: the PBXs added,"
+        " removed and changed, and the settings that cannot change without a restart (exit"
+        " status 2: a reload would refuse the file). The instance is asked over its admin"
+        " listener (/config.json: fingerprints, no secret); without --against, the one FILE's"
+        " http.admin names on this host. If no instance answers, the file is only validated.",
+        formatter_class=_Formatter,
+    )
+    check.add_argument("file", type=Path, help="the YAML settings file")
+    check.add_argument(
+        "--against",
+        default=None,
+        metavar="URL",
+        help="a running instance's admin URL, e.g. http://10.0.0.5:8080; without it, FILE's"
+        " http.admin host and port on this host",
+    )
+    check.add_argument(
+        "--token",
+        default=None,
+        help="bearer token of the admin listener: $GATEWAY_ADMIN_TOKEN, else FILE's http.admin"
+        " token",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the instance"
+    )
+    check.set_defaults(handler=_cmd_config_check)
+
     outbox = command(
         "outbox",
         "the event spool of an instance",
@@ -379,9 +417,7 @@ def _parser() -> argparse.ArgumentParser:
     drain.add_argument(
         "--exchange", default=None, help="the events exchange, instead of bus.events_exchange"
     )
-    drain.add_argument(
-        "--timeout", type=float, default=300.0, help="seconds for the whole drain"
-    )
+    drain.add_argument("--timeout", type=float, default=300.0, help="seconds for the whole drain")
     drain.set_defaults(handler=_cmd_outbox_drain)
 
     norm = command(
@@ -403,6 +439,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop takes it: reload, never exit
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
@@ -425,8 +462,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     from gateway.bus.topology import TopologyMismatch
 
+    app = GatewayApp(settings, args.config)
     try:
-        return _run_until_signal(lambda stop: GatewayApp(settings).run(stop))
+        return _run_until_signal(app.run, on_hangup=app.request_reload)
     except StartError as exc:
         raise UserError(str(exc)) from exc
     except (TopologyMismatch, BaseExceptionGroup) as exc:  # the broker holds other queues
@@ -434,6 +472,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if mismatch is None:
             raise
         raise UserError(str(mismatch)) from exc
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from gateway.app.reload import check_against
+
+    try:
+        settings = load_settings(args.file)
+    except SettingsError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    vendors = sorted({p.vendor for p in settings.pbxs})
+    print(f"{args.file}: valid, {len(settings.pbxs)} PBX(s) ({', '.join(vendors) or 'none'})")
+    admin = settings.http.admin
+    host = "127.0.0.1" if admin.host in ("0.0.0.0", "::", "") else admin.host
+    url = args.against or f"http://{host}:{admin.port}"
+    token = args.token or os.environ.get("GATEWAY_ADMIN_TOKEN") or admin.bearer()
+    report, refused = check_against(settings, url, token, admin.basic(), args.timeout)
+    print(report)
+    return EXIT_USAGE if refused else 0
 
 
 def _first_of(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -448,8 +505,12 @@ def _first_of(exc: BaseException, kind: type[BaseException]) -> BaseException | 
     return None
 
 
-def _run_until_signal(work: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
-    """SIGTERM/SIGINT start an orderly drain; a second signal forces exit."""
+def _run_until_signal(
+    work: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    on_hangup: Callable[[], None] | None = None,
+) -> int:
+    """SIGTERM/SIGINT start an orderly drain; a second signal forces exit. SIGHUP calls
+    ``on_hangup`` (run: reload the configuration)."""
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -462,6 +523,8 @@ def _run_until_signal(work: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        if on_hangup is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
         await work(stop)
 
     asyncio.run(runner())
@@ -649,9 +712,7 @@ def _cmd_outbox_drain(args: argparse.Namespace) -> int:
     url = args.amqp_url or settings.bus.url.get_secret_value()
     exchange = args.exchange or settings.bus.events_exchange
     try:
-        drained = asyncio.run(
-            drain_outbox(args.state_dir, url, exchange, timeout_s=args.timeout)
-        )
+        drained = asyncio.run(drain_outbox(args.state_dir, url, exchange, timeout_s=args.timeout))
     except DrainError as exc:
         raise UserError(str(exc), exc.status) from None
     print(

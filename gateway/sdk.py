@@ -7,8 +7,9 @@ entry point of ``pbx_gateway.vendors``) imports from here only; its tests add
 
 from __future__ import annotations
 
-from gateway.connectors.base import Connector, Emit, Spool
-from gateway.connectors.link import LinkState, PushLink
+from gateway.connectors.base import Connector, Emit, Spool, WebhookReceiver
+from gateway.connectors.link import BaseConnector, LinkState, Part, PushLink
+from gateway.connectors.paging import read_pages
 from gateway.connectors.plugin import (
     DemoOptions,
     LinkResources,
@@ -19,6 +20,7 @@ from gateway.connectors.plugin import (
     VendorRoutes,
 )
 from gateway.connectors.polling import PollDeferred, Poller, PollResult, PollStopped
+from gateway.connectors.rest import AuthRefused, RateLimited, Reply, Rest, Secrets, error_reply
 from gateway.connectors.watermark import Watermark
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
@@ -51,8 +53,10 @@ from gateway.settings_models import (
 __all__ = [
     "BASE_COMMANDS",
     "EVENT_TYPES",
+    "AuthRefused",
     "Backoff",
     "BackoffSettings",
+    "BaseConnector",
     "CallData",
     "CdrData",
     "CloudEvent",
@@ -68,6 +72,7 @@ __all__ = [
     "LinkState",
     "Member",
     "NormalizeContext",
+    "Part",
     "PbxSettings",
     "PluginError",
     "PollDeferred",
@@ -75,16 +80,23 @@ __all__ = [
     "PollStopped",
     "Poller",
     "PushLink",
+    "RateLimited",
     "RecoverySettings",
+    "Reply",
+    "Rest",
+    "Secrets",
     "Simulator",
     "SimulatorSpec",
     "Spool",
     "VendorPlugin",
     "VendorRoutes",
     "Watermark",
+    "WebhookReceiver",
     "check_secret_source",
     "command_name",
+    "error_reply",
     "make_event",
+    "read_pages",
     "read_secret",
     "rejected",
 ]

@@ -40,6 +40,15 @@ class BusSettings(_Strict):
     )
     events_exchange: str = Field("pbx.events", description="the topic exchange events go to")
     confirm_window: int = Field(256, ge=1, le=65535, description="unconfirmed publishes in flight")
+    coalesce_ms: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="live events arriving within this many ms are written to the outbox and"
+        " published together (one commit, one socket write, one confirm round); 0: each turn of"
+        " the event loop on its own, lower latency but several times the CPU per event at"
+        " ordinary rates",
+    )
     reconnect_interval_s: float = Field(
         1.0, gt=0, description="pause between two attempts to reach the broker"
     )
@@ -207,7 +216,11 @@ class PublicListenerSettings(_Strict):
     host: str = Field("127.0.0.1", description="the address the public listener binds")
     port: int = Field(8081, ge=0, le=65535, description="its port (0: any free port)")
     max_in_flight: int = Field(
-        256, ge=1, le=10_000, description="requests handled at once; one more is answered 503"
+        256,
+        ge=1,
+        le=10_000,
+        description="requests handled at once; one more is answered 503 with Retry-After: 5 (a"
+        " body must arrive within 10 s, else 408)",
     )
 
 
@@ -223,6 +236,13 @@ class HttpSettings(_Strict):
     )
     admin: AdminListenerSettings = Field(default_factory=AdminListenerSettings)
     public: PublicListenerSettings = Field(default_factory=PublicListenerSettings)
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="a connection to either listener that has not sent a request's headers"
+        " this long after it opened or after its previous response is closed (slow clients)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -298,7 +318,7 @@ class PbxSettings(_Strict):
     ca_file: Path | None = Field(
         None,
         description="PEM certificates of the CA that signed the PBX's certificate (a customer's"
-        " own CA), trusted for this PBX's HTTPS and WebSocket links besides the system's",
+        " own CA), trusted for this PBX's HTTPS, WebSocket and NATS links besides the system's",
     )
 
     @field_validator("ca_file")

@@ -10,11 +10,21 @@ are restored there as after any reconnect.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 from aio_pika import RobustConnection
+from aio_pika.abc import AbstractRobustConnection
 from yarl import URL
+
+from gateway.logging import get_logger
+from gateway.runtime.backoff import Backoff
+from gateway.settings_models import BackoffSettings, redact_url, split_urls
+
+#: How long one attempt to reach RabbitMQ may take (a host that drops packets never refuses).
+BUS_CONNECT_TIMEOUT_S = 10.0
 
 
 class FailoverConnection(RobustConnection):
@@ -89,3 +99,75 @@ async def connect_first(
             error = exc
     assert error is not None
     raise error
+
+
+def bus_problem(exc: BaseException, setting: str = "bus.url") -> str:
+    """One line saying why RabbitMQ could not be reached, and what to check (``setting``)."""
+    if isinstance(exc, aio_pika.exceptions.ProbableAuthenticationError):
+        return f"RabbitMQ refused the login: check the user and password in {setting}"
+    if isinstance(exc, TimeoutError):
+        return f"RabbitMQ did not answer in time: check the host and port in {setting}"
+    text = str(exc) or type(exc).__name__
+    if "ACCESS_REFUSED" in text or "vhost" in text.lower():
+        return f"RabbitMQ refused the connection ({text[:200]}): check {setting}"
+    return f"RabbitMQ unreachable ({text[:200]}): is it running, and is {setting} right?"
+
+
+async def connect_bus(
+    url: str,
+    on_failure: Callable[[str], None] | None = None,
+    *,
+    reconnect_interval_s: float = 1.0,
+    name: str = "pbx-gateway",
+) -> AbstractRobustConnection:
+    """Connect to RabbitMQ, waiting with backoff while it is not there yet (one warning line per
+    attempt, ``on_failure`` told why). Cancel the caller to stop waiting."""
+    log = get_logger("bus")
+    backoff = Backoff(BackoffSettings(initial_s=0.5, max_s=10))
+    while True:
+        try:
+            return await connect_failover(  # several addresses: the nodes of a cluster
+                split_urls(url),
+                client_properties={"connection_name": name},
+                timeout=BUS_CONNECT_TIMEOUT_S,
+                reconnect_interval=reconnect_interval_s,
+            )
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+            delay = backoff.next_delay()
+            problem = bus_problem(exc)
+            log.warning(
+                "bus_unreachable", url=redact_url(url), error=problem, retry_in_s=round(delay, 2)
+            )
+            if on_failure is not None:
+                on_failure(problem)
+            await asyncio.sleep(delay)
+
+
+class BusLink:
+    """The main broker connection of an instance as the status page tells it: up or not, since
+    when, and why not (the last reason an attempt failed)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.connection: AbstractRobustConnection | None = None
+        self.error: str | None = None
+        self.since = datetime.now(UTC)  # when the broker went up or down (or start-up)
+
+    @property
+    def up(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    def gauge(self) -> float:
+        return 1.0 if self.up else 0.0
+
+    def failed(self, problem: str) -> None:
+        if self.error is None:
+            self.since = datetime.now(UTC)
+        self.error = problem
+
+    async def connect(self, reconnect_interval_s: float) -> AbstractRobustConnection:
+        self.connection = await connect_bus(
+            self.url, on_failure=self.failed, reconnect_interval_s=reconnect_interval_s
+        )
+        self.error, self.since = None, datetime.now(UTC)
+        return self.connection

@@ -111,6 +111,8 @@ class CommandConsumer:
         self._clock = clock
         self._channels: list[AbstractChannel] = []
         self._lane_channels: list[AbstractChannel] = []
+        self._added_channels: list[AbstractChannel] = []  # for PBXs added after the start
+        self._lane_load: dict[AbstractChannel, int] = {}  # tenants' queues declared on each
         self._reply_channel: AbstractChannel | None = None
         self._reply_closed_since: float | None = None
         self._reply_lock = asyncio.Lock()
@@ -153,20 +155,85 @@ class CommandConsumer:
         self._consumers["expired"] = (expired, await expired.consume(self._on_expired))
 
     async def _declare_all(self, channel: AbstractChannel, tenants: list[str]) -> None:
+        self._lane_load[channel] = self._lane_load.get(channel, 0) + len(tenants)
         for tenant in tenants:
             self._queues[tenant] = await declare_tenant_queue(
                 channel, self._names, tenant, self._queue_type
             )
 
+    async def declare(self, tenant: str) -> AbstractQueue:
+        """The tenant's command queue, declared if it is not yet (a PBX added after the start):
+        its commands wait there until an instance owns the PBX."""
+        queue = self._queues.get(tenant)
+        if queue is None:
+            # Not configured at start: on a channel of the PBXs added since, while it has room
+            # (never on one of the start's: a refused declaration closes its channel).
+            channel = next(
+                (
+                    ch
+                    for ch in self._added_channels
+                    if not ch.is_closed and self._lane_load.get(ch, 0) < self._lanes_per_channel
+                ),
+                None,
+            )
+            if channel is None:
+                channel = await self._open_channel()
+                self._added_channels.append(channel)
+            self._lane_load[channel] = self._lane_load.get(channel, 0) + 1
+            queue = await declare_tenant_queue(channel, self._names, tenant, self._queue_type)
+            self._queues[tenant] = queue
+        return queue
+
+    async def retire(self, tenant: str, vendor: str) -> int:
+        """The PBX left the configuration (its lane removed): every command still waiting for
+        it is answered ``not_found`` saying so, and its queue is deleted if empty (a command
+        published for the tenant afterwards is unroutable: ``gateway send`` says no gateway
+        takes it). Returns how many commands were answered."""
+        queue = self._queues.pop(tenant, None)
+        if queue is None:
+            channel = await self._open_channel()
+            queue = await channel.declare_queue(
+                self._names.tenant_queue(tenant),
+                passive=True,
+                robust=False,  # type: ignore[call-arg]
+            )
+        answered = 0
+        while True:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            result = failure(
+                message.message_id or "",
+                ErrorCode.NOT_FOUND,
+                f"PBX {tenant!r} was removed from the gateway's configuration",
+            )
+            name = (message.routing_key or "").split(".", 1)[-1] or None
+            try:
+                await self._reply(tenant, vendor, message, result, name)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                raise
+            await message.ack()
+            answered += 1
+            COMMANDS.labels(
+                tenant, vendor, name if name in self._catalog.names else "unknown", "not_found"
+            ).inc()
+        with contextlib.suppress(Exception):  # a command arrived meanwhile: the queue stays
+            await queue.delete(if_unused=False, if_empty=True)
+        self._log.info("commands_retired", tenant=tenant, answered=answered)
+        return answered
+
+    def forget(self, tenant: str) -> None:
+        """The PBX left this instance's configuration (not owned here): its queue stays for
+        the instances that still list it."""
+        self._queues.pop(tenant, None)
+
     async def add_tenant(self, tenant: str) -> None:
         """Take this tenant's commands (while its link is up): this instance owns the PBX."""
         if tenant in self._lanes:
             return
-        queue = self._queues.get(tenant)
-        if queue is None:  # (not configured at start: a channel of its own)
-            channel = await self._open_channel()
-            queue = await declare_tenant_queue(channel, self._names, tenant, self._queue_type)
-            self._queues[tenant] = queue
+        queue = await self.declare(tenant)
         self._lanes[tenant] = asyncio.create_task(
             self._lane(tenant, self._connectors[tenant], queue), name=f"commands-{tenant}"
         )
@@ -201,6 +268,8 @@ class CommandConsumer:
                     await channel.close()
         self._channels.clear()
         self._lane_channels.clear()
+        self._added_channels.clear()
+        self._lane_load.clear()
         self._queues.clear()
 
     async def _drain(self) -> None:
@@ -374,7 +443,6 @@ class CommandConsumer:
                 subject=result.command_id or None,
             )
         )
-
 
     async def _send_reply(self, reply: aio_pika.Message, routing_key: str) -> None:
         """Publish with a confirm; while the reply channel is being restored (a reconnect, a

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections import defaultdict
@@ -110,6 +111,9 @@ class CommandJournal:
         self._follow_queue: AbstractQueue | None = None
         self._follow_tag: str | None = None
         self._next_offset: StreamOffset = "first"
+        #: raised when the stream is read again from its start (tenants added): a delivery to
+        #: the consumer before that must not move the follow point past the replay
+        self._replay = 0
         self._markers: dict[str, tuple[asyncio.Future[None], float]] = {}
         self._pending: dict[str, list[JournalEntry]] = defaultdict(list)
         self._flush_scheduled = False
@@ -153,9 +157,7 @@ class CommandJournal:
                 if self._closing or time.monotonic() + delay > deadline:
                     raise
                 if failures == 1:
-                    self._log.info(
-                        "ledger_stream_retrying", operation=what, error=_describe(exc)
-                    )
+                    self._log.info("ledger_stream_retrying", operation=what, error=_describe(exc))
                 await asyncio.sleep(delay)
                 delay = min(_RETRY_MAX_S, delay * 2)
                 await self._until_connected(deadline)
@@ -252,6 +254,19 @@ class CommandJournal:
             since=None if since is None else round(since - self._replay_overlap_s, 3),
         )
 
+    async def add_tenants(self, tenants: Iterable[str]) -> None:
+        """Follow more tenants (PBXs added to the configuration): the stream is read again
+        from its start so what earlier owners of these PBXs executed is known before any of
+        their commands is taken here (records merged twice change nothing)."""
+        new = frozenset(tenants) - self._tenants
+        if not new or self._ledger is None:
+            self._tenants |= new
+            return
+        self._tenants |= new
+        self._replay += 1
+        self._next_offset = "first"
+        await self._retrying("follow", self._subscribe)
+
     async def _subscribe(self) -> None:
         """(Re)start the follower's consumer at the next record it has not seen, on a fresh
         channel when the last one is closed."""
@@ -269,7 +284,7 @@ class CommandJournal:
             # Not robust: after a reconnect it resumes from the next unseen offset (below), not
             # from the offset it first started at.
             self._follow_tag = await self._follow_queue.consume(
-                self._on_follow,
+                functools.partial(self._on_follow, replay=self._replay),
                 arguments={"x-stream-offset": self._next_offset},
                 robust=False,  # type: ignore[call-arg]
             )
@@ -310,7 +325,11 @@ class CommandJournal:
         except Exception as exc:  # the next caught_up() timing out subscribes again
             self._log.warning("ledger_follow_failed", error=_describe(exc))
 
-    async def _on_follow(self, message: AbstractIncomingMessage) -> None:
+    async def _on_follow(self, message: AbstractIncomingMessage, replay: int = 0) -> None:
+        if replay != self._replay:  # a consumer replaced by a replay from the start
+            with contextlib.suppress(Exception):
+                await message.ack()
+            return
         # Everything up to the first await runs in delivery order.
         offset = (message.headers or {}).get("x-stream-offset")
         if isinstance(offset, int):

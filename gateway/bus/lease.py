@@ -47,6 +47,8 @@ Hook = Callable[[str], Awaitable[None]]
 #: Pauses between refused tries of a PBX nobody says it holds: from ``acquire_interval_s``,
 #: doubling, up to this many member timeouts.
 REFUSED_BACKOFF_MAX = 4
+#: PBXs whose leases were just taken started at once (their shared state read, links started).
+_STARTS_AT_ONCE = 32
 
 
 def default_instance_id() -> str:
@@ -122,8 +124,19 @@ class LeaseManager:
         self._lost_at: float | None = None
         self._last_address = 0
         self._lease_channel: AbstractChannel | None = None
+        self._connection: AbstractConnection | None = None
+        # Balancing and a change of the configured PBXs never interleave: a PBX removed from
+        # the configuration is not taken by a balancing round already under way.
+        self._changing = asyncio.Lock()
         self.owned: set[str] = set()
         self._log = get_logger("bus.lease").bind(instance=instance_id)
+        # Every instance announces every PBX it is configured for each heartbeat: with
+        # thousands of PBXs, rebuilding those sets and the assignment each second was most of
+        # an idle instance's CPU. Both are reused while nothing changed.
+        self._assigned: tuple[dict[str, frozenset[str]], dict[str, str]] | None = None
+        self._own_source: list[str] = list(tenants)  # what _own_tenants was made from
+        self._own_tenants = frozenset(tenants)
+        self._announced: tuple[frozenset[str], bytes] | None = None
 
     def assignment(self) -> dict[str, str]:
         """The owner of each PBX among the live instances, this one included."""
@@ -136,8 +149,23 @@ class LeaseManager:
         for gone in [i for i in self._first_seen if i not in live]:
             # back later under the same id: it must settle again before it is handed anything
             del self._first_seen[gone]
-        live[self.instance_id] = frozenset(self._tenants)
-        return assign(live)
+        live[self.instance_id] = self._own()
+        cached = self._assigned
+        # (the sets are the same objects while the members announce the same PBXs)
+        if cached is not None and cached[0].keys() == live.keys():
+            if all(cached[0][i] is tenants for i, tenants in live.items()):
+                return cached[1]
+        owners = assign(live)
+        self._assigned = (live, owners)
+        return owners
+
+    def _own(self) -> frozenset[str]:
+        """The PBXs this instance is configured for, as a set (rebuilt when they change)."""
+        if self._own_source != self._tenants:
+            self._own_source = list(self._tenants)
+            self._own_tenants = frozenset(self._tenants)
+            self._announced = None
+        return self._own_tenants
 
     def _held_by_others(self, now: float) -> set[str]:
         """PBXs a live instance said, in its last heartbeat, it holds."""
@@ -159,6 +187,7 @@ class LeaseManager:
                         self._addresses(),
                         client_properties={"connection_name": f"lease {self.instance_id}"},
                     )
+                self._connection = connection
                 await self._reclaim(connection)
                 await self._serve(connection)
             except asyncio.CancelledError:
@@ -169,6 +198,7 @@ class LeaseManager:
                     self._log.warning("lease_connection_lost", error=f"{type(exc).__name__}: {exc}")
             finally:
                 self._lease_channel = None
+                self._connection = None
                 if connection is not None and not connection.is_closed:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(connection.close())
@@ -217,7 +247,8 @@ class LeaseManager:
                 # Listen a full member timeout before taking anything, so simultaneous starts
                 # spread.
                 if self._clock() - started >= self._member_timeout_s:
-                    await self._balance(connection)
+                    async with self._changing:
+                        await self._balance(connection)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._acquire_interval_s):
                         await closed.wait()
@@ -231,13 +262,15 @@ class LeaseManager:
         self, presence: aio_pika.abc.AbstractExchange, closed: asyncio.Event
     ) -> None:
         while not closed.is_set():
-            announcement = orjson.dumps(
-                {
-                    "instance": self.instance_id,
-                    "tenants": self._tenants,
-                    "holds": sorted(self.owned),
-                }
-            )
+            self._own()  # (forgets the last announcement if the PBXs changed)
+            announced = self._announced
+            if announced is None or announced[0] != self.owned:
+                holds = frozenset(self.owned)
+                body = orjson.dumps(
+                    {"instance": self.instance_id, "tenants": self._tenants, "holds": sorted(holds)}
+                )
+                self._announced = announced = (holds, body)
+            announcement = announced[1]
             with contextlib.suppress(Exception):  # the connection going: _serve notices
                 await presence.publish(
                     aio_pika.Message(announcement, expiration=10), routing_key=""
@@ -248,15 +281,99 @@ class LeaseManager:
 
     async def _on_presence(self, message: AbstractIncomingMessage) -> None:
         with contextlib.suppress(Exception):
+            now = self._clock()
+            announced = self._announced
+            if announced is not None and message.body == announced[1]:
+                # our own announcement, as last sent: only the time is news
+                self._members[self.instance_id] = (now, self._own())
+                self._first_seen.setdefault(self.instance_id, now)
+                self._holding[self.instance_id] = announced[0]
+                return
             body = orjson.loads(message.body)
             instance = str(body["instance"])
-            now = self._clock()
-            self._members[instance] = (now, frozenset(map(str, body.get("tenants", []))))
+            before = self._members.get(instance)
+            tenants = frozenset(map(str, body.get("tenants", [])))
+            if before is not None and before[1] == tenants:
+                tenants = before[1]  # the same object: the assignment is reused
+            self._members[instance] = (now, tenants)
             self._first_seen.setdefault(instance, now)
             if "holds" in body:  # (an older instance does not say: its PBXs are tried)
                 self._holding[instance] = frozenset(map(str, body["holds"]))
 
+    # --- the configured PBXs changing (a reload) ----------------------------------------------
+
+    @property
+    def tenants(self) -> list[str]:
+        return list(self._tenants)
+
+    async def add(self, tenants: list[str]) -> None:
+        """PBXs join this instance's configuration: announced from the next heartbeat on, and
+        taken by whichever instance the assignment names (this one only if it lists them)."""
+        async with self._changing:
+            self._tenants = [*self._tenants, *(t for t in tenants if t not in self._tenants)]
+
+    async def forget(self, tenant: str) -> bool:
+        """The PBX leaves this instance's configuration: no longer announced nor tried. Its
+        lease, if held, stays held until :meth:`release` (the PBX is stopped in between, and
+        nobody else may take it meanwhile). True if this instance holds it."""
+        async with self._changing:
+            self._tenants = [t for t in self._tenants if t != tenant]
+            self._free_since.pop(tenant, None)
+            self._refused.pop(tenant, None)
+            return tenant in self.owned
+
+    async def release(self, tenant: str) -> None:
+        """Give the lease of a forgotten PBX back (its link is stopped by then)."""
+        async with self._changing:
+            if tenant not in self.owned:
+                return
+            self.owned.discard(tenant)
+            self._acquired_at.pop(tenant, None)
+            LEASES_HELD.set(len(self.owned))
+            self._log.info("lease_released", tenant=tenant, reason="removed from the configuration")
+            if self._connection is None or self._connection.is_closed:
+                return  # the broker freed it with the connection
+            with contextlib.suppress(Exception):
+                if self._lease_channel is None or self._lease_channel.is_closed:
+                    self._lease_channel = await self._connection.channel()
+                await self._lease_channel.queue_delete(f"{LEASE_PREFIX}{tenant}")
+
+    def configured_elsewhere(self, tenant: str) -> bool:
+        """Whether another live instance still lists the PBX (its configuration not reloaded
+        yet, or different)."""
+        now = self._clock()
+        return any(
+            tenant in tenants
+            for instance, (seen, tenants) in self._members.items()
+            if instance != self.instance_id and now - seen <= self._member_timeout_s
+        )
+
     async def _balance(self, connection: AbstractConnection) -> None:
+        taken: list[str] = []
+        try:
+            await self._balance_leases(connection, taken)
+        finally:
+            await self._started(taken)
+
+    async def _started(self, tenants: list[str]) -> None:
+        """Start using the PBXs whose leases were just taken, several at once: each start reads
+        the PBX's shared state (a few broker round trips), and one after the other they made a
+        start-up with thousands of PBXs last minutes. The leases themselves are taken one at a
+        time, on one channel."""
+        if not tenants:
+            return
+        gate = asyncio.Semaphore(_STARTS_AT_ONCE)
+
+        async def start(tenant: str) -> None:
+            async with gate:
+                await self._on_acquired(tenant)
+
+        results = await asyncio.gather(*(start(t) for t in tenants), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _balance_leases(self, connection: AbstractConnection, taken: list[str]) -> None:
         now = self._clock()
         owners = self.assignment()
         held = self._held_by_others(now)
@@ -274,7 +391,8 @@ class LeaseManager:
                 continue
             free_for = now - self._free_since.setdefault(tenant, now)
             if preferred == self.instance_id or free_for >= 2 * self._member_timeout_s:
-                await self._try_acquire(connection, tenant)
+                if await self._try_acquire(connection, tenant, start=False):
+                    taken.append(tenant)
 
     def _may_hand_over(self, tenant: str, preferred: str, now: float) -> bool:
         """Only to an instance that has been around a while and was heard from, recently,
@@ -300,7 +418,11 @@ class LeaseManager:
             return False
         return True
 
-    async def _try_acquire(self, connection: AbstractConnection, tenant: str) -> None:
+    async def _try_acquire(
+        self, connection: AbstractConnection, tenant: str, *, start: bool = True
+    ) -> bool:
+        """Take the PBX's lease if nobody holds it (True); ``start``: and start using it now
+        (else the caller does, see :meth:`_started`)."""
         if not await self._declare(connection, tenant):
             self._free_since.pop(tenant, None)
             refusals = self._refused.get(tenant, (0, 0.0))[0] + 1
@@ -310,14 +432,16 @@ class LeaseManager:
             )
             self._refused[tenant] = (refusals, self._clock() + pause)
             self._log.debug("lease_refused", tenant=tenant, retry_in_s=round(pause, 1))
-            return
+            return False
         self.owned.add(tenant)
         self._acquired_at[tenant] = self._clock()
         self._free_since.pop(tenant, None)
         self._refused.pop(tenant, None)
         LEASES_HELD.set(len(self.owned))
         self._log.info("lease_acquired", tenant=tenant)
-        await self._on_acquired(tenant)
+        if start:
+            await self._on_acquired(tenant)
+        return True
 
     async def _release(self, connection: AbstractConnection, tenant: str, reason: str) -> None:
         self.owned.discard(tenant)

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.logging import get_logger
@@ -77,6 +78,7 @@ AGENT_STATES = ("agent.call_state", "agent.presence", "agent.registration", "age
 PROTECTED_PREFIXES = ("cdr.", "gateway.", "command.")
 _HEADROOM = 0.05  # share of max_events freed by one shedding round (at least one event)
 _REARM = 0.9  # the warning re-arms below this share of the warning level
+_FRESH_MAX = 4096  # rows just committed kept for the publisher's next read
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -160,6 +162,9 @@ class Outbox:
         self._count, last = self._db.execute("SELECT COUNT(*), MAX(seq) FROM outbox").fetchone()
         self._next_seq: int = (last or 0) + 1  # AUTOINCREMENT would halve the append rate
         self._staged: list[tuple[object, ...]] = []  # rows of stage(), written by commit()
+        # (seq, body) of the latest commits, in seq order without holes, not yet read by
+        # pending_bodies(): the publisher's next read, without a query (see pending_bodies)
+        self._fresh: list[tuple[int, bytes]] = []
         self._warned = False
         self._next_age_check = 0.0
         self.last_shed: ShedReport | None = None
@@ -206,6 +211,7 @@ class Outbox:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+        self._remember(self._staged)
         self._staged = []
         self._check_level()
         if self._count > self._shed_at:
@@ -214,6 +220,17 @@ class Outbox:
         if now >= self._next_age_check:  # the age bound, checked at most once a second
             self._next_age_check = now + 1.0
             self.expire(now)
+
+    def _remember(self, rows: list[tuple[Any, ...]]) -> None:
+        """Keep the rows just committed for the next :meth:`pending_bodies` (bounded: past
+        ``_FRESH_MAX`` rows the reader is behind anyway and reads the file)."""
+        fresh = self._fresh
+        if fresh and fresh[-1][0] + 1 != rows[0][0]:
+            fresh.clear()  # not contiguous (a gap event went in directly): start again
+        if len(fresh) + len(rows) > _FRESH_MAX:
+            fresh.clear()
+            return
+        fresh.extend([(row[0], row[8]) for row in rows])
 
     @property
     def staged(self) -> int:
@@ -239,6 +256,7 @@ class Outbox:
         seq = self.stage(event)
         self._db.executemany(_INSERT, self._staged)
         self._staged = []
+        self._fresh.clear()
         return seq
 
     def pending(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, CloudEvent]]:
@@ -250,7 +268,21 @@ class Outbox:
 
     def pending_bodies(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
         """Like :meth:`pending`, but the stored CloudEvent JSON as is (the publisher's hot path:
-        no model is built, the body is not serialized again)."""
+        no model is built, the body is not serialized again). When the reader keeps up (reads
+        on from where it stopped, right after the rows last committed) the rows come from
+        memory: the same rows the query would return, since everything after ``after_seq`` in
+        the file is exactly what was committed since (nothing is deleted from it before being
+        read except by the bound policy, which forgets the remembered rows)."""
+        fresh = self._fresh
+        if fresh:
+            first = fresh[0][0]
+            if first <= after_seq:  # read already: forget them
+                del fresh[: after_seq + 1 - first]
+                first = fresh[0][0] if fresh else 0
+            if first == after_seq + 1:
+                rows = fresh[:limit]
+                del fresh[: len(rows)]  # read: from here on only the file knows them
+                return rows
         return self._db.execute(
             "SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
         ).fetchall()
@@ -258,6 +290,9 @@ class Outbox:
     def remove(self, seqs: Iterable[int]) -> int:
         """Forget confirmed events; unknown seqs (already shed) are ignored. How many went."""
         seqs = sorted(seqs)
+        fresh = self._fresh
+        if seqs and fresh and seqs[0] <= fresh[-1][0] and seqs[-1] >= fresh[0][0]:
+            fresh.clear()  # rows read by a query (after a restart) may be among them
         removed = 0
         if seqs and seqs[-1] - seqs[0] == len(seqs) - 1 and len(set(seqs)) == len(seqs):
             # the usual case: confirms come back in order, one range per batch
@@ -381,6 +416,7 @@ class Outbox:
         if not rows:
             return 0
         self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(row[0],) for row in rows])
+        self._fresh.clear()  # they may be among the remembered rows
         for _, tenant, vendor, type_, at in rows:
             dropped.append((tenant, vendor, type_, at))
             OUTBOX_DROPPED.labels(tenant, vendor, type_, reason).inc()

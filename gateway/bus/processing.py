@@ -112,7 +112,7 @@ class CommandProcessor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._ledger = ledger
-        self._policies = policies or {}
+        self._policies = policies if policies is not None else {}
         self._require_user_id = require_user_id
         self.reply_prefixes = tuple(reply_prefixes)
         self._journal = journal
@@ -269,9 +269,7 @@ class CommandProcessor:
         sent = False  # the PBX may have been called from here on
         try:
             if self._journal is not None:
-                await self._journal.record(
-                    tenant, command_id, command.command, None, sender, asked
-                )
+                await self._journal.record(tenant, command_id, command.command, None, sender, asked)
             sent = True
             result = await self._execute(command_id, command, connector)
             stored = redacted(result) if secret else result  # ledgers never keep credentials

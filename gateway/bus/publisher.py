@@ -4,16 +4,23 @@ retried until confirmed.
 Connectors hand events to :meth:`EventPublisher.submit`, which appends them to the
 :class:`~gateway.bus.outbox.Outbox` (on disk when it returns) and wakes the pump; it never waits for
 the broker. A push link's live messages take :meth:`EventPublisher.spool` instead (group commit):
-every event spooled in one turn of the event loop is written in one transaction at the end of that
-turn, before the pump reads it, and before :meth:`EventPublisher.sync` returns (a link syncs before
-it persists its watermark or acks its source). The pump reads the spool in ``seq`` order and keeps
-up to ``window`` publishes awaiting their confirm at once, so throughput does not hinge on the
-broker's round trip. A confirmed event is removed from the spool; a publish that fails (nack, lost
-connection, closed channel, a broker memory alarm blocking the connection) stays spooled and is
-retried every ``retry_interval_s`` until RabbitMQ confirms it; the robust connection reopens the
-channel and re-declares the exchange after a reconnect. Whatever is unconfirmed at
-:meth:`EventPublisher.stop` (or a crash) stays in the spool file and is published first by the
-next start.
+events are committed at most once per ``coalesce_s`` (2 ms by default): the first one after a
+quiet spell at the end of its turn of the event loop, those that follow within the window
+together at its end, in one transaction, before the pump reads them, and before
+:meth:`EventPublisher.sync` returns (a link syncs before it persists its watermark or acks its
+source); the pump then writes them to RabbitMQ together. At ordinary rates each frame arrives
+alone in its turn of the event loop: without the window each one would pay its own commit, socket
+write and confirm round (``coalesce_s`` = 0: the end of each turn), which is most of the
+gateway's CPU per event at a thousand frames a second. A window's worth of staged events
+(``window``) is written at once.
+
+The pump reads the spool in ``seq`` order and keeps up to ``window`` publishes awaiting their
+confirm at once, so throughput does not hinge on the broker's round trip. A confirmed event is
+removed from the spool; a publish that fails (nack, lost connection, closed channel, a broker
+memory alarm blocking the connection) stays spooled and is retried every ``retry_interval_s``
+until RabbitMQ confirms it; the robust connection reopens the channel and re-declares the
+exchange after a reconnect. Whatever is unconfirmed at :meth:`EventPublisher.stop` (or a crash)
+stays in the spool file and is published first by the next start.
 
 The hot path (see bench/README.md): the pump takes up to the free part of the window from
 the spool at once, as stored bytes (no model is built, nothing is serialized again), encodes each
@@ -54,7 +61,7 @@ from gateway.schema.events import CloudEvent
 
 #: Confirmed events are removed from the spool in batches, at most this long after their confirm
 #: (a crash in between publishes them again, with the same ids, as for any unremoved event).
-_REMOVE_DELAY_S = 0.005
+_REMOVE_DELAY_S = 0.05
 
 
 class _Batch:
@@ -79,6 +86,7 @@ class EventPublisher:
         window: int = 256,
         retry_interval_s: float = 1.0,
         confirm_timeout_s: float = 30.0,
+        coalesce_s: float = 0.002,
     ) -> None:
         self._connection = connection
         self._exchange_name = exchange_name
@@ -86,6 +94,9 @@ class EventPublisher:
         self._window_size = window
         self._retry_interval_s = retry_interval_s
         self._confirm_timeout_s = confirm_timeout_s
+        if coalesce_s < 0:
+            raise ValueError("coalesce_s >= 0 required")
+        self._coalesce_s = coalesce_s
         self._in_flight = 0  # publishes written, confirm not yet back
         self._batches: set[_Batch] = set()
         self._channel: AbstractChannel | None = None
@@ -96,7 +107,8 @@ class EventPublisher:
         self._confirmed: list[int] = []  # seqs confirmed, removed from the spool in batches
         self._removal: asyncio.TimerHandle | None = None  # the next batch of deletes
         self._published: dict[tuple[str, str, str], Any] = {}  # the counter of each label set
-        self._commit_scheduled = False
+        self._commit_timer: asyncio.TimerHandle | asyncio.Handle | None = None  # spool's commit
+        self._last_commit = -float("inf")  # time.monotonic() of the last commit of spooled events
         self._commit_retry: asyncio.TimerHandle | None = None  # while the disk refuses
         self._commit_failing = False  # logged once per outage
         self._failure: BaseException | None = None  # a confirm failed: publish again from there
@@ -125,30 +137,47 @@ class EventPublisher:
 
     def spool(self, event: CloudEvent) -> None:
         """Spool the event in order without waiting for the disk: it is committed with every
-        event spooled in the same turn of the event loop (group commit), before the pump
-        publishes it and before :meth:`sync` returns. For a push link that relies on nothing
-        until it persists its watermark (which calls :meth:`sync` first). While the disk
+        event staged with it, at most ``coalesce_s`` after the last commit (group commit), before
+        the pump publishes it and before :meth:`sync` returns. For a push link that relies on
+        nothing until it persists its watermark (which calls :meth:`sync` first). While the disk
         refuses, events stay staged up to ``outbox.max_events``; past that this raises (the
         link drops, and re-reads the gap once it is back)."""
-        if self._outbox.staged >= self._outbox.max_events:
-            self._outbox.commit()  # raises while the disk still refuses
-        self._outbox.stage(event)
-        if not self._commit_scheduled:
-            self._commit_scheduled = True
-            asyncio.get_running_loop().call_soon(self._commit_soon)
-        self._woken()
+        outbox = self._outbox
+        if outbox.staged >= outbox.max_events:
+            outbox.commit()  # raises while the disk still refuses
+        outbox.stage(event)
+        self._idle.clear()
+        if outbox.staged >= self._window_size:  # a window's worth: no reason to wait
+            self._commit_now()
+        elif self._commit_timer is None:
+            # At most one commit per window: the first event after a quiet spell goes at the
+            # end of this turn (no wait where there is nothing to share the commit with), those
+            # that follow within the window wait for its end and go together.
+            loop = asyncio.get_running_loop()
+            wait = self._last_commit + self._coalesce_s - time.monotonic()
+            if wait > 0:
+                self._commit_timer = loop.call_later(wait, self._commit_now)
+            else:
+                self._commit_timer = loop.call_soon(self._commit_now)
 
     def sync(self) -> None:
         """Everything spooled so far is on disk when this returns (raises if it cannot be)."""
         self._outbox.commit()
+        self._last_commit = time.monotonic()
+        self._woken()  # what waited for the window goes out now
 
     def _woken(self) -> None:
         self._idle.clear()
         self._wake.set()
 
-    def _commit_soon(self) -> None:
-        self._commit_scheduled = False
-        self._try_commit()
+    def _commit_now(self) -> None:
+        """Write what :meth:`spool` staged, then let the pump publish it."""
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        self._last_commit = time.monotonic()
+        if self._try_commit():
+            self._woken()
 
     def _try_commit(self) -> bool:
         """Commit what is staged. If the disk refuses: False, logged once per outage; the events
@@ -208,9 +237,10 @@ class EventPublisher:
             if batch.timer is not None:
                 batch.timer.cancel()
         self._batches.clear()
-        if self._commit_retry is not None:  # the outbox's close writes what is staged
-            self._commit_retry.cancel()
-            self._commit_retry = None
+        for timer in (self._commit_retry, self._commit_timer):  # close writes what is staged
+            if timer is not None:
+                timer.cancel()
+        self._commit_retry = self._commit_timer = None
         self._remove_confirmed()
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
@@ -229,8 +259,8 @@ class EventPublisher:
             if free <= 0:
                 await self._wake.wait()
                 continue
-            # On disk before it is published; if the disk refuses, what is on it goes out still.
-            self._try_commit()
+            # Only what is on disk is read: staged events wait for their commit, which wakes
+            # the pump (if the disk refuses, what is on it goes out still).
             rows = self._outbox.pending_bodies(taken, free)
             if not rows:
                 if not len(self._outbox):
@@ -324,7 +354,8 @@ class EventPublisher:
                 self._batches.discard(batch)
                 if batch.timer is not None:
                     batch.timer.cancel()
-            self._wake.set()
+            if self._failure is not None or self._in_flight + 1 >= self._window_size:
+                self._wake.set()  # the pump waits for a free slot, or for what is in flight
 
         return done
 

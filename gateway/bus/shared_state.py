@@ -9,16 +9,21 @@ channel keeps every declared queue object to re-declare it after a reconnect).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from typing import Any
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
+from pamqp.commands import Basic
 
 from gateway.bus.topology import QueueType, declare_durable_queue
 
 STATE_PREFIX = "pbx.state."
+_PERSISTENT = Basic.Properties(delivery_mode=2)
+_PUSHES_AT_ONCE = 256  # snapshots awaiting their confirm at once
 
 
 class SharedState:
@@ -29,11 +34,15 @@ class SharedState:
         self._queue_type: QueueType = queue_type
         self._channel: AbstractChannel | None = None
         self._queues: dict[str, AbstractQueue] = {}
+        self._opening = asyncio.Lock()
+        self._pushes = asyncio.Semaphore(_PUSHES_AT_ONCE)
 
     async def _queue(self, tenant: str) -> AbstractQueue:
         if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel(publisher_confirms=True)
-            self._queues.clear()
+            async with self._opening:  # several PBXs start at once: one channel for them all
+                if self._channel is None or self._channel.is_closed:
+                    self._channel = await self._connection.channel(publisher_confirms=True)
+                    self._queues.clear()
         queue = self._queues.get(tenant)
         if queue is None:
             queue = await declare_durable_queue(
@@ -45,14 +54,34 @@ class SharedState:
             self._queues[tenant] = queue
         return queue
 
-    async def push(self, tenant: str, values: dict[str, str]) -> None:
+    async def push(
+        self, tenant: str, values: dict[str, str], *, timeout: float | None = None
+    ) -> None:
+        """Publish the snapshot and wait for its confirm (raises on a nack, a lost channel, or
+        ``timeout`` s after the push started).
+
+        A clean stop pushes every PBX's state at once: at most ``_PUSHES_AT_ONCE`` are in flight,
+        each one's timeout counted from its own start (the broker writes each snapshot to a
+        queue of its own, and confirms thousands of them over several seconds: with one timeout
+        for all, the last ones ran out although they arrived). Pipelined: the publish is written
+        without waiting for the socket to drain, so the channel is held only while its frames
+        are queued."""
+        async with self._pushes, asyncio.timeout(timeout):
+            await self._push(tenant, values)
+
+    async def _push(self, tenant: str, values: dict[str, str]) -> None:
         queue = await self._queue(tenant)
         assert self._channel is not None
         body = orjson.dumps({"written_at": time.time(), "values": values})
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+        underlay: Any = await self._channel.get_underlay_channel()  # (`wait` is not in its ABC)
+        confirmation = await underlay.basic_publish(
+            body,
             routing_key=queue.name,
+            properties=_PERSISTENT,
+            wait=False,
         )
+        if confirmation is not None and not isinstance(confirmation, Basic.Ack):
+            raise aio_pika.exceptions.DeliveryError(None, confirmation)
 
     async def pull(self, tenant: str) -> tuple[dict[str, str], float] | None:
         queue = await self._queue(tenant)

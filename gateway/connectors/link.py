@@ -86,6 +86,7 @@ class LinkState:
         #: given one in its resources); ``None``: every event is awaited through ``emit``.
         self.spool: Spool | None = None
         self._frames = FRAMES_RECEIVED.labels(tenant, vendor)
+        self._closing = False  # while the gateway itself takes the link down
         self._log = get_logger(f"{vendor}.link").bind(tenant=tenant)
 
     def expect(self, source: str) -> None:
@@ -150,15 +151,18 @@ class LinkState:
         self.link.set(state)
         self.since = datetime.now(UTC)
         LINK_UP.labels(self.tenant, self.vendor).set(1 if state == "connected" else 0)
-        log = self._log.info if state == "connected" else self._log.warning
+        # The gateway closing the link itself (a clean stop, a hand-over) is no problem.
+        log = self._log.info if state == "connected" or self._closing else self._log.warning
         log("link_state", state=state, reason=reason)
         await self.send(connection_event(self.ctx(), state, reason))
 
     async def stopped(self) -> None:
         """The gateway stops this link: consumers learn it is gone, commands stop."""
         self._sources.clear()
+        self._closing = True
         with contextlib.suppress(Exception):
             await asyncio.shield(self.set("disconnected", "link stopped by the gateway"))
+        self._closing = False
         # The series goes with the link: an instance that handed the PBX over must not keep
         # reporting it down (the link-down alert would fire for every handover).
         with contextlib.suppress(KeyError):

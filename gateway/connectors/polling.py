@@ -23,9 +23,20 @@ interruption too: the first poll after it reads from the saved cursor and publis
 Refusals: a poll raising :class:`PollStopped` (bad credentials) publishes its state
 (``auth_failed``, ``blocked``) and stops until the gateway is restarted with new settings;
 :class:`PollDeferred` (rate limited) waits as long as the vendor asked (``Retry-After``), without
-counting as an outage. A ``poll`` lets its client's exceptions out as they are: the vendor says
-once, in :meth:`Poller.refusal` (shared by all its sources), which of them mean a stop or a
-pause, and in :meth:`Poller.blocked` when it knows before asking that the vendor will refuse.
+counting as an outage. A ``poll`` lets its client's exceptions out as they are, and the base
+reads the shared REST ones (:mod:`gateway.connectors.rest`) in :meth:`Poller.refusal`:
+
+* :class:`~gateway.connectors.rest.AuthRefused` stops polling: ``auth_failed`` for refused
+  credentials (401), ``blocked`` for refused rights (403). A vendor says only what is its own:
+  the reason text (:meth:`Poller.stop_reason`), whether one refusal is enough
+  (:meth:`Poller.stops`: a client that authenticates again by itself may count refusals in a
+  row) and, where a 403 means the credentials too, the state (:meth:`Poller.stop_state`);
+* :class:`~gateway.connectors.rest.RateLimited` pauses polling for its ``retry_after_s`` (none
+  named: the next backoff delay; :meth:`Poller.retry_after` may cap it or add jitter);
+* anything else is an outage.
+
+A vendor whose client raises other exceptions overrides :meth:`Poller.refusal` itself, and
+:meth:`Poller.blocked` says when it knows before asking that the vendor will refuse.
 """
 
 from __future__ import annotations
@@ -36,11 +47,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
 from gateway.connectors.link import LinkState, describe
+from gateway.connectors.rest import AuthRefused, RateLimited
 from gateway.connectors.watermark import parse_iso
 from gateway.logging import get_logger
 from gateway.runtime.backoff import Backoff
@@ -148,8 +160,12 @@ class Poller:
     """Runs :meth:`poll` every ``interval_s`` for one PBX; ``name`` tells its cursors apart
     (``<vendor>:<tenant>:cursor:<name>`` in the state store).
 
-    Subclass it and override :meth:`poll` (and, once per vendor, :meth:`refusal`), or pass the
-    ``poll`` function to the constructor."""
+    Subclass it and override :meth:`poll` (and, once per vendor, what its refusals say: see
+    :meth:`refusal`), or pass the ``poll`` function to the constructor."""
+
+    #: Whether a :class:`~gateway.connectors.rest.RateLimited` pauses polling (False: it is an
+    #: outage like any failure).
+    rate_limits_defer: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -199,9 +215,33 @@ class Poller:
     def refusal(self, exc: Exception) -> PollStopped | PollDeferred | None:
         """What a poll's exception means beyond an outage: :class:`PollStopped` (the vendor
         refused the credentials for good), :class:`PollDeferred` (it asked to wait, e.g. a 429
-        with ``Retry-After``) or None (an outage: back off and poll again). Overridden once per
-        vendor, whose sources share one client; by default every failure is an outage."""
+        with ``Retry-After``) or None (an outage: back off and poll again). By default the
+        shared REST refusals (see the module docstring); every other failure is an outage."""
+        if isinstance(exc, AuthRefused):
+            if not self.stops(exc):
+                return None
+            return PollStopped(self.stop_state(exc), self.stop_reason(exc))
+        if isinstance(exc, RateLimited) and self.rate_limits_defer:
+            return PollDeferred(self.retry_after(exc), exc.message)
         return None
+
+    def stops(self, exc: AuthRefused) -> bool:
+        """Whether this refusal stops polling (by default every one does)."""
+        return True
+
+    def stop_state(self, exc: AuthRefused) -> ConnectionState:
+        """The link state a refusal stops with: ``blocked`` when the rights were refused
+        (403), ``auth_failed`` otherwise."""
+        return "blocked" if exc.status == 403 else "auth_failed"
+
+    def stop_reason(self, exc: AuthRefused) -> str:
+        """What the stopped link state says (and the log): what to fix."""
+        return f"{exc.message}; fix the credentials and restart"
+
+    def retry_after(self, exc: RateLimited) -> float:
+        """Seconds to wait after a rate limit: the server's ``Retry-After``, else the next
+        backoff delay."""
+        return exc.retry_after_s if exc.retry_after_s is not None else self._backoff.next_delay()
 
     def blocked(self) -> PollStopped | None:
         """A stop known before asking the vendor (e.g. its client saw the credentials refused
@@ -254,7 +294,8 @@ class Poller:
             self._later.flush()  # what webhooks passed since the last save
 
     async def _run(self) -> None:
-        self.load()
+        async with self._polling:  # not in the middle of a webhook's offer
+            self.load()
         if self.last_success is not None:
             self._failing_since = self.last_success  # a previous run: the time since is a gap
         while True:

@@ -7,11 +7,15 @@ import time
 
 from gateway.settings_models import BackoffSettings
 
+#: The jitter's source unless one is given: one for the process. A ``random.Random`` of each
+#: backoff's own holds 2.5 KB of generator state, and there are a few per PBX.
+_SHARED_RNG = random.Random()
+
 
 class Backoff:
     def __init__(self, settings: BackoffSettings, rng: random.Random | None = None) -> None:
         self._s = settings
-        self._rng = rng or random.Random()
+        self._rng = rng or _SHARED_RNG
         self._attempt = 0
         self._healthy_since: float | None = None
 

@@ -47,3 +47,15 @@ OUTBOX_DROPPED = Counter(
     ["tenant", "vendor", "type", "reason"],
 )
 BUS_UP = Gauge("gateway_bus_up", "1 while this instance's RabbitMQ connection is open")
+CONFIG_GENERATION = Gauge(
+    "gateway_config_generation", "Configurations applied since start (1: the one read at start)"
+)
+CONFIG_RELOADS = Counter(
+    "gateway_config_reloads_total", "Configuration reloads, by result (ok, failed)", ["result"]
+)
+CONFIG_LAST_RELOAD = Gauge(
+    "gateway_config_last_reload_timestamp_seconds", "When the last reload was tried (Unix time)"
+)
+CONFIG_LAST_RELOAD_OK = Gauge(
+    "gateway_config_last_reload_success", "1 if the last reload was applied, 0 if it was refused"
+)

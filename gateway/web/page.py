@@ -66,6 +66,7 @@ PAGE = """<!doctype html>
   <section class="wide"><h2>PBXs</h2><div class="cards" id="pbxs"></div></section>
   <section><h2>Broker</h2><dl id="broker"></dl></section>
   <section><h2>Commands</h2><dl id="commands"></dl></section>
+  <section><h2>Configuration</h2><dl id="config"></dl></section>
   <section class="wide"><h2>Recent problems (last 20)</h2>
     <table><thead><tr><th>time</th><th>level</th><th>event</th><th>tenant</th><th>detail</th></tr></thead>
     <tbody id="errors"></tbody></table></section>
@@ -158,6 +159,19 @@ function render(s) {
     ["per minute (1 min)", c.per_min === null || c.per_min === undefined ? "measuring" : c.per_min],
     ["answered", c.total || 0],
     ["failures by code", failures.length ? failures.map(([code, n]) => code + ": " + n).join(", ") : "none"],
+  ]);
+  const g = s.config || {};
+  const last = g.last_reload;
+  const lastRows = !last ? [["last reload", "none since start"]] : [
+    ["last reload", (last.ok ? SYMBOL.ok + " applied " : SYMBOL.bad + " FAILED ") + since(last.at, now), last.ok ? "ok" : "bad"],
+    ...(last.error ? [["why", last.error + " (the previous configuration keeps running)", "bad"]] : []),
+    ...(last.changes ? [["changes", "added " + last.changes.added.length + ", removed " + last.changes.removed.length + ", changed " + last.changes.changed.length]] : []),
+  ];
+  pairs(document.getElementById("config"), [
+    ["generation", g.generation === undefined ? "-" : g.generation],
+    ["file", g.file || "none (no reload)"],
+    ["applied", g.loaded_at ? since(g.loaded_at, now) : "-"],
+    ...lastRows,
   ]);
   const rows = document.getElementById("errors");
   rows.replaceChildren();

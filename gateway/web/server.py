@@ -17,12 +17,13 @@ import binascii
 import hmac
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.web.deadline import SlowClients, protocol_factory
 from gateway.web.page import PAGE
 from gateway.web.status import StatusBoard
 
@@ -35,6 +36,8 @@ OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
 WEBHOOKS_PREFIX: Final = "/webhooks/"
 #: The public listener's answer for anything that is not a webhook route.
 NOT_FOUND: Final = {"error": "not found"}
+#: Seconds a connection has to send a request's headers (``http.header_timeout_s``).
+DEFAULT_HEADER_TIMEOUT_S: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,11 @@ def build_web_app(
     vendor_routes: VendorRoutes | None = None,
     board: StatusBoard | None = None,
     auth: AdminAuth | None = None,
+    config: Status | None = None,
 ) -> web.Application:
-    """The admin listener's app; with ``vendor_routes``, the single-listener layout."""
+    """The admin listener's app; with ``vendor_routes``, the single-listener layout; with
+    ``config``, ``/config.json`` serves the running configuration's fingerprints (no secret,
+    no value: what ``gateway config check --against`` compares a file with)."""
     board = board if board is not None else StatusBoard(status)
 
     async def page(_: web.Request) -> web.Response:
@@ -155,6 +161,11 @@ def build_web_app(
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def config_json(_: web.Request) -> web.Response:
+        if config is None:
+            return web.json_response(NOT_FOUND, status=404)
+        return web.json_response(config(), headers={"Cache-Control": "no-store"}, dumps=_dumps)
+
     middlewares = [_auth_middleware(auth, status)] if auth else []
     app = web.Application(middlewares=middlewares)
     app.add_routes(
@@ -165,6 +176,7 @@ def build_web_app(
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.get("/metrics", metrics),
+            web.get("/config.json", config_json),
         ]
     )
     _mount(app, vendor_routes)
@@ -182,31 +194,52 @@ def build_public_app(
 
 
 class Listener:
-    """One app served on one address; ``port`` is the one bound (``0`` picks a free one)."""
+    """One app served on one address; ``port`` is the one bound (``0`` picks a free one).
 
-    def __init__(self, name: str, app: web.Application, host: str, port: int) -> None:
+    Each connection must complete a request's headers within ``header_timeout_s`` of its
+    opening or of its previous response (:mod:`gateway.web.deadline`), else it is closed."""
+
+    def __init__(
+        self,
+        name: str,
+        app: web.Application,
+        host: str,
+        port: int,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+    ) -> None:
         self.name = name
         self.host = host
         self.wanted_port = port
+        self.header_timeout_s = header_timeout_s
+        self.slow = SlowClients(name)
         self._runner = web.AppRunner(app, access_log=None)
+        self._server: asyncio.Server | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
         await self._runner.setup()
+        server = self._runner.server
+        assert server is not None  # set by setup()
         try:
-            site = web.TCPSite(self._runner, self.host, self.wanted_port)
-            await site.start()
+            self._server = await asyncio.get_running_loop().create_server(
+                protocol_factory(server, self.header_timeout_s, self.slow),
+                self.host,
+                self.wanted_port,
+                backlog=128,
+            )
         except BaseException:
             await self._runner.cleanup()
             raise
-        # a TCPSite serves with loop.create_server, whose Server has .sockets (aiohttp types
-        # the attribute as the AbstractServer, which has not)
-        server = cast(asyncio.Server | None, site._server)
-        sockets = server.sockets if server else []
+        sockets = self._server.sockets
         self.port = sockets[0].getsockname()[1] if sockets else self.wanted_port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()  # no new connections; the runner ends the open ones
         await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
 
 
 class ListenError(OSError):
@@ -230,15 +263,24 @@ class WebServer:
         public: tuple[str, int] | None = None,
         auth: AdminAuth | None = None,
         max_in_flight: int = 256,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        config: Status | None = None,
     ) -> None:
         self.board = StatusBoard(status)
         single = public is None
-        admin_app = build_web_app(status, vendor_routes if single else None, self.board, auth)
-        self.admin = Listener("admin", admin_app, host, port)
+        admin_app = build_web_app(
+            status, vendor_routes if single else None, self.board, auth, config
+        )
+        self.admin = Listener("admin", admin_app, host, port, header_timeout_s)
         self.public = (
             None
             if public is None
-            else Listener("public", build_public_app(vendor_routes, max_in_flight), *public)
+            else Listener(
+                "public",
+                build_public_app(vendor_routes, max_in_flight),
+                *public,
+                header_timeout_s,
+            )
         )
         self.port: int | None = None
         self.public_port: int | None = None

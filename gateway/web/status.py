@@ -3,7 +3,11 @@ the gateway's Prometheus counters, and the last warnings and errors.
 
 The app's ``status()`` says what is true now (links, broker, outbox); the board adds how things
 have moved: events/s per PBX, the age of each PBX's last event, commands per minute and failures
-by error code. It samples the counters once a second while the web server runs.
+by error code. It samples the counters whenever the page is read, every five seconds while
+someone reads it (the last ten minutes), and once a window otherwise (enough for the rates of
+the next reader, over one to two windows): each sample walks every PBX's counters, so with
+thousands of PBXs a sample a second was most of an idle instance's CPU, and the minute of samples
+kept for the rates a noticeable share of its memory.
 """
 
 from __future__ import annotations
@@ -24,10 +28,39 @@ Status = Callable[[], dict[str, Any]]
 
 #: The window rates are measured over.
 WINDOW_S = 60.0
+#: For this long after the page was read, the board samples every few seconds.
+WATCHED_S = 600.0
 
 
 def _totals(counter: Counter, key: str, sample: str) -> dict[str, float]:
-    """A counter's values summed by one label (``key``), from its public ``collect()``."""
+    """A counter's values summed by one label (``key``).
+
+    Read from the counter's children directly: its public ``collect()`` builds a sample, a
+    labels dict and a ``_created`` sample for every series, which with thousands of PBXs was
+    most of an idle instance's CPU. If the client library does not keep them as expected, from
+    ``collect()`` (the same sums)."""
+    children = getattr(counter, "_metrics", None)
+    names = getattr(counter, "_labelnames", None)
+    lock = getattr(counter, "_lock", None)
+    if isinstance(children, dict) and isinstance(names, tuple) and key in names and lock:
+        try:
+            return _children_totals(children, names.index(key), lock)
+        except AttributeError:
+            pass
+    return _collected_totals(counter, key, sample)
+
+
+def _children_totals(children: dict[Any, Any], index: int, lock: Any) -> dict[str, float]:
+    with lock:
+        items = list(children.items())
+    sums: dict[str, float] = {}
+    for labels, child in items:
+        label = labels[index]
+        sums[label] = sums.get(label, 0.0) + child._value.get()
+    return sums
+
+
+def _collected_totals(counter: Counter, key: str, sample: str) -> dict[str, float]:
     sums: dict[str, float] = {}
     for family in counter.collect():
         for s in family.samples:
@@ -52,6 +85,7 @@ class StatusBoard:
         self._samples: deque[tuple[float, dict[str, float], dict[str, float]]] = deque()
         self._last_event: dict[str, float] = {}  # tenant -> when its count last grew
         self._task: asyncio.Task[None] | None = None
+        self._read_at: float | None = None  # when the page was last read
 
     def sample(self) -> None:
         now = self._clock()
@@ -69,6 +103,7 @@ class StatusBoard:
 
     def snapshot(self) -> dict[str, Any]:
         """``/status.json``: the app's status plus rates, last event ages and recent problems."""
+        self._read_at = self._clock()
         self.sample()
         body = self._status()
         now, events, commands = self._samples[-1]
@@ -96,10 +131,11 @@ class StatusBoard:
         body["errors"] = list(reversed(RECENT_PROBLEMS))
         return body
 
-    async def run(self, interval_s: float = 1.0) -> None:
+    async def run(self, interval_s: float = 5.0) -> None:
         while True:
             self.sample()
-            await asyncio.sleep(interval_s)
+            watched = self._read_at is not None and self._clock() - self._read_at < WATCHED_S
+            await asyncio.sleep(interval_s if watched else self._window_s)
 
     def start(self) -> None:
         if self._task is None:

@@ -1,9 +1,9 @@
-"""The fake PBX link: a WebSocket (:class:`PushLink`) and a record poller (:class:`Poller`)
-sharing one :class:`LinkState`; ``call.dial`` goes to ``POST /dial``."""
+"""The fake PBX link on the SDK's bases: a WebSocket (:class:`PushLink`) and a record poller
+(a :class:`Poller` overriding ``poll``) sharing one link state; ``call.dial`` goes to
+``POST /dial``."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,12 +11,13 @@ import aiohttp
 
 from gateway.sdk import (
     Backoff,
+    BaseConnector,
     CommandFailed,
     CommandModel,
-    Emit,
     ErrorCode,
     LinkResources,
-    LinkState,
+    Part,
+    PollDeferred,
     Poller,
     PollResult,
     PollStopped,
@@ -27,49 +28,74 @@ from tests.fakepbx.normalize import normalize, record_events
 from tests.fakepbx.settings import FakePbxSettings
 
 
-class FakePbxConnector:
+class Refused(Exception):
+    """The fake PBX answered 401."""
+
+
+class RecordsPoller(Poller):
+    """``GET /records?after=<seq>``: the records after the cursor."""
+
+    def __init__(self, connector: FakePbxConnector, pbx: FakePbxSettings, **options: Any) -> None:
+        super().__init__("records", connector.link_state, **options)
+        self._connector = connector
+        self._pbx = pbx
+
+    async def poll(self, cursor: Any) -> PollResult:
+        after = int(cursor or 0)
+        async with self._connector.http.get(
+            f"{self._pbx.base_url}/records",
+            params={"after": str(after)},
+            headers=self._connector.headers(),
+        ) as response:
+            if response.status == 401:
+                raise Refused()
+            response.raise_for_status()
+            records = (await response.json())["records"]
+        ctx = self.state.ctx()
+        events = [event for record in records for event in record_events(record, ctx)]
+        newest = max([after, *(r.get("seq", 0) for r in records if isinstance(r, dict))])
+        return PollResult(events, cursor=newest, records=len(records))
+
+    def refusal(self, exc: Exception) -> PollStopped | PollDeferred | None:
+        if isinstance(exc, Refused):
+            return PollStopped("auth_failed", "the PBX refused the token")
+        return None
+
+
+class FakePbxConnector(BaseConnector):
     vendor = "fakepbx"
 
     def __init__(self, pbx: FakePbxSettings, resources: LinkResources) -> None:
-        self.tenant = pbx.tenant
+        super().__init__(pbx, resources)
         self._pbx = pbx
-        self._http = resources.http
-        self.state = LinkState(pbx.tenant, self.vendor, pbx.zone, include_raw=pbx.include_raw)
-        self.link = self.state.link
+        self.http = resources.http
         self.push: PushLink[aiohttp.ClientWebSocketResponse] = PushLink(
-            self.state,
+            self.link_state,
             Watermark(resources.store),
             Backoff(pbx.backoff),
             connect=self._connect,
             serve=self._serve,
         )
-        self.poller = Poller(
-            "records",
-            self.state,
-            resources.store,
-            self._poll,
+        self.poller = RecordsPoller(
+            self,
+            pbx,
+            store=resources.store,
             interval_s=pbx.poll_interval_s,
             backoff=Backoff(pbx.backoff),
             timeout_s=10,
         )
 
-    def _headers(self) -> dict[str, str]:
+    def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._pbx.secret()}"}
 
-    async def run(self, emit: Emit) -> None:
-        self.state.attach(emit)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.push.run(), name=f"{self.tenant}-ws")
-                tg.create_task(self.poller.run(), name=f"{self.tenant}-records")
-        finally:
-            await self.state.stopped()
+    def tasks(self) -> dict[str, Part]:
+        return {"ws": self.push.run, "records": self.poller.run}
 
     # --- the WebSocket -----------------------------------------------------------------------
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
-        return await self._http.ws_connect(
-            f"{self._pbx.base_url}/events", headers=self._headers(), heartbeat=10
+        return await self.http.ws_connect(
+            f"{self._pbx.base_url}/events", headers=self.headers(), heartbeat=10
         )
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> str:
@@ -77,29 +103,13 @@ class FakePbxConnector:
             async for message in ws:
                 if message.type != aiohttp.WSMsgType.TEXT:
                     continue
-                self.state.received()
-                for event in normalize(message.data, self.state.ctx()):
-                    await self.state.send(event)
+                self.link_state.received()
+                for event in normalize(message.data, self.link_state.ctx()):
+                    await self.link_state.send(event)
                     self.push.mark(datetime.now(UTC), event)
             return f"closed by PBX (code {ws.close_code})"
         finally:
             await ws.close()
-
-    # --- the record poller -------------------------------------------------------------------
-
-    async def _poll(self, cursor: Any) -> PollResult:
-        after = int(cursor or 0)
-        async with self._http.get(
-            f"{self._pbx.base_url}/records", params={"after": str(after)}, headers=self._headers()
-        ) as response:
-            if response.status == 401:
-                raise PollStopped("auth_failed", "the PBX refused the token")
-            response.raise_for_status()
-            records = (await response.json())["records"]
-        ctx = self.state.ctx()
-        events = [event for record in records for event in record_events(record, ctx)]
-        newest = max([after, *(r.get("seq", 0) for r in records if isinstance(r, dict))])
-        return PollResult(events, cursor=newest, records=len(records))
 
     # --- commands and health -----------------------------------------------------------------
 
@@ -114,8 +124,8 @@ class FakePbxConnector:
                 raise CommandFailed(ErrorCode.INVALID, "the fake PBX dials from a caller")
             path, body = "/dial", {"caller": body["caller"], "callee": body["callee"]}
         try:
-            async with self._http.post(
-                f"{self._pbx.base_url}{path}", json=body, headers=self._headers()
+            async with self.http.post(
+                f"{self._pbx.base_url}{path}", json=body, headers=self.headers()
             ) as response:
                 if response.status == 401:
                     raise CommandFailed(ErrorCode.FORBIDDEN, "the PBX refused the token")
@@ -128,5 +138,5 @@ class FakePbxConnector:
             raise CommandFailed(ErrorCode.UNAVAILABLE, str(exc), retryable=True) from exc
         return {"call_id": answer["call_id"]}
 
-    def health(self) -> dict[str, Any]:
-        return self.state.health(cursor=self.poller.cursor)
+    def health_details(self) -> dict[str, Any]:
+        return {"cursor": self.poller.cursor}

@@ -1,5 +1,35 @@
-"""Fixtures of the Meiqia tests (they live in ``meiqia_fixtures``)."""
+"""Fixtures of the Meiqia tests: a quiet simulator on loopback, an HTTP session, a client of it
+(helpers are in ``meiqia_fixtures``)."""
 
-from tests.meiqia.meiqia_fixtures import client, http, msim
+from __future__ import annotations
 
-__all__ = ["client", "http", "msim"]
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from gateway.connectors.meiqia.client import MeiqiaClient
+from gateway.sim.meiqia.server import MeiqiaSimulator
+from tests.meiqia.meiqia_fixtures import pbx_for
+
+
+@pytest.fixture
+async def msim() -> AsyncIterator[MeiqiaSimulator]:
+    """A quiet simulator (no background traffic): tests place the calls they count."""
+    sim = MeiqiaSimulator(seed=5, record_delay_s=0.5, ring_s=(0.05, 0.1), talk_s=(0.1, 0.3))
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield session
+
+
+@pytest.fixture
+def client(msim: MeiqiaSimulator, http: aiohttp.ClientSession, unique: str) -> MeiqiaClient:
+    return MeiqiaClient(http, pbx_for(msim, f"m{unique}"))

@@ -1,19 +1,14 @@
-"""Fixtures and helpers of the Meiqia tests: the simulator on loopback, a PBX's settings
-pointing at it, a client over a real HTTP session, the fixture files."""
+"""Helpers of the Meiqia tests (their fixtures are in ``conftest.py``): a PBX's settings
+pointing at the simulator, a normalizer context, the fixture files."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
-import pytest
-
-from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.connectors.meiqia.settings import MeiqiaPbxSettings
 from gateway.schema.events import NormalizeContext
 from gateway.settings import BackoffSettings
@@ -54,25 +49,3 @@ def pbx_for(sim: MeiqiaSimulator, tenant: str, **overrides: Any) -> MeiqiaPbxSet
     }
     values.update(overrides)
     return MeiqiaPbxSettings(**values)
-
-
-@pytest.fixture
-async def msim() -> AsyncIterator[MeiqiaSimulator]:
-    """A quiet simulator (no background traffic): tests place the calls they count."""
-    sim = MeiqiaSimulator(seed=5, record_delay_s=0.5, ring_s=(0.05, 0.1), talk_s=(0.1, 0.3))
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        yield session
-
-
-@pytest.fixture
-def client(msim: MeiqiaSimulator, http: aiohttp.ClientSession, unique: str) -> MeiqiaClient:
-    return MeiqiaClient(http, pbx_for(msim, f"m{unique}"))

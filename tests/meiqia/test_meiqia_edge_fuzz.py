@@ -1,11 +1,13 @@
 """The public listener under abuse: slow and abandoned bodies, a cap on requests in flight, and a
 bounded loopback fuzz run through the running gateway (split listeners, real RabbitMQ): 1,000
-malformed and 1,000 forged webhooks plus slow clients; the gateway ends ready and publishes
+malformed and 1,000 forged webhooks plus slow clients (stalled bodies, and headers sent a byte
+at a time, each closed within ``http.header_timeout_s``); the gateway ends ready and publishes
 only the genuine delivery."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -27,6 +29,7 @@ from tests.integration.fixtures import Collected, running_gateway
 from tests.meiqia.meiqia_fixtures import pbx_for
 from tests.meiqia.test_meiqia_webhook import Owner, Post, route
 from tests.meiqia.test_meiqia_webhook_gateway import connected, malformed
+from tests.operator.test_http_header_timeout import trickle
 
 __all__ = ["route"]
 
@@ -118,7 +121,12 @@ async def test_fuzz_the_public_listener(msim: MeiqiaSimulator, unique: str, coll
     got: Collected = await collector(tenant)
     msim.webhooks.secret = secret
     pbx = pbx_for(msim, tenant, webhook_secret=secret, webhook_max_bytes=1024)
-    http = HttpSettings(admin=AdminListenerSettings(port=0), public=PublicListenerSettings(port=0))
+    header_timeout_s = 2.0
+    http = HttpSettings(
+        admin=AdminListenerSettings(port=0),
+        public=PublicListenerSettings(port=0),
+        header_timeout_s=header_timeout_s,
+    )
     rng = random.Random(7)
     async with running_gateway(pbx, http=http) as app:
         assert app.web is not None and app.web.public_port
@@ -139,6 +147,23 @@ async def test_fuzz_the_public_listener(msim: MeiqiaSimulator, unique: str, coll
             await slow_post(app.web.public_port, f"/webhooks/meiqia/{tenant}", 1000, b"{")
             for _ in range(50)
         ]
+        # Slowloris: headers a byte every 0.5 s; each must be closed within the bound.
+        head = f"POST /webhooks/meiqia/{tenant} HTTP/1.1\r\nHost: x\r\nX-Pad: {'a' * 100}\r\n"
+        loris_closed: list[float] = []
+
+        async def slowloris() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", app.web.public_port)
+            opened = time.monotonic()
+            sending = asyncio.ensure_future(trickle(writer, head.encode(), every_s=0.5))
+            try:
+                with contextlib.suppress(ConnectionError):
+                    await asyncio.wait_for(reader.read(), header_timeout_s + 10)
+                loris_closed.append(time.monotonic() - opened)
+            finally:
+                sending.cancel()
+                writer.close()
+
+        lorises = [asyncio.ensure_future(slowloris()) for _ in range(50)]
         limit = asyncio.Semaphore(50)
         answers: list[tuple[int, int]] = []
 
@@ -154,8 +179,14 @@ async def test_fuzz_the_public_listener(msim: MeiqiaSimulator, unique: str, coll
         took = time.monotonic() - started
         for writer in slow:
             writer.transport.abort()
+        await asyncio.gather(*lorises)
         assert [(e, s) for e, s in answers if e != s] == []
-        print(f"fuzz: {len(answers)} requests in {took:.1f} s: {Counter(s for _, s in answers)}")
+        assert len(loris_closed) == 50 and max(loris_closed) < header_timeout_s + 3
+        print(
+            f"fuzz: {len(answers)} requests in {took:.1f} s: {Counter(s for _, s in answers)};"
+            f" 50 slowloris connections closed after {min(loris_closed):.1f}"
+            f"-{max(loris_closed):.1f} s"
+        )
         async with aiohttp.ClientSession() as session:
             admin = f"http://127.0.0.1:{app.web.port}"
             async with session.get(f"{admin}/readyz") as resp:

@@ -76,6 +76,20 @@ def test_navigation_names_existing_pages() -> None:
     assert not missing, f"mkdocs.yml names missing pages: {missing}"
 
 
+def test_every_dependency_is_justified() -> None:
+    """Each package pyproject.toml asks for has its line on the Dependencies page."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        wanted += extra
+    page = (ROOT / "docs/architecture/dependencies.md").read_text().lower()
+    names = {re.split(r"[\[<>=!~ ]", spec, maxsplit=1)[0].lower() for spec in wanted}
+    missing = sorted(n for n in names if f"| {n}" not in page and f", {n}" not in page)
+    assert not missing, f"docs/architecture/dependencies.md lacks a line for {missing}"
+
+
 def test_readme_is_the_front_door() -> None:
     """At most 200 lines; its links into the repository resolve."""
     text = (ROOT / "README.md").read_text()
@@ -85,16 +99,34 @@ def test_readme_is_the_front_door() -> None:
             assert (ROOT / target).exists(), f"README links to missing {target}"
 
 
+def _check_python(block: str, where: str) -> None:
+    """The block parses, and what it imports from a module exists there."""
+    tree = ast.parse(block, filename=where)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{where}: {node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                importlib.import_module(alias.name)
+
+
 def test_readme_examples_compile() -> None:
-    """The README's short examples name real modules and names (the docs' consumer example is
-    run by tests/consumer/test_consumer_runner.py)."""
+    """The README's short examples name real modules and names."""
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"<!-- readme-example:[^\n]*-->\n```python\n(.*?)```", text, re.S)
     assert len(blocks) == 2
     for block in blocks:
-        tree = ast.parse(block)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                module = importlib.import_module(node.module)
-                for alias in node.names:
-                    assert hasattr(module, alias.name), f"{node.module}.{alias.name}"
+        _check_python(block, "README.md")
+
+
+def test_every_python_example_of_the_docs_compiles() -> None:
+    """Every Python block of the pages (the consumer library's example is also run, against the
+    real RabbitMQ, by tests/consumer/test_consumer_runner.py)."""
+    found = 0
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        for block in re.findall(r"^```python\n(.*?)^```", page.read_text(), re.S | re.M):
+            _check_python(block, str(page.relative_to(ROOT)))
+            found += 1
+    assert found >= 2

@@ -145,3 +145,32 @@ async def test_hand_over_to_an_instance_alive_since_the_takeover() -> None:
         await a._balance(connection)
         clock.now += 1.0
     assert len(a.owned) == 2 and any("gave" in line for line in log)
+
+
+async def test_the_assignment_follows_membership_changes_though_it_is_reused_between_them() -> None:
+    """Heartbeats that announce nothing new reuse the last assignment; a member announcing
+    other PBXs, one timing out, or one joining changes it, as a fresh computation would."""
+    from gateway.bus.lease import assign
+
+    clock, log = Clock(), []
+    tenants = [f"pbx-{n}" for n in range(40)]
+    a = manager("gw-a", tenants, clock, log)
+    await heard(a, "gw-b", tenants, [])
+    first = a.assignment()
+    await heard(a, "gw-b", tenants, [])
+    assert a.assignment() is first, "nothing new: reused"
+    assert first == assign({"gw-a": frozenset(tenants), "gw-b": frozenset(tenants)})
+    await heard(a, "gw-b", tenants[:10], [])  # gw-b now only configured for ten of them
+    fewer = a.assignment()
+    assert fewer == assign({"gw-a": frozenset(tenants), "gw-b": frozenset(tenants[:10])})
+    await heard(a, "gw-c", tenants, [])
+    three = a.assignment()
+    assert set(three.values()) == {"gw-a", "gw-b", "gw-c"}
+    clock.now += 3.5  # both others time out
+    assert a.assignment() == dict.fromkeys(tenants, "gw-a")
+    # our own heartbeat, echoed by the fanout exchange, changes nothing
+    own = {"instance": "gw-a", "tenants": tenants, "holds": []}
+    a._own()
+    a._announced = (frozenset(), orjson.dumps(own))
+    await a._on_presence(Presence(own))  # type: ignore[arg-type]
+    assert a.assignment() == dict.fromkeys(tenants, "gw-a")

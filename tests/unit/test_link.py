@@ -14,14 +14,18 @@ import pytest
 
 from gateway.bus.outbox import Outbox
 from gateway.bus.publisher import EventPublisher
-from gateway.connectors.link import LinkState, PushLink
+from gateway.connectors.link import BaseConnector, LinkState, Part, PushLink
+from gateway.connectors.plugin import LinkResources
 from gateway.connectors.watermark import Gap, Watermark
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.resources import SharedResources
 from gateway.runtime.statestore import StateStore, StoreSlice
+from gateway.schema.commands import CommandModel
 from gateway.schema.events import CloudEvent
 from gateway.settings import BackoffSettings
+from gateway.settings_models import RecoverySettings
 from tests.conftest import wait_for
+from tests.fakepbx.settings import FakePbxSettings
 
 
 class Vendor:
@@ -150,6 +154,107 @@ def test_a_store_slice_keeps_vendors_and_tenants_apart() -> None:
     assert b.get("watermark") is None and store.get("yeastar:t:watermark") == "1"
 
 
+# --- the connector base ----------------------------------------------------------------------
+
+
+class Skeleton(BaseConnector):
+    """A connector on the base: two parts, something to release, its own health field."""
+
+    vendor = "fakepbx"
+
+    def __init__(self, pbx: FakePbxSettings, resources: LinkResources) -> None:
+        super().__init__(pbx, resources)
+        self.started: list[str] = []
+        self.order: list[str] = []
+        self.fail = asyncio.Event()
+
+    def tasks(self) -> dict[str, Part]:
+        return {"push": self._push, "poll": self._poll}
+
+    async def _push(self) -> None:
+        self.started.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
+        await self.link_state.set("connected", None)
+        await self.fail.wait()
+        raise ConnectionResetError("the push session died")
+
+    async def _poll(self) -> None:
+        self.started.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        self.order.append(f"close (running={self.running}, link={self.link.value})")
+
+    async def execute(self, command: CommandModel) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def health_details(self) -> dict[str, Any]:
+        return {"cursor": 7}
+
+
+def skeleton(spool: Any = None) -> Skeleton:
+    pbx = FakePbxSettings(tenant="t", vendor="fakepbx", base_url="http://127.0.0.1:9", token="x")
+    store = StoreSlice(StateStore(":memory:"), "fakepbx:t:")
+    resources = LinkResources(
+        http=None,  # type: ignore[arg-type]  # the base reads none of it
+        store=store,
+        recovery=RecoverySettings(),
+        shared=SharedResources(),
+        spool=spool,
+    )
+    return Skeleton(pbx, resources)
+
+
+async def test_the_connector_base_runs_the_parts_and_reports_the_link() -> None:
+    connector, sent = skeleton(spool="the spool"), []
+
+    async def emit(event: CloudEvent) -> None:
+        sent.append(event)
+        if event.type == "gateway.connection" and event.data["state"] == "disconnected":
+            connector.order.append("stopped reported")
+
+    assert connector.link_state.spool == "the spool" and connector.link.value == "starting"
+    assert not connector.running
+    task = asyncio.create_task(connector.run(emit))
+    await wait_for(lambda: connector.health()["state"] == "connected")
+    assert connector.running and sorted(connector.started) == ["t-poll", "t-push"]
+    health = connector.health()
+    assert (health["tenant"], health["vendor"], health["reason"], health["cursor"]) == (
+        "t",
+        "fakepbx",
+        None,
+        7,
+    )
+    assert set(health) == {"tenant", "vendor", "state", "reason", "since", "frames", "cursor"}
+
+    connector.fail.set()  # one part fails: the group stops the other, the link is stopped
+    try:
+        await task
+    except* ConnectionResetError:
+        pass
+    assert connector.order == ["close (running=False, link=connected)", "stopped reported"]
+    assert not connector.running and connector.link.value == "stopped"
+    assert connector.health()["state"] == "disconnected"
+    assert [e.data["state"] for e in sent if e.type == "gateway.connection"] == [
+        "connected",
+        "disconnected",
+    ]
+
+
+async def test_the_connector_base_stops_when_cancelled_and_runs_again() -> None:
+    connector = skeleton()
+
+    async def emit(_event: CloudEvent) -> None:
+        return None
+
+    for _ in range(2):  # a new ownership runs the same object again
+        task = asyncio.create_task(connector.run(emit))
+        await wait_for(lambda: connector.running and connector.link.value == "connected")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert connector.link.value == "stopped" and not connector.running
+    assert len(connector.order) == 2
+
+
 async def test_one_healthy_source_never_hides_another_ones_outage() -> None:
     state = LinkState("t", "fakepush", ZoneInfo("UTC"), include_raw=False)
     sent: list[CloudEvent] = []
@@ -176,8 +281,8 @@ async def test_one_healthy_source_never_hides_another_ones_outage() -> None:
 
 async def test_live_events_are_on_disk_before_the_watermark_moves(tmp_path: Path) -> None:
     """Group commit keeps the promise: a live event is spooled without waiting for the disk,
-    written at the end of the event loop's turn, and in any case before the watermark
-    (what a restart trusts) is persisted past it."""
+    written at the end of the coalescing window (``coalesce_s``), and in any case before the
+    watermark (what a restart trusts) is persisted past it."""
     path = tmp_path / "outbox.sqlite3"
     outbox = Outbox(path)
     no_broker: Any = None
@@ -214,8 +319,33 @@ async def test_live_events_are_on_disk_before_the_watermark_moves(tmp_path: Path
     await state.send_live(event.model_copy(update={"id": "e2"}))
     watermark.seen(datetime.now(UTC), event)  # throttled: nothing persisted, nothing synced
     assert on_disk() == 1
-    await asyncio.sleep(0)  # the end of this turn of the event loop
+    await wait_for(lambda: outbox.staged == 0, 5, 0.001)  # the window (2 ms by default) closes
     assert on_disk() == 2 and outbox.staged == 0
+    outbox.close()
+
+
+async def test_without_a_window_live_events_are_written_at_the_end_of_the_turn(
+    tmp_path: Path,
+) -> None:
+    """``coalesce_s=0``: every event spooled in one turn of the event loop is written at its
+    end, in one transaction."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    no_broker: Any = None
+    publisher = EventPublisher(no_broker, "events", outbox=outbox, coalesce_s=0)
+    event = CloudEvent(
+        id="e1",
+        source="pbx://t",
+        type="call.ringing",
+        time=datetime.now(UTC),
+        tenant="t",
+        vendor="fakepush",
+        data={},
+    )
+    publisher.spool(event)
+    publisher.spool(event.model_copy(update={"id": "e2"}))
+    assert outbox.staged == 2
+    await asyncio.sleep(0)
+    assert outbox.staged == 0 and len(outbox) == 2
     outbox.close()
 
 
@@ -239,6 +369,35 @@ async def test_without_a_spool_live_events_are_awaited_through_emit() -> None:
     await state.send_live(event)
     state.sync()  # nothing to sync: a no-op
     assert sent == [event]
+
+
+async def test_live_events_share_a_commit_at_most_one_window_after_the_last(
+    tmp_path: Path,
+) -> None:
+    """The first event after a quiet spell is written at the end of its turn; the next ones,
+    within the window, wait for its end and are written together."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    no_broker: Any = None
+    publisher = EventPublisher(no_broker, "events", outbox=outbox, coalesce_s=0.2)
+    event = CloudEvent(
+        id="e1",
+        source="pbx://t",
+        type="call.ringing",
+        time=datetime.now(UTC),
+        tenant="t",
+        vendor="fakepush",
+        data={},
+    )
+    publisher.spool(event)
+    await asyncio.sleep(0)
+    assert outbox.staged == 0, "alone: written at the end of the turn"
+    publisher.spool(event.model_copy(update={"id": "e2"}))
+    publisher.spool(event.model_copy(update={"id": "e3"}))
+    await asyncio.sleep(0)
+    assert outbox.staged == 2, "within the window of the last commit: they wait"
+    await wait_for(lambda: outbox.staged == 0, 5, 0.01)
+    assert outbox.staged == 0 and len(outbox) == 3
+    outbox.close()
 
 
 async def test_a_poller_never_announces_a_push_link_not_yet_subscribed() -> None:

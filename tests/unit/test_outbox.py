@@ -340,3 +340,48 @@ async def test_checkpoints_run_off_the_event_loop(tmp_path: Path) -> None:
         await wait_for(lambda: path.stat().st_size > before, timeout=10)
     finally:
         outbox.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(("stage", "commit", "read", "confirm", "restart_reader")),
+            st.sampled_from(("call.ringing", "agent.presence", "cdr.created", "extension.x")),
+            st.integers(1, 40),
+        ),
+        max_size=300,
+    ),
+    st.integers(100, 160),
+)
+def test_a_reader_keeping_up_reads_from_memory_exactly_what_is_in_the_file(
+    steps: list[tuple[str, str, int]], max_events: int
+) -> None:
+    """The publisher's pattern (read on from the last seq taken, remove what is confirmed,
+    start again from 0 after a failure), with shedding in between: every read answers what
+    the file holds after that seq, whether it came from the rows just committed or a query."""
+    outbox = Outbox(":memory:", max_events=max_events)
+    taken = 0
+    in_flight: list[int] = []
+    n = 0
+    for action, type_, size in steps:
+        if action == "stage":
+            for _ in range(size):
+                outbox.stage(event(n, type_, subject=f"x{n % 3}"))
+                n += 1
+        elif action == "commit":
+            outbox.commit()
+        elif action == "read":
+            rows = outbox.pending_bodies(taken, size)
+            query = outbox._db.execute(
+                "SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (taken, size)
+            ).fetchall()
+            assert rows == query
+            if rows:
+                taken = rows[-1][0]
+                in_flight += [seq for seq, _ in rows]
+        elif action == "confirm":
+            outbox.remove(in_flight[:size])
+            del in_flight[:size]
+        else:  # a failed publish: everything unconfirmed goes out again
+            taken, in_flight = 0, []

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from gateway.connectors import registry
-from gateway.connectors.plugin import VendorPlugin
+from gateway.connectors.base import WebhookReceiver
+from gateway.connectors.plugin import VendorPlugin, VendorRoutes
 from gateway.connectors.yeastar.settings import YeastarPbxSettings
 from gateway.schema.commands import (
     BASE_COMMANDS,
@@ -130,3 +131,32 @@ def test_a_vendor_command_is_parsed_validated_and_exported() -> None:
         catalog.parse(orjson.dumps({"command": "toy.config.reload", "args": {}}))
     assert "ToyReload" in catalog.json_schema()["$defs"]
     assert "call.dial" in catalog.names, "the contract's commands are always there"
+
+
+async def test_routes_find_a_webhook_receiver_only_where_the_running_link_takes_deliveries() -> (
+    None
+):
+    """The typed seam of webhooks: ``VendorRoutes.receiver`` is the owner's running link when it
+    takes deliveries (``WebhookReceiver``), else None (not owned here, or a link without)."""
+
+    class Taker:
+        async def take_delivery(
+            self, envelope: dict[str, Any], delivery: str | None = None
+        ) -> tuple[int, bool]:
+            return 1, False
+
+    class PollOnly:
+        async def run(self, emit: Any) -> None:
+            return None
+
+    taker, plain = Taker(), PollOnly()
+    links: dict[str, Any] = {"a": taker, "b": plain}
+
+    async def emit(_event: Any) -> None:
+        return None
+
+    routes = VendorRoutes({}, emit, links.get)
+    assert routes.receiver("a") is taker and isinstance(taker, WebhookReceiver)
+    assert await routes.receiver("a").take_delivery({}) == (1, False)  # type: ignore[union-attr]
+    assert routes.receiver("b") is None, "a link that takes no webhooks"
+    assert routes.receiver("c") is None, "not owned by this instance"

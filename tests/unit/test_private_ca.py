@@ -1,18 +1,23 @@
 """A PBX whose certificate comes from the customer's own CA: trusted through that PBX's
 ``ca_file`` (its own session, and Yeastar's WebSocket), not by turning verification off.
-Certificates are made by trustme (test extra)."""
+The broker's ``amqps://`` options likewise. Certificates are made by trustme (test extra)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import aiormq
 import pytest
 import trustme
 from aiohttp import web
 
+from gateway.bus.connection import connect_first
 from gateway.connectors.yeastar.connector import _ws_ssl
 from gateway.connectors.yeastar.settings import YeastarPbxSettings
 from gateway.runtime.http_client import pbx_session
@@ -74,3 +79,49 @@ def test_ca_file_is_a_setting_of_every_pbx(tmp_path: Path, ca: tuple[trustme.CA,
     junk.write_text("not a certificate")
     with pytest.raises(ValueError, match="holds no usable CA certificate"):
         YeastarPbxSettings(**{**settings.model_dump(), "client_secret": "s", "ca_file": junk})
+
+
+async def test_amqps_url_options_trust_a_private_ca_and_show_a_client_cert(
+    ca: tuple[trustme.CA, Path], tmp_path: Path
+) -> None:
+    """The ``amqps://`` options SECURITY.md documents (``cafile``, ``certfile``, ``keyfile``)
+    reach the broker connection: a TLS listener of the customer's CA that requires a client
+    certificate receives the AMQP greeting over TLS from the gateway's certificate; without
+    ``cafile`` the broker's certificate is refused."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca[0].issue_cert("127.0.0.1").configure_cert(context)
+    ca[0].configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    client = ca[0].issue_cert("gateway.example.test")
+    cert_file, key_file = tmp_path / "client.pem", tmp_path / "client.key"
+    client.cert_chain_pems[0].write_to_path(str(cert_file))
+    client.private_key_pem.write_to_path(str(key_file))
+    greetings: list[tuple[bytes, Any]] = []
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            greetings.append((await reader.readexactly(8), writer.get_extra_info("peercert")))
+        writer.close()  # no AMQP beyond the greeting: the client's connect fails after it
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    base = f"amqps://guest:guest@127.0.0.1:{port}/"
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whatever the closed broker makes of it
+            await asyncio.wait_for(
+                connect_first([f"{base}?cafile={ca[1]}&certfile={cert_file}&keyfile={key_file}"]),
+                10,
+            )
+        assert len(greetings) == 1
+        greeting, peer = greetings[0]
+        assert greeting == b"AMQP\x00\x00\x09\x01"
+        assert ("DNS", "gateway.example.test") in peer["subjectAltName"]
+        without_ca = f"{base}?certfile={cert_file}&keyfile={key_file}"
+        with pytest.raises(
+            aiormq.exceptions.AMQPConnectionError, match="CERTIFICATE_VERIFY_FAILED"
+        ):
+            await asyncio.wait_for(connect_first([without_ca]), 10)
+        assert len(greetings) == 1
+    finally:
+        server.close()
+        await server.wait_closed()

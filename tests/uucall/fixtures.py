@@ -1,15 +1,10 @@
-"""Fixtures of the UUCall tests: the simulator on loopback (no background changes, no rate
-limit unless a test asks), a client of it, and the settings of a PBX pointing at it."""
+"""Helpers of the UUCall tests (their fixtures are in ``conftest.py``): a simulator on loopback
+(no background changes, no rate limit unless a test asks), the settings of a PBX pointing at it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-import pytest
-
-from gateway.connectors.uucall.client import UucallClient
 from gateway.connectors.uucall.settings import UucallPbxSettings
 from gateway.settings import BackoffSettings
 from gateway.sim.uucall.rest import UucallSimulator
@@ -48,24 +43,3 @@ def make_sim(**options: Any) -> UucallSimulator:
     options.setdefault("token", TOKEN)
     options.setdefault("rate_limit", 0.0)
     return UucallSimulator(**options)
-
-
-@pytest.fixture
-async def uusim() -> AsyncIterator[UucallSimulator]:
-    sim = make_sim()
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-
-
-@pytest.fixture
-async def uu_http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-def uu(uusim: UucallSimulator, uu_http: aiohttp.ClientSession) -> UucallClient:
-    return UucallClient(uu_http, pbx_for(uusim))

@@ -1,6 +1,46 @@
-"""Fixtures of the XSwitch tests (the REST ones live in ``rest_fixtures``)."""
+"""Fixtures of the XSwitch tests: the XCC REST simulator on loopback, an HTTP session and a
+client of it, and the node simulator on the local NATS server (helpers are in
+``link_fixtures`` and ``rest_fixtures``)."""
 
-from tests.xswitch.link_fixtures import xsim
-from tests.xswitch.rest_fixtures import rest_sim, xcc, xcc_http
+from __future__ import annotations
 
-__all__ = ["rest_sim", "xcc", "xcc_http", "xsim"]
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from gateway.connectors.xswitch.client import XccClient
+from gateway.sim.xswitch.cli import XSwitchSimulator
+from gateway.sim.xswitch.rest import XccRestSimulator
+from tests.xswitch.rest_fixtures import DEV_KEY, pbx_settings
+
+
+@pytest.fixture
+async def rest_sim() -> AsyncIterator[XccRestSimulator]:
+    sim = XccRestSimulator(DEV_KEY, seed=7)
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+@pytest.fixture
+async def xcc_http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def xcc(rest_sim: XccRestSimulator, xcc_http: aiohttp.ClientSession) -> XccClient:
+    return XccClient(xcc_http, pbx_settings(rest_sim.base_url))
+
+
+@pytest.fixture
+async def xsim(unique: str) -> AsyncIterator[XSwitchSimulator]:
+    sim = XSwitchSimulator(prefix=f"from-t{unique}.", seed=11)
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()

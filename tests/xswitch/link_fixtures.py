@@ -1,5 +1,6 @@
-"""Fixtures of the XSwitch link tests: the simulator on the local NATS server, a PBX's
-settings pointing at it, and the clean-up of the JetStream stream a test made."""
+"""Helpers of the XSwitch link tests (their fixtures are in ``conftest.py``): a PBX's settings
+pointing at the simulator on the local NATS server, and the clean-up of the JetStream stream a
+test made."""
 
 from __future__ import annotations
 
@@ -7,25 +8,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from gateway.connectors.xswitch.nats_link import delete_stream
+from gateway.connectors.xswitch.link import delete_stream
 from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 from gateway.settings import BackoffSettings
 from gateway.sim.xswitch.cli import XSwitchSimulator
 from tests.integration.fixtures import Collected
 
 FAST = BackoffSettings(initial_s=0.05, max_s=0.5, reset_after_s=5)
-
-
-@pytest.fixture
-async def xsim(unique: str) -> AsyncIterator[XSwitchSimulator]:
-    sim = XSwitchSimulator(prefix=f"from-t{unique}.", seed=11)
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
 
 
 def pbx_for(sim: XSwitchSimulator, tenant: str, **overrides: Any) -> XSwitchPbxSettings:

@@ -1,17 +1,12 @@
-"""Fixtures of the XSwitch REST tests: the XCC REST simulator on loopback, a client of it
-(registered for the folder by ``conftest.py``), and helpers."""
+"""Helpers of the XSwitch REST tests (their fixtures are in ``conftest.py``): the document's
+answers, the settings of a PBX pointing at the XCC REST simulator, the requests it received."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import pytest
-
-from gateway.connectors.xswitch.client import XccClient
 from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 from gateway.settings import BackoffSettings
 from gateway.sim.xswitch.rest import API, XccRestSimulator
@@ -42,24 +37,3 @@ def pbx_settings(base_url: str, **overrides: Any) -> XSwitchPbxSettings:
 def api_calls(sim: XccRestSimulator) -> list[tuple[str, Any, int]]:
     """Every request but authentication: (path as sent, body, status)."""
     return [(r.path, r.body, r.status) for r in sim.received if r.path != API + "sessions/auth"]
-
-
-@pytest.fixture
-async def rest_sim() -> AsyncIterator[XccRestSimulator]:
-    sim = XccRestSimulator(DEV_KEY, seed=7)
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-
-
-@pytest.fixture
-async def xcc_http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-def xcc(rest_sim: XccRestSimulator, xcc_http: aiohttp.ClientSession) -> XccClient:
-    return XccClient(xcc_http, pbx_settings(rest_sim.base_url))

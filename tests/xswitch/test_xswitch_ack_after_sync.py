@@ -1,4 +1,4 @@
-"""``nats_link.serve`` on the local NATS server: a JetStream message is acked only after
+"""``link.serve`` on the local NATS server: a JetStream message is acked only after
 ``sync`` made its events durable (never when ``sync`` raises: it comes again), and a drain of
 the core-NATS queue yields to the event loop on a large backlog."""
 
@@ -13,8 +13,8 @@ import nats
 import pytest
 from pydantic import SecretStr
 
-from gateway.connectors.xswitch import nats_link
-from gateway.connectors.xswitch.nats_link import NatsSession, open_session, serve
+from gateway.connectors.xswitch import link
+from gateway.connectors.xswitch.link import NatsSession, open_session, serve
 from gateway.connectors.xswitch.settings import CTRL_SUBJECT, XSwitchPbxSettings
 from tests.conftest import wait_for
 from tests.xswitch.link_fixtures import stream_removed
@@ -179,5 +179,5 @@ async def test_core_drain_yields_to_the_loop(unique: str) -> None:
             probe_task = asyncio.ensure_future(probe())
             await wait_for(lambda: len(handled) == count)
             await probe_task
-        assert seen == [nats_link.DRAIN_YIELD_EVERY]
+        assert seen == [link.DRAIN_YIELD_EVERY]
         assert handled == [f"m{i}".encode() for i in range(count)]

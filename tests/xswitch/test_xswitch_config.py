@@ -248,7 +248,7 @@ def test_the_link_reads_other_controllers_subjects_once_each() -> None:
     ``tboy/tboy_acd.go`` publishes to ``cn.xswitch.ctrl.app.acd`` and ``ctrl/bus/bus_test.go``
     names a controller ``app.dial.<uuid>``: controller ids contain dots. Own subject and
     wildcards never overlap (JetStream refuses overlapping subjects)."""
-    from gateway.connectors.xswitch.nats_link import covers, subjects
+    from gateway.connectors.xswitch.link import covers, subjects
     from gateway.connectors.xswitch.settings import XSwitchPbxSettings
 
     pbx = XSwitchPbxSettings(

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from nats.errors import TimeoutError as NatsTimeout
 
-from gateway.connectors.xswitch.nats_link import NatsSession, serve
+from gateway.connectors.xswitch.link import NatsSession, serve
 
 
 class _Msg:

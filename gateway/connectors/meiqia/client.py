@@ -185,7 +185,7 @@ class MeiqiaClient:
                 self._log.info("rate_limited_retry", path=path, retry_in_s=round(delay, 2))
                 await self._sleep(delay)
 
-    def wait_for(self, exc: MeiqiaRateLimited, fallback_s: float = 1.0) -> float:
+    def wait_for(self, exc: rest.RateLimited, fallback_s: float = 1.0) -> float:
         """How long to wait after ``exc``: its ``Retry-After`` (capped) plus up to ``jitter``
         of it, so many gateways refused at once do not come back at once."""
         base = min(

@@ -1,31 +1,6 @@
-"""Meiqia commands: the contract's ``call.dial`` and ``cdr.search``, and one management command
-per endpoint of seed 001.
-
-=================================  =========================================================
-command                            endpoint
-=================================  =========================================================
-``call.dial``                      ``POST callout`` (``agent_id``, ``callee``,
-                                   ``trunk_number?``, ``user_data?`` at most 100 characters);
-                                   the call's ``uuid`` comes back as ``call_id``
-``cdr.search``                     ``POST records`` (one page), ``cdr.created`` events with
-                                   the ids of the live path
-``meiqia.sips.list``               ``GET sips`` (``agent_id?``, ``occupied?``)
-``meiqia.sip.bind``                ``POST sip_bind_agent`` (``agent_id``, ``sip``)
-``meiqia.number_groups.list``      ``GET rule_outnumber_group``
-``meiqia.number_groups.assign``    ``POST agent/outnumber_group`` (``agent_ids``,
-                                   ``group_ids``, ``numbers``)
-=================================  =========================================================
-
-Every other contract command is answered ``unsupported`` without a request (the plugin does
-not declare it). Arguments are checked before any request: by pydantic for the models here,
-and by :func:`callout_body` / :func:`records_body` for what the contract's models allow but
-Meiqia cannot do (a ``caller`` instead of an ``agent_id``, more than 100 characters of
-``user_data``, a ``busy`` disposition ...), answered ``invalid``.
-
-Writes (``callout``, ``sip_bind_agent``, ``agent/outnumber_group``) are sent once; only a 429
-(or a 502-504 with ``Retry-After``: refused before anything was done) is waited out once, if
-that ends within ten seconds.
-"""
+"""Meiqia commands (``call.dial``, ``cdr.search`` and one per management endpoint): what each
+sends and answers is in docs/vendors/meiqia.md, "Commands". What the contract's models allow but
+Meiqia cannot do is refused ``invalid`` by :func:`callout_body` / :func:`records_body`."""
 
 from __future__ import annotations
 

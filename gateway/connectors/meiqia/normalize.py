@@ -1,46 +1,4 @@
-"""Meiqia call records, webhook deliveries and seat lists -> contract events. Pure: no I/O, no
-clock (the time a fact was seen comes in the :class:`NormalizeContext`).
-
-Sources: seed 001 (``records``: one object per call; ``sips``: the seats) and Meiqia's public
-Webhooks help page (an envelope ``{"id", "event", "enterprise_token", "created_at", ...}``
-with the topic's business data beside it, ``Cdr`` for ``cdr.hangup`` and
-``call_robot.hangup``). The page names the business data but not its fields: a ``Cdr`` is read
-with the fields of a ``records`` record, under the key ``cdr`` (also ``data``, ``record``,
-``call``).
-
-**One raw message** (what ``gateway normalize --vendor meiqia`` and
-``tests/fixtures/meiqia/sample.jsonl`` hold, one per line) is either one ``records`` record
-(an object with ``call_uuid``) or one webhook delivery body (an object with ``id`` and
-``event``).
-
-A call's ``cdr.created`` id is derived from its ``call_uuid`` alone, so the record polled from
-``records``, the same call delivered by ``cdr.hangup`` (and its replays) and the record found
-again by ``cdr.search`` all have one id: a call seen by every path is published once.
-
-``records`` fields -> ``cdr.created``:
-
-=========================  ===============================================================
-``call_type``              ``外呼`` outbound, ``来电`` inbound (``direction``, ``leg_direction``)
-``states``                 ``disposition`` + ``reason``: ``接听`` answered; ``主叫未接``
-                           no_answer / caller_no_answer; ``被叫未接`` no_answer /
-                           callee_no_answer; ``振铃未接`` no_answer / ring_no_answer;
-                           ``队列放弃`` no_answer / abandoned_in_queue; ``ivr`` no_answer /
-                           ended_in_ivr (no person answered); anything else: null
-``agent_phone``            the agent's side: ``caller`` of an outbound call, ``callee`` of an
-                           inbound one (the trunk number when no agent took it)
-``customer_phone``         the other side
-``trunk_number``           ``trunk_out`` (outbound) or ``trunk_in`` and ``did`` (inbound)
-``trunk_number_name``      ``trunk_name``
-``duration``               ``duration_s`` (总时长)
-``customer_duration``      ``talk_duration_s`` (通话时长)
-``wait_time``              ``ring_duration_s`` (等待时长)
-``queue_wait_time``        ``queue_wait_s``
-``record_path``            ``recording``
-``customer_attribution``   ``customer_location``
-``user_data``              ``user_data``, unchanged (what ``call.dial`` gave ``callout``)
-``start_time``             ``started_at`` and the event's ``time``
-=========================  ===============================================================
-"""
+"""Meiqia records, webhooks, seats -> events, pure (no I/O, no clock): docs/vendors/meiqia.md."""
 
 from __future__ import annotations
 

@@ -1,27 +1,34 @@
-"""Meiqia's polled sources: call records (``POST records``) and seats (``GET sips``), each a
-:class:`~gateway.connectors.polling.Poller` that overrides ``poll(cursor)``.
+"""Meiqia call records: ``POST records`` read in moving, overlapping windows, every page; and
+seats (``GET sips``) compared. Each is a :class:`~gateway.connectors.polling.Poller`.
 
-**Call records.** Meiqia pushes nothing over a socket: a call becomes a record in ``records``
-once it has ended (and, in practice, a little later). Every ``records_poll_interval_s`` the
-records poller reads the window ``[until - records_overlap_s, now]`` (``start_time`` /
-``end_time``, RFC 3339 with the PBX's offset, the document's ``date-time``) page by page
-(``page_index`` from 1, ``page_size``, until ``total`` records or an empty page), and moves
-``until`` to ``now``. So every window reaches back ``records_overlap_s`` before the previous
-one ended: a record that appeared late is still found. The document's filters select calls that
-*started* after ``start_time`` and *ended* before ``end_time``, so a call longer than the
-overlap (default 30 min) is found only by its webhook or a ``cdr.search``: raise
-``records_overlap_s`` above the longest call expected.
+Meiqia pushes nothing over a socket: a call becomes a record in ``records`` once it has ended
+(and, in practice, a little later). Every ``records_poll_interval_s`` the poller reads the
+window ``[until - records_overlap_s, now]`` (``start_time`` / ``end_time``, RFC 3339 with the
+PBX's offset, the document's ``date-time``) page by page (``page_index`` from 1, ``page_size``,
+until ``total`` records or an empty page), and moves ``until`` to ``now``. So every window
+reaches back ``records_overlap_s`` before the previous one ended: a record that appeared late
+is still found. The document's filters select calls that *started* after ``start_time`` and
+*ended* before ``end_time``, so a call longer than the overlap (default 30 min) is found only by
+its webhook or a ``cdr.search``: raise ``records_overlap_s`` above the longest call expected.
 
-The cursor (``until``) and the ids passed (one per ``call_uuid``, see :mod:`.normalize`) are
-persisted in the PBX's slice of the state store and shared with the next owner, so what two
-windows (or a restart, or a takeover) return twice is published once. A failed poll leaves
-``until`` where it was: the next good one reads the missed time. After a long outage the windows
-are read in steps of at most ``max(1 h, 4 x overlap)``, back to ``recovery.max_window_s`` at
-most. Webhooks (``cdr.hangup``) hand their events to the records poller's ``offer``: the same
-passed ids, under the same lock as a poll, so a call delivered by a webhook and later polled (or
-the other way round, or delivered twice) is published once.
+It runs on the shared :class:`~gateway.connectors.polling.Poller`: the cursor (``until``) and
+the ids passed (one per ``call_uuid``, see :mod:`.normalize`) are persisted in the PBX's slice
+of the state store and shared with the next owner, so what two windows (or a restart, or a
+takeover) return twice is published once. A failed poll leaves ``until`` where it was: the
+next good one reads the missed time. After a long outage the windows are read in steps of at
+most ``max(1 h, 4 x overlap)``, back to ``recovery.max_window_s`` at most.
 
-**Seats.** A seat is a SIP account agents are bound to (``sip``, ``agent_id``, ``agent_name``,
+Webhooks (``cdr.hangup``) hand their events to :meth:`RecordsPoller.offer`: the same passed ids,
+under the same lock as a poll, so a call delivered by a webhook and later polled (or the
+other way round, or delivered twice) is published once.
+
+Refusals (read by the polling base): a 401 stops polling (``gateway.connection``
+``auth_failed``) until the gateway is restarted with a valid token; a 429 pauses it for
+``Retry-After`` (capped, with jitter); anything else is an outage with backoff.
+:class:`MeiqiaPoller` says only Meiqia's reason text and wait, and stops without asking once
+the client saw the token refused.
+
+Seats: a seat is a SIP account agents are bound to (``sip``, ``agent_id``, ``agent_name``,
 ``occupied`` y/n, ``expiration_at``, ``password``). Meiqia announces no change, so the whole
 list is read every ``seats_poll_interval_s`` and compared with the previous one (the cursor):
 each seat whose occupancy, bound agent or expiry changed (also one whose expiry time has now
@@ -29,25 +36,23 @@ passed, one that appeared, one that went) becomes one ``agent.seat`` event. The 
 never compared, published or saved. The first poll ever is the baseline (it publishes nothing),
 and a restart (or the next owner) compares with the saved list, so it announces only what
 changed meanwhile.
-
-**Refusals**, the same for both (:class:`MeiqiaPoller`): a 401 stops polling
-(``gateway.connection`` ``auth_failed``) until the gateway is restarted with a valid token; a
-429 pauses it for ``Retry-After`` (with jitter); anything else is an outage with backoff.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from gateway.connectors.link import LinkState
-from gateway.connectors.meiqia.client import MeiqiaAuthRejected, MeiqiaClient, MeiqiaRateLimited
+from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.connectors.meiqia.normalize import records_events, seat_events, seat_snapshot
-from gateway.connectors.polling import PollDeferred, Poller, PollResult, PollStopped
+from gateway.connectors.polling import Poller, PollResult, PollStopped
+from gateway.connectors.rest import AuthRefused, RateLimited
 from gateway.connectors.watermark import parse_iso
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
+from gateway.schema.events import CloudEvent
 
 RECORDS_PATH: Final = "records"
 SIPS_PATH: Final = "sips"
@@ -85,29 +90,15 @@ def seat_rows(answer: Any) -> list[Any]:
 
 
 class MeiqiaPoller(Poller):
-    """A polled source of one enterprise, and what Meiqia's refusals mean for every one."""
+    """A polled source of one enterprise (``source`` names its cursor), and what Meiqia's
+    refusals say for every one."""
+
+    source: ClassVar[str]
 
     def __init__(
-        self,
-        name: str,
-        client: MeiqiaClient,
-        store: KeyValue,
-        state: LinkState,
-        *,
-        interval_s: float,
-        backoff: Backoff,
-        timeout_s: float,
-        **options: Any,
+        self, client: MeiqiaClient, store: KeyValue, state: LinkState, **options: Any
     ) -> None:
-        super().__init__(
-            name,
-            state,
-            store,
-            interval_s=interval_s,
-            backoff=backoff,
-            timeout_s=timeout_s,
-            **options,
-        )
+        super().__init__(self.source, state, store, **options)  # interval_s, backoff ...
         self.client = client
 
     def blocked(self) -> PollStopped | None:
@@ -115,18 +106,18 @@ class MeiqiaPoller(Poller):
             return None
         return PollStopped("auth_failed", stopped_reason(self.client))
 
-    def refusal(self, exc: Exception) -> PollStopped | PollDeferred | None:
-        if isinstance(exc, MeiqiaAuthRejected):
-            return PollStopped("auth_failed", stopped_reason(self.client))
-        if isinstance(exc, MeiqiaRateLimited):
-            wait = self.client.wait_for(exc, fallback_s=self._backoff.next_delay())
-            return PollDeferred(wait, exc.message)
-        return None
+    def stop_reason(self, exc: AuthRefused) -> str:
+        return stopped_reason(self.client)
+
+    def retry_after(self, exc: RateLimited) -> float:
+        return self.client.wait_for(exc, fallback_s=self._backoff.next_delay())
 
 
 class RecordsPoller(MeiqiaPoller):
     """Polls one enterprise's call records and publishes one ``cdr.created`` per call; takes
     the events of webhooks too (``offer``)."""
+
+    source = "records"
 
     def __init__(
         self,
@@ -143,7 +134,6 @@ class RecordsPoller(MeiqiaPoller):
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         super().__init__(
-            "records",
             client,
             store,
             state,
@@ -182,25 +172,7 @@ class RecordsPoller(MeiqiaPoller):
 class SeatsPoller(MeiqiaPoller):
     """Polls one enterprise's seats and publishes what changed."""
 
-    def __init__(
-        self,
-        client: MeiqiaClient,
-        store: KeyValue,
-        state: LinkState,
-        *,
-        interval_s: float,
-        backoff: Backoff,
-        timeout_s: float = 60.0,
-    ) -> None:
-        super().__init__(
-            "sips",
-            client,
-            store,
-            state,
-            interval_s=interval_s,
-            backoff=backoff,
-            timeout_s=timeout_s,
-        )
+    source = "sips"
 
     async def poll(self, cursor: Any) -> PollResult:
         """The seats now against the cursor's (none: the baseline), and the new cursor."""
@@ -212,7 +184,7 @@ class SeatsPoller(MeiqiaPoller):
         sequences: dict[str, int] = {}
         if saved and isinstance(saved.get("seq"), dict):
             sequences = {str(k): int(v) for k, v in saved["seq"].items() if isinstance(v, int)}
-        events = []
+        events: list[CloudEvent] = []
         if isinstance(before, dict):
             known = {str(k): v for k, v in before.items() if isinstance(v, dict)}
             events = seat_events(known, snapshot, sequences, ctx)

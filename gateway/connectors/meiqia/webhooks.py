@@ -1,43 +1,4 @@
-"""Meiqia webhooks: ``POST /webhooks/meiqia/<tenant>`` on the gateway's HTTP server.
-
-Meiqia's Webhooks help page: a JSON ``POST`` whose body is an envelope ``{"id" (unique per
-delivery), "event" (the topic), "enterprise_token", "created_at" (Unix seconds), ...}`` with
-the topic's business data, signed in a header ``Meiqia-Signature``: the SHA-1 (hex) of the raw
-body followed by the webhook secret. The page's example request names the header
-``Meiqia-Sign``; both are read, ``Meiqia-Signature`` first (when both are sent, only it counts).
-
-Answers, in the order they are checked:
-
-====  =====================================================================================
-404   no PBX ``<tenant>`` of vendor meiqia, or no webhook secret configured for it: one
-      answer for both, given before the body is read, so the route tells no one which
-      tenants exist
-413   a body over ``webhook_max_bytes`` (not read further)
-408   a body not sent within :data:`BODY_TIMEOUT_S`; a sender that goes away mid-body is
-      logged once per source (a warning, no traceback), nothing published
-401   a missing or wrong signature (compared in constant time); counted, logged once per
-      source, nothing published
-400   a body that is not JSON
-400   a webhook envelope (``id`` and ``event``) without ``created_at`` in Unix seconds, or
-      with one further than ``webhook_max_skew_s`` from this host's clock: a replay of an
-      old delivery (or a clock that is off); nothing published. A signed body of another
-      shape (an SDK push) carries no time: a repeat of it is a duplicate by its hash
-503   this instance does not own the PBX now, or its link cannot take it now (starting,
-      stopping, or a records poll held it over 10 s); with ``Retry-After``
-200   the delivery's events are in the durable outbox (``{"published": n, "duplicate": b}``);
-      also for a replay (same delivery ``id``, or a call already published) and for a topic
-      that is not a call or a signed body of another shape (no ``id``/``event``: an SDK
-      push), published as ``vendor.unknown``: a 4xx would make Meiqia deliver it for ever
-====  =====================================================================================
-
-**Which instance publishes**: every instance serves the route, but only the one that owns the
-PBX (holds its lease) publishes: the delivery goes through its connector, which de-duplicates
-it against the ids its records poll has passed (one per ``call_uuid``, saved with the cursor
-and handed to the next owner). Another instance verifies the signature and answers 503, so
-Meiqia delivers it again; and should it never reach the owner, the owner's records poll
-publishes the call all the same, under the same id. No delivery is acknowledged before its
-event is in an outbox, and no call is published by two instances.
-"""
+"""Meiqia webhooks (``POST /webhooks/meiqia/<tenant>``): docs/vendors/meiqia.md, "Webhooks"."""
 
 from __future__ import annotations
 

@@ -29,11 +29,12 @@ entry is still found once; an unknown entry older than the window counts as old.
 has no time filter: its pages are read until a page, sorted newest first, reaches past the
 window.
 
-Failures (:class:`UucallPoller`, the same for every source): a 401 / 403
+Failures (read by the polling base, the same for every source): a 401 / 403
 ``max_auth_rejections`` times in a row stops the poller (``auth_failed`` / ``blocked``, as
-:class:`PollStopped`); a 429 the client could not wait out pauses it for the server's
-``Retry-After`` (:class:`PollDeferred`); anything else is an outage (the cursor stays, the next
-good poll reads what was missed).
+:class:`PollStopped`; :class:`UucallPoller` says how many in a row and its reason text); a 429
+the client could not wait out pauses it for the server's ``Retry-After``
+(:class:`PollDeferred`); anything else is an outage (the cursor stays, the next good poll reads
+what was missed).
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ import orjson
 
 from gateway.connectors.fields import canonical
 from gateway.connectors.link import LinkState
-from gateway.connectors.polling import PollDeferred, Poller, PollResult, PollStopped
-from gateway.connectors.uucall.client import AuthRefused, RateLimited, UucallClient, record, rows
+from gateway.connectors.polling import Poller, PollResult
+from gateway.connectors.rest import AuthRefused
+from gateway.connectors.uucall.client import UucallClient, record, rows
 from gateway.connectors.uucall.models import epoch_ms
 from gateway.connectors.uucall.normalize import (
     ACCOUNT,
@@ -64,7 +66,7 @@ from gateway.connectors.uucall.settings import UucallPbxSettings
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
 from gateway.schema.commands import CommandFailed
-from gateway.schema.events import CloudEvent, ConnectionState
+from gateway.schema.events import CloudEvent
 
 CURSOR_VERSION: Final = 1
 STAMP: Final = "%Y-%m-%d %H:%M:%S"
@@ -89,7 +91,7 @@ def _money_state(record_: dict[str, Any]) -> list[str | None]:
 
 class UucallPoller(Poller):
     """One source of one enterprise account (``source`` names it), and what UUCall's refusals
-    mean for every source."""
+    say for every source."""
 
     source: ClassVar[str]
 
@@ -124,21 +126,15 @@ class UucallPoller(Poller):
         #: 403 would otherwise stop the poller and show the link blocked).
         self.enabled = interval_s > 0
 
-    def refusal(self, exc: Exception) -> PollStopped | PollDeferred | None:
-        """Refused credentials stop the poller after ``max_auth_rejections`` in a row; a 429
-        the client could not wait out pauses it."""
-        if isinstance(exc, AuthRefused):
-            if self.client.auth_rejections < self._s.max_auth_rejections:
-                return None
-            state: ConnectionState = "auth_failed" if exc.status == 401 else "blocked"
-            return PollStopped(
-                state,
-                f"{exc.message} ({self.client.auth_rejections} times in a row);"
-                " fix the credentials and restart",
-            )
-        if isinstance(exc, RateLimited):
-            return PollDeferred(exc.retry_after_s, exc.message)
-        return None
+    def stops(self, exc: AuthRefused) -> bool:
+        """Refused credentials stop the poller after ``max_auth_rejections`` in a row."""
+        return self.client.auth_rejections >= self._s.max_auth_rejections
+
+    def stop_reason(self, exc: AuthRefused) -> str:
+        return (
+            f"{exc.message} ({self.client.auth_rejections} times in a row);"
+            " fix the credentials and restart"
+        )
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -376,19 +372,12 @@ POLLERS: Final = tuple(source.source for source in SOURCES)
 
 
 class AccountPollers:
-    """The five pollers of one enterprise account (see the module docstring)."""
+    """The five pollers of one enterprise account (see the module docstring), each built with
+    the arguments given here (:class:`UucallPoller`'s)."""
 
-    def __init__(
-        self,
-        client: UucallClient,
-        settings: UucallPbxSettings,
-        store: KeyValue,
-        state: LinkState,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, *args: Any, **options: Any) -> None:
         self.pollers: dict[str, UucallPoller] = {
-            source.source: source(client, settings, store, state, clock=clock) for source in SOURCES
+            source.source: source(*args, **options) for source in SOURCES
         }
         #: The pollers to run (an interval of 0 turns a source off).
         self.enabled = [name for name, poller in self.pollers.items() if poller.enabled]

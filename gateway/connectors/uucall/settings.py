@@ -40,7 +40,8 @@ class UucallPbxSettings(PbxSettings):
     base_url: str = Field(
         DEFAULT_BASE_URL,
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
-        description="the REST API including its base path /rest",
+        description="the REST API including its base path (/rest; the vendor wiki's deployments"
+        " use http://host:port/uucall_restapi/rest)",
     )
     uid: str = Field(pattern=r"^[0-9]{1,19}$", description="企业帐号ID: the enterprise id")
     uid_name: str = Field(

@@ -15,7 +15,7 @@ from gateway.connectors.plugin import LinkResources
 from gateway.connectors.watermark import Gap, Watermark
 from gateway.connectors.xswitch.client import XccClient
 from gateway.connectors.xswitch.commands import COMMAND_NAMES, execute_rest
-from gateway.connectors.xswitch.nats_link import NatsSession, open_session, serve
+from gateway.connectors.xswitch.link import NatsSession, open_session, serve
 from gateway.connectors.xswitch.normalize import normalize_message
 from gateway.connectors.xswitch.pollers import ConfigPoller
 from gateway.connectors.xswitch.settings import NODE_SUBJECT, XSwitchPbxSettings

@@ -33,12 +33,13 @@ from typing import Any, Final
 import orjson
 
 from gateway.connectors.link import LinkState
-from gateway.connectors.polling import PollDeferred, Poller, PollResult, PollStopped
-from gateway.connectors.xswitch.client import XccAuthRejected, XccClient, records
+from gateway.connectors.polling import Poller, PollResult
+from gateway.connectors.rest import AuthRefused
+from gateway.connectors.xswitch.client import XccClient, records
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.statestore import KeyValue
 from gateway.schema.commands import CommandFailed, ErrorCode
-from gateway.schema.events import CloudEvent, ConfigChangedData, make_event
+from gateway.schema.events import CloudEvent, ConfigChangedData, ConnectionState, make_event
 
 #: ``object`` name -> the list endpoint (lines 61, 257, 749, 992).
 LISTS: Final[dict[str, str]] = {
@@ -109,15 +110,20 @@ class ConfigPoller(Poller):
         self._page_size = page_size
         self._max_auth_rejections = max_auth_rejections
 
-    def refusal(self, exc: Exception) -> PollStopped | PollDeferred | None:
+    #: XCC documents no rate limit: a 429 (or a 5xx with ``Retry-After``) is an outage.
+    rate_limits_defer = False
+
+    def stops(self, exc: AuthRefused) -> bool:
         """A ``dev_key`` refused ``max_auth_rejections`` times in a row stops polling; the
         client authenticates again by itself until then."""
+        return self.client.auth_rejections >= self._max_auth_rejections
+
+    def stop_state(self, exc: AuthRefused) -> ConnectionState:
+        return "auth_failed"  # a 403 to the dev_key refuses the key, not the rights
+
+    def stop_reason(self, exc: AuthRefused) -> str:
         rejections = self.client.auth_rejections
-        if not isinstance(exc, XccAuthRejected) or rejections < self._max_auth_rejections:
-            return None
-        return PollStopped(
-            "auth_failed", f"dev_key refused {rejections} times ({exc.message}); fix it and restart"
-        )
+        return f"dev_key refused {rejections} times ({exc.message}); fix it and restart"
 
     async def poll(self, cursor: Any) -> PollResult:
         """This snapshot against the cursor's, and the new cursor."""

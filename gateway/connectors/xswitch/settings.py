@@ -27,7 +27,24 @@ class XSwitchPbxSettings(PbxSettings):
     nats_url: str = Field(
         "nats://127.0.0.1:4222",
         pattern=r"^(nats|tls)://\S+$",
-        description="the NATS server the XSwitch nodes publish on",
+        description="tls:// requires TLS: the link never sends its CONNECT (credentials) in"
+        " clear, even to a server that does not ask for TLS; its certificate is checked against"
+        " the system's CAs and the PBX's ca_file",
+    )
+    nats_tls_handshake_first: bool = Field(
+        False,
+        description="start TLS before the server's first word (nats-server 2.10 and later, with"
+        " tls { handshake_first: true }); needs a tls:// nats_url",
+    )
+    nats_cert_file: Path | None = Field(
+        None, description="client certificate (PEM) for a server that verifies clients"
+    )
+    nats_key_file: Path | None = Field(None, description="the key of nats_cert_file (PEM)")
+    nats_creds_file: Path | None = Field(
+        None, description="NATS user credentials (.creds: the user's JWT and nkey seed)"
+    )
+    nats_nkey_seed_file: Path | None = Field(
+        None, description="a file holding the user's nkey seed (SU...), for nkey users"
     )
     subject_prefix: str = Field(
         "",
@@ -86,6 +103,35 @@ class XSwitchPbxSettings(PbxSettings):
     @model_validator(mode="after")
     def _one_secret_source(self) -> XSwitchPbxSettings:
         check_secret_source("dev_key", self.dev_key, self.dev_key_file, self.dev_key_env)
+        return self
+
+    @model_validator(mode="after")
+    def _nats_security(self) -> XSwitchPbxSettings:
+        tls = self.nats_url.startswith("tls://")
+        if self.nats_tls_handshake_first and not tls:
+            raise ValueError("nats_tls_handshake_first needs a tls:// nats_url")
+        if (self.nats_cert_file is None) != (self.nats_key_file is None):
+            raise ValueError("nats_cert_file and nats_key_file go together")
+        if self.nats_cert_file is not None and self.nats_key_file is not None:
+            if not tls:
+                raise ValueError("nats_cert_file (a client certificate) needs a tls:// nats_url")
+            import ssl
+
+            try:
+                ssl.create_default_context().load_cert_chain(
+                    str(self.nats_cert_file), str(self.nats_key_file)
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"nats_cert_file {self.nats_cert_file} / nats_key_file"
+                    f" {self.nats_key_file}: no usable certificate and key ({exc})"
+                ) from None
+        if self.nats_creds_file is not None and self.nats_nkey_seed_file is not None:
+            raise ValueError("give nats_creds_file or nats_nkey_seed_file, not both")
+        for name in ("nats_creds_file", "nats_nkey_seed_file"):
+            path: Path | None = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} does not exist")
         return self
 
     def secret(self) -> str:

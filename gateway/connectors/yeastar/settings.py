@@ -53,8 +53,9 @@ class YeastarPbxSettings(PbxSettings):
     )
     cdr_time_format: str = Field(
         "%m/%d/%Y %H:%M:%S",
-        description="the PBX's date and time display format (strftime), as set on the PBX;"
-        " cdr/search filters in it and CDR times are read with it",
+        description="the PBX's date and time display format (System > Date and Time > Display"
+        " Format) as a strftime pattern with the whole date and time, e.g. '%d/%m/%Y %H:%M:%S'"
+        " or '%Y/%m/%d %I:%M:%S %p'; cdr/search filters in it and CDR times are read with it",
     )
     handover_grace_s: float = Field(
         1.0, ge=0, description="overlap of old and new socket on token move"

@@ -7,18 +7,24 @@ in the outbox: a gateway restart or a NATS reconnect then resumes where it stopp
 
 The stream is created with ``no_ack`` so that a node's *request* on a captured subject is not
 answered by JetStream's publish acknowledgement in place of the controller it was meant for.
+
+A ``tls://`` URL requires TLS. nats-py upgrades the connection only when the server's INFO
+says ``tls_required`` and otherwise sends its CONNECT - user and password, token, JWT - in
+clear; :class:`TlsClient` refuses to send it unless the connection is encrypted by then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import nats
 from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -26,6 +32,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from gateway.connectors.xswitch.settings import CTRL_SUBJECT, XSwitchPbxSettings
 from gateway.logging import get_logger
+from gateway.runtime.http_client import tls_context
 
 log = get_logger("connectors.xswitch.nats")
 
@@ -42,6 +49,9 @@ Handle = Callable[[bytes, str | None], Awaitable[None]]
 #: the spool path ``handle`` never yields, and a large backlog would otherwise starve the other
 #: links (their heartbeats, their reads) for a whole turn.
 DRAIN_YIELD_EVERY = 100
+
+#: How long the close of a connection that failed to open may take.
+CLOSE_TIMEOUT_S = 2.0
 
 
 def subjects(pbx: XSwitchPbxSettings) -> list[str]:
@@ -76,6 +86,86 @@ def covers(pattern: str, subject: str) -> bool:
         if token != have[i]:
             return False
     return len(want) == len(have)
+
+
+class PlaintextRefused(NatsError):
+    """The server did not start TLS although the link requires it: nothing was sent."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"the NATS server at {where} did not start TLS (its INFO does not ask for it) and"
+            " nats_url is tls://: the gateway sends no CONNECT, and no credentials, in clear."
+            " Enable TLS on the server, or set nats_tls_handshake_first for a server with"
+            " tls { handshake_first: true }"
+        )
+
+
+class TlsClient(Nats):
+    """nats-py's client that sends its CONNECT only over TLS when ``require_tls`` is set.
+
+    nats-py builds the CONNECT (with every credential) in ``_connect_command`` right before
+    it writes it, after any TLS upgrade: the check sits there, on the connection itself, so it
+    holds whatever the server's INFO said, on the first connection as on a reconnect."""
+
+    require_tls = False
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        # A server that takes TLS without requiring it (allow_non_tls) says tls_available; a
+        # link that requires TLS upgrades there too, as NATS's Go client does. (nats-py reads
+        # tls_required from this same dict right after, to decide on the upgrade.)
+        if self.require_tls and initial_connection and info.get("tls_available"):
+            info["tls_required"] = True
+        await super()._process_info(info, initial_connection)
+
+    def _connect_command(self) -> bytes:
+        if self.require_tls and not _encrypted(self._transport):
+            server = self._current_server
+            where = f"{server.uri.hostname}:{server.uri.port}" if server else "?"
+            raise PlaintextRefused(where)
+        return super()._connect_command()
+
+
+def _encrypted(transport: object) -> bool:
+    """Whether nats-py's TCP transport runs TLS now; anything it cannot tell is no."""
+    writer = getattr(transport, "_io_writer", None)
+    get = getattr(writer, "get_extra_info", None)
+    return get is not None and get("ssl_object") is not None
+
+
+def tls_options(pbx: XSwitchPbxSettings) -> ssl.SSLContext:
+    """What the link's TLS trusts (the system's CAs and the PBX's ``ca_file``) and shows (its
+    client certificate), whether TLS is required (``tls://``) or the server asks for it."""
+    context = tls_context(pbx.ca_file)
+    if pbx.nats_cert_file is not None and pbx.nats_key_file is not None:
+        context.load_cert_chain(str(pbx.nats_cert_file), str(pbx.nats_key_file))
+    return context
+
+
+async def connect(pbx: XSwitchPbxSettings, **options: Any) -> Nats:
+    """A connected client for the PBX's NATS: its TLS and credentials settings, no reconnects
+    of nats-py's own (the link's loop reconnects). ``options`` go to nats-py (callbacks...)."""
+    nc = TlsClient()
+    nc.require_tls = pbx.nats_url.startswith("tls://")
+    settings: dict[str, Any] = {
+        "servers": [pbx.nats_url],
+        "allow_reconnect": False,
+        "connect_timeout": pbx.request_timeout_s,
+        "tls": tls_options(pbx),
+        "tls_handshake_first": pbx.nats_tls_handshake_first,
+    }
+    if pbx.nats_creds_file is not None:
+        settings["user_credentials"] = str(pbx.nats_creds_file)
+    if pbx.nats_nkey_seed_file is not None:
+        settings["nkeys_seed"] = str(pbx.nats_nkey_seed_file)
+    try:
+        await nc.connect(**settings, **options)
+    except BaseException:
+        # After a failed TLS handshake nats-py's close waits for a stream whose protocol the
+        # handshake replaced, forever (the socket itself is closed by then): bounded.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), CLOSE_TIMEOUT_S)
+        raise
+    return nc
 
 
 @dataclass
@@ -113,11 +203,9 @@ async def open_session(pbx: XSwitchPbxSettings) -> NatsSession:
         if holder:
             holder[0].reason = f"NATS error: {type(exc).__name__}: {exc}"
 
-    nc = await nats.connect(
-        servers=[pbx.nats_url],
+    nc = await connect(
+        pbx,
         name=f"pbx-gateway-{pbx.tenant}",
-        allow_reconnect=False,
-        connect_timeout=pbx.request_timeout_s,
         ping_interval=pbx.ping_interval_s,
         max_outstanding_pings=2,
         closed_cb=on_closed,
@@ -280,7 +368,7 @@ def _position(msg: Msg) -> str | None:
 
 async def delete_stream(pbx: XSwitchPbxSettings) -> None:
     """Remove the link's stream (and its consumer): for tests and for operators leaving it."""
-    nc = await nats.connect(servers=[pbx.nats_url], allow_reconnect=False)
+    nc = await connect(pbx)
     try:
         with contextlib.suppress(NotFoundError):
             await nc.jetstream().delete_stream(pbx.stream_name())
