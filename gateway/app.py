@@ -446,7 +446,7 @@ class GatewayApp:
         if self.shared is None:
             return
         try:
-            await self.shared.push(tenant, self.states[tenant].snapshot(), timeout=5)
+            await self.shared.push(tenant, self.states[tenant].snapshot(), timeout=15)
         except Exception as exc:  # best effort: the local copy is still there
             if tenant not in self._share_failing:  # one warning per outage, not one a second
                 self._share_failing.add(tenant)
