@@ -241,7 +241,7 @@ class PbxOwnership:
         if self._shared is None or tenant not in self.states:
             return
         try:
-            await self._shared.push(tenant, self.states[tenant].snapshot(), timeout=5)
+            await self._shared.push(tenant, self.states[tenant].snapshot(), timeout=15)
         except Exception as exc:  # best effort: the local copy is still there
             if tenant not in self._share_failing:  # one warning per outage, not one a second
                 self._share_failing.add(tenant)

@@ -36,6 +36,8 @@ class SharedState:
         self._queues: dict[str, AbstractQueue] = {}
         self._opening = asyncio.Lock()
         self._pushes = asyncio.Semaphore(_PUSHES_AT_ONCE)
+        self._bounded = True
+        self._waiting = 0  # pushes waiting for a slot
 
     async def _queue(self, tenant: str) -> AbstractQueue:
         if self._channel is None or self._channel.is_closed:
@@ -66,8 +68,31 @@ class SharedState:
         for all, the last ones ran out although they arrived). Pipelined: the publish is written
         without waiting for the socket to drain, so the channel is held only while its frames
         are queued."""
-        async with self._pushes, asyncio.timeout(timeout):
-            await self._push(tenant, values)
+        if not self._bounded:
+            async with asyncio.timeout(timeout):
+                await self._push(tenant, values)
+            return
+        self._waiting += 1
+        try:
+            await self._pushes.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            async with asyncio.timeout(timeout):
+                await self._push(tenant, values)
+        except TimeoutError:
+            self._unbounded()
+            raise
+        finally:
+            self._pushes.release()
+
+    def _unbounded(self) -> None:
+        """A push ran out of time (the broker is away, or swamped): the ones still waiting for a
+        slot go at once, so a stop waits about one timeout more, not one per slotful."""
+        if self._bounded:
+            self._bounded = False
+            for _ in range(self._waiting):
+                self._pushes.release()
 
     async def _push(self, tenant: str, values: dict[str, str]) -> None:
         queue = await self._queue(tenant)
