@@ -1,5 +1,5 @@
 """Fixtures of the Meiqia tests: a quiet simulator on loopback, an HTTP session, a client of it
-(helpers are in ``meiqia_fixtures``)."""
+(helpers are in ``helpers.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from gateway.connectors.meiqia.client import MeiqiaClient
 from gateway.sim.meiqia.server import MeiqiaSimulator
-from tests.meiqia.meiqia_fixtures import pbx_for
+from tests.meiqia.helpers import pbx_for
 
 
 @pytest.fixture

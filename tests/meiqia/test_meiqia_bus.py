@@ -7,7 +7,7 @@ import pytest
 from gateway.sim.meiqia.server import MeiqiaSimulator
 from tests.conftest import wait_for
 from tests.integration.fixtures import Collected, running_gateway
-from tests.meiqia.meiqia_fixtures import pbx_for
+from tests.meiqia.helpers import pbx_for
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,9 @@ from gateway.sim.meiqia.webhooks import sign
 from gateway.web.server import build_public_app
 from tests.conftest import wait_for
 from tests.integration.fixtures import Collected, running_gateway
-from tests.meiqia.meiqia_fixtures import pbx_for
-from tests.meiqia.test_meiqia_webhook import Owner, Post, route
+from tests.meiqia.helpers import pbx_for
 from tests.meiqia.test_meiqia_webhook_gateway import connected, malformed
+from tests.meiqia.test_webhooks import Owner, Post, route
 from tests.operator.test_http_header_timeout import trickle
 
 __all__ = ["route"]

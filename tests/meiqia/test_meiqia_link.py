@@ -19,7 +19,7 @@ from gateway.settings import HttpSettings
 from gateway.sim.meiqia.server import MeiqiaSimulator
 from tests.conftest import wait_for
 from tests.integration.fixtures import Collected, running_gateway
-from tests.meiqia.meiqia_fixtures import ctx, pbx_for
+from tests.meiqia.helpers import ctx, pbx_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """Fixtures of the UUCall tests: the simulator on loopback, an HTTP session, a client of it
-(helpers are in ``fixtures``)."""
+(helpers are in ``helpers.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from gateway.connectors.uucall.client import UucallClient
 from gateway.sim.uucall.rest import UucallSimulator
-from tests.uucall.fixtures import make_sim, pbx_for
+from tests.uucall.helpers import make_sim, pbx_for
 
 
 @pytest.fixture

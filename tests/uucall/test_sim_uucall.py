@@ -15,7 +15,7 @@ import pytest
 from gateway.connectors.uucall.models import MODELS
 from gateway.sim.uucall.rest import UucallSimulator
 from tests.uucall.document import Operation, operations
-from tests.uucall.fixtures import TOKEN, make_sim
+from tests.uucall.helpers import TOKEN, make_sim
 
 #: A valid value for each documented parameter (the simulator's seed data).
 VALUES = {

@@ -19,8 +19,8 @@ from gateway.connectors.uucall.settings import UucallPbxSettings
 from gateway.sim.uucall.rest import UucallSimulator
 from tests.conftest import wait_for
 from tests.integration.fixtures import EVERY_COMMAND, Collected, running_gateway
-from tests.uucall.fixtures import make_sim, pbx_for
-from tests.uucall.test_uucall_commands import CASES, INVALID
+from tests.uucall.helpers import make_sim, pbx_for
+from tests.uucall.test_commands import CASES, INVALID
 
 pytestmark = pytest.mark.integration
 

@@ -36,10 +36,10 @@ from gateway.runtime.statestore import StateStore, StoreSlice
 from gateway.schema.commands import CommandFailed, ErrorCode
 from gateway.sim.uucall.rest import UucallSimulator
 from tests.conftest import wait_for
-from tests.uucall.fixtures import TOKEN, make_sim, pbx_for
-from tests.uucall.test_uucall_commands import parse
-from tests.uucall.test_uucall_downloads import names
-from tests.uucall.test_uucall_pollers import Watched
+from tests.uucall.helpers import TOKEN, make_sim, pbx_for
+from tests.uucall.test_commands import parse
+from tests.uucall.test_downloads import names
+from tests.uucall.test_pollers import Watched
 
 WIKI = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures/uucall/wiki_revision.json").read_text()

@@ -1,6 +1,6 @@
 """Fixtures of the XSwitch tests: the XCC REST simulator on loopback, an HTTP session and a
 client of it, and the node simulator on the local NATS server (helpers are in
-``link_fixtures`` and ``rest_fixtures``)."""
+``link_helpers`` and ``rest_helpers``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from gateway.connectors.xswitch.client import XccClient
 from gateway.sim.xswitch.cli import XSwitchSimulator
 from gateway.sim.xswitch.rest import XccRestSimulator
-from tests.xswitch.rest_fixtures import DEV_KEY, pbx_settings
+from tests.xswitch.rest_helpers import DEV_KEY, pbx_settings
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.sim.xswitch.rest import API, STRATEGIES, XccRestSimulator
 from tests.conftest import wait_for
-from tests.xswitch.rest_fixtures import DEV_KEY, doc_answer
+from tests.xswitch.rest_helpers import DEV_KEY, doc_answer
 
 
 class Http:

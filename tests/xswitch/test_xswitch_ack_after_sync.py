@@ -17,7 +17,7 @@ from gateway.connectors.xswitch import link
 from gateway.connectors.xswitch.link import NatsSession, open_session, serve
 from gateway.connectors.xswitch.settings import CTRL_SUBJECT, XSwitchPbxSettings
 from tests.conftest import wait_for
-from tests.xswitch.link_fixtures import stream_removed
+from tests.xswitch.link_helpers import stream_removed
 
 pytestmark = pytest.mark.integration
 

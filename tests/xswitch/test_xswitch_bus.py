@@ -9,8 +9,8 @@ import pytest
 from gateway.connectors.xswitch.commands import COMMAND_NAMES
 from tests.conftest import wait_for
 from tests.integration.fixtures import EVERY_COMMAND, Collected, running_gateway
-from tests.xswitch.link_fixtures import connected_count, pbx_for, stream_removed
-from tests.xswitch.test_xswitch_commands import CASES, INVALID
+from tests.xswitch.link_helpers import connected_count, pbx_for, stream_removed
+from tests.xswitch.test_commands import CASES, INVALID
 
 pytestmark = pytest.mark.integration
 

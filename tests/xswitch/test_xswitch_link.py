@@ -25,7 +25,7 @@ from tests.integration.bridge import BrokerBridge
 from tests.integration.fixtures import Collected, running_gateway
 from tests.integration.process import GatewayProcess
 from tests.integration.test_process_faults import DurableConsumer
-from tests.xswitch.link_fixtures import connected_count, pbx_for, stream_removed
+from tests.xswitch.link_helpers import connected_count, pbx_for, stream_removed
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Yeastar as real PBXs send it: several CDRs per call, a direction that holds for the
 whole call, day-first / 12-hour display dates, and event ids of newer firmware. Error codes are
-in test_yeastar_commands.py, nulls and wrong types in test_yeastar_nulls.py."""
+in test_commands.py, nulls and wrong types in test_normalize_nulls.py."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from gateway.schema.events import EVENT_TYPES, CloudEvent, NormalizeContext, Str
 from gateway.settings import RecoverySettings
 from gateway.sim.yeastar.server import YeastarSimulator
 from tests.conftest import gateway_cli, wait_for
-from tests.yeastar.test_yeastar_recovery import _CappedCdrPbx, _FakeAuth
+from tests.yeastar.test_recovery import _CappedCdrPbx, _FakeAuth
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "yeastar"
 #: Three 30012 frames as a live PBX sends them: one forwarded call, three legs, one call id.

@@ -24,7 +24,7 @@ from gateway.connectors.uucall.downloads import Downloads
 from gateway.schema.commands import CommandFailed, CommandInvalid, ErrorCode
 from gateway.sim.uucall.rest import UucallSimulator
 from tests.uucall.document import operations
-from tests.uucall.fixtures import pbx_for
+from tests.uucall.helpers import pbx_for
 
 #: (command, args, path as sent, query sent besides page/pageSize, body sent)
 CASES: list[tuple[str, dict[str, Any], str, dict[str, str], Any]] = [

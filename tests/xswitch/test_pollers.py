@@ -23,7 +23,7 @@ from gateway.runtime.statestore import StateStore, StoreSlice
 from gateway.schema.events import CloudEvent
 from gateway.sim.xswitch.rest import API, XccRestSimulator
 from tests.conftest import wait_for
-from tests.xswitch.rest_fixtures import FAST_BACKOFF, pbx_settings
+from tests.xswitch.rest_helpers import FAST_BACKOFF, pbx_settings
 
 KINDS = ("extension", "queue", "ivr", "hotline")
 

@@ -43,7 +43,7 @@ from gateway.schema.commands import (
 )
 from gateway.settings import BackoffSettings
 from gateway.sim.yeastar.frames import ERRORS as MANUAL_ERRORS
-from tests.yeastar.test_yeastar_recovery import MANUAL_CALL_QUERY
+from tests.yeastar.test_recovery import MANUAL_CALL_QUERY
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 OK = {"errcode": 0, "errmsg": "SUCCESS"}

@@ -16,7 +16,7 @@ from gateway.connectors.xswitch.client import XccAuthRejected, XccClient, is_wri
 from gateway.schema.commands import CommandFailed, ErrorCode
 from gateway.sim.xswitch.rest import API, XccRestSimulator
 from tests.conftest import wait_for
-from tests.xswitch.rest_fixtures import DEV_KEY, api_calls, pbx_settings
+from tests.xswitch.rest_helpers import DEV_KEY, api_calls, pbx_settings
 
 EXTENSIONS = API + "extensions/list"
 ADD = API + "extensions/add"

@@ -39,7 +39,7 @@ from gateway.connectors.uucall.client import AuthRefused, UucallClient
 from gateway.connectors.uucall.settings import UucallPbxSettings
 from gateway.connectors.uucall.signing import authorization, sig, sign
 from gateway.sim.uucall.rest import WIKI_BASE_PATH, UucallSimulator
-from tests.uucall.fixtures import TOKEN, make_sim, pbx_for
+from tests.uucall.helpers import TOKEN, make_sim, pbx_for
 
 WIKI = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures/uucall/wiki_revision.json").read_text()

@@ -31,7 +31,7 @@ from gateway.schema.commands import (
 )
 from gateway.schema.events import NormalizeContext
 from gateway.sim.xswitch.rest import API, STRATEGIES, XccRestSimulator
-from tests.xswitch.rest_fixtures import api_calls, doc_answer
+from tests.xswitch.rest_helpers import api_calls, doc_answer
 
 CATALOG = CommandCatalog(COMMAND_MODELS)
 ALL_PAGES = {"page": "1", "page_size": "100"}

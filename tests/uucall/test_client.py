@@ -20,7 +20,7 @@ from gateway.connectors.uucall.client import (
 )
 from gateway.schema.commands import CommandFailed, ErrorCode
 from gateway.sim.uucall.rest import UucallSimulator
-from tests.uucall.fixtures import make_sim, pbx_for
+from tests.uucall.helpers import make_sim, pbx_for
 
 
 class FakeTime:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.meiqia.test_meiqia_webhook import Owner, Post, fresh, metric, route, signed
+from tests.meiqia.test_webhooks import Owner, Post, fresh, metric, route, signed
 
 __all__ = ["route"]  # the fixture, shared
 

@@ -16,7 +16,7 @@ from gateway.connectors.uucall.commands import execute_rest
 from gateway.connectors.uucall.downloads import Downloads, safe_name
 from gateway.schema.commands import CommandFailed, ErrorCode
 from gateway.sim.uucall.rest import UucallSimulator
-from tests.uucall.fixtures import pbx_for
+from tests.uucall.helpers import pbx_for
 
 
 def names(folder: Path) -> list[str]:

@@ -18,7 +18,7 @@ from gateway.connectors.meiqia.normalize import (
     seat_snapshot,
 )
 from gateway.schema.events import EVENT_TYPES, CdrData
-from tests.meiqia.meiqia_fixtures import TZ, ctx, records, sample
+from tests.meiqia.helpers import TZ, ctx, records, sample
 
 #: Every ``call_type`` x ``states`` pair of the document's ``records`` (外呼状态: 主叫未接 |
 #: 被叫未接 | 接听; 来电状态: ivr | 队列放弃 | 振铃未接 | 接听) -> direction, disposition, reason.

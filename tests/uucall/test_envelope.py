@@ -31,9 +31,9 @@ from gateway.connectors.uucall.commands import execute_rest
 from gateway.connectors.uucall.downloads import Downloads
 from gateway.connectors.uucall.envelope import read_envelope
 from gateway.runtime.statestore import StateStore, StoreSlice
-from tests.uucall.fixtures import make_sim, pbx_for
-from tests.uucall.test_uucall_commands import parse
-from tests.uucall.test_uucall_pollers import Watched, kinds
+from tests.uucall.helpers import make_sim, pbx_for
+from tests.uucall.test_commands import parse
+from tests.uucall.test_pollers import Watched, kinds
 
 WIKI = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures/uucall/wiki_revision.json").read_text()

@@ -26,7 +26,7 @@ from gateway.connectors.yeastar.normalize import (
     normalize_cdr_record,
     normalize_frame,
 )
-from tests.yeastar.test_yeastar_normalize import check_valid, ctx
+from tests.yeastar.test_normalize import check_valid, ctx
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "yeastar"
 

@@ -18,7 +18,7 @@ from gateway.connectors.meiqia.client import (
 )
 from gateway.schema.commands import CommandFailed, ErrorCode
 from gateway.sim.meiqia.server import MeiqiaSimulator
-from tests.meiqia.meiqia_fixtures import pbx_for
+from tests.meiqia.helpers import pbx_for
 
 
 async def test_the_token_is_sent_as_bearer(client: MeiqiaClient, msim: MeiqiaSimulator) -> None:

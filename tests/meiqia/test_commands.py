@@ -15,7 +15,7 @@ from gateway.connectors.meiqia.normalize import record_event
 from gateway.schema.commands import CommandFailed, CommandInvalid, CommandModel, ErrorCode
 from gateway.sim.meiqia.server import MeiqiaSimulator
 from tests.conftest import wait_for
-from tests.meiqia.meiqia_fixtures import ctx
+from tests.meiqia.helpers import ctx
 
 
 def parse(command: str, args: dict[str, Any]) -> CommandModel:

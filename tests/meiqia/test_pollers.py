@@ -20,7 +20,7 @@ from gateway.runtime.statestore import StateStore, StoreSlice
 from gateway.schema.events import CloudEvent
 from gateway.sim.meiqia.server import MeiqiaSimulator
 from tests.conftest import wait_for
-from tests.meiqia.meiqia_fixtures import FAST, TZ, pbx_for
+from tests.meiqia.helpers import FAST, TZ, pbx_for
 
 
 class Link:

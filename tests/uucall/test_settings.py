@@ -21,7 +21,7 @@ from gateway.schema.events import CloudEvent
 from gateway.settings import RecoverySettings, load_settings
 from gateway.sim.uucall.rest import UucallSimulator
 from tests.conftest import wait_for
-from tests.uucall.fixtures import pbx_for
+from tests.uucall.helpers import pbx_for
 
 POLL_KEYS = ("account_poll_s", "cashlog_poll_s", "bill_poll_s", "oplog_poll_s", "notice_poll_s")
 BASE: dict[str, Any] = {

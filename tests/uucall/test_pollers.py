@@ -22,7 +22,7 @@ from gateway.runtime.statestore import StateStore, StoreSlice
 from gateway.schema.events import EVENT_TYPES, CloudEvent
 from gateway.sim.uucall.rest import UucallSimulator
 from tests.conftest import wait_for
-from tests.uucall.fixtures import make_sim, pbx_for
+from tests.uucall.helpers import make_sim, pbx_for
 
 
 class Watched:
