@@ -20,6 +20,8 @@ ledger and recovery on), its config listing that many PBXs. Measured:
 before and after on the same machine. ``--tracemalloc FILE``: where the idle gateway's memory is
 held, by line (bench/tracemem.py). ``--profile-idle FILE``: py-spy (``--gil``) records the
 gateway while idle (FILE gets the PBX count appended); its top functions are printed.
+``--profile-start FILE``: the same from the gateway's start until every link is subscribed (or
+the timeout); it slows the start-up it records, so its time is not a measure.
 
 Results are printed as a table and saved to bench/results/scale.json.
 """
@@ -177,6 +179,7 @@ async def run_one(
     profile: Path | None = None,
     firmware: str = "newer",
     tracemalloc: Path | None = None,
+    profile_start: Path | None = None,
 ) -> dict[str, Any]:
     node = await asyncio.to_thread(start_node, "gwscale")
     sim = YeastarSimulator(seed=1, idle_timeout=120, firmware=firmware)
@@ -204,6 +207,18 @@ async def run_one(
             cwd=str(tree or ROOT),
             env=env,
         )
+        start_spy: asyncio.subprocess.Process | None = None
+        start_out: Path | None = None
+        if profile_start is not None:
+            start_out = profile_start.with_name(
+                f"{profile_start.stem}-{pbxs}{profile_start.suffix}"
+            )
+            start_spy = await asyncio.create_subprocess_exec(
+                *("py-spy", "record", "--gil", "-r", "100", "-f", "raw", "-o", str(start_out)),
+                *("-d", str(int(timeout_s)), "--pid", str(proc.pid)),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
         tokens_per_s: Counter[int] = Counter()
         last_tokens = 0
         all_subscribed_s: float | None = None
@@ -221,6 +236,12 @@ async def run_one(
                 break
             if proc.returncode is not None:
                 break
+        start_top: list[tuple[str, float]] = []
+        if start_spy is not None and start_out is not None:
+            start_spy.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
+            await start_spy.wait()
+            if start_out.exists():
+                start_top = profile_top(start_out)
         # idle: nothing happens on the PBXs; the gateway only heartbeats and holds leases
         await asyncio.sleep(5)
         cpu_before, idle_from = proc_cpu_s(proc.pid), time.monotonic()
@@ -306,6 +327,7 @@ async def run_one(
         "log": log,
         "warnings": sum(log["problems"].values()),
         "idle_profile": top,
+        "start_profile": start_top,
         "tree": str(tree) if tree else None,
         "gateway_log": str(kept),
         "gateway_log_tail": log_tail,
@@ -322,6 +344,9 @@ async def main() -> None:
     )
     parser.add_argument("--tree", type=Path, default=None, help="run this source tree's gateway")
     parser.add_argument("--profile-idle", type=Path, default=None, help="py-spy while idle")
+    parser.add_argument(
+        "--profile-start", type=Path, default=None, help="py-spy from start to all subscribed"
+    )
     parser.add_argument("--label", default=None, help="results go to scale-<label>.json")
     parser.add_argument(
         "--tracemalloc",
@@ -348,6 +373,7 @@ async def main() -> None:
             profile=args.profile_idle,
             firmware=args.firmware,
             tracemalloc=args.tracemalloc,
+            profile_start=args.profile_start,
         )
         for n in args.pbxs
     ]
@@ -373,6 +399,8 @@ async def main() -> None:
             print(f"  {r['pbxs']} PBXs: {count} x {event} with an empty error")
         for name, share in r["idle_profile"]:
             print(f"  {r['pbxs']} PBXs idle: {share:6.1%} {name}")
+        for name, share in r["start_profile"]:
+            print(f"  {r['pbxs']} PBXs start-up: {share:6.1%} {name}")
     out = RESULTS if args.label is None else RESULTS.with_name(f"scale-{args.label}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
