@@ -147,18 +147,24 @@ def _call_data(msg: Mapping[str, Any], direction: str | None = None) -> dict[str
 
 
 def _call_status(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
-    """30011: one report per member change; the call's state is derived from all members."""
+    """30011: one report per member change; the call's state is derived from all members.
+
+    The payload is :func:`_call_data`'s dict as it is: it is :class:`CallData`'s JSON dump by
+    construction (every field read as text or None, the state, direction and member statuses
+    from fixed sets, keys by alias in the model's order; a test holds it to the model), and
+    validating it into models to dump them again was a third of the frame's normalizing."""
     fields = _call_data(msg)
-    return _Built(f"call.{fields['state']}", CallData(**fields), subject=fields["call_id"])
+    return _Built(f"call.{fields['state']}", fields, subject=fields["call_id"])
 
 
 def _call_kind(type_: str, identity_tag: str | None = None) -> _Handler:
-    """30013 transferred / 30014 forwarded / 30016 incoming: a call snapshot under another name."""
+    """30013 transferred / 30014 forwarded / 30016 incoming: a call snapshot under another name
+    (its payload as in :func:`_call_status`)."""
 
     def handle(msg: dict[str, Any], ctx: NormalizeContext) -> _Built:
         fields = _call_data(msg)
         identity = (identity_tag, fields["call_id"]) if identity_tag else None
-        return _Built(type_, CallData(**fields), subject=fields["call_id"], identity=identity)
+        return _Built(type_, fields, subject=fields["call_id"], identity=identity)
 
     return handle
 

@@ -92,7 +92,7 @@ class _Built:
     """What a handler decided; :func:`normalize_frame` turns it into the event."""
 
     type_: str
-    data: BaseModel
+    data: BaseModel | dict[str, Any]  # a dict: the payload's JSON-mode dump (see make_event)
     subject: str | None = None
     identity: tuple[object, ...] | None = None  # None: the generic (event, msg, received_at)
     time: datetime | None = None  # None: ctx.received_at
