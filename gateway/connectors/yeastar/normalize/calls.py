@@ -65,16 +65,25 @@ def _member(kind: str, info: Mapping[str, Any], status: str) -> dict[str, Any]:
     ``status`` is its :func:`_raw_status` as a token. A status the manual does not list (or
     none) is None. Trunk legs keep ``number`` null: which of from/to is the outside party
     differs between the manual's examples (30011 outbound: ``to``; 30018 outbound: ``from``)."""
-    get = info.get
+    # read.text's usual cases inline (a plain string, or nothing): this runs for every member
+    # of every call report, and the calls cost more than the reading.
+    get, text = info.get, read.text
+    number, from_, to, channel_id, via = (
+        get("number"),
+        get("from"),
+        get("to"),
+        get("channel_id"),
+        get("call_path"),
+    )
     return {
         "kind": kind,
-        "number": read.text(get("number")),
-        "from": read.text(get("from")),
-        "to": read.text(get("to")),
+        "number": None if number is None else text(number),
+        "from": None if from_ is None else text(from_),
+        "to": None if to is None else text(to),
         "trunk": read.first(info, "trunk_name", "trunk"),
-        "channel_id": read.text(get("channel_id")),
+        "channel_id": None if channel_id is None else text(channel_id),
         "status": _MEMBER_STATUS.get(status),
-        "via": read.text(get("call_path")),
+        "via": None if via is None else text(via),
     }
 
 

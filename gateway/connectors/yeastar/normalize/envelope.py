@@ -62,6 +62,8 @@ def _parse_json(text: str, what: str) -> Any:
 def _event_code(frame: Mapping[str, Any]) -> str:
     """``type`` may be an int or a string; it is the only way to know what the frame is."""
     value = frame.get("type")
+    if type(value) is int:  # the usual case (not bool): what read.integer and str() give
+        return str(value)
     if value is None:
         raise _Invalid("frame has no 'type' (event id)")
     if (
