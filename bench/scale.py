@@ -5,7 +5,8 @@ simulator on loopback standing in for every PBX (it answers get_token and keeps 
 subscribed), and one `gateway run` process with the default settings (leases, commands, shared
 ledger and recovery on), its config listing that many PBXs. Measured:
 
-- time from process start until every link is subscribed (sockets with topics at the simulator);
+- time from process start until every link is subscribed (sockets with topics at the simulator),
+  and the gateway's CPU time until then (less at the mercy of other work than the time);
 - token requests: total and the most in any one second (no PBX asks twice);
 - while idle (``--idle-s``): gateway RSS and CPU (% of one core);
 - broker RSS growth (node before the gateway vs idle with it) and the broker's objects: queues by
@@ -20,6 +21,8 @@ ledger and recovery on), its config listing that many PBXs. Measured:
 before and after on the same machine. ``--tracemalloc FILE``: where the idle gateway's memory is
 held, by line (bench/tracemem.py). ``--profile-idle FILE``: py-spy (``--gil``) records the
 gateway while idle (FILE gets the PBX count appended); its top functions are printed.
+``--profile-start FILE``: the same from the gateway's start until every link is subscribed (or
+the timeout); it slows the start-up it records, so its time is not a measure.
 
 Results are printed as a table and saved to bench/results/scale.json.
 """
@@ -177,6 +180,7 @@ async def run_one(
     profile: Path | None = None,
     firmware: str = "newer",
     tracemalloc: Path | None = None,
+    profile_start: Path | None = None,
 ) -> dict[str, Any]:
     node = await asyncio.to_thread(start_node, "gwscale")
     sim = YeastarSimulator(seed=1, idle_timeout=120, firmware=firmware)
@@ -204,9 +208,22 @@ async def run_one(
             cwd=str(tree or ROOT),
             env=env,
         )
+        start_spy: asyncio.subprocess.Process | None = None
+        start_out: Path | None = None
+        if profile_start is not None:
+            start_out = profile_start.with_name(
+                f"{profile_start.stem}-{pbxs}{profile_start.suffix}"
+            )
+            start_spy = await asyncio.create_subprocess_exec(
+                *("py-spy", "record", "--gil", "-r", "100", "-f", "raw", "-o", str(start_out)),
+                *("-d", str(int(timeout_s)), "--pid", str(proc.pid)),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
         tokens_per_s: Counter[int] = Counter()
         last_tokens = 0
         all_subscribed_s: float | None = None
+        start_cpu_s: float | None = None  # the gateway's CPU time until then: less noisy
         progress: list[tuple[float, int]] = []
         while time.monotonic() - started < timeout_s:
             await asyncio.sleep(0.25)
@@ -218,9 +235,16 @@ async def run_one(
                 progress.append((round(now, 2), count))
             if count >= pbxs:
                 all_subscribed_s = now
+                start_cpu_s = proc_cpu_s(proc.pid)
                 break
             if proc.returncode is not None:
                 break
+        start_top: list[tuple[str, float]] = []
+        if start_spy is not None and start_out is not None:
+            start_spy.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
+            await start_spy.wait()
+            if start_out.exists():
+                start_top = profile_top(start_out)
         # idle: nothing happens on the PBXs; the gateway only heartbeats and holds leases
         await asyncio.sleep(5)
         cpu_before, idle_from = proc_cpu_s(proc.pid), time.monotonic()
@@ -289,6 +313,7 @@ async def run_one(
         "pbxs": pbxs,
         "all_subscribed_s": None if all_subscribed_s is None else round(all_subscribed_s, 2),
         "subscribed_at_end": still,
+        "start_cpu_s": None if start_cpu_s is None else round(start_cpu_s, 2),
         "token_requests": sim.token_requests,
         "token_requests_max_per_s": max(tokens_per_s.values(), default=0),
         "gateway_rss_mb": round(gateway_rss / 2**20, 1),
@@ -306,6 +331,7 @@ async def run_one(
         "log": log,
         "warnings": sum(log["problems"].values()),
         "idle_profile": top,
+        "start_profile": start_top,
         "tree": str(tree) if tree else None,
         "gateway_log": str(kept),
         "gateway_log_tail": log_tail,
@@ -322,6 +348,9 @@ async def main() -> None:
     )
     parser.add_argument("--tree", type=Path, default=None, help="run this source tree's gateway")
     parser.add_argument("--profile-idle", type=Path, default=None, help="py-spy while idle")
+    parser.add_argument(
+        "--profile-start", type=Path, default=None, help="py-spy from start to all subscribed"
+    )
     parser.add_argument("--label", default=None, help="results go to scale-<label>.json")
     parser.add_argument(
         "--tracemalloc",
@@ -348,18 +377,21 @@ async def main() -> None:
             profile=args.profile_idle,
             firmware=args.firmware,
             tracemalloc=args.tracemalloc,
+            profile_start=args.profile_start,
         )
         for n in args.pbxs
     ]
     print(
-        f"\n{'PBXs':>6} {'subscribed s':>12} {'tokens':>7} {'tok/s max':>9} {'gw RSS MB':>9} "
+        f"\n{'PBXs':>6} {'subscribed s':>12} {'CPU s':>6} {'tokens':>7} {'tok/s max':>9} "
+        f"{'gw RSS MB':>9} "
         f"{'gw CPU %':>8} {'broker +MB':>10} {'queues':>7} {'streams':>7} {'channels':>8} "
         f"{'consumers':>9} {'procs/PBX':>9} {'stop s':>6} {'shared':>6} {'warnings':>8}"
     )
     for r in runs:
         o = r["broker_objects"]
         print(
-            f"{r['pbxs']:>6} {r['all_subscribed_s']!s:>12} {r['token_requests']:>7} "
+            f"{r['pbxs']:>6} {r['all_subscribed_s']!s:>12} {r['start_cpu_s']!s:>6} "
+            f"{r['token_requests']:>7} "
             f"{r['token_requests_max_per_s']:>9} {r['gateway_rss_mb']:>9} "
             f"{r['gateway_idle_cpu_pct']:>8} {r['broker_rss_growth_mb']:>10} "
             f"{sum(o['queues'].values()):>7} {o['queues'].get('stream', 0):>7} "
@@ -373,6 +405,8 @@ async def main() -> None:
             print(f"  {r['pbxs']} PBXs: {count} x {event} with an empty error")
         for name, share in r["idle_profile"]:
             print(f"  {r['pbxs']} PBXs idle: {share:6.1%} {name}")
+        for name, share in r["start_profile"]:
+            print(f"  {r['pbxs']} PBXs start-up: {share:6.1%} {name}")
     out = RESULTS if args.label is None else RESULTS.with_name(f"scale-{args.label}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

@@ -7,6 +7,7 @@ this root adds ``pbxs[]``, a union over the registered plugins' models, and re-e
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, cast
 
@@ -170,8 +171,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _unique_tenants(self) -> Settings:
-        tenants = [p.tenant for p in self.pbxs]
-        duplicates = sorted({t for t in tenants if tenants.count(t) > 1})
+        counts = Counter(p.tenant for p in self.pbxs)  # (not list.count: N² at 5,000 PBXs)
+        duplicates = sorted(t for t, n in counts.items() if n > 1)
         if duplicates:
             raise ValueError(f"tenant names must be unique, repeated: {', '.join(duplicates)}")
         return self

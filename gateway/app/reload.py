@@ -19,6 +19,7 @@ rewrites applies once, the last version), and is also woken by SIGHUP.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import secrets
@@ -122,9 +123,15 @@ def named_files(settings: Settings) -> list[Path]:
     return [
         value
         for pbx in settings.pbxs
-        for name in type(pbx).model_fields
-        if name.endswith("_file") and isinstance(value := getattr(pbx, name, None), Path)
+        for name in _file_fields(type(pbx))
+        if isinstance(value := getattr(pbx, name, None), Path)
     ]
+
+
+@functools.cache
+def _file_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """A settings model's ``*_file`` fields: looked up once per vendor, not per PBX and poll."""
+    return tuple(name for name in model.model_fields if name.endswith("_file"))
 
 
 def new_salt() -> str:

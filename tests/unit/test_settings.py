@@ -162,3 +162,9 @@ def test_a_dump_keeps_every_vendor_field_and_loads_back(tmp_path: Path) -> None:
     dumped["bus"]["url"] = settings.bus.url.get_secret_value()  # and the broker's URL
     again = load_settings(write(tmp_path, dumped))
     assert again.pbxs[0] == settings.pbxs[0]
+
+
+def test_repeated_tenants_are_named_once_each(tmp_path: Path) -> None:
+    pbxs = [{**GOOD_PBX, "tenant": t} for t in ("b", "a", "b", "c", "a", "b")]
+    with pytest.raises(SettingsError, match=r"repeated: a, b$"):
+        load_settings(write(tmp_path, {"pbxs": pbxs}))

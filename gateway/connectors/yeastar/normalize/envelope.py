@@ -62,6 +62,8 @@ def _parse_json(text: str, what: str) -> Any:
 def _event_code(frame: Mapping[str, Any]) -> str:
     """``type`` may be an int or a string; it is the only way to know what the frame is."""
     value = frame.get("type")
+    if type(value) is int:  # the usual case (not bool): what read.integer and str() give
+        return str(value)
     if value is None:
         raise _Invalid("frame has no 'type' (event id)")
     if (
@@ -92,7 +94,7 @@ class _Built:
     """What a handler decided; :func:`normalize_frame` turns it into the event."""
 
     type_: str
-    data: BaseModel
+    data: BaseModel | dict[str, Any]  # a dict: the payload's JSON-mode dump (see make_event)
     subject: str | None = None
     identity: tuple[object, ...] | None = None  # None: the generic (event, msg, received_at)
     time: datetime | None = None  # None: ctx.received_at
