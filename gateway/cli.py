@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -119,7 +120,23 @@ def _fail(args: argparse.Namespace, message: str) -> None:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Descriptions as written, every option's default shown."""
+    """Descriptions as written, every option's default shown when it says something: not
+    "(default: None)", "[]" or a flag's False, nor a second time when the help names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_ = action.help or ""
+        default = action.default
+        if default is None or default is False or default == [] or "default" in help_:
+            return help_
+        text = super()._get_help_string(action) or ""
+        if isinstance(default, str):  # a default from the environment may hold a password
+            text = text.replace("%(default)s", _without_password(default).replace("%", "%%"))
+        return text
+
+
+def _without_password(value: str) -> str:
+    """A URL's password, or a libpq ``password=`` pair's value, replaced by ``***``."""
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", redact_url(value), flags=re.IGNORECASE)
 
 
 class _SimParser(argparse.ArgumentParser):

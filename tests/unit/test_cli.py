@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import gateway_cli
@@ -41,11 +44,42 @@ def test_help_lists_every_command_and_the_docs_too() -> None:
 
 
 def test_every_option_shows_its_default() -> None:
-    for args in (("demo",), ("send",), ("normalize",), ("sim", "yeastar"), ("run",)):
+    for args in (("demo",), ("send",), ("normalize",), ("sim", "yeastar")):
         text = gateway_cli(*args, "--help").stdout
         assert "(default:" in text, args
+    assert "without it: defaults" in gateway_cli("run", "--help").stdout, "--config says it"
     sim = " ".join(gateway_cli("sim", "yeastar", "--help").stdout.split())
     assert "--calls-per-second CALLS_PER_SECOND" in sim and "(default: 1.0)" in sim
     assert "(default: Asia/Shanghai)" in sim, "the simulator keeps the example config's zone"
     example = (Path(__file__).resolve().parents[2] / "config/gateway.example.yaml").read_text()
     assert "timezone: Asia/Shanghai" in example
+
+
+def test_help_shows_no_empty_default_and_no_password() -> None:
+    """A default worth nothing ("None", "False", "[]") or already told in words is not
+    repeated; a URL's password taken from the environment never reaches the terminal."""
+    env = {
+        "GATEWAY__BUS__URL": "amqp://user:env-secret@rabbit:5672/",
+        "GATEWAY_SINK_DSN": "host=db password=dsn-secret",
+        "GATEWAY_DEMO_AMQP": "amqp://user:demo-secret@rabbit:5672/",
+    }
+    for args in (("run",), ("demo",), ("tail",), ("send",), ("sink", "postgres"), ("schema",)):
+        text = _help_with_env(env, *args)
+        for empty in ("(default: None)", "(default: False)", "(default: [])"):
+            assert empty not in text, (args, empty)
+        assert text.count("default: the defaults") <= 1, args
+        assert "secret" not in text, args
+    send = _help_with_env(env, "send")
+    assert "(default: amqp://user:***@rabbit:5672/)" in send
+
+
+def _help_with_env(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=True,
+    )
+    return " ".join(result.stdout.split())
