@@ -37,7 +37,8 @@ def test_normalize_clean_input_exits_zero() -> None:
 def test_help_lists_every_command_and_the_docs_too() -> None:
     result = gateway_cli("--help")
     page = (Path(__file__).resolve().parents[2] / "docs/operating/cli.md").read_text()
-    for command in ("run", "sim", "demo", "tail", "sink", "normalize", "send", "schema"):
+    commands = "run sim demo tail sink normalize send schema config outbox".split()
+    for command in commands:
         assert f"    {command} " in result.stdout, command
         assert f"| `gateway {command}" in page, f"the docs' command table lacks {command}"
     assert "exit status" in result.stdout and "docs/CONTRACT.md" in result.stdout
