@@ -571,6 +571,13 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     # Log lines go to stderr; by default only errors, so nothing lands between the event lines
     # (stopping logs expected warnings: links closed, consumers cancelled).
+    if args.duration is not None and not args.duration > 0:
+        raise UserError("--duration must be more than 0 seconds")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.tenant):
+        raise UserError(
+            f"--tenant {args.tenant!r}: letters, digits, - and _ only, at most 64"
+            " (the first part of every routing key)"
+        )
     configure_logging("console", args.log_level or "ERROR")
     from gateway.demo import run_demo
 

@@ -84,3 +84,14 @@ def _help_with_env(env: dict[str, str], *args: str) -> str:
         check=True,
     )
     return " ".join(result.stdout.split())
+
+
+def test_demo_refuses_a_bad_duration_or_tenant_in_one_line() -> None:
+    for args, said in (
+        (("--duration", "-1"), "gateway: --duration must be more than 0 seconds"),
+        (("--duration", "0"), "gateway: --duration must be more than 0 seconds"),
+        (("--tenant", "a.b"), "gateway: --tenant 'a.b': letters, digits, - and _ only"),
+    ):
+        result = gateway_cli("demo", *args)
+        assert result.returncode == 2, args
+        assert result.stderr.startswith(said) and result.stderr.count("\n") == 1, result.stderr
