@@ -703,11 +703,12 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     from gateway.schema.export import asyncapi_document, contract_json_schema
 
     catalog = command_catalog()
-    if args.asyncapi:
+    if args.asyncapi or args.config is not None:  # a --config given is checked, even if unused
         try:
             settings = load_settings(args.config)
         except SettingsError as exc:
             raise UserError(str(exc)) from None
+    if args.asyncapi:
         document = asyncapi_document(
             catalog,
             bus_url=settings.bus.url.get_secret_value(),

@@ -95,3 +95,9 @@ def test_demo_refuses_a_bad_duration_or_tenant_in_one_line() -> None:
         result = gateway_cli("demo", *args)
         assert result.returncode == 2, args
         assert result.stderr.startswith(said) and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_schema_checks_a_config_file_it_is_given(tmp_path: Path) -> None:
+    result = gateway_cli("schema", "--config", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().endswith("missing.yaml does not exist")
