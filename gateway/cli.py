@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -119,7 +120,23 @@ def _fail(args: argparse.Namespace, message: str) -> None:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Descriptions as written, every option's default shown."""
+    """Descriptions as written, every option's default shown when it says something: not
+    "(default: None)", "[]" or a flag's False, nor a second time when the help names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_ = action.help or ""
+        default = action.default
+        if default is None or default is False or default == [] or "default" in help_:
+            return help_
+        text = super()._get_help_string(action) or ""
+        if isinstance(default, str):  # a default from the environment may hold a password
+            text = text.replace("%(default)s", _without_password(default).replace("%", "%%"))
+        return text
+
+
+def _without_password(value: str) -> str:
+    """A URL's password, or a libpq ``password=`` pair's value, replaced by ``***``."""
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", redact_url(value), flags=re.IGNORECASE)
 
 
 class _SimParser(argparse.ArgumentParser):
@@ -554,6 +571,13 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     # Log lines go to stderr; by default only errors, so nothing lands between the event lines
     # (stopping logs expected warnings: links closed, consumers cancelled).
+    if args.duration is not None and not args.duration > 0:
+        raise UserError("--duration must be more than 0 seconds")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.tenant):
+        raise UserError(
+            f"--tenant {args.tenant!r}: letters, digits, - and _ only, at most 64"
+            " (the first part of every routing key)"
+        )
     configure_logging("console", args.log_level or "ERROR")
     from gateway.demo import run_demo
 
@@ -679,11 +703,12 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     from gateway.schema.export import asyncapi_document, contract_json_schema
 
     catalog = command_catalog()
-    if args.asyncapi:
+    if args.asyncapi or args.config is not None:  # a --config given is checked, even if unused
         try:
             settings = load_settings(args.config)
         except SettingsError as exc:
             raise UserError(str(exc)) from None
+    if args.asyncapi:
         document = asyncapi_document(
             catalog,
             bus_url=settings.bus.url.get_secret_value(),

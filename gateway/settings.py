@@ -8,6 +8,7 @@ this root adds ``pbxs[]``, a union over the registered plugins' models, and re-e
 from __future__ import annotations
 
 from collections import Counter
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, cast
 
@@ -137,7 +138,14 @@ class _YamlSource(YamlConfigSettingsSource):
     thousand PBXs, read again at each reload); a file libyaml refuses is read again by the pure
     loader, whose error messages are the ones the gateway has always shown."""
 
-    def _read_file(self, file_path: Path) -> dict[str, Any]:
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        # (pydantic-settings 2.16 widened the argument; the gateway's file is always a Path)
+        data = self._parse(Path(str(file_path)))
+        if not isinstance(data, dict):
+            raise _NotAMapping(_KINDS.get(type(data), type(data).__name__))
+        return data
+
+    def _parse(self, file_path: Path) -> Any:
         loader = getattr(yaml, "CSafeLoader", None)
         if loader is not None:
             text = file_path.read_text(encoding=self.yaml_file_encoding)
@@ -146,6 +154,19 @@ class _YamlSource(YamlConfigSettingsSource):
             except yaml.YAMLError:
                 pass
         return super()._read_file(file_path)
+
+
+class _NotAMapping(ValueError):
+    """The file's top level is a scalar or a list: ``str()`` says which."""
+
+
+_KINDS: dict[type, str] = {
+    str: "a string",
+    list: "a list",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
 
 
 class Settings(BaseSettings):
@@ -199,7 +220,8 @@ class SettingsError(Exception):
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     """Read the YAML file (if any) and the environment; environment wins over the file."""
     if path is not None and not path.is_file():
-        raise SettingsError(f"config file {path} does not exist")
+        why = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise SettingsError(f"config file {path} {why}")
 
     class _FromFile(Settings):
         yaml_path = path
@@ -218,16 +240,29 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         where = _yaml_lines(path)
         lines = [
-            f"  {'.'.join(map(str, err['loc'])) or '(root)'}: {err['msg']}"
+            f"  {'.'.join(map(str, err['loc'])) or '(root)'}: {_message(err['msg'])}"
             + where(tuple(err["loc"]))
             for err in exc.errors()
         ]
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
-    except (TypeError, ValueError) as exc:  # e.g. a file holding a list, not a mapping
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}): is it the right file?"
+        ) from None
+    except _NotAMapping as exc:
+        raise SettingsError(
+            f"config file {path} holds {exc}, not a mapping of settings (bus:, http:, pbxs:, ...)"
+        ) from None
+    except (TypeError, ValueError) as exc:
         raise SettingsError(
             f"config file {path} must hold a mapping of settings (bus:, http:, pbxs:, ...): {exc}"
         ) from None
     return loaded
+
+
+def _message(msg: str) -> str:
+    """Pydantic's message without the "Value error, " it puts before a validator's own words."""
+    return msg.removeprefix("Value error, ")
 
 
 def _yaml_lines(path: Path | None) -> Any:

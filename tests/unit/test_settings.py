@@ -168,3 +168,41 @@ def test_repeated_tenants_are_named_once_each(tmp_path: Path) -> None:
     pbxs = [{**GOOD_PBX, "tenant": t} for t in ("b", "a", "b", "c", "a", "b")]
     with pytest.raises(SettingsError, match=r"repeated: a, b$"):
         load_settings(write(tmp_path, {"pbxs": pbxs}))
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"just a string\n", "holds a string, not a mapping of settings"),
+        (b"- a\n- b\n", "holds a list, not a mapping of settings"),
+        (b"42\n", "holds a number, not a mapping of settings"),
+        (b"bus: \x85\xff\n", "is not UTF-8 text (byte 5)"),
+    ],
+    ids=["string", "list", "number", "binary"],
+)
+def test_a_file_that_is_no_mapping_is_named_plainly(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SettingsError) as err:
+        load_settings(path)
+    assert str(err.value) == f"config file {path} {said}" + (
+        " (bus:, http:, pbxs:, ...)" if "mapping" in said else ": is it the right file?"
+    )
+
+
+def test_a_directory_is_not_called_missing(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="is a directory, not a file"):
+        load_settings(tmp_path)
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_a_validator_message_has_no_pydantic_prefix(tmp_path: Path) -> None:
+    pbx = {**GOOD_PBX, "client_secret": None, "client_secret_env": "NEWBIE_UNSET_SECRET_VAR"}
+    with pytest.raises(SettingsError) as err:
+        load_settings(write(tmp_path, {"pbxs": [pbx]}))
+    text = str(err.value)
+    assert "environment variable NEWBIE_UNSET_SECRET_VAR is not set" in text
+    assert "Value error" not in text
