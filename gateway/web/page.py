@@ -41,7 +41,7 @@ PAGE = """<!doctype html>
   dt { color: var(--muted); } dd { margin: 0; overflow-wrap: anywhere; color: var(--fg); }
   table { width: 100%; border-collapse: collapse; font-size: 13px; }
   th, td { text-align: left; padding: 3px 6px; border-bottom: 1px solid var(--line);
-           vertical-align: top; overflow-wrap: anywhere; }
+           vertical-align: top; overflow-wrap: break-word; word-break: break-word; }
   ul.reasons { margin: 4px 0 0; padding-left: 20px; }
   #stale { display: none; } #stale.on { display: inline; }
   @media (max-width: 520px) {
