@@ -21,6 +21,18 @@ before and after on the same machine. ``--tracemalloc FILE``: where the idle gat
 held, by line (bench/tracemem.py). ``--profile-idle FILE``: py-spy (``--gil``) records the
 gateway while idle (FILE gets the PBX count appended); its top functions are printed.
 
+``--vendor`` measures the same for another vendor, one simulator in this process standing in
+for every tenant: ``xswitch`` (the XCC REST simulator for the configuration poll; the gateway's
+default ``jetstream: auto`` makes one stream ``XCC_<tenant>`` and a durable consumer per tenant on
+the NATS server at ``BENCH_NATS_URL``, each tenant under a subject prefix unique to the run; the
+streams are deleted afterwards), ``uucall`` (accounts polled at the default intervals; the
+simulator's rate limit off: it stands in for many enterprises) or ``meiqia`` (call centers whose
+``records`` and seats are polled at the defaults, webhooks on). A tenant counts as connected at
+its ``link_state`` ``connected`` log line; the broker figures, the stop and the log as above (a
+polled vendor shares no state at the stop: its cursors are in the shared ledger).
+``--instances 2`` runs that many ``gateway run`` processes with the same configuration, sharing
+the tenants by their leases: RSS and CPU are then the sum over the processes.
+
 Results are printed as a table and saved to bench/results/scale.json.
 """
 
@@ -28,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -36,6 +49,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,12 +58,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import nats  # noqa: E402
 import yaml  # noqa: E402
+from nats.js.errors import NotFoundError  # noqa: E402
 
+from gateway.sim.meiqia.server import MeiqiaSimulator  # noqa: E402
+from gateway.sim.uucall.rest import UucallSimulator  # noqa: E402
+from gateway.sim.xswitch.cli import XSwitchSimulator  # noqa: E402
 from gateway.sim.yeastar.server import YeastarSimulator  # noqa: E402
 from tests.integration.brokers import RabbitNode, start_node  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scale.json"
+NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
+VENDORS = ("yeastar", "xswitch", "uucall", "meiqia")
 
 
 def proc_rss(pid: int) -> int:
@@ -71,6 +92,134 @@ def written(path: Path) -> bool:
 
 def subscribed(sim: YeastarSimulator) -> int:
     return sum(1 for conn in list(sim._conns) if conn.topics)
+
+
+class ConnectedInLog:
+    """Tenants whose link logged ``link_state`` ``connected`` (read on from where it stopped)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.tenants: set[str] = set()
+
+    def count(self) -> int:
+        with contextlib.suppress(OSError), self.path.open("rb") as log:
+            log.seek(self.offset)
+            chunk = log.read()
+            end = chunk.rfind(b"\n") + 1
+            self.offset += end
+            for line in chunk[:end].splitlines():
+                if b'"link_state"' in line and b'"connected"' in line:
+                    with contextlib.suppress(ValueError):
+                        entry = json.loads(line)
+                        if entry.get("state") == "connected":
+                            self.tenants.add(str(entry.get("tenant")))
+        return len(self.tenants)
+
+
+class Source:
+    """The simulator standing in for every tenant of one vendor, and how a tenant is listed."""
+
+    def __init__(self, vendor: str, firmware: str) -> None:
+        self.vendor = vendor
+        self.run = uuid.uuid4().hex[:6]
+        self.yeastar = YeastarSimulator(seed=1, idle_timeout=120, firmware=firmware)
+        self.xswitch = XSwitchSimulator(
+            nats_url=NATS_URL, prefix=f"from-bscale{self.run}.", seed=1, controller=False
+        )
+        self.uucall = UucallSimulator(rate_limit=0.0, seed=1)
+        self.meiqia = MeiqiaSimulator(seed=1)
+        self.secret = f"whsec-bench-{uuid.uuid4().hex}"
+        self.log: ConnectedInLog | None = None
+        self.tenants: list[str] = []
+
+    def tenant(self, n: int) -> str:
+        return f"pbx{n:05d}" if self.vendor == "yeastar" else f"{self.vendor}{self.run}-{n:05d}"
+
+    async def start(self) -> None:
+        if self.vendor == "yeastar":
+            await self.yeastar.start()
+        elif self.vendor == "xswitch":
+            await self.xswitch.rest.start("127.0.0.1", 0)  # no node: idle tenants
+        elif self.vendor == "uucall":
+            await self.uucall.start()
+        else:
+            await self.meiqia.start()
+
+    async def stop(self) -> None:
+        if self.vendor == "yeastar":
+            await self.yeastar.stop()
+        elif self.vendor == "xswitch":
+            await self.xswitch.rest.stop()
+            await self._delete_streams()
+        elif self.vendor == "uucall":
+            await self.uucall.stop()
+        else:
+            await self.meiqia.stop()
+
+    async def _delete_streams(self) -> None:
+        """The streams the gateway made for this run's tenants (they outlive it by design)."""
+        client = await nats.connect(NATS_URL, connect_timeout=10)
+        try:
+            js = client.jetstream(timeout=10)
+            for tenant in self.tenants:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(f"XCC_{tenant}")
+        finally:
+            await client.close()
+
+    def pbx(self, n: int) -> dict[str, Any]:
+        tenant = self.tenant(n)
+        self.tenants.append(tenant)
+        if self.vendor == "yeastar":
+            sim = self.yeastar
+            return {
+                "tenant": tenant,
+                "vendor": "yeastar",
+                "base_url": sim.base_url,
+                "client_id": sim.client_id,
+                "client_secret": sim.client_secret,
+            }
+        if self.vendor == "xswitch":
+            return {
+                "tenant": tenant,
+                "vendor": "xswitch",
+                "base_url": self.xswitch.base_url,
+                "dev_key": self.xswitch.dev_key,
+                "nats_url": NATS_URL,
+                "subject_prefix": f"from-bscale{self.run}-{n}.",
+                "command_prefix": f"to-bscale{self.run}-{n}.",
+            }
+        if self.vendor == "uucall":
+            return {
+                "tenant": tenant,
+                "vendor": "uucall",
+                "base_url": self.uucall.base_url,
+                "uid": self.uucall.uid,
+                "uid_name": self.uucall.uid_name,
+                "secret": self.uucall.token,
+            }
+        return {
+            "tenant": tenant,
+            "vendor": "meiqia",
+            "base_url": self.meiqia.base_url,
+            "token": self.meiqia.token,
+            "webhook_secret": self.secret,
+        }
+
+    def connected(self) -> int:
+        if self.vendor == "yeastar":
+            return subscribed(self.yeastar)
+        return 0 if self.log is None else self.log.count()
+
+    def requests(self) -> int:
+        """Requests the simulator answered (Yeastar: token requests)."""
+        if self.vendor == "yeastar":
+            return self.yeastar.token_requests
+        if self.vendor == "xswitch":
+            return 0
+        sim = self.uucall if self.vendor == "uucall" else self.meiqia
+        return sum(sim.requests.values())
 
 
 async def broker_objects(node: RabbitNode) -> dict[str, Any]:
@@ -139,9 +288,7 @@ def profile_top(path: Path, limit: int = 15) -> list[tuple[str, float]]:
     return [(name, round(n / total, 3)) for name, n in own.most_common(limit)]
 
 
-def config(
-    sim: YeastarSimulator, node: RabbitNode, pbxs: int, state: Path, log_level: str | None
-) -> Path:
+def config(source: Source, node: RabbitNode, pbxs: int, state: Path, log_level: str | None) -> Path:
     path = state / "gateway.yaml"
     logging = {} if log_level is None else {"logging": {"level": log_level}}
     path.write_text(
@@ -151,16 +298,7 @@ def config(
                 "state_dir": str(state / "var"),
                 "http": {"port": 0},
                 **logging,
-                "pbxs": [
-                    {
-                        "tenant": f"pbx{n:05d}",
-                        "vendor": "yeastar",
-                        "base_url": sim.base_url,
-                        "client_id": sim.client_id,
-                        "client_secret": sim.client_secret,
-                    }
-                    for n in range(pbxs)
-                ],
+                "pbxs": [source.pbx(n) for n in range(pbxs)],
             }
         )
     )
@@ -177,59 +315,90 @@ async def run_one(
     profile: Path | None = None,
     firmware: str = "newer",
     tracemalloc: Path | None = None,
+    vendor: str = "yeastar",
+    instances: int = 1,
 ) -> dict[str, Any]:
     node = await asyncio.to_thread(start_node, "gwscale")
-    sim = YeastarSimulator(seed=1, idle_timeout=120, firmware=firmware)
-    await sim.start()
+    source = Source(vendor, firmware)
+    await source.start()
     state = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    proc: asyncio.subprocess.Process | None = None
+    procs: list[asyncio.subprocess.Process] = []
+    logs = [state / f"gateway-{i}.log" for i in range(instances)]
+    source.log = ConnectedInLog(logs[0])
+    watches = [ConnectedInLog(log) for log in logs]
     try:
         await asyncio.sleep(2)  # the fresh node settles
         broker_before = node.rss_bytes()
         objects_before = await broker_objects(node)
-        path = config(sim, node, pbxs, state, log_level)
+        path = config(source, node, pbxs, state, log_level)
         started = time.monotonic()
         env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
         launcher = ["-m", "gateway.cli"]
         if tracemalloc is not None:
             launcher = [str(ROOT / "bench" / "tracemem.py"), str(tracemalloc), "--"]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *launcher,
-            "run",
-            "--config",
-            str(path),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=open(state / "gateway.log", "wb"),  # noqa: ASYNC230
-            cwd=str(tree or ROOT),
-            env=env,
-        )
-        tokens_per_s: Counter[int] = Counter()
-        last_tokens = 0
+        for i in range(instances):
+            own = state / f"gateway-{i}.yaml"  # a state_dir of its own per instance
+            settings = yaml.safe_load(path.read_text())
+            settings["state_dir"] = str(state / f"var-{i}")
+            own.write_text(yaml.safe_dump(settings))
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    *launcher,
+                    "run",
+                    "--config",
+                    str(own),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=open(logs[i], "wb"),  # noqa: ASYNC230
+                    cwd=str(tree or ROOT),
+                    env=env,
+                )
+            )
+        proc = procs[0]
+
+        def connected() -> int:
+            if vendor == "yeastar":
+                return source.connected()
+            # a tenant moved between instances logs connected in each: count it once
+            seen: set[str] = set()
+            for watch in watches:
+                watch.count()
+                seen |= watch.tenants
+            return len(seen)
+
+        requests_per_s: Counter[int] = Counter()
+        last_requests = 0
         all_subscribed_s: float | None = None
         progress: list[tuple[float, int]] = []
         while time.monotonic() - started < timeout_s:
             await asyncio.sleep(0.25)
             now = time.monotonic() - started
-            tokens_per_s[int(now)] += sim.token_requests - last_tokens
-            last_tokens = sim.token_requests
-            count = subscribed(sim)
+            requests_per_s[int(now)] += source.requests() - last_requests
+            last_requests = source.requests()
+            count = connected()
             if not progress or progress[-1][1] != count:
                 progress.append((round(now, 2), count))
             if count >= pbxs:
                 all_subscribed_s = now
                 break
-            if proc.returncode is not None:
+            if any(p.returncode is not None for p in procs):
                 break
-        # idle: nothing happens on the PBXs; the gateway only heartbeats and holds leases
+        # idle: nothing happens on the PBXs; the gateway only heartbeats, holds leases and polls
         await asyncio.sleep(5)
-        cpu_before, idle_from = proc_cpu_s(proc.pid), time.monotonic()
+        requests_before = source.requests()
+        cpu_before, idle_from = sum(proc_cpu_s(p.pid) for p in procs), time.monotonic()
         await asyncio.sleep(idle_s)
-        cpu_pct = 100 * (proc_cpu_s(proc.pid) - cpu_before) / (time.monotonic() - idle_from)
-        gateway_rss = proc_rss(proc.pid)
+        idle_took = time.monotonic() - idle_from
+        cpu_pct = 100 * (sum(proc_cpu_s(p.pid) for p in procs) - cpu_before) / idle_took
+        idle_requests_per_s = (source.requests() - requests_before) / idle_took
+        per_instance = [
+            {"rss_mb": round(proc_rss(p.pid) / 2**20, 1), "tenants_connected": len(w.tenants)}
+            for p, w in zip(procs, watches, strict=True)
+        ]
+        gateway_rss = sum(proc_rss(p.pid) for p in procs)
         broker_after = node.rss_bytes()
         objects = await broker_objects(node)
-        still = subscribed(sim)
+        still = connected() if vendor == "yeastar" else None
         top: list[tuple[str, float]] = []
         if profile is not None:  # after the measure: py-spy costs the gateway some CPU
             out = profile.with_name(f"{profile.stem}-{pbxs}{profile.suffix}")
@@ -250,28 +419,52 @@ async def run_one(
                     break
                 await asyncio.sleep(0.5)
         stop_started = time.monotonic()
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 120)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                await asyncio.wait_for(p.wait(), 120)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
         stop_s = time.monotonic() - stop_started
         shared = await shared_states(node)
     finally:
-        if proc is not None and proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 60)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        await sim.stop()
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+                try:
+                    await asyncio.wait_for(p.wait(), 60)
+                except TimeoutError:
+                    p.kill()
+                    await p.wait()
+        await source.stop()
         await node.destroy()
-    kept = Path(tempfile.gettempdir()) / f"bench-scale-{pbxs}.log"  # the whole log, for a look
-    shutil.copyfile(state / "gateway.log", kept)
-    log_tail = (state / "gateway.log").read_text(errors="replace").splitlines()[-5:]
-    log = read_log(state / "gateway.log")
+    suffix = "" if vendor == "yeastar" else f"-{vendor}"
+    log_tail: list[str] = []
+    problems: Counter[str] = Counter()
+    empty: Counter[str] = Counter()
+    levels: Counter[str] = Counter()
+    samples: dict[str, str] = {}
+    kept: list[str] = []
+    for i, log_path in enumerate(logs):
+        name = f"bench-scale{suffix}-{pbxs}{'' if i == 0 else f'-{i}'}.log"
+        copy = Path(tempfile.gettempdir()) / name  # the whole log, for a look
+        shutil.copyfile(log_path, copy)
+        kept.append(str(copy))
+        log_tail += log_path.read_text(errors="replace").splitlines()[-5:]
+        one = read_log(log_path)
+        problems.update(one["problems"])
+        empty.update(one["empty_errors"])
+        levels.update(one["levels"])
+        for key, line in one["problem_samples"].items():
+            samples.setdefault(key, line)
+    log: dict[str, Any] = {
+        "levels": dict(levels),
+        "problems": dict(problems.most_common()),
+        "problem_samples": samples,
+        "empty_errors": dict(empty),
+    }
     shutil.rmtree(state, ignore_errors=True)
     per_pbx = {
         "queues": round(
@@ -286,13 +479,17 @@ async def run_one(
         "broker_rss_kb": round((broker_after - broker_before) / pbxs / 1024, 1),
     }
     return {
+        "vendor": vendor,
+        "instances": instances,
         "pbxs": pbxs,
         "all_subscribed_s": None if all_subscribed_s is None else round(all_subscribed_s, 2),
         "subscribed_at_end": still,
-        "token_requests": sim.token_requests,
-        "token_requests_max_per_s": max(tokens_per_s.values(), default=0),
+        "token_requests": source.requests(),
+        "token_requests_max_per_s": max(requests_per_s.values(), default=0),
+        "idle_requests_per_s": round(idle_requests_per_s, 1),
         "gateway_rss_mb": round(gateway_rss / 2**20, 1),
         "gateway_idle_cpu_pct": round(cpu_pct, 2),
+        "per_instance": per_instance,
         "broker_rss_before_mb": round(broker_before / 2**20, 1),
         "broker_rss_after_mb": round(broker_after / 2**20, 1),
         "broker_rss_growth_mb": round((broker_after - broker_before) / 2**20, 1),
@@ -301,13 +498,13 @@ async def run_one(
         "per_pbx": per_pbx,
         "progress": progress[:: max(1, len(progress) // 20)],
         "stop_s": round(stop_s, 2),
-        "exit_code": proc.returncode,
+        "exit_code": [p.returncode for p in procs] if instances > 1 else proc.returncode,
         "states_shared": shared,
         "log": log,
         "warnings": sum(log["problems"].values()),
         "idle_profile": top,
         "tree": str(tree) if tree else None,
-        "gateway_log": str(kept),
+        "gateway_log": kept[0] if instances == 1 else kept,
         "gateway_log_tail": log_tail,
     }
 
@@ -337,6 +534,12 @@ async def main() -> None:
         help="the simulated PBXs' firmware (v1.0 refuses the newer event ids: each PBX then"
         " logs one subscription_narrowed warning, by design)",
     )
+    parser.add_argument(
+        "--vendor", choices=VENDORS, default="yeastar", help="the vendor of every tenant"
+    )
+    parser.add_argument(
+        "--instances", type=int, default=1, help="gateway processes sharing the tenants by leases"
+    )
     args = parser.parse_args()
     runs = [
         await run_one(
@@ -348,11 +551,14 @@ async def main() -> None:
             profile=args.profile_idle,
             firmware=args.firmware,
             tracemalloc=args.tracemalloc,
+            vendor=args.vendor,
+            instances=args.instances,
         )
         for n in args.pbxs
     ]
     print(
-        f"\n{'PBXs':>6} {'subscribed s':>12} {'tokens':>7} {'tok/s max':>9} {'gw RSS MB':>9} "
+        f"\n{args.vendor} x {args.instances} instance(s)"
+        f"\n{'PBXs':>6} {'connected s':>12} {'requests':>7} {'req/s max':>9} {'gw RSS MB':>9} "
         f"{'gw CPU %':>8} {'broker +MB':>10} {'queues':>7} {'streams':>7} {'channels':>8} "
         f"{'consumers':>9} {'procs/PBX':>9} {'stop s':>6} {'shared':>6} {'warnings':>8}"
     )
@@ -366,6 +572,13 @@ async def main() -> None:
             f"{o['channels']:>8} {o['consumers']:>9} {r['per_pbx']['erlang_processes']:>9} "
             f"{r['stop_s']:>6} {r['states_shared']:>6} {r['warnings']:>8}"
         )
+    if len(runs) == 2:  # per tenant, fitted from the two sizes
+        small, big = sorted(runs, key=lambda r: r["pbxs"])
+        span = big["pbxs"] - small["pbxs"]
+        for key, unit in (("gateway_rss_mb", "MB"), ("gateway_idle_cpu_pct", "% of a core")):
+            slope = (big[key] - small[key]) / span * 1000
+            base = small[key] - slope * small["pbxs"] / 1000
+            print(f"  per 1,000 tenants: {key} +{slope:.2f} {unit} (over {base:.1f})")
     for r in runs:
         for what, count in r["log"]["problems"].items():
             print(f"  {r['pbxs']} PBXs: {count} x {what}")
