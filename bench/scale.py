@@ -58,10 +58,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aio_pika  # noqa: E402
 import nats  # noqa: E402
 import yaml  # noqa: E402
 from nats.js.errors import NotFoundError  # noqa: E402
 
+from bench.harness import frame, seq_of  # noqa: E402
 from gateway.sim.meiqia.server import MeiqiaSimulator  # noqa: E402
 from gateway.sim.uucall.rest import UucallSimulator  # noqa: E402
 from gateway.sim.xswitch.cli import XSwitchSimulator  # noqa: E402
@@ -222,6 +224,59 @@ class Source:
         return sum(sim.requests.values())
 
 
+async def blast_frames(
+    sim: YeastarSimulator, node: RabbitNode, frames: int, pids: list[int]
+) -> dict[str, Any]:
+    """``frames`` Yeastar 30011 frames written round-robin to every subscribed PBX socket, each
+    PBX's share as fast as its socket takes it; a consumer on the node receives the events.
+    Frames/s end to end (first frame written -> last event received), lost, and each gateway
+    process's CPU over the run (share of one core)."""
+    connection = await aio_pika.connect(node.url)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            "pbx.events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue("bench.scale.consumer", exclusive=True)
+        await queue.bind(exchange, routing_key="#")
+        seen: dict[int, float] = {}
+        done = asyncio.Event()
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            if message.type != "call.answered":
+                return
+            seq = seq_of(message.body)
+            if seq is not None and seq < frames and seq not in seen:
+                seen[seq] = time.perf_counter()
+                if len(seen) >= frames:
+                    done.set()
+
+        await queue.consume(on_message, no_ack=True)
+        sockets = [conn.ws for conn in list(sim._conns) if 30011 in conn.topics]
+        cpu_before = [proc_cpu_s(pid) for pid in pids]
+        started = time.perf_counter()
+
+        async def write(k: int) -> None:
+            for seq in range(k, frames, len(sockets)):
+                await sockets[k].send_str(frame(seq))
+
+        await asyncio.gather(*(write(k) for k in range(len(sockets))))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 60)
+        took = (max(seen.values()) if seen else time.perf_counter()) - started
+        cpu = [proc_cpu_s(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+        return {
+            "frames": frames,
+            "sockets": len(sockets),
+            "frames_per_s": round(len(seen) / took),
+            "lost": frames - len(seen),
+            "cpu_pct_per_process": [round(100 * c / took, 1) for c in cpu],
+            "cpu_us_per_frame": round(sum(cpu) / max(1, len(seen)) * 1e6, 1),
+        }
+    finally:
+        await connection.close()
+
+
 async def broker_objects(node: RabbitNode) -> dict[str, Any]:
     queues = (await node.ctl("list_queues", "type", "--no-table-headers")).split()
     channels = await node.ctl("list_channels", "pid", "--no-table-headers")
@@ -317,6 +372,7 @@ async def run_one(
     tracemalloc: Path | None = None,
     vendor: str = "yeastar",
     instances: int = 1,
+    blast: int = 0,
 ) -> dict[str, Any]:
     node = await asyncio.to_thread(start_node, "gwscale")
     source = Source(vendor, firmware)
@@ -399,6 +455,9 @@ async def run_one(
         broker_after = node.rss_bytes()
         objects = await broker_objects(node)
         still = connected() if vendor == "yeastar" else None
+        blasted = None
+        if blast and vendor == "yeastar":
+            blasted = await blast_frames(source.yeastar, node, blast, [p.pid for p in procs])
         top: list[tuple[str, float]] = []
         if profile is not None:  # after the measure: py-spy costs the gateway some CPU
             out = profile.with_name(f"{profile.stem}-{pbxs}{profile.suffix}")
@@ -490,6 +549,7 @@ async def run_one(
         "gateway_rss_mb": round(gateway_rss / 2**20, 1),
         "gateway_idle_cpu_pct": round(cpu_pct, 2),
         "per_instance": per_instance,
+        "blast": blasted,
         "broker_rss_before_mb": round(broker_before / 2**20, 1),
         "broker_rss_after_mb": round(broker_after / 2**20, 1),
         "broker_rss_growth_mb": round((broker_after - broker_before) / 2**20, 1),
@@ -540,6 +600,13 @@ async def main() -> None:
     parser.add_argument(
         "--instances", type=int, default=1, help="gateway processes sharing the tenants by leases"
     )
+    parser.add_argument(
+        "--blast",
+        type=int,
+        default=0,
+        help="Yeastar: after the idle measure, this many frames as fast as the sockets take"
+        " them, spread over every PBX; frames/s end to end and CPU per process",
+    )
     args = parser.parse_args()
     runs = [
         await run_one(
@@ -553,6 +620,7 @@ async def main() -> None:
             tracemalloc=args.tracemalloc,
             vendor=args.vendor,
             instances=args.instances,
+            blast=args.blast,
         )
         for n in args.pbxs
     ]
@@ -579,6 +647,9 @@ async def main() -> None:
             slope = (big[key] - small[key]) / span * 1000
             base = small[key] - slope * small["pbxs"] / 1000
             print(f"  per 1,000 tenants: {key} +{slope:.2f} {unit} (over {base:.1f})")
+    for r in runs:
+        if r["blast"]:
+            print(f"  {r['pbxs']} PBXs blast: {r['blast']}")
     for r in runs:
         for what, count in r["log"]["problems"].items():
             print(f"  {r['pbxs']} PBXs: {count} x {what}")
