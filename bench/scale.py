@@ -28,8 +28,9 @@ the NATS server at ``BENCH_NATS_URL``, each tenant under a subject prefix unique
 streams are deleted afterwards), ``uucall`` (accounts polled at the default intervals; the
 simulator's rate limit off: it stands in for many enterprises) or ``meiqia`` (call centers whose
 ``records`` and seats are polled at the defaults, webhooks on). A tenant counts as connected at
-its ``link_state`` ``connected`` log line; the broker figures, the stop and the log as above (a
-polled vendor shares no state at the stop: its cursors are in the shared ledger).
+its ``link_state`` ``connected`` log line; the broker figures, the stop and the log as above;
+"requests" are those the simulator answered (Yeastar: token requests), also per second while
+idle.
 ``--instances 2`` runs that many ``gateway run`` processes with the same configuration, sharing
 the tenants by their leases: RSS and CPU are then the sum over the processes.
 
