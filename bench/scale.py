@@ -25,7 +25,8 @@ gateway while idle (FILE gets the PBX count appended); its top functions are pri
 for every tenant: ``xswitch`` (the XCC REST simulator for the configuration poll; the gateway's
 default ``jetstream: auto`` makes one stream ``XCC_<tenant>`` and a durable consumer per tenant on
 the NATS server at ``BENCH_NATS_URL``, each tenant under a subject prefix unique to the run; the
-streams are deleted afterwards), ``uucall`` (accounts polled at the default intervals; the
+streams are deleted afterwards; each capped at 1 MiB, see ``XSWITCH_STREAM_BYTES``),
+``uucall`` (accounts polled at the default intervals; the
 simulator's rate limit off: it stands in for many enterprises) or ``meiqia`` (call centers whose
 ``records`` and seats are polled at the defaults, webhooks on). A tenant counts as connected at
 its ``link_state`` ``connected`` log line; the broker figures, the stop and the log as above;
@@ -74,6 +75,7 @@ from tests.integration.brokers import RabbitNode, start_node  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "scale.json"
 NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
 VENDORS = ("yeastar", "xswitch", "uucall", "meiqia")
+XSWITCH_STREAM_BYTES = 1 << 20
 
 
 def proc_rss(pid: int) -> int:
@@ -192,6 +194,10 @@ class Source:
                 "nats_url": NATS_URL,
                 "subject_prefix": f"from-bscale{self.run}-{n}.",
                 "command_prefix": f"to-bscale{self.run}-{n}.",
+                # JetStream reserves a stream's max_bytes on the server when it is made: at the
+                # default 1 GiB the shared server here (about 59 GiB) takes 59 tenants, then
+                # refuses ("insufficient storage resources"). Idle streams hold nothing.
+                "stream_max_bytes": XSWITCH_STREAM_BYTES,
             }
         if self.vendor == "uucall":
             return {
