@@ -100,7 +100,8 @@ def subscribed(sim: YeastarSimulator) -> int:
 
 
 class ConnectedInLog:
-    """Tenants whose link logged ``link_state`` ``connected`` (read on from where it stopped)."""
+    """Tenants whose link's last ``link_state`` was ``connected`` (read on from where it
+    stopped)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -114,11 +115,13 @@ class ConnectedInLog:
             end = chunk.rfind(b"\n") + 1
             self.offset += end
             for line in chunk[:end].splitlines():
-                if b'"link_state"' in line and b'"connected"' in line:
+                if b'"link_state"' in line:
                     with contextlib.suppress(ValueError):
                         entry = json.loads(line)
                         if entry.get("state") == "connected":
                             self.tenants.add(str(entry.get("tenant")))
+                        else:  # handed over, stopped or lost
+                            self.tenants.discard(str(entry.get("tenant")))
         return len(self.tenants)
 
 
@@ -455,7 +458,7 @@ async def run_one(
         cpu_pct = 100 * (sum(proc_cpu_s(p.pid) for p in procs) - cpu_before) / idle_took
         idle_requests_per_s = (source.requests() - requests_before) / idle_took
         per_instance = [
-            {"rss_mb": round(proc_rss(p.pid) / 2**20, 1), "tenants_connected": len(w.tenants)}
+            {"rss_mb": round(proc_rss(p.pid) / 2**20, 1), "tenants_connected": w.count()}
             for p, w in zip(procs, watches, strict=True)
         ]
         gateway_rss = sum(proc_rss(p.pid) for p in procs)
