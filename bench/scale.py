@@ -91,6 +91,19 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+async def stop_all(procs: list[asyncio.subprocess.Process], timeout_s: float) -> None:
+    """SIGTERM to every process at once, then wait for each (killed after ``timeout_s``)."""
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
 def written(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
@@ -488,25 +501,11 @@ async def run_one(
                     break
                 await asyncio.sleep(0.5)
         stop_started = time.monotonic()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                await asyncio.wait_for(p.wait(), 120)
-            except TimeoutError:
-                p.kill()
-                await p.wait()
+        await stop_all(procs, 120)
         stop_s = time.monotonic() - stop_started
         shared = await shared_states(node)
     finally:
-        for p in procs:
-            if p.returncode is None:
-                p.terminate()
-                try:
-                    await asyncio.wait_for(p.wait(), 60)
-                except TimeoutError:
-                    p.kill()
-                    await p.wait()
+        await stop_all(procs, 60)
         await source.stop()
         await node.destroy()
     suffix = "" if vendor == "yeastar" else f"-{vendor}"
