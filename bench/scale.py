@@ -24,6 +24,20 @@ gateway while idle (FILE gets the PBX count appended); its top functions are pri
 ``--profile-start FILE``: the same from the gateway's start until every link is subscribed (or
 the timeout); it slows the start-up it records, so its time is not a measure.
 
+``--vendor`` measures the same for another vendor, one simulator in this process standing in
+for every tenant: ``xswitch`` (the XCC REST simulator for the configuration poll; the gateway's
+default ``jetstream: auto`` makes one stream ``XCC_<tenant>`` and a durable consumer per tenant on
+the NATS server at ``BENCH_NATS_URL``, each tenant under a subject prefix unique to the run; the
+streams are deleted afterwards; each capped at 1 MiB, see ``XSWITCH_STREAM_BYTES``),
+``uucall`` (accounts polled at the default intervals; the
+simulator's rate limit off: it stands in for many enterprises) or ``meiqia`` (call centers whose
+``records`` and seats are polled at the defaults, webhooks on). A tenant counts as connected at
+its ``link_state`` ``connected`` log line; the broker figures, the stop and the log as above;
+"requests" are those the simulator answered (Yeastar: token requests), also per second while
+idle.
+``--instances 2`` runs that many ``gateway run`` processes with the same configuration, sharing
+the tenants by their leases: RSS and CPU are then the sum over the processes.
+
 Results are printed as a table and saved to bench/results/scale.json.
 """
 
@@ -31,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -39,6 +54,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,12 +63,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aio_pika  # noqa: E402
+import nats  # noqa: E402
 import yaml  # noqa: E402
+from nats.js.errors import NotFoundError  # noqa: E402
 
+from bench.harness import frame, seq_of  # noqa: E402
+from gateway.sim.meiqia.server import MeiqiaSimulator  # noqa: E402
+from gateway.sim.uucall.rest import UucallSimulator  # noqa: E402
+from gateway.sim.xswitch.cli import XSwitchSimulator  # noqa: E402
 from gateway.sim.yeastar.server import YeastarSimulator  # noqa: E402
 from tests.integration.brokers import RabbitNode, start_node  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scale.json"
+NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
+VENDORS = ("yeastar", "xswitch", "uucall", "meiqia")
+XSWITCH_STREAM_BYTES = 1 << 20
 
 
 def proc_rss(pid: int) -> int:
@@ -68,12 +94,213 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+async def stop_all(procs: list[asyncio.subprocess.Process], timeout_s: float) -> None:
+    """SIGTERM to every process at once, then wait for each (killed after ``timeout_s``)."""
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
 def written(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
 def subscribed(sim: YeastarSimulator) -> int:
     return sum(1 for conn in list(sim._conns) if conn.topics)
+
+
+class ConnectedInLog:
+    """Tenants whose link's last ``link_state`` was ``connected`` (read on from where it
+    stopped)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.tenants: set[str] = set()
+
+    def count(self) -> int:
+        with contextlib.suppress(OSError), self.path.open("rb") as log:
+            log.seek(self.offset)
+            chunk = log.read()
+            end = chunk.rfind(b"\n") + 1
+            self.offset += end
+            for line in chunk[:end].splitlines():
+                if b'"link_state"' in line:
+                    with contextlib.suppress(ValueError):
+                        entry = json.loads(line)
+                        if entry.get("state") == "connected":
+                            self.tenants.add(str(entry.get("tenant")))
+                        else:  # handed over, stopped or lost
+                            self.tenants.discard(str(entry.get("tenant")))
+        return len(self.tenants)
+
+
+class Source:
+    """The simulator standing in for every tenant of one vendor, and how a tenant is listed."""
+
+    def __init__(self, vendor: str, firmware: str) -> None:
+        self.vendor = vendor
+        self.run = uuid.uuid4().hex[:6]
+        self.yeastar = YeastarSimulator(seed=1, idle_timeout=120, firmware=firmware)
+        self.xswitch = XSwitchSimulator(
+            nats_url=NATS_URL, prefix=f"from-bscale{self.run}.", seed=1, controller=False
+        )
+        self.uucall = UucallSimulator(rate_limit=0.0, seed=1)
+        self.meiqia = MeiqiaSimulator(seed=1)
+        self.secret = f"whsec-bench-{uuid.uuid4().hex}"
+        self.log: ConnectedInLog | None = None
+        self.tenants: list[str] = []
+
+    def tenant(self, n: int) -> str:
+        return f"pbx{n:05d}" if self.vendor == "yeastar" else f"{self.vendor}{self.run}-{n:05d}"
+
+    async def start(self) -> None:
+        if self.vendor == "yeastar":
+            await self.yeastar.start()
+        elif self.vendor == "xswitch":
+            await self.xswitch.rest.start("127.0.0.1", 0)  # no node: idle tenants
+        elif self.vendor == "uucall":
+            await self.uucall.start()
+        else:
+            await self.meiqia.start()
+
+    async def stop(self) -> None:
+        if self.vendor == "yeastar":
+            await self.yeastar.stop()
+        elif self.vendor == "xswitch":
+            await self.xswitch.rest.stop()
+            await self._delete_streams()
+        elif self.vendor == "uucall":
+            await self.uucall.stop()
+        else:
+            await self.meiqia.stop()
+
+    async def _delete_streams(self) -> None:
+        """The streams the gateway made for this run's tenants (they outlive it by design)."""
+        client = await nats.connect(NATS_URL, connect_timeout=10)
+        try:
+            js = client.jetstream(timeout=10)
+            for tenant in self.tenants:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(f"XCC_{tenant}")
+        finally:
+            await client.close()
+
+    def pbx(self, n: int) -> dict[str, Any]:
+        tenant = self.tenant(n)
+        self.tenants.append(tenant)
+        if self.vendor == "yeastar":
+            sim = self.yeastar
+            return {
+                "tenant": tenant,
+                "vendor": "yeastar",
+                "base_url": sim.base_url,
+                "client_id": sim.client_id,
+                "client_secret": sim.client_secret,
+            }
+        if self.vendor == "xswitch":
+            return {
+                "tenant": tenant,
+                "vendor": "xswitch",
+                "base_url": self.xswitch.base_url,
+                "dev_key": self.xswitch.dev_key,
+                "nats_url": NATS_URL,
+                "subject_prefix": f"from-bscale{self.run}-{n}.",
+                "command_prefix": f"to-bscale{self.run}-{n}.",
+                # JetStream reserves a stream's max_bytes on the server when it is made: at the
+                # default 1 GiB the shared server here (about 59 GiB) takes 59 tenants, then
+                # refuses ("insufficient storage resources"). Idle streams hold nothing.
+                "stream_max_bytes": XSWITCH_STREAM_BYTES,
+            }
+        if self.vendor == "uucall":
+            return {
+                "tenant": tenant,
+                "vendor": "uucall",
+                "base_url": self.uucall.base_url,
+                "uid": self.uucall.uid,
+                "uid_name": self.uucall.uid_name,
+                "secret": self.uucall.token,
+            }
+        return {
+            "tenant": tenant,
+            "vendor": "meiqia",
+            "base_url": self.meiqia.base_url,
+            "token": self.meiqia.token,
+            "webhook_secret": self.secret,
+        }
+
+    def connected(self) -> int:
+        if self.vendor == "yeastar":
+            return subscribed(self.yeastar)
+        return 0 if self.log is None else self.log.count()
+
+    def requests(self) -> int:
+        """Requests the simulator answered (Yeastar: token requests)."""
+        if self.vendor == "yeastar":
+            return self.yeastar.token_requests
+        if self.vendor == "xswitch":
+            return 0
+        sim = self.uucall if self.vendor == "uucall" else self.meiqia
+        return sum(sim.requests.values())
+
+
+async def blast_frames(
+    sim: YeastarSimulator, node: RabbitNode, frames: int, pids: list[int]
+) -> dict[str, Any]:
+    """``frames`` Yeastar 30011 frames written round-robin to every subscribed PBX socket, each
+    PBX's share as fast as its socket takes it; a consumer on the node receives the events.
+    Frames/s end to end (first frame written -> last event received), lost, and each gateway
+    process's CPU over the run (share of one core)."""
+    connection = await aio_pika.connect(node.url)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            "pbx.events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue("bench.scale.consumer", exclusive=True)
+        await queue.bind(exchange, routing_key="#")
+        seen: dict[int, float] = {}
+        done = asyncio.Event()
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            if message.type != "call.answered":
+                return
+            seq = seq_of(message.body)
+            if seq is not None and seq < frames and seq not in seen:
+                seen[seq] = time.perf_counter()
+                if len(seen) >= frames:
+                    done.set()
+
+        await queue.consume(on_message, no_ack=True)
+        sockets = [conn.ws for conn in list(sim._conns) if 30011 in conn.topics]
+        cpu_before = [proc_cpu_s(pid) for pid in pids]
+        started = time.perf_counter()
+
+        async def write(k: int) -> None:
+            for seq in range(k, frames, len(sockets)):
+                await sockets[k].send_str(frame(seq))
+
+        await asyncio.gather(*(write(k) for k in range(len(sockets))))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 60)
+        took = (max(seen.values()) if seen else time.perf_counter()) - started
+        cpu = [proc_cpu_s(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+        return {
+            "frames": frames,
+            "sockets": len(sockets),
+            "frames_per_s": round(len(seen) / took),
+            "lost": frames - len(seen),
+            "cpu_pct_per_process": [round(100 * c / took, 1) for c in cpu],
+            "cpu_us_per_frame": round(sum(cpu) / max(1, len(seen)) * 1e6, 1),
+        }
+    finally:
+        await connection.close()
 
 
 async def broker_objects(node: RabbitNode) -> dict[str, Any]:
@@ -142,9 +369,7 @@ def profile_top(path: Path, limit: int = 15) -> list[tuple[str, float]]:
     return [(name, round(n / total, 3)) for name, n in own.most_common(limit)]
 
 
-def config(
-    sim: YeastarSimulator, node: RabbitNode, pbxs: int, state: Path, log_level: str | None
-) -> Path:
+def config(source: Source, node: RabbitNode, pbxs: int, state: Path, log_level: str | None) -> Path:
     path = state / "gateway.yaml"
     logging = {} if log_level is None else {"logging": {"level": log_level}}
     path.write_text(
@@ -154,16 +379,7 @@ def config(
                 "state_dir": str(state / "var"),
                 "http": {"port": 0},
                 **logging,
-                "pbxs": [
-                    {
-                        "tenant": f"pbx{n:05d}",
-                        "vendor": "yeastar",
-                        "base_url": sim.base_url,
-                        "client_id": sim.client_id,
-                        "client_secret": sim.client_secret,
-                    }
-                    for n in range(pbxs)
-                ],
+                "pbxs": [source.pbx(n) for n in range(pbxs)],
             }
         )
     )
@@ -181,33 +397,47 @@ async def run_one(
     firmware: str = "newer",
     tracemalloc: Path | None = None,
     profile_start: Path | None = None,
+    vendor: str = "yeastar",
+    instances: int = 1,
+    blast: int = 0,
 ) -> dict[str, Any]:
     node = await asyncio.to_thread(start_node, "gwscale")
-    sim = YeastarSimulator(seed=1, idle_timeout=120, firmware=firmware)
-    await sim.start()
+    source = Source(vendor, firmware)
+    await source.start()
     state = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    proc: asyncio.subprocess.Process | None = None
+    procs: list[asyncio.subprocess.Process] = []
+    logs = [state / f"gateway-{i}.log" for i in range(instances)]
+    source.log = ConnectedInLog(logs[0])
+    watches = [ConnectedInLog(log) for log in logs]
     try:
         await asyncio.sleep(2)  # the fresh node settles
         broker_before = node.rss_bytes()
         objects_before = await broker_objects(node)
-        path = config(sim, node, pbxs, state, log_level)
+        path = config(source, node, pbxs, state, log_level)
         started = time.monotonic()
         env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
         launcher = ["-m", "gateway.cli"]
         if tracemalloc is not None:
             launcher = [str(ROOT / "bench" / "tracemem.py"), str(tracemalloc), "--"]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *launcher,
-            "run",
-            "--config",
-            str(path),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=open(state / "gateway.log", "wb"),  # noqa: ASYNC230
-            cwd=str(tree or ROOT),
-            env=env,
-        )
+        for i in range(instances):
+            own = state / f"gateway-{i}.yaml"  # a state_dir of its own per instance
+            settings = yaml.safe_load(path.read_text())
+            settings["state_dir"] = str(state / f"var-{i}")
+            own.write_text(yaml.safe_dump(settings))
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    *launcher,
+                    "run",
+                    "--config",
+                    str(own),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=open(logs[i], "wb"),  # noqa: ASYNC230
+                    cwd=str(tree or ROOT),
+                    env=env,
+                )
+            )
+        proc = procs[0]
         start_spy: asyncio.subprocess.Process | None = None
         start_out: Path | None = None
         if profile_start is not None:
@@ -220,24 +450,35 @@ async def run_one(
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
-        tokens_per_s: Counter[int] = Counter()
-        last_tokens = 0
+
+        def connected() -> int:
+            if vendor == "yeastar":
+                return source.connected()
+            # a tenant moved between instances logs connected in each: count it once
+            seen: set[str] = set()
+            for watch in watches:
+                watch.count()
+                seen |= watch.tenants
+            return len(seen)
+
+        requests_per_s: Counter[int] = Counter()
+        last_requests = 0
         all_subscribed_s: float | None = None
         start_cpu_s: float | None = None  # the gateway's CPU time until then: less noisy
         progress: list[tuple[float, int]] = []
         while time.monotonic() - started < timeout_s:
             await asyncio.sleep(0.25)
             now = time.monotonic() - started
-            tokens_per_s[int(now)] += sim.token_requests - last_tokens
-            last_tokens = sim.token_requests
-            count = subscribed(sim)
+            requests_per_s[int(now)] += source.requests() - last_requests
+            last_requests = source.requests()
+            count = connected()
             if not progress or progress[-1][1] != count:
                 progress.append((round(now, 2), count))
             if count >= pbxs:
                 all_subscribed_s = now
                 start_cpu_s = proc_cpu_s(proc.pid)
                 break
-            if proc.returncode is not None:
+            if any(p.returncode is not None for p in procs):
                 break
         start_top: list[tuple[str, float]] = []
         if start_spy is not None and start_out is not None:
@@ -245,15 +486,25 @@ async def run_one(
             await start_spy.wait()
             if start_out.exists():
                 start_top = profile_top(start_out)
-        # idle: nothing happens on the PBXs; the gateway only heartbeats and holds leases
+        # idle: nothing happens on the PBXs; the gateway only heartbeats, holds leases and polls
         await asyncio.sleep(5)
-        cpu_before, idle_from = proc_cpu_s(proc.pid), time.monotonic()
+        requests_before = source.requests()
+        cpu_before, idle_from = sum(proc_cpu_s(p.pid) for p in procs), time.monotonic()
         await asyncio.sleep(idle_s)
-        cpu_pct = 100 * (proc_cpu_s(proc.pid) - cpu_before) / (time.monotonic() - idle_from)
-        gateway_rss = proc_rss(proc.pid)
+        idle_took = time.monotonic() - idle_from
+        cpu_pct = 100 * (sum(proc_cpu_s(p.pid) for p in procs) - cpu_before) / idle_took
+        idle_requests_per_s = (source.requests() - requests_before) / idle_took
+        per_instance = [
+            {"rss_mb": round(proc_rss(p.pid) / 2**20, 1), "tenants_connected": w.count()}
+            for p, w in zip(procs, watches, strict=True)
+        ]
+        gateway_rss = sum(proc_rss(p.pid) for p in procs)
         broker_after = node.rss_bytes()
         objects = await broker_objects(node)
-        still = subscribed(sim)
+        still = connected() if vendor == "yeastar" else None
+        blasted = None
+        if blast and vendor == "yeastar":
+            blasted = await blast_frames(source.yeastar, node, blast, [p.pid for p in procs])
         top: list[tuple[str, float]] = []
         if profile is not None:  # after the measure: py-spy costs the gateway some CPU
             out = profile.with_name(f"{profile.stem}-{pbxs}{profile.suffix}")
@@ -274,28 +525,38 @@ async def run_one(
                     break
                 await asyncio.sleep(0.5)
         stop_started = time.monotonic()
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 120)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await stop_all(procs, 120)
         stop_s = time.monotonic() - stop_started
         shared = await shared_states(node)
     finally:
-        if proc is not None and proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 60)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        await sim.stop()
+        await stop_all(procs, 60)
+        await source.stop()
         await node.destroy()
-    kept = Path(tempfile.gettempdir()) / f"bench-scale-{pbxs}.log"  # the whole log, for a look
-    shutil.copyfile(state / "gateway.log", kept)
-    log_tail = (state / "gateway.log").read_text(errors="replace").splitlines()[-5:]
-    log = read_log(state / "gateway.log")
+    suffix = "" if vendor == "yeastar" else f"-{vendor}"
+    log_tail: list[str] = []
+    problems: Counter[str] = Counter()
+    empty: Counter[str] = Counter()
+    levels: Counter[str] = Counter()
+    samples: dict[str, str] = {}
+    kept: list[str] = []
+    for i, log_path in enumerate(logs):
+        name = f"bench-scale{suffix}-{pbxs}{'' if i == 0 else f'-{i}'}.log"
+        copy = Path(tempfile.gettempdir()) / name  # the whole log, for a look
+        shutil.copyfile(log_path, copy)
+        kept.append(str(copy))
+        log_tail += log_path.read_text(errors="replace").splitlines()[-5:]
+        one = read_log(log_path)
+        problems.update(one["problems"])
+        empty.update(one["empty_errors"])
+        levels.update(one["levels"])
+        for key, line in one["problem_samples"].items():
+            samples.setdefault(key, line)
+    log: dict[str, Any] = {
+        "levels": dict(levels),
+        "problems": dict(problems.most_common()),
+        "problem_samples": samples,
+        "empty_errors": dict(empty),
+    }
     shutil.rmtree(state, ignore_errors=True)
     per_pbx = {
         "queues": round(
@@ -310,14 +571,19 @@ async def run_one(
         "broker_rss_kb": round((broker_after - broker_before) / pbxs / 1024, 1),
     }
     return {
+        "vendor": vendor,
+        "instances": instances,
         "pbxs": pbxs,
         "all_subscribed_s": None if all_subscribed_s is None else round(all_subscribed_s, 2),
         "subscribed_at_end": still,
         "start_cpu_s": None if start_cpu_s is None else round(start_cpu_s, 2),
-        "token_requests": sim.token_requests,
-        "token_requests_max_per_s": max(tokens_per_s.values(), default=0),
+        "token_requests": source.requests(),
+        "token_requests_max_per_s": max(requests_per_s.values(), default=0),
+        "idle_requests_per_s": round(idle_requests_per_s, 1),
         "gateway_rss_mb": round(gateway_rss / 2**20, 1),
         "gateway_idle_cpu_pct": round(cpu_pct, 2),
+        "per_instance": per_instance,
+        "blast": blasted,
         "broker_rss_before_mb": round(broker_before / 2**20, 1),
         "broker_rss_after_mb": round(broker_after / 2**20, 1),
         "broker_rss_growth_mb": round((broker_after - broker_before) / 2**20, 1),
@@ -326,14 +592,14 @@ async def run_one(
         "per_pbx": per_pbx,
         "progress": progress[:: max(1, len(progress) // 20)],
         "stop_s": round(stop_s, 2),
-        "exit_code": proc.returncode,
+        "exit_code": [p.returncode for p in procs] if instances > 1 else proc.returncode,
         "states_shared": shared,
         "log": log,
         "warnings": sum(log["problems"].values()),
         "idle_profile": top,
         "start_profile": start_top,
         "tree": str(tree) if tree else None,
-        "gateway_log": str(kept),
+        "gateway_log": kept[0] if instances == 1 else kept,
         "gateway_log_tail": log_tail,
     }
 
@@ -366,6 +632,19 @@ async def main() -> None:
         help="the simulated PBXs' firmware (v1.0 refuses the newer event ids: each PBX then"
         " logs one subscription_narrowed warning, by design)",
     )
+    parser.add_argument(
+        "--vendor", choices=VENDORS, default="yeastar", help="the vendor of every tenant"
+    )
+    parser.add_argument(
+        "--instances", type=int, default=1, help="gateway processes sharing the tenants by leases"
+    )
+    parser.add_argument(
+        "--blast",
+        type=int,
+        default=0,
+        help="Yeastar: after the idle measure, this many frames as fast as the sockets take"
+        " them, spread over every PBX; frames/s end to end and CPU per process",
+    )
     args = parser.parse_args()
     runs = [
         await run_one(
@@ -378,11 +657,15 @@ async def main() -> None:
             firmware=args.firmware,
             tracemalloc=args.tracemalloc,
             profile_start=args.profile_start,
+            vendor=args.vendor,
+            instances=args.instances,
+            blast=args.blast,
         )
         for n in args.pbxs
     ]
     print(
-        f"\n{'PBXs':>6} {'subscribed s':>12} {'CPU s':>6} {'tokens':>7} {'tok/s max':>9} "
+        f"\n{args.vendor} x {args.instances} instance(s)"
+        f"\n{'PBXs':>6} {'connected s':>12} {'CPU s':>6} {'requests':>7} {'req/s max':>9} "
         f"{'gw RSS MB':>9} "
         f"{'gw CPU %':>8} {'broker +MB':>10} {'queues':>7} {'streams':>7} {'channels':>8} "
         f"{'consumers':>9} {'procs/PBX':>9} {'stop s':>6} {'shared':>6} {'warnings':>8}"
@@ -398,6 +681,16 @@ async def main() -> None:
             f"{o['channels']:>8} {o['consumers']:>9} {r['per_pbx']['erlang_processes']:>9} "
             f"{r['stop_s']:>6} {r['states_shared']:>6} {r['warnings']:>8}"
         )
+    if len(runs) == 2:  # per tenant, fitted from the two sizes
+        small, big = sorted(runs, key=lambda r: r["pbxs"])
+        span = big["pbxs"] - small["pbxs"]
+        for key, unit in (("gateway_rss_mb", "MB"), ("gateway_idle_cpu_pct", "% of a core")):
+            slope = (big[key] - small[key]) / span * 1000
+            base = small[key] - slope * small["pbxs"] / 1000
+            print(f"  per 1,000 tenants: {key} +{slope:.2f} {unit} (over {base:.1f})")
+    for r in runs:
+        if r["blast"]:
+            print(f"  {r['pbxs']} PBXs blast: {r['blast']}")
     for r in runs:
         for what, count in r["log"]["problems"].items():
             print(f"  {r['pbxs']} PBXs: {count} x {what}")

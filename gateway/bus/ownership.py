@@ -35,6 +35,10 @@ from gateway.settings_models import PbxSettings
 #: State is shared as soon as it changes (a CDR's facts at once, the watermark about once a
 #: second), but bursts are coalesced: at most one share per this many seconds.
 SHARE_STATE_MIN_INTERVAL_S = 0.1
+#: How long one PBX's shared state may take to push or to read. Generous: when hundreds of
+#: links start at once (a NATS connection, stream and consumer each for XSwitch) the event loop
+#: is busy for seconds, and a read given up starts the PBX without its previous owner's state.
+STATE_TIMEOUT_S = 15.0
 
 #: Builds a PBX's connector from its settings and its slice of the state store.
 ConnectorFactory = Callable[[PbxSettings, TenantState], Connector]
@@ -241,7 +245,7 @@ class PbxOwnership:
         if self._shared is None or tenant not in self.states:
             return
         try:
-            await self._shared.push(tenant, self.states[tenant].snapshot(), timeout=15)
+            await self._shared.push(tenant, self.states[tenant].snapshot(), timeout=STATE_TIMEOUT_S)
         except Exception as exc:  # best effort: the local copy is still there
             if tenant not in self._share_failing:  # one warning per outage, not one a second
                 self._share_failing.add(tenant)
@@ -253,7 +257,7 @@ class PbxOwnership:
         if self._shared is None:
             return
         try:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(STATE_TIMEOUT_S):
                 shared = await self._shared.pull(tenant)
         except Exception as exc:
             self._log.warning("state_fetch_failed", tenant=tenant, error=describe(exc))
