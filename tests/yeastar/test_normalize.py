@@ -737,3 +737,18 @@ def test_property_cdr_records(record: dict, tz: ZoneInfo, raw: bool) -> None:
 def test_property_call_id_from_recording_never_raises(name: str) -> None:
     result = call_id_from_recording(name)
     assert result is None or result in name
+
+
+@pytest.mark.parametrize("duration", [63790773514, 10**20])
+def test_a_cdr_lasting_millennia_is_normalized_without_a_lower_bound(duration: int) -> None:
+    """A duration no call has gives no bound on the start: the record is still a CDR, never the
+    safety net (found by the property test above: date value out of range)."""
+    record = {
+        "disposition": "ANSWERED",
+        "uid": None,
+        "record_file": "20220614111933-1655176768.0-2005-2008-Internal.wav",
+        "duration": duration,
+    }
+    events = normalize_cdr_record(record, ctx())
+    assert [e.type for e in events] == ["cdr.created"]
+    assert "error" not in events[0].data

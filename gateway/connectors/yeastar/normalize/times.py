@@ -149,8 +149,13 @@ def _start_evidence(
     recorded = _local_stamp(recording, tz)
     low = high = None
     if recorded is not None:
-        lasted = timedelta(seconds=duration_s) if duration_s and duration_s > 0 else _LONGEST_CALL
-        low = recorded - lasted - _CALL_SLACK
+        try:
+            lasted = _LONGEST_CALL
+            if duration_s and duration_s > 0:
+                lasted = timedelta(seconds=duration_s)
+            low = recorded - lasted - _CALL_SLACK
+        except OverflowError:  # a duration of millennia bounds nothing: no lower bound
+            low = None
         high = recorded + _CALL_SLACK
     return _StartEvidence(
         exact=_local_stamp(uid, tz),
