@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import aio_pika  # noqa: E402
 
-from gateway.app import connect_bus  # noqa: E402
+from gateway.bus.connection import connect_bus  # noqa: E402
 from gateway.bus.outbox import Outbox  # noqa: E402
 from gateway.bus.publisher import EventPublisher  # noqa: E402
 from gateway.connectors.yeastar.normalize import normalize_frame  # noqa: E402

@@ -23,7 +23,8 @@ from typing import Any
 import aio_pika
 import orjson
 
-from gateway.app import GatewayApp, bus_problem
+from gateway.app import GatewayApp
+from gateway.bus.connection import bus_problem
 from gateway.bus.shared_state import STATE_PREFIX
 from gateway.bus.topology import CommandNames
 from gateway.connectors import registry

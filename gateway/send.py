@@ -115,7 +115,7 @@ async def send_command(
 
 async def _connect(url: str) -> aio_pika.abc.AbstractConnection:
     """One attempt (no robust reconnects: the user waits), failures as :class:`SendError`."""
-    from gateway.app import bus_problem
+    from gateway.bus.connection import bus_problem
     from gateway.settings_models import amqp_url_problem, redact_url
 
     problem = amqp_url_problem(url)

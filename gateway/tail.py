@@ -17,7 +17,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
-from gateway.app import bus_problem
+from gateway.bus.connection import bus_problem
 from gateway.demo import summarize
 from gateway.settings import amqp_url_problem, redact_url
 

@@ -30,13 +30,13 @@ from gateway.app.reload import (
     named_files,
     new_salt,
 )
-from gateway.bus.connection import BUS_CONNECT_TIMEOUT_S, BusLink, bus_problem, connect_bus
+from gateway.bus.connection import BusLink, connect_bus
 from gateway.bus.consumer import CommandConsumer
 from gateway.bus.idempotency import CommandLedger
 from gateway.bus.journal import CommandJournal
 from gateway.bus.lease import LeaseManager, default_instance_id
 from gateway.bus.outbox import Outbox
-from gateway.bus.ownership import SHARE_STATE_MIN_INTERVAL_S, PbxOwnership
+from gateway.bus.ownership import PbxOwnership
 from gateway.bus.publisher import EventPublisher
 from gateway.bus.shared_state import SharedState
 from gateway.bus.topology import CommandNames
@@ -54,14 +54,7 @@ from gateway.schema.events import CloudEvent
 from gateway.settings import PbxSettings, Settings, load_settings, redact_url
 from gateway.web.server import AdminAuth, ListenError, WebServer
 
-__all__ = [
-    "BUS_CONNECT_TIMEOUT_S",
-    "SHARE_STATE_MIN_INTERVAL_S",
-    "GatewayApp",
-    "StartError",
-    "bus_problem",
-    "connect_bus",
-]
+__all__ = ["GatewayApp", "StartError"]
 
 #: Addresses only this host reaches: a single listener there exposes nothing.
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})

@@ -125,12 +125,20 @@ async def running_gateway(
         lease=LeaseSettings(heartbeat_s=0.2, member_timeout_s=0.6, acquire_interval_s=0.2),
         pbxs=list(pbxs),
     )
-    app = GatewayApp(settings)
+    async with running(GatewayApp(settings)) as app:
+        yield app
+
+
+@contextlib.asynccontextmanager
+async def running(
+    app: GatewayApp, *, start_s: float = 15, stop_s: float = 20
+) -> AsyncIterator[GatewayApp]:
+    """``app`` running until the block ends; a start that fails raises here."""
     stop = asyncio.Event()
     started = asyncio.Event()
     task = asyncio.create_task(app.run(stop, started))
     try:
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(start_s):
             await asyncio.wait(
                 [asyncio.create_task(started.wait()), task], return_when=asyncio.FIRST_COMPLETED
             )
@@ -139,7 +147,7 @@ async def running_gateway(
         yield app
     finally:
         stop.set()
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, stop_s)
 
 
 @pytest.fixture(scope="session")

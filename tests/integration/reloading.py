@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from gateway.app import GatewayApp
 from gateway.app.reload import plain
 from gateway.settings import PbxSettings, load_settings
 from tests.conftest import AMQP_URL
+from tests.integration.fixtures import running
 
 
 def pbx_doc(pbx: PbxSettings, **overrides: Any) -> dict[str, Any]:
@@ -59,16 +59,5 @@ async def reloading_gateway(
     config: Path, *, poll_s: float = 0.1, settle_s: float = 0.3
 ) -> AsyncIterator[GatewayApp]:
     app = GatewayApp(load_settings(config), config, watch_poll_s=poll_s, watch_settle_s=settle_s)
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(app.run(stop, started))
-    try:
-        async with asyncio.timeout(30):
-            await asyncio.wait(
-                [asyncio.create_task(started.wait()), task], return_when=asyncio.FIRST_COMPLETED
-            )
-        if task.done():
-            task.result()
+    async with running(app, start_s=30, stop_s=60):
         yield app
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.app import connect_bus
+from gateway.bus.connection import connect_bus
 from gateway.bus.outbox import Outbox
 from gateway.bus.publisher import EventPublisher
 from gateway.schema.events import CdrData, NormalizeContext, make_event
