@@ -182,11 +182,13 @@ class GatewayUnderTest:
         profile: Path | None = None,
         bus: dict[str, Any] | None = None,
         tree: Path | None = None,
+        event_loop: str | None = None,
     ) -> None:
         self.full = full  # leases, commands and recovery on (the defaults) or off
         self.profile = profile
         self.bus = bus or {}  # more `bus` settings (e.g. coalesce_ms)
         self.tree = tree  # run the gateway of this source tree (an older revision, say)
+        self.event_loop = event_loop  # the `event_loop` setting (None: the default)
         self.run = uuid.uuid4().hex[:8]
         self.tenant = f"bench-{self.run}"
         self.events_exchange = f"bench.events.{self.run}"
@@ -243,6 +245,8 @@ class GatewayUnderTest:
             "commands": {"enabled": self.full, "exchange": self.commands_exchange},
             "pbxs": [self._pbx()],
         }
+        if self.event_loop is not None:
+            settings["event_loop"] = self.event_loop
         path = self.dir / "gateway.yaml"
         path.write_text(yaml.safe_dump(settings))
         return path
@@ -261,7 +265,7 @@ class GatewayUnderTest:
         self._underlay = await consumer.get_underlay_channel()
         ok = await self._underlay.basic_consume(queue.name, self._on_delivery, no_ack=True)
         self._tag = ok.consumer_tag or ""
-        command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(self._config())]
+        command = self._command()
         if self.profile is not None:
             command = ["py-spy", "record", "-r", "200", "-f", "raw", "-o", str(self.profile)]
             command += ["--", *command_tail(self._config())]
@@ -278,6 +282,9 @@ class GatewayUnderTest:
         if self.profile is not None:
             self.gateway_pid = child_of(self.proc.pid)
         await self._until(lambda: self.received.connected > 0, 10, "no gateway.connection event")
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "gateway.cli", "run", "--config", str(self._config())]
 
     async def _until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -441,6 +448,26 @@ def command_tail(config: Path) -> list[str]:
 
 
 # --- driving the fake PBX -----------------------------------------------------------------------
+
+
+class FloorUnderTest(GatewayUnderTest):
+    """``bench/floor.py`` in place of the gateway: the least relay of the same frames with the
+    same libraries (WebSocket in, each frame published with a confirm), the floor of CPU per
+    frame that the gateway's is compared with."""
+
+    def _command(self) -> list[str]:
+        sim = self.sim
+        return [
+            sys.executable,
+            str(ROOT / "bench" / "floor.py"),
+            sim.base_url,
+            sim.client_id,
+            sim.client_secret,
+            AMQP_URL,
+            self.events_exchange,
+            self.tenant,
+            self.event_loop or "asyncio",
+        ]
 
 
 async def blast(gw: GatewayUnderTest, events: int, first: int) -> tuple[float, int]:

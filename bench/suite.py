@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
     MEIQIA_CONCURRENCY,
+    FloorUnderTest,
     GatewayUnderTest,
     MeiqiaGatewayUnderTest,
     XSwitchGatewayUnderTest,
@@ -152,13 +153,21 @@ async def measure_latency(args: argparse.Namespace) -> dict[str, Any]:
         variants.append(("default", {}, None))
     gateways: dict[str, GatewayUnderTest] = {}
     out: dict[str, Any] = {"latency": {}}
+    loops = args.event_loop or [None]
     try:
-        for key, bus, tree in variants:
-            profile = args.profile if len(variants) == 1 else None
-            gw = gateways[key] = GatewayUnderTest(
-                full=False, profile=profile, bus=bus, tree=tree
-            )
-            await gw.start()
+        for loop in loops if args.floor else []:
+            key = "floor" if loop is None else f"floor, {loop}"
+            gateways[key] = FloorUnderTest(full=False, event_loop=loop)
+            await gateways[key].start()
+        single = len(variants) == 1 and len(loops) == 1 and not args.floor
+        for name, bus, tree in variants:
+            for loop in [None] if tree is not None else loops:
+                key = name if loop is None else f"{name}, {loop}"
+                profile = args.profile if single else None
+                gw = gateways[key] = GatewayUnderTest(
+                    full=False, profile=profile, bus=bus, tree=tree, event_loop=loop
+                )
+                await gw.start()
         first = {key: 0 for key in gateways}
         for _ in range(args.repeat):
             for rate in args.rates:
@@ -174,7 +183,7 @@ async def measure_latency(args: argparse.Namespace) -> dict[str, Any]:
                         "gateway_cpu_us_per_frame": cpu / frames * 1e6,
                     }
                     out["latency"].setdefault(key, {}).setdefault(f"{rate:g}", []).append(run)
-                    print(f"  coalesce_ms {key}, {rate:g}/s: {run}")
+                    print(f"  {key}, {rate:g}/s: {run}")
     finally:
         for gw in gateways.values():
             await gw.stop()
@@ -345,7 +354,12 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
             cpu_more=f"; answer p50 {answer['p50_ms']:.1f} / p99 {answer['p99_ms']:.1f} ms",
         )
     for key, by_rate in result.get("latency", {}).items():
-        window = {"default": "", "baseline": ", baseline tree"}.get(key, f", coalesce_ms {key}")
+        name, _, loop = key.partition(", ")
+        window = {
+            "default": "",
+            "baseline": ", baseline tree",
+            "floor": ", floor relay (bench/floor.py)",
+        }.get(name, f", coalesce_ms {name}") + (f", {loop}" if loop else "")
         for rate, runs in by_rate.items():
             goal = 10 if float(rate) <= 1000 else 20
             for n, lat in enumerate(runs, start=1):
@@ -358,6 +372,22 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
                         f"{lat['gateway_cpu_share']:.0%} of one core",
                     )
                 )
+    latency = result.get("latency", {})
+    floor = latency.get("floor") or latency.get("floor, asyncio") or {}
+    for rate, runs in floor.items():
+        mean = sum(run["gateway_cpu_us_per_frame"] for run in runs) / len(runs)
+        for key, by_rate in latency.items():
+            if key in ("floor", "floor, asyncio") or rate not in by_rate:
+                continue
+            ours = by_rate[rate]
+            cpu = sum(run["gateway_cpu_us_per_frame"] for run in ours) / len(ours)
+            rows.append(
+                (
+                    f"{float(rate):,.0f} frames/s, {key} / floor",
+                    f"CPU per frame x{cpu / mean:.2f} the floor's",
+                    f"{cpu:.0f} / {mean:.0f} µs, mean of {len(ours)} / {len(runs)} runs",
+                )
+            )
     if "commands" in result:
         c = result["commands"]
         rows.append(
@@ -449,6 +479,19 @@ def main() -> None:
         default=None,
         help="latency: also run the gateway of this source tree (e.g. `git archive REV | tar -x"
         " -C DIR`), alternating with this one's: before and after in the same minutes",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="latency: also run bench/floor.py, the least relay of the same frames with the "
+        "same libraries (no spool, no normalizer), alternating with the gateway(s)",
+    )
+    parser.add_argument(
+        "--event-loop",
+        nargs="+",
+        choices=["asyncio", "uvloop"],
+        help="latency: one gateway (and floor relay) per event loop (the `event_loop` setting), "
+        "runs alternating between them",
     )
     parser.add_argument("--label", default="latest", help="results go to suite-<label>.json")
     parser.add_argument(

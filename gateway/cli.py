@@ -481,7 +481,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     app = GatewayApp(settings, args.config)
     try:
-        return _run_until_signal(app.run, on_hangup=app.request_reload)
+        return _run_until_signal(
+            app.run, on_hangup=app.request_reload, event_loop=settings.event_loop
+        )
     except StartError as exc:
         raise UserError(str(exc)) from exc
     except (TopologyMismatch, BaseExceptionGroup) as exc:  # the broker holds other queues
@@ -525,9 +527,10 @@ def _first_of(exc: BaseException, kind: type[BaseException]) -> BaseException | 
 def _run_until_signal(
     work: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
     on_hangup: Callable[[], None] | None = None,
+    event_loop: str = "asyncio",
 ) -> int:
     """SIGTERM/SIGINT start an orderly drain; a second signal forces exit. SIGHUP calls
-    ``on_hangup`` (run: reload the configuration)."""
+    ``on_hangup`` (run: reload the configuration). ``event_loop``: the setting of that name."""
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -544,7 +547,13 @@ def _run_until_signal(
             loop.add_signal_handler(signal.SIGHUP, on_hangup)
         await work(stop)
 
-    asyncio.run(runner())
+    factory = None
+    if event_loop == "uvloop":
+        import uvloop  # the settings checked that it is installed
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as loop_runner:
+        loop_runner.run(runner())
     return 0
 
 

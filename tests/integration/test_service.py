@@ -17,7 +17,10 @@ from tests.integration.process import GatewayProcess
 pytestmark = pytest.mark.integration
 
 
-async def test_run_serves_health_and_drains_on_sigterm(sim_factory, tmp_path: Path, unique) -> None:
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+async def test_run_serves_health_and_drains_on_sigterm(
+    sim_factory, tmp_path: Path, unique, event_loop: str
+) -> None:
     sim = await sim_factory(calls_per_second=5)
     secret = tmp_path / "secret"
     secret.write_text(sim.client_secret)
@@ -28,6 +31,7 @@ async def test_run_serves_health_and_drains_on_sigterm(sim_factory, tmp_path: Pa
                 "bus": {"url": AMQP_URL},
                 "http": {"port": 0},
                 "state_dir": str(tmp_path / "state"),
+                "event_loop": event_loop,
                 "pbxs": [
                     {
                         "tenant": f"svc{unique}",

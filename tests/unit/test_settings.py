@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,21 @@ def test_a_validator_message_has_no_pydantic_prefix(tmp_path: Path) -> None:
     text = str(err.value)
     assert "environment variable NEWBIE_UNSET_SECRET_VAR is not set" in text
     assert "Value error" not in text
+
+
+def test_the_event_loop_is_asyncio_or_an_installed_uvloop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(write(tmp_path, {})).event_loop == "asyncio"
+    assert load_settings(write(tmp_path, {"event_loop": "uvloop"})).event_loop == "uvloop"
+    with pytest.raises(SettingsError, match="event_loop") as err:
+        load_settings(write(tmp_path, {"event_loop": "trio"}))
+    assert "'asyncio' or 'uvloop'" in str(err.value)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    with pytest.raises(SettingsError) as err:
+        load_settings(write(tmp_path, {"event_loop": "uvloop"}))
+    line = str(err.value)
+    assert "event_loop" in line and "uvloop is not installed" in line and "[fast]" in line
