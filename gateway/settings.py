@@ -254,7 +254,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         where = _yaml_lines(path)
         lines = [
-            f"  {'.'.join(map(str, err['loc'])) or '(root)'}: {_message(err['msg'])}"
+            f"  {'.'.join(map(str, err['loc'])) or '(root)'}: {_message(err)}"
             + where(tuple(err["loc"]))
             for err in exc.errors()
         ]
@@ -274,9 +274,16 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     return loaded
 
 
-def _message(msg: str) -> str:
-    """Pydantic's message without the "Value error, " it puts before a validator's own words."""
-    return msg.removeprefix("Value error, ")
+def _message(err: Any) -> str:
+    """Pydantic's message without the "Value error, " it puts before a validator's own words; a
+    URL that does not match its field's pattern is described, not shown the regular expression."""
+    loc = err.get("loc") or ("",)
+    if err.get("type") == "string_pattern_mismatch" and str(loc[-1]).endswith("url"):
+        return (
+            "must be an http:// or https:// URL without a query, such as"
+            f" https://pbx.example.com:8088, not {err.get('input')!r}"
+        )
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _yaml_lines(path: Path | None) -> Any:

@@ -225,3 +225,14 @@ def test_the_event_loop_is_asyncio_or_an_installed_uvloop(
         load_settings(write(tmp_path, {"event_loop": "uvloop"}))
     line = str(err.value)
     assert "event_loop" in line and "uvloop is not installed" in line and "[fast]" in line
+
+
+@pytest.mark.parametrize("url", ["192.0.2.10:8088", "ftp://pbx", "https://pbx:8088/x?y=1"])
+def test_a_bad_base_url_is_described_not_shown_a_regular_expression(
+    tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(write(tmp_path, {"pbxs": [{**GOOD_PBX, "base_url": url}]}))
+    line = str(err.value).splitlines()[1]
+    assert line.startswith("  pbxs.0.base_url: must be an http:// or https:// URL")
+    assert repr(url) in line and "line " in line and "^" not in line
