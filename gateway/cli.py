@@ -482,7 +482,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     app = GatewayApp(settings, args.config)
     try:
         return _run_until_signal(
-            app.run, on_hangup=app.request_reload, event_loop=settings.event_loop
+            app.run, on_hangup=app.request_reload, event_loop=settings.loop_in_use()
         )
     except StartError as exc:
         raise UserError(str(exc)) from exc

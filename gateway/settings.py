@@ -188,10 +188,11 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="how long a stop may take to flush the outbox"
     )
-    event_loop: Literal["asyncio", "uvloop"] = Field(
-        "asyncio",
-        description="the event loop of `gateway run`: `uvloop` (the `fast` extra) takes about a"
-        " tenth less CPU per event (docs/performance.md); `asyncio` needs nothing more",
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="the event loop of `gateway run`: `uvloop` (the `fast` extra, in the image)"
+        " takes about a sixth less CPU per event (docs/performance.md), `asyncio` is Python's"
+        " own; `auto`: uvloop when it is installed",
     )
     pbxs: list[AnyPbxSettings] = Field(
         default_factory=list, description="the PBXs, each with the keys of its vendor"
@@ -200,9 +201,16 @@ class Settings(BaseSettings):
     @field_validator("event_loop")
     @classmethod
     def _loop_installed(cls, value: str) -> str:
-        if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        installed = importlib.util.find_spec("uvloop") is not None
+        if value == "uvloop" and not installed:
             raise ValueError("uvloop is not installed: pip install 'pbx-gateway[fast]'")
         return value
+
+    def loop_in_use(self) -> str:
+        """``event_loop`` with ``auto`` decided: the loop ``gateway run`` runs on."""
+        if self.event_loop != "auto":
+            return self.event_loop
+        return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
 
     @model_validator(mode="after")
     def _unique_tenants(self) -> Settings:

@@ -283,6 +283,7 @@ class GatewayApp:
             instance=self.leases.instance_id if self.leases else None,
             bus=redact_url(url),
             http_port=self.web.port if self.web else None,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
     async def _start_commands(self, stack: contextlib.AsyncExitStack) -> None:

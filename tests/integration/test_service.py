@@ -71,6 +71,7 @@ async def test_run_serves_health_and_drains_on_sigterm(
     text = gateway.text
     assert code == 0, text
     assert "gateway_stopped" in text
+    assert f"event_loop={event_loop}" in text or f'"event_loop": "{event_loop}"' in text, text
     assert sim.client_secret not in text, "the secret must never reach a log line"
 
 

@@ -209,18 +209,22 @@ def test_a_validator_message_has_no_pydantic_prefix(tmp_path: Path) -> None:
     assert "Value error" not in text
 
 
-def test_the_event_loop_is_asyncio_or_an_installed_uvloop(
+def test_the_event_loop_is_uvloop_when_installed_or_asked_for_else_asyncio(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert load_settings(write(tmp_path, {})).event_loop == "asyncio"
-    assert load_settings(write(tmp_path, {"event_loop": "uvloop"})).event_loop == "uvloop"
+    default = load_settings(write(tmp_path, {}))
+    assert default.event_loop == "auto" and default.loop_in_use() == "uvloop"  # the test extras
+    uvloop = load_settings(write(tmp_path, {"event_loop": "uvloop"}))
+    assert uvloop.loop_in_use() == "uvloop"
+    assert load_settings(write(tmp_path, {"event_loop": "asyncio"})).loop_in_use() == "asyncio"
     with pytest.raises(SettingsError, match="event_loop") as err:
         load_settings(write(tmp_path, {"event_loop": "trio"}))
-    assert "'asyncio' or 'uvloop'" in str(err.value)
+    assert "'auto', 'asyncio' or 'uvloop'" in str(err.value)
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
     )
+    assert default.loop_in_use() == "asyncio"  # auto without uvloop installed
     with pytest.raises(SettingsError) as err:
         load_settings(write(tmp_path, {"event_loop": "uvloop"}))
     line = str(err.value)
