@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -466,7 +467,7 @@ class FloorUnderTest(GatewayUnderTest):
             AMQP_URL,
             self.events_exchange,
             self.tenant,
-            self.event_loop or "asyncio",
+            self.event_loop or ("uvloop" if find_spec("uvloop") else "asyncio"),  # as `auto`
         ]
 
 
