@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import sys
@@ -485,25 +487,32 @@ async def blast(gw: GatewayUnderTest, events: int, first: int) -> tuple[float, i
 
 
 async def paced(
-    gw: GatewayUnderTest, rate: float, duration: float, first: int
+    gw: GatewayUnderTest, rate: float, duration: float, first: int, poisson: bool = False
 ) -> tuple[list[float], int]:
     """Frames at ``rate``/s for ``duration`` s: each one's latency (s) from the PBX writing it to
-    the consumer receiving its event, and how many never arrived."""
+    the consumer receiving its event, and how many never arrived. Evenly spaced, or with
+    ``poisson`` at random independent times (exponential gaps, as the frames of many PBXs
+    arrive together; seeded, so every gateway gets the same times)."""
     ws = gw.socket()
     total = int(rate * duration)
+    if poisson:
+        gaps = random.Random(first).expovariate
+        offsets = list(itertools.accumulate(gaps(rate) for _ in range(total)))
+    else:
+        offsets = [n / rate for n in range(total)]
     sent: dict[int, float] = {}
     started = time.perf_counter()
     n = 0
     while n < total:
-        now = time.perf_counter()
-        due = min(total, int((now - started) * rate) + 1)
-        while n < due:  # catch up whatever is due (sleep granularity is ~1 ms)
+        now = time.perf_counter() - started
+        while n < total and offsets[n] <= now:  # whatever is due (sleep granularity: ~1 ms)
             seq = first + n
             text = frame(seq)
             sent[seq] = time.perf_counter()
             await ws.send_str(text)
             n += 1
-        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        if n < total:
+            await asyncio.sleep(max(0.0, started + offsets[n] - time.perf_counter()))
     lost = await gw.wait_received(range(first, first + total), timeout=15)
     at = gw.received.at
     return [at[s] - sent[s] for s in sent if s in at], lost

@@ -173,7 +173,8 @@ async def measure_latency(args: argparse.Namespace) -> dict[str, Any]:
             for rate in args.rates:
                 for key, gw in gateways.items():
                     cpu_before = cpu_seconds(gw.gateway_pid)
-                    lat, lost = await paced(gw, rate, args.duration, first[key])
+                    poisson = args.arrivals == "poisson"
+                    lat, lost = await paced(gw, rate, args.duration, first[key], poisson)
                     cpu = cpu_seconds(gw.gateway_pid) - cpu_before
                     frames = int(rate * args.duration)
                     first[key] += frames
@@ -353,6 +354,7 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
             cpu="Meiqia end to end",
             cpu_more=f"; answer p50 {answer['p50_ms']:.1f} / p99 {answer['p99_ms']:.1f} ms",
         )
+    arrivals = " (poisson)" if getattr(args, "arrivals", "paced") == "poisson" else ""
     for key, by_rate in result.get("latency", {}).items():
         name, _, loop = key.partition(", ")
         window = {
@@ -365,7 +367,7 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
             for n, lat in enumerate(runs, start=1):
                 rows.append(
                     (
-                        f"{float(rate):,.0f} frames/s{window} (run {n})",
+                        f"{float(rate):,.0f} frames/s{arrivals}{window} (run {n})",
                         f"p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} / "
                         f"max {lat['max_ms']:.1f} ms, lost {lat['lost']} (p99 goal < {goal} ms)",
                         f"CPU {lat['gateway_cpu_us_per_frame']:.0f} µs per frame, "
@@ -485,6 +487,13 @@ def main() -> None:
         action="store_true",
         help="latency: also run bench/floor.py, the least relay of the same frames with the "
         "same libraries (no spool, no normalizer), alternating with the gateway(s)",
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=["paced", "poisson"],
+        default="paced",
+        help="latency: frames evenly spaced (each alone in its turn of the gateway's loop, the "
+        "dearest case) or at random independent times, as the frames of many PBXs arrive",
     )
     parser.add_argument(
         "--event-loop",
