@@ -7,6 +7,7 @@ ledger and recovery on), its config listing that many PBXs. Measured:
 
 - time from process start until every link is subscribed (sockets with topics at the simulator),
   and the gateway's CPU time until then (less at the mercy of other work than the time);
+  the same for this process (the simulator) and the broker node, and the load average;
 - token requests: total and the most in any one second (no PBX asks twice);
 - while idle (``--idle-s``): gateway RSS and CPU (% of one core);
 - broker RSS growth (node before the gateway vs idle with it) and the broker's objects: queues by
