@@ -200,7 +200,7 @@ async def test_the_assignment_follows_membership_changes_though_it_is_reused_bet
     assert a.assignment() == dict.fromkeys(tenants, "gw-a")
 
 
-async def test_leases_are_taken_in_batches_and_a_refusal_among_them_costs_only_its_own_pbx() -> None:
+async def test_leases_are_taken_in_batches_and_a_refusal_among_them_costs_only_its_pbx() -> None:
     """Many PBXs: their lease queues are declared back to back; one held elsewhere (nobody
     said so) closes the channel, and the batch is tried again one by one: every other PBX is
     taken, the refused one backs off as before."""
