@@ -8,6 +8,7 @@ ledger and recovery on), its config listing that many PBXs. Measured:
 - time from process start until every link is subscribed (sockets with topics at the simulator),
   and the gateway's CPU time until then (less at the mercy of other work than the time);
   the same for this process (the simulator) and the broker node, and the load average;
+- where the start-up goes: the first and last time of the log events of :data:`PHASES`;
 - token requests: total and the most in any one second (no PBX asks twice);
 - while idle (``--idle-s``): gateway RSS and CPU (% of one core);
 - broker RSS growth (node before the gateway vs idle with it) and the broker's objects: queues by
@@ -358,6 +359,40 @@ def read_log(path: Path) -> dict[str, Any]:
     }
 
 
+#: Log events whose first and last time (s after the gateway process started) show where the
+#: start-up goes: the command queues declared (``ledger_following``), leases taken, tokens,
+#: subscriptions, commands taken.
+PHASES = (
+    "http_listening",
+    "ledger_following",
+    "gateway_started",
+    "lease_acquired",
+    "token_obtained",
+    "subscribed",
+    "commands_consuming",
+)
+
+
+def phases(path: Path, started_at: float) -> dict[str, list[float]]:
+    """Per event of :data:`PHASES`: [first, last] seconds after ``started_at`` (wall clock)."""
+    seen: dict[str, list[float]] = {}
+    wanted = [f'"{event}"'.encode() for event in PHASES]
+    with path.open("rb") as log:
+        for line in log:
+            if not any(w in line for w in wanted):
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                entry = json.loads(line)
+                event = entry["event"]
+                if event not in PHASES:
+                    continue
+                at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+                offset = round(at.timestamp() - started_at, 2)
+                span = seen.setdefault(event, [offset, offset])
+                span[1] = offset
+    return {event: seen[event] for event in PHASES if event in seen}
+
+
 def profile_top(path: Path, limit: int = 15) -> list[tuple[str, float]]:
     """py-spy's raw output: the functions holding most samples (share of all samples)."""
     own: Counter[str] = Counter()
@@ -416,6 +451,7 @@ async def run_one(
         objects_before = await broker_objects(node)
         path = config(source, node, pbxs, state, log_level)
         started = time.monotonic()
+        started_at = time.time()
         bench_cpu_before = proc_cpu_s(os.getpid())
         broker_pid = node.pid()
         broker_cpu_before = proc_cpu_s(broker_pid) if broker_pid else 0.0
@@ -569,6 +605,7 @@ async def run_one(
         "problem_samples": samples,
         "empty_errors": dict(empty),
     }
+    start_phases = phases(logs[0], started_at)
     shutil.rmtree(state, ignore_errors=True)
     per_pbx = {
         "queues": round(
@@ -607,6 +644,7 @@ async def run_one(
         "broker_objects_before": objects_before,
         "per_pbx": per_pbx,
         "progress": progress[:: max(1, len(progress) // 20)],
+        "start_phases": start_phases,
         "stop_s": round(stop_s, 2),
         "exit_code": [p.returncode for p in procs] if instances > 1 else proc.returncode,
         "states_shared": shared,
@@ -706,6 +744,9 @@ async def main() -> None:
             slope = (big[key] - small[key]) / span * 1000
             base = small[key] - slope * small["pbxs"] / 1000
             print(f"  per 1,000 tenants: {key} +{slope:.2f} {unit} (over {base:.1f})")
+    for r in runs:
+        spans = ", ".join(f"{event} {a}-{b}" for event, (a, b) in r["start_phases"].items())
+        print(f"  {r['pbxs']} PBXs start-up, s after the process start (first-last): {spans}")
     for r in runs:
         if r["blast"]:
             print(f"  {r['pbxs']} PBXs blast: {r['blast']}")
