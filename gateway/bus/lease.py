@@ -370,13 +370,33 @@ class LeaseManager:
         )
 
     async def _balance(self, connection: AbstractConnection) -> None:
-        starts = _Starts(self._on_acquired)
+        taken: list[str] = []
         try:
-            await self._balance_leases(connection, starts)
+            await self._balance_leases(connection, taken)
         finally:
-            await starts.finish()
+            await self._started(taken)
 
-    async def _balance_leases(self, connection: AbstractConnection, starts: _Starts) -> None:
+    async def _started(self, tenants: list[str]) -> None:
+        """Start using the PBXs whose leases were just taken, several at once: each start reads
+        the PBX's shared state (a broker round trip or two), and one after the other they made a
+        start-up with thousands of PBXs last minutes. Only once every lease of the round is
+        taken (in batches, :meth:`_declare_many`): started along, they slowed the taking, and
+        another instance starting at the same time found the last of this one's PBXs still
+        free, took them (after twice the member timeout) and handed them back moments later."""
+        if not tenants:
+            return
+        gate = asyncio.Semaphore(_STARTS_AT_ONCE)
+
+        async def start(tenant: str) -> None:
+            async with gate:
+                await self._on_acquired(tenant)
+
+        results = await asyncio.gather(*(start(t) for t in tenants), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _balance_leases(self, connection: AbstractConnection, taken: list[str]) -> None:
         now = self._clock()
         owners = self.assignment()
         held = self._held_by_others(now)
@@ -396,14 +416,13 @@ class LeaseManager:
             free_for = now - self._free_since.setdefault(tenant, now)
             if preferred == self.instance_id or free_for >= 2 * self._member_timeout_s:
                 wanted.append(tenant)
-        # The PBXs of each batch start while the next batch's leases are taken.
         for i in range(0, len(wanted), _LEASES_AT_ONCE):
             batch = wanted[i : i + _LEASES_AT_ONCE]
-            for tenant, taken in zip(
+            for tenant, held_now in zip(
                 batch, await self._declare_many(connection, batch), strict=True
             ):
-                if self._took(tenant, taken):
-                    starts.add(tenant)
+                if self._took(tenant, held_now):
+                    taken.append(tenant)
 
     def _may_hand_over(self, tenant: str, preferred: str, now: float) -> bool:
         """Only to an instance that has been around a while and was heard from, recently,
@@ -491,28 +510,3 @@ class LeaseManager:
         for tenant, result in zip(lost, results, strict=True):
             if isinstance(result, BaseException):
                 self._log.warning("give_up_failed", tenant=tenant, error=repr(result))
-
-
-class _Starts:
-    """Starting the PBXs whose leases were just taken, several at once (:data:`_STARTS_AT_ONCE`):
-    each start reads the PBX's shared state (a broker round trip or two), and one after the
-    other they made a start-up with thousands of PBXs last minutes."""
-
-    def __init__(self, start: Hook) -> None:
-        self._start = start
-        self._gate = asyncio.Semaphore(_STARTS_AT_ONCE)
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def add(self, tenant: str) -> None:
-        self._tasks.append(asyncio.create_task(self._one(tenant), name=f"lease-start-{tenant}"))
-
-    async def _one(self, tenant: str) -> None:
-        async with self._gate:
-            await self._start(tenant)
-
-    async def finish(self) -> None:
-        """Wait for every start; the first failure is raised once all are done."""
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
