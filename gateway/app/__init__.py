@@ -267,16 +267,10 @@ class GatewayApp:
             self._make_leases([p.tenant for p in s.pbxs])
         on_shutdown(stack, "leases_stop_failed", self._stop_leases)
         on_shutdown(stack, "give_up_failed", ownership.give_up_all)
-        if self.leases is not None:
-            # The lease manager listens to the other instances (a member timeout) while every
-            # PBX's command queue is declared (seconds with thousands of PBXs), but takes no
-            # PBX before the commands are set up.
-            self.leases.ready.clear()
-            self._lease_task = asyncio.create_task(self.leases.run(), name="leases")
         if s.commands.enabled:
             await self._start_commands(stack)
         if self.leases is not None:
-            self.leases.ready.set()
+            self._lease_task = asyncio.create_task(self.leases.run(), name="leases")
         else:
             for tenant in list(ownership.connectors):
                 await ownership.take(tenant)

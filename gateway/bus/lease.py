@@ -107,10 +107,6 @@ class LeaseManager:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.instance_id = instance_id
-        #: Set once the PBXs may be started (the rest of the gateway is up): until then the
-        #: manager connects, announces itself and listens, but takes nothing.
-        self.ready = asyncio.Event()
-        self.ready.set()
         self._clock = clock
         self._url = url
         self._tenants = tenants
@@ -255,29 +251,17 @@ class LeaseManager:
             while not closed.is_set():
                 # Listen a full member timeout before taking anything, so simultaneous starts
                 # spread.
-                if self._clock() - started >= self._member_timeout_s and self.ready.is_set():
+                if self._clock() - started >= self._member_timeout_s:
                     async with self._changing:
                         await self._balance(connection)
-                await self._pause(closed)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._acquire_interval_s):
+                        await closed.wait()
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
             self._lease_channel = None
         raise ConnectionError("lease connection closed")
-
-    async def _pause(self, closed: asyncio.Event) -> None:
-        """Until the next balancing round: an acquire interval, less once :attr:`ready` is
-        set (or the connection closed)."""
-        waits = [asyncio.ensure_future(closed.wait())]
-        if not self.ready.is_set():
-            waits.append(asyncio.ensure_future(self.ready.wait()))
-        try:
-            await asyncio.wait(
-                waits, timeout=self._acquire_interval_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for wait in waits:
-                wait.cancel()
 
     async def _announce(
         self, presence: aio_pika.abc.AbstractExchange, closed: asyncio.Event
