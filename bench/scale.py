@@ -7,6 +7,8 @@ ledger and recovery on), its config listing that many PBXs. Measured:
 
 - time from process start until every link is subscribed (sockets with topics at the simulator),
   and the gateway's CPU time until then (less at the mercy of other work than the time);
+  the same for this process (the simulator) and the broker node, and the load average;
+- where the start-up goes: the first and last time of the log events of :data:`PHASES`;
 - token requests: total and the most in any one second (no PBX asks twice);
 - while idle (``--idle-s``): gateway RSS and CPU (% of one core);
 - broker RSS growth (node before the gateway vs idle with it) and the broker's objects: queues by
@@ -357,6 +359,40 @@ def read_log(path: Path) -> dict[str, Any]:
     }
 
 
+#: Log events whose first and last time (s after the gateway process started) show where the
+#: start-up goes: the command queues declared (``ledger_following``), leases taken, tokens,
+#: subscriptions, commands taken.
+PHASES = (
+    "http_listening",
+    "ledger_following",
+    "gateway_started",
+    "lease_acquired",
+    "token_obtained",
+    "subscribed",
+    "commands_consuming",
+)
+
+
+def phases(path: Path, started_at: float) -> dict[str, list[float]]:
+    """Per event of :data:`PHASES`: [first, last] seconds after ``started_at`` (wall clock)."""
+    seen: dict[str, list[float]] = {}
+    wanted = [f'"{event}"'.encode() for event in PHASES]
+    with path.open("rb") as log:
+        for line in log:
+            if not any(w in line for w in wanted):
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                entry = json.loads(line)
+                event = entry["event"]
+                if event not in PHASES:
+                    continue
+                at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+                offset = round(at.timestamp() - started_at, 2)
+                span = seen.setdefault(event, [offset, offset])
+                span[1] = offset
+    return {event: seen[event] for event in PHASES if event in seen}
+
+
 def profile_top(path: Path, limit: int = 15) -> list[tuple[str, float]]:
     """py-spy's raw output: the functions holding most samples (share of all samples)."""
     own: Counter[str] = Counter()
@@ -415,6 +451,10 @@ async def run_one(
         objects_before = await broker_objects(node)
         path = config(source, node, pbxs, state, log_level)
         started = time.monotonic()
+        started_at = time.time()
+        bench_cpu_before = proc_cpu_s(os.getpid())
+        broker_pid = node.pid()
+        broker_cpu_before = proc_cpu_s(broker_pid) if broker_pid else 0.0
         env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
         launcher = ["-m", "gateway.cli"]
         if tracemalloc is not None:
@@ -465,6 +505,11 @@ async def run_one(
         last_requests = 0
         all_subscribed_s: float | None = None
         start_cpu_s: float | None = None  # the gateway's CPU time until then: less noisy
+        # the same for this process (the simulator standing in for every PBX) and the broker
+        # node: on a shared machine, who holds the cores during the start
+        bench_start_cpu_s: float | None = None
+        broker_start_cpu_s: float | None = None
+        load_at_start = os.getloadavg()
         progress: list[tuple[float, int]] = []
         while time.monotonic() - started < timeout_s:
             await asyncio.sleep(0.25)
@@ -477,6 +522,9 @@ async def run_one(
             if count >= pbxs:
                 all_subscribed_s = now
                 start_cpu_s = proc_cpu_s(proc.pid)
+                bench_start_cpu_s = proc_cpu_s(os.getpid()) - bench_cpu_before
+                if broker_pid:
+                    broker_start_cpu_s = proc_cpu_s(broker_pid) - broker_cpu_before
                 break
             if any(p.returncode is not None for p in procs):
                 break
@@ -557,6 +605,7 @@ async def run_one(
         "problem_samples": samples,
         "empty_errors": dict(empty),
     }
+    start_phases = phases(logs[0], started_at)
     shutil.rmtree(state, ignore_errors=True)
     per_pbx = {
         "queues": round(
@@ -577,6 +626,10 @@ async def run_one(
         "all_subscribed_s": None if all_subscribed_s is None else round(all_subscribed_s, 2),
         "subscribed_at_end": still,
         "start_cpu_s": None if start_cpu_s is None else round(start_cpu_s, 2),
+        "bench_start_cpu_s": None if bench_start_cpu_s is None else round(bench_start_cpu_s, 2),
+        "broker_start_cpu_s": None if broker_start_cpu_s is None else round(broker_start_cpu_s, 2),
+        "load_average_at_start": [round(x, 2) for x in load_at_start],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "token_requests": source.requests(),
         "token_requests_max_per_s": max(requests_per_s.values(), default=0),
         "idle_requests_per_s": round(idle_requests_per_s, 1),
@@ -591,6 +644,7 @@ async def run_one(
         "broker_objects_before": objects_before,
         "per_pbx": per_pbx,
         "progress": progress[:: max(1, len(progress) // 20)],
+        "start_phases": start_phases,
         "stop_s": round(stop_s, 2),
         "exit_code": [p.returncode for p in procs] if instances > 1 else proc.returncode,
         "states_shared": shared,
@@ -665,7 +719,8 @@ async def main() -> None:
     ]
     print(
         f"\n{args.vendor} x {args.instances} instance(s)"
-        f"\n{'PBXs':>6} {'connected s':>12} {'CPU s':>6} {'requests':>7} {'req/s max':>9} "
+        f"\n{'PBXs':>6} {'connected s':>12} {'CPU s':>6} {'sim CPU':>7} {'MQ CPU':>6} "
+        f"{'requests':>7} {'req/s max':>9} "
         f"{'gw RSS MB':>9} "
         f"{'gw CPU %':>8} {'broker +MB':>10} {'queues':>7} {'streams':>7} {'channels':>8} "
         f"{'consumers':>9} {'procs/PBX':>9} {'stop s':>6} {'shared':>6} {'warnings':>8}"
@@ -674,6 +729,7 @@ async def main() -> None:
         o = r["broker_objects"]
         print(
             f"{r['pbxs']:>6} {r['all_subscribed_s']!s:>12} {r['start_cpu_s']!s:>6} "
+            f"{r['bench_start_cpu_s']!s:>7} {r['broker_start_cpu_s']!s:>6} "
             f"{r['token_requests']:>7} "
             f"{r['token_requests_max_per_s']:>9} {r['gateway_rss_mb']:>9} "
             f"{r['gateway_idle_cpu_pct']:>8} {r['broker_rss_growth_mb']:>10} "
@@ -688,6 +744,9 @@ async def main() -> None:
             slope = (big[key] - small[key]) / span * 1000
             base = small[key] - slope * small["pbxs"] / 1000
             print(f"  per 1,000 tenants: {key} +{slope:.2f} {unit} (over {base:.1f})")
+    for r in runs:
+        spans = ", ".join(f"{event} {a}-{b}" for event, (a, b) in r["start_phases"].items())
+        print(f"  {r['pbxs']} PBXs start-up, s after the process start (first-last): {spans}")
     for r in runs:
         if r["blast"]:
             print(f"  {r['pbxs']} PBXs blast: {r['blast']}")

@@ -118,6 +118,9 @@ class CommandJournal:
         self._pending: dict[str, list[JournalEntry]] = defaultdict(list)
         self._flush_scheduled = False
         self._marking: asyncio.Task[None] | None = None
+        self._next_marker: asyncio.Future[None] | None = None  # callers may still join it
+        self._marker_writing = asyncio.Lock()
+        self._marker_tasks: set[asyncio.Task[None]] = set()
         self._resubscribing: asyncio.Task[None] | None = None
         self._cancel_watched: object | None = None  # the channel whose consumer cancels we see
         self._closing = False
@@ -393,14 +396,33 @@ class CommandJournal:
 
     async def caught_up(self) -> None:
         """Return once every record appended before this call is merged into the ledger.
-        :class:`JournalError` if that cannot be known in time (then nothing may be taken)."""
+        :class:`JournalError` if that cannot be known in time (then nothing may be taken).
+
+        Callers at the same time share a marker: one appended after all of their calls
+        answers each of them. (Thousands of PBXs starting at once each waited for a marker of
+        their own: a confirmed stream write per PBX.) One marker is written at a time; the
+        callers that come meanwhile wait for the next one."""
         if self._ledger is None:
             raise JournalError("ledger journal not followed")
-        marker = uuid.uuid4().hex
-        seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._markers[marker] = (seen, time.time())
+        shared = self._next_marker
+        if shared is None or shared.done():
+            shared = self._next_marker = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._mark(shared), name="ledger-marker")
+            self._marker_tasks.add(task)
+            task.add_done_callback(self._marker_tasks.discard)
+        await asyncio.shield(shared)
+
+    async def _mark(self, shared: asyncio.Future[None]) -> None:
+        """Append one marker for every caller that joined ``shared`` before it is written, and
+        wait until the follower has read it."""
         try:
-            await self._append({"marker": marker})
+            async with self._marker_writing:
+                if self._next_marker is shared:
+                    self._next_marker = None  # callers from now on need a later marker
+                marker = uuid.uuid4().hex
+                seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._markers[marker] = (seen, time.time())
+                await self._append({"marker": marker})
             try:
                 async with asyncio.timeout(self._replay_timeout_s):
                     await seen
@@ -409,8 +431,20 @@ class CommandJournal:
                 raise JournalError(
                     f"ledger journal not read back within {self._replay_timeout_s:.0f} s"
                 ) from None
-        finally:
-            self._markers.pop(marker, None)
+            finally:
+                self._markers.pop(marker, None)
+        except BaseException as exc:
+            if self._next_marker is shared:
+                self._next_marker = None
+            if not shared.done():
+                shared.set_exception(
+                    exc if isinstance(exc, Exception) else JournalError("ledger journal closed")
+                )
+                shared.exception()  # (retrieved: nobody may be waiting any more)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            shared.set_result(None)
 
     async def _mark_periodically(self) -> None:
         """Keep the follow point recent, and drop ids older than the result retention (the
@@ -478,7 +512,7 @@ class CommandJournal:
 
     async def close(self) -> None:
         self._closing = True
-        for task in (self._marking, self._resubscribing):
+        for task in (self._marking, self._resubscribing, *self._marker_tasks):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -30,8 +30,10 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aio_pika
+import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
@@ -49,6 +51,9 @@ Hook = Callable[[str], Awaitable[None]]
 REFUSED_BACKOFF_MAX = 4
 #: PBXs whose leases were just taken started at once (their shared state read, links started).
 _STARTS_AT_ONCE = 32
+#: Lease queues declared in one go (written back to back, one round trip for all): one at a
+#: time, thousands of PBXs waited seconds for their leases before the first was started.
+_LEASES_AT_ONCE = 64
 
 
 def default_instance_id() -> str:
@@ -357,9 +362,11 @@ class LeaseManager:
 
     async def _started(self, tenants: list[str]) -> None:
         """Start using the PBXs whose leases were just taken, several at once: each start reads
-        the PBX's shared state (a few broker round trips), and one after the other they made a
-        start-up with thousands of PBXs last minutes. The leases themselves are taken one at a
-        time, on one channel."""
+        the PBX's shared state (a broker round trip or two), and one after the other they made a
+        start-up with thousands of PBXs last minutes. Only once every lease of the round is
+        taken (in batches, :meth:`_declare_many`): started along, they slowed the taking, and
+        another instance starting at the same time found the last of this one's PBXs still
+        free, took them (after twice the member timeout) and handed them back moments later."""
         if not tenants:
             return
         gate = asyncio.Semaphore(_STARTS_AT_ONCE)
@@ -377,6 +384,7 @@ class LeaseManager:
         now = self._clock()
         owners = self.assignment()
         held = self._held_by_others(now)
+        wanted: list[str] = []
         for tenant in self._tenants:
             preferred = owners[tenant]
             if tenant in self.owned:
@@ -391,7 +399,13 @@ class LeaseManager:
                 continue
             free_for = now - self._free_since.setdefault(tenant, now)
             if preferred == self.instance_id or free_for >= 2 * self._member_timeout_s:
-                if await self._try_acquire(connection, tenant, start=False):
+                wanted.append(tenant)
+        for i in range(0, len(wanted), _LEASES_AT_ONCE):
+            batch = wanted[i : i + _LEASES_AT_ONCE]
+            for tenant, held_now in zip(
+                batch, await self._declare_many(connection, batch), strict=True
+            ):
+                if self._took(tenant, held_now):
                     taken.append(tenant)
 
     def _may_hand_over(self, tenant: str, preferred: str, now: float) -> bool:
@@ -418,12 +432,30 @@ class LeaseManager:
             return False
         return True
 
-    async def _try_acquire(
-        self, connection: AbstractConnection, tenant: str, *, start: bool = True
-    ) -> bool:
-        """Take the PBX's lease if nobody holds it (True); ``start``: and start using it now
-        (else the caller does, see :meth:`_started`)."""
-        if not await self._declare(connection, tenant):
+    async def _declare_many(self, connection: AbstractConnection, tenants: list[str]) -> list[bool]:
+        """:meth:`_declare` for each tenant, in one round trip while nobody refuses: all but the
+        last written without waiting for an answer, the last one answered. A refusal closes the
+        channel, and which of the batch were held by then is not known: each is then declared
+        again on its own (a lease this connection holds already is simply confirmed)."""
+        if len(tenants) < 2:
+            return [await self._declare(connection, tenant) for tenant in tenants]
+        if self._lease_channel is None or self._lease_channel.is_closed:
+            self._lease_channel = await connection.channel()
+        channel = self._lease_channel
+        try:
+            underlay: Any = await channel.get_underlay_channel()  # (`nowait` is not in its ABC)
+            for tenant in tenants[:-1]:
+                await underlay.queue_declare(f"{LEASE_PREFIX}{tenant}", exclusive=True, nowait=True)
+            await channel.declare_queue(f"{LEASE_PREFIX}{tenants[-1]}", exclusive=True)
+        except (aio_pika.exceptions.ChannelClosed, aiormq.exceptions.ChannelInvalidStateError):
+            if self._lease_channel is channel:
+                self._lease_channel = None
+            return [await self._declare(connection, tenant) for tenant in tenants]
+        return [True] * len(tenants)
+
+    def _took(self, tenant: str, taken: bool) -> bool:
+        """Record the outcome of a try for the PBX's lease (refused: tried again later)."""
+        if not taken:
             self._free_since.pop(tenant, None)
             refusals = self._refused.get(tenant, (0, 0.0))[0] + 1
             pause = min(
@@ -439,8 +471,6 @@ class LeaseManager:
         self._refused.pop(tenant, None)
         LEASES_HELD.set(len(self.owned))
         self._log.info("lease_acquired", tenant=tenant)
-        if start:
-            await self._on_acquired(tenant)
         return True
 
     async def _release(self, connection: AbstractConnection, tenant: str, reason: str) -> None:

@@ -5,6 +5,11 @@ One durable last-value queue per tenant, ``pbx.state.<tenant>`` (max length 1, d
 the type ``bus.queue_type``): the owner publishes its snapshot with confirms; a new owner reads it
 without consuming it. Each queue is declared once per channel (not at every push: a robust
 channel keeps every declared queue object to re-declare it after a reconnect).
+
+The PBXs are spread over a few channels (:data:`_CHANNELS`, by a hash of the tenant): a
+channel answers one declaration or ``basic.get`` at a time, so with one channel thousands of
+PBXs starting at once read their states one after the other. A read whose declaration just said
+the queue is empty (a PBX never owned before) takes no ``basic.get``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import zlib
 from typing import Any
 
 import aio_pika
@@ -24,6 +30,8 @@ from gateway.bus.topology import QueueType, declare_durable_queue
 STATE_PREFIX = "pbx.state."
 _PERSISTENT = Basic.Properties(delivery_mode=2)
 _PUSHES_AT_ONCE = 256  # snapshots awaiting their confirm at once
+#: Channels the PBXs' state queues are spread over (reads on one channel wait for each other).
+_CHANNELS = 8
 
 
 class SharedState:
@@ -32,29 +40,36 @@ class SharedState:
     ) -> None:
         self._connection = connection
         self._queue_type: QueueType = queue_type
-        self._channel: AbstractChannel | None = None
-        self._queues: dict[str, AbstractQueue] = {}
-        self._opening = asyncio.Lock()
+        self._channels: list[AbstractChannel | None] = [None] * _CHANNELS
+        self._queues: list[dict[str, AbstractQueue]] = [{} for _ in range(_CHANNELS)]
+        self._opening = [asyncio.Lock() for _ in range(_CHANNELS)]
         self._pushes = asyncio.Semaphore(_PUSHES_AT_ONCE)
         self._bounded = True
         self._waiting = 0  # pushes waiting for a slot
 
-    async def _queue(self, tenant: str) -> AbstractQueue:
-        if self._channel is None or self._channel.is_closed:
-            async with self._opening:  # several PBXs start at once: one channel for them all
-                if self._channel is None or self._channel.is_closed:
-                    self._channel = await self._connection.channel(publisher_confirms=True)
-                    self._queues.clear()
-        queue = self._queues.get(tenant)
-        if queue is None:
-            queue = await declare_durable_queue(
-                self._channel,
-                f"{STATE_PREFIX}{tenant}",
-                self._queue_type,
-                {"x-max-length": 1, "x-overflow": "drop-head"},
-            )
-            self._queues[tenant] = queue
-        return queue
+    async def _queue(self, tenant: str) -> tuple[AbstractChannel, AbstractQueue, bool]:
+        """The tenant's channel and queue, and whether the queue was declared just now."""
+        slot = zlib.crc32(tenant.encode()) % _CHANNELS
+        channel = self._channels[slot]
+        if channel is None or channel.is_closed:
+            async with self._opening[slot]:  # several PBXs start at once: one channel for them
+                channel = self._channels[slot]
+                if channel is None or channel.is_closed:
+                    channel = await self._connection.channel(publisher_confirms=True)
+                    self._channels[slot] = channel
+                    self._queues[slot].clear()
+        queues = self._queues[slot]
+        queue = queues.get(tenant)
+        if queue is not None:
+            return channel, queue, False
+        queue = await declare_durable_queue(
+            channel,
+            f"{STATE_PREFIX}{tenant}",
+            self._queue_type,
+            {"x-max-length": 1, "x-overflow": "drop-head"},
+        )
+        queues[tenant] = queue
+        return channel, queue, True
 
     async def push(
         self, tenant: str, values: dict[str, str], *, timeout: float | None = None
@@ -95,10 +110,9 @@ class SharedState:
                 self._pushes.release()
 
     async def _push(self, tenant: str, values: dict[str, str]) -> None:
-        queue = await self._queue(tenant)
-        assert self._channel is not None
+        channel, queue, _ = await self._queue(tenant)
         body = orjson.dumps({"written_at": time.time(), "values": values})
-        underlay: Any = await self._channel.get_underlay_channel()  # (`wait` is not in its ABC)
+        underlay: Any = await channel.get_underlay_channel()  # (`wait` is not in its ABC)
         confirmation = await underlay.basic_publish(
             body,
             routing_key=queue.name,
@@ -109,7 +123,9 @@ class SharedState:
             raise aio_pika.exceptions.DeliveryError(None, confirmation)
 
     async def pull(self, tenant: str) -> tuple[dict[str, str], float] | None:
-        queue = await self._queue(tenant)
+        _, queue, declared = await self._queue(tenant)
+        if declared and _empty(queue):
+            return None  # (nothing to read: spares a round trip per PBX never owned before)
         message = await queue.get(fail=False)
         if message is None:
             return None
@@ -123,6 +139,13 @@ class SharedState:
                 await message.nack(requeue=True)  # leave it for the next owner too
 
     async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            with contextlib.suppress(Exception):
-                await self._channel.close()
+        for channel in self._channels:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
+
+def _empty(queue: AbstractQueue) -> bool:
+    """Whether the queue's declaration said it holds no message."""
+    declared = getattr(queue, "declaration_result", None)
+    return getattr(declared, "message_count", None) == 0

@@ -147,3 +147,34 @@ async def test_a_stream_that_stays_away_is_a_journal_error_in_bounded_time() -> 
     )
     with pytest.raises(JournalError, match="stream_not_found"):
         await asyncio.wait_for(journal.record("acme", "c-1", "call.dial", None), 5)
+
+
+async def test_callers_at_the_same_time_share_a_marker_written_after_each_of_them() -> None:
+    """Thousands of PBXs starting at once do not each write a marker: the callers that come
+    while one is written share the next one, and none is answered by a marker written before
+    its call."""
+    journal = _journal(FlakyLedger(failures=0))
+    appended: list[str] = []
+    calls: list[tuple[int, int]] = []  # (markers appended when the call came, when answered)
+
+    async def append(body: dict[str, object]) -> None:
+        marker = str(body["marker"])
+        appended.append(marker)
+        await asyncio.sleep(0.01)  # the broker's confirm
+        asyncio.get_running_loop().call_later(0.01, journal._take, orjson.dumps({"marker": marker}))
+
+    journal._append = append  # type: ignore[method-assign]
+
+    async def caller(delay: float) -> None:
+        await asyncio.sleep(delay)
+        came = len(appended)
+        await journal.caught_up()
+        calls.append((came, len(appended)))
+
+    await asyncio.gather(*(caller(n * 0.001) for n in range(200)))
+    assert len(calls) == 200
+    # callers come over 0.2 s and a marker takes 0.01 s to write: about one marker per write
+    assert len(appended) <= 25, f"{len(appended)} markers for 200 callers"
+    # each call answered by a marker appended after it came (one more than it saw, at least)
+    assert all(answered > came for came, answered in calls)
+    assert not journal._markers

@@ -23,13 +23,37 @@ class Locks:
         locks = self
 
         class Channel:
-            is_closed = False
+            """A refusal closes the channel; declarations written without waiting
+            (``nowait``) are not answered, a refusal among them shows at the next call."""
 
-            async def declare_queue(self, name: str, exclusive: bool = False) -> None:
+            def __init__(self) -> None:
+                self.is_closed = False
+
+            def _declare(self, name: str) -> bool:
+                if self.is_closed:
+                    return False  # (the broker ignores what comes on a closed channel)
                 holder = locks.holders.setdefault(name, instance)
                 if holder != instance:
                     locks.refused += 1
+                    self.is_closed = True
+                    return False
+                return True
+
+            async def declare_queue(self, name: str, exclusive: bool = False) -> None:
+                if not self._declare(name):
                     raise aio_pika.exceptions.ChannelClosed(405, "RESOURCE_LOCKED")
+
+            async def get_underlay_channel(self) -> Any:
+                channel = self
+
+                class Underlay:
+                    async def queue_declare(
+                        self, name: str, *, exclusive: bool = False, nowait: bool = False
+                    ) -> None:
+                        assert nowait
+                        channel._declare(name)
+
+                return Underlay()
 
             async def queue_delete(self, name: str) -> None:
                 locks.holders.pop(name, None)
@@ -174,3 +198,18 @@ async def test_the_assignment_follows_membership_changes_though_it_is_reused_bet
     a._announced = (frozenset(), orjson.dumps(own))
     await a._on_presence(Presence(own))  # type: ignore[arg-type]
     assert a.assignment() == dict.fromkeys(tenants, "gw-a")
+
+
+async def test_leases_are_taken_in_batches_and_a_refusal_among_them_costs_only_its_pbx() -> None:
+    """Many PBXs: their lease queues are declared back to back; one held elsewhere (nobody
+    said so) closes the channel, and the batch is tried again one by one: every other PBX is
+    taken, the refused one backs off as before."""
+    clock, locks, log = Clock(), Locks(), []
+    tenants = [f"pbx-{n}" for n in range(200)]
+    a = manager("gw-a", tenants, clock, log)
+    locks.holders[f"{LEASE_PREFIX}pbx-70"] = "a-connection-the-broker-has-not-closed-yet"
+    await a._balance(locks.connection("gw-a"))
+    assert a.owned == set(tenants) - {"pbx-70"}
+    assert sorted(log) == sorted(f"gw-a took {t}" for t in tenants if t != "pbx-70")
+    assert locks.refused == 2  # in its batch, then on its own
+    assert "pbx-70" in a._refused
