@@ -191,7 +191,7 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto",
         description="the event loop of `gateway run`: `uvloop` (the `fast` extra, in the image)"
-        " takes about a sixth less CPU per event (docs/performance.md), `asyncio` is Python's"
+        " takes 5-15 % less CPU per event (docs/performance.md), `asyncio` is Python's"
         " own; `auto`: uvloop when it is installed",
     )
     pbxs: list[AnyPbxSettings] = Field(
