@@ -113,10 +113,12 @@ def _main(argv: list[str]) -> int:
 
 
 def _fail(args: argparse.Namespace, message: str) -> None:
-    """One line on stderr; the traceback too at ``--log-level DEBUG``."""
+    """One line on stderr (a line per bad setting, each whole); the traceback too at
+    ``--log-level DEBUG``."""
     if getattr(args, "log_level", None) == "DEBUG":
         traceback.print_exc()
-    print(f"gateway: {message}", file=sys.stderr, flush=True)
+    for line in message.splitlines() or [""]:
+        print(f"gateway: {line}", file=sys.stderr, flush=True)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -460,8 +462,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError(str(exc)) from None
     configure_logging(settings.logging.format, args.log_level or settings.logging.level)
     from gateway.app import GatewayApp, StartError
 
@@ -499,8 +500,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.file)
     except SettingsError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError(str(exc)) from None
     vendors = sorted({p.vendor for p in settings.pbxs})
     print(f"{args.file}: valid, {len(settings.pbxs)} PBX(s) ({', '.join(vendors) or 'none'})")
     admin = settings.http.admin

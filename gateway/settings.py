@@ -236,7 +236,7 @@ class Settings(BaseSettings):
 
 
 class SettingsError(Exception):
-    """Invalid configuration; ``str()`` lists every bad field on its own line."""
+    """Invalid configuration; ``str()`` gives every bad field a line of its own, naming it."""
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
@@ -262,11 +262,11 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         where = _yaml_lines(path)
         lines = [
-            f"  {'.'.join(map(str, err['loc'])) or '(root)'}: {_message(err)}"
+            f"invalid setting {'.'.join(map(str, err['loc'])) or '(root)'}: {_message(err)}"
             + where(tuple(err["loc"]))
             for err in exc.errors()
         ]
-        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+        raise SettingsError("\n".join(lines)) from None
     except UnicodeDecodeError as exc:
         raise SettingsError(
             f"config file {path} is not UTF-8 text (byte {exc.start}): is it the right file?"

@@ -108,6 +108,7 @@ def fingerprints(settings: Settings, salt: str) -> dict[str, Any]:
     fingerprint (no value, no secret)."""
     rest = plain(settings)
     rest.pop("pbxs", None)
+    rest["event_loop"] = settings.loop_in_use()  # `auto` is the loop it picks: no change
     return {
         "salt": salt,
         "pbxs": {

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import yaml
 
 from gateway.app.reload import ConfigDiff, ConfigReloader, ReloadRefused, diff, fingerprints
@@ -51,6 +53,22 @@ def test_diff_names_added_removed_changed_and_unchangeable() -> None:
     assert changes.unchangeable == ["bus.url"]
     refusal = changes.refusal()
     assert refusal is not None and "bus.url" in refusal and "restart" in refusal
+
+
+def test_naming_the_loop_auto_picks_is_no_change_another_loop_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running = fingerprints(settings(yeastar("a")), "salt")  # auto: uvloop, installed here
+    same = fingerprints(settings(yeastar("a"), event_loop="uvloop"), "salt")
+    assert diff(running, same).unchangeable == []
+    other = fingerprints(settings(yeastar("a"), event_loop="asyncio"), "salt")
+    assert diff(running, other).unchangeable == ["event_loop"]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    without_uvloop = fingerprints(settings(yeastar("a")), "salt")  # auto: asyncio
+    assert diff(without_uvloop, other).unchangeable == []
 
 
 def test_fingerprints_carry_no_secret_and_follow_secret_files(tmp_path: Path) -> None:

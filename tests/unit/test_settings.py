@@ -237,6 +237,6 @@ def test_a_bad_base_url_is_described_not_shown_a_regular_expression(
 ) -> None:
     with pytest.raises(SettingsError) as err:
         load_settings(write(tmp_path, {"pbxs": [{**GOOD_PBX, "base_url": url}]}))
-    line = str(err.value).splitlines()[1]
-    assert line.startswith("  pbxs.0.base_url: must be an http:// or https:// URL")
+    (line,) = str(err.value).splitlines()
+    assert line.startswith("invalid setting pbxs.0.base_url: must be an http:// or https:// URL")
     assert repr(url) in line and "line " in line and "^" not in line
