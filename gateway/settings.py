@@ -8,6 +8,7 @@ this root adds ``pbxs[]``, a union over the registered plugins' models, and re-e
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections import Counter
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -263,7 +264,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         where = _yaml_lines(path)
         lines = [
             f"invalid setting {'.'.join(map(str, err['loc'])) or '(root)'}: {_message(err)}"
-            + where(tuple(err["loc"]))
+            + (_from_environment(tuple(err["loc"])) or where(tuple(err["loc"])))  # env wins
             for err in exc.errors()
         ]
         raise SettingsError("\n".join(lines)) from None
@@ -292,6 +293,13 @@ def _message(err: Any) -> str:
             f" https://pbx.example.com:8088, not {err.get('input')!r}"
         )
     return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _from_environment(loc: tuple[Any, ...]) -> str:
+    """`` (environment variable NAME)`` when the bad value came from ``GATEWAY__*``, else ""."""
+    name = "GATEWAY__" + "__".join(str(part) for part in loc).upper()
+    present = {key.upper() for key in os.environ}
+    return f" (environment variable {name})" if loc and name in present else ""
 
 
 def _yaml_lines(path: Path | None) -> Any:

@@ -32,6 +32,8 @@ def test_example_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACME_MQ_TOKEN", "mq-token")
     monkeypatch.setenv("ACME_MQ_WEBHOOK_SECRET", "mq-hook-0123456789")
     settings = load_settings(Path("config/gateway.example.yaml"))
+    http = settings.http  # the two listeners, not the single one of earlier versions
+    assert not http.single and (http.admin.port, http.public.port) == (8080, 8081)
     yeastar, xswitch = settings.pbxs[:2]
     assert (yeastar.tenant, yeastar.vendor, yeastar.secret()) == ("acme-hq", "yeastar", "x")
     assert (xswitch.tenant, xswitch.vendor, xswitch.secret()) == ("acme-cc", "xswitch", "k")
@@ -240,3 +242,22 @@ def test_a_bad_base_url_is_described_not_shown_a_regular_expression(
     (line,) = str(err.value).splitlines()
     assert line.startswith("invalid setting pbxs.0.base_url: must be an http:// or https:// URL")
     assert repr(url) in line and "line " in line and "^" not in line
+
+
+def test_a_bad_environment_value_names_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY__EVENT_LOOP", "trio")
+    monkeypatch.setenv("GATEWAY__BUS__CONFIRM_WINDOW", "0")
+    with pytest.raises(SettingsError) as err:
+        load_settings(write(tmp_path, {"shutdown_timeout_s": -1}))
+    lines = str(err.value).splitlines()
+    assert any(
+        line.startswith("invalid setting event_loop:")
+        and line.endswith("(environment variable GATEWAY__EVENT_LOOP)")
+        for line in lines
+    ), lines
+    window = "(environment variable GATEWAY__BUS__CONFIRM_WINDOW)"
+    assert any(line.endswith(window) for line in lines), lines
+    in_file = f"(line 1 of {tmp_path / 'gateway.yaml'})"
+    assert any(line.endswith(in_file) for line in lines), lines
