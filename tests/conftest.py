@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -124,6 +125,13 @@ async def wait_for(
 
 
 _UNIQUES: set[str] = set()
+
+
+@pytest.fixture
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp session for a vendor client under test, closed afterwards."""
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Fixtures of the UUCall tests: the simulator on loopback, an HTTP session, a client of it
-(helpers are in ``helpers.py``)."""
+(helpers are in ``helpers.py``; the HTTP session is the root ``http_session``)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,5 @@ async def uusim() -> AsyncIterator[UucallSimulator]:
 
 
 @pytest.fixture
-async def uu_http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-def uu(uusim: UucallSimulator, uu_http: aiohttp.ClientSession) -> UucallClient:
-    return UucallClient(uu_http, pbx_for(uusim))
+def uu(uusim: UucallSimulator, http_session: aiohttp.ClientSession) -> UucallClient:
+    return UucallClient(http_session, pbx_for(uusim))

@@ -53,15 +53,17 @@ async def test_header_auth(uu: UucallClient, uusim: UucallSimulator) -> None:
     assert uusim.received[-1].status == 200
 
 
-async def test_basic_and_no_auth(uu_http: aiohttp.ClientSession) -> None:
+async def test_basic_and_no_auth(http_session: aiohttp.ClientSession) -> None:
     basic = make_sim(auth="basic", username="fin", password="pw-1")
     none = make_sim(auth="none")
     await basic.start()
     await none.start()
     try:
-        assert (await UucallClient(uu_http, pbx_for(basic)).get("/account/10001"))["state"] == 1
-        assert (await UucallClient(uu_http, pbx_for(none)).get("/account/10001"))["state"] == 1
-        wrong = UucallClient(uu_http, pbx_for(basic, secret="pw-2"))
+        assert (await UucallClient(http_session, pbx_for(basic)).get("/account/10001"))[
+            "state"
+        ] == 1
+        assert (await UucallClient(http_session, pbx_for(none)).get("/account/10001"))["state"] == 1
+        wrong = UucallClient(http_session, pbx_for(basic, secret="pw-2"))
         with pytest.raises(AuthRefused) as refused:
             await wrong.get("/account/10001")
         assert refused.value.status == 401 and refused.value.code is ErrorCode.FORBIDDEN
@@ -71,9 +73,9 @@ async def test_basic_and_no_auth(uu_http: aiohttp.ClientSession) -> None:
 
 
 async def test_401_is_auth_refused_and_the_secret_never_shows(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    client = UucallClient(uu_http, pbx_for(uusim, secret="not-the-token"))
+    client = UucallClient(http_session, pbx_for(uusim, secret="not-the-token"))
     with pytest.raises(AuthRefused) as refused:
         await client.get("/account/10001")
     error = refused.value
@@ -118,10 +120,10 @@ async def test_424_is_failed_with_the_body(uu: UucallClient, uusim: UucallSimula
 
 
 async def test_429_waits_retry_after_then_succeeds(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     fake = FakeTime()
-    client = fake_client(uusim, uu_http, fake)
+    client = fake_client(uusim, http_session, fake)
     uusim.storm(2, retry_after="3")
     assert (await client.get("/account/10001"))["balance"] == 26000
     assert fake.slept == [3.0, 3.0], "each 429's Retry-After is waited out"
@@ -130,10 +132,10 @@ async def test_429_waits_retry_after_then_succeeds(
 
 
 async def test_429_holds_back_every_request_of_the_client(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     fake = FakeTime()
-    client = fake_client(uusim, uu_http, fake, rate_limit_retries=0)
+    client = fake_client(uusim, http_session, fake, rate_limit_retries=0)
     uusim.storm(1, retry_after="4")
     with pytest.raises(RateLimited) as limited:
         await client.get("/account/cashlog", {"uid": "10001"})
@@ -143,9 +145,11 @@ async def test_429_holds_back_every_request_of_the_client(
     assert fake.slept == [4.0]
 
 
-async def test_429_retries_run_out(uusim: UucallSimulator, uu_http: aiohttp.ClientSession) -> None:
+async def test_429_retries_run_out(
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
+) -> None:
     fake = FakeTime()
-    client = fake_client(uusim, uu_http, fake, rate_limit_retries=2, max_retry_after_s=2.0)
+    client = fake_client(uusim, http_session, fake, rate_limit_retries=2, max_retry_after_s=2.0)
     uusim.storm(5, retry_after="600")
     with pytest.raises(RateLimited) as limited:
         await client.get("/account/10001")
@@ -154,11 +158,11 @@ async def test_429_retries_run_out(uusim: UucallSimulator, uu_http: aiohttp.Clie
 
 
 async def test_429_writes_are_sent_again(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     """A 429 was not run: a write may be sent again after waiting."""
     fake = FakeTime()
-    client = fake_client(uusim, uu_http, fake)
+    client = fake_client(uusim, http_session, fake)
     uusim.storm(1, retry_after="1")
     answer = await client.request("DELETE", "/power/notice/1", {"uid": "10001"})
     assert answer.status == 200 and 1 not in uusim.notices
@@ -176,10 +180,10 @@ def test_retry_after_forms() -> None:
 
 
 async def test_500_reads_are_retried_with_backoff(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     fake = FakeTime()
-    client = fake_client(uusim, uu_http, fake)
+    client = fake_client(uusim, http_session, fake)
     uusim.script("GET", "/account/10001", status=500, times=2)
     assert (await client.get("/account/10001"))["balance"] == 26000
     assert [r.status for r in uusim.received] == [500, 500, 200]
@@ -192,10 +196,10 @@ async def test_500_reads_are_retried_with_backoff(
 
 
 async def test_500_writes_are_never_sent_again(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     fake = FakeTime()
-    client = fake_client(uusim, uu_http, fake)
+    client = fake_client(uusim, http_session, fake)
     uusim.script("PUT", "/power/role/3", status=500, times=3)
     with pytest.raises(CommandFailed) as failed:
         await client.request("PUT", "/power/role/3", body={"id": 3, "level": 1})
@@ -205,22 +209,22 @@ async def test_500_writes_are_never_sent_again(
 
 
 async def test_a_write_without_an_answer_is_timeout(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    client = UucallClient(uu_http, pbx_for(uusim, request_timeout_s=0.2))
+    client = UucallClient(http_session, pbx_for(uusim, request_timeout_s=0.2))
     uusim.script("PUT", "/power/role/3", delay_s=1.0)
     with pytest.raises(CommandFailed) as failed:
         await client.request("PUT", "/power/role/3", body={"id": 3, "level": 1})
     assert failed.value.code is ErrorCode.TIMEOUT
 
 
-async def test_unreachable_is_unavailable(uu_http: aiohttp.ClientSession) -> None:
+async def test_unreachable_is_unavailable(http_session: aiohttp.ClientSession) -> None:
     sim = make_sim()
     await sim.start()
     settings = pbx_for(sim)
     await sim.stop()
     with pytest.raises(CommandFailed) as failed:
-        await UucallClient(uu_http, settings).request("DELETE", "/power/role/4")
+        await UucallClient(http_session, settings).request("DELETE", "/power/role/4")
     assert failed.value.code is ErrorCode.UNAVAILABLE and failed.value.retryable
 
 
@@ -257,11 +261,13 @@ async def test_decimals_never_floats(uu: UucallClient) -> None:
 
 
 @pytest.mark.parametrize("envelope", ["bare", "data"])
-async def test_list_all_reads_every_page(envelope: str, uu_http: aiohttp.ClientSession) -> None:
+async def test_list_all_reads_every_page(
+    envelope: str, http_session: aiohttp.ClientSession
+) -> None:
     sim = make_sim(envelope=envelope, string_numbers=envelope == "data")
     await sim.start()
     try:
-        client = UucallClient(uu_http, pbx_for(sim))
+        client = UucallClient(http_session, pbx_for(sim))
         found = await client.list_all("/account/cashlog", {"uid": "10001"}, page_size=3)
         assert [int(r["id"]) for r in found] == [7, 6, 5, 4, 3, 2, 1]
         pages = [r.query["page"] for r in sim.received]
@@ -275,11 +281,11 @@ async def test_list_all_reads_every_page(envelope: str, uu_http: aiohttp.ClientS
         await sim.stop()
 
 
-async def test_list_all_stops_at_the_total(uu_http: aiohttp.ClientSession) -> None:
+async def test_list_all_stops_at_the_total(http_session: aiohttp.ClientSession) -> None:
     sim = make_sim(envelope="data")
     await sim.start()
     try:
-        client = UucallClient(uu_http, pbx_for(sim))
+        client = UucallClient(http_session, pbx_for(sim))
         found = await client.list_all("/account/cashlog", {"uid": "10001"}, page_size=7)
         assert len(found) == 7 and len(sim.received) == 1, "total 7 reached: no empty page"
     finally:
@@ -292,13 +298,13 @@ async def test_list_all_refuses_a_partial_list(uu: UucallClient) -> None:
     assert failed.value.code is ErrorCode.FAILED and "not all read" in failed.value.message
 
 
-async def test_a_header_of_another_name(uu_http: aiohttp.ClientSession) -> None:
+async def test_a_header_of_another_name(http_session: aiohttp.ClientSession) -> None:
     sim = make_sim(auth_header="X-UU-Token", token="tok-42")
     await sim.start()
     try:
-        named = UucallClient(uu_http, pbx_for(sim))
+        named = UucallClient(http_session, pbx_for(sim))
         assert (await named.get("/account/10001"))["account"] == 50001
-        default = UucallClient(uu_http, pbx_for(sim, auth_header="Authorization"))
+        default = UucallClient(http_session, pbx_for(sim, auth_header="Authorization"))
         with pytest.raises(AuthRefused):
             await default.get("/account/10001")
         assert [r.status for r in sim.received] == [200, 401]

@@ -304,10 +304,10 @@ async def test_every_command_against_the_simulator(
     query: dict[str, str],
     body: Any,
     uusim: UucallSimulator,
-    uu_http: aiohttp.ClientSession,
+    http_session: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    result = await run(uusim, uu_http, command, args, tmp_path)
+    result = await run(uusim, http_session, command, args, tmp_path)
     method = ENDPOINTS[command].split()[0]
     sent = uusim.calls(method, path)
     assert sent and all(r.status in (200, 201) for r in sent), sent
@@ -321,36 +321,40 @@ async def test_every_command_against_the_simulator(
 
 
 async def test_list_results(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    every = await run(uusim, uu_http, "uucall.cashlog.list", {"page_size": 2}, tmp_path)
+    every = await run(uusim, http_session, "uucall.cashlog.list", {"page_size": 2}, tmp_path)
     assert every["row_count"] == 7 and [r["id"] for r in every["data"]] == [7, 6, 5, 4, 3, 2, 1]
     assert len(uusim.calls("GET", "/account/cashlog")) == 4
-    page = await run(uusim, uu_http, "uucall.cashlog.list", {"page": 2, "page_size": 3}, tmp_path)
+    page = await run(
+        uusim, http_session, "uucall.cashlog.list", {"page": 2, "page_size": 3}, tmp_path
+    )
     assert page == {
         "data": [uusim.cashlog[i] for i in (4, 3, 2)],
         "page": 2,
         "page_size": 3,
     }
-    bills = await run(uusim, uu_http, "uucall.chargebill.list", {"account": "agent01"}, tmp_path)
+    bills = await run(
+        uusim, http_session, "uucall.chargebill.list", {"account": "agent01"}, tmp_path
+    )
     (bill,) = bills["data"]
     assert bill["subUserName"] == "agent01" and isinstance(bill["total"], str)
     assert "." in bill["basicBill"], "a double's exact text"
-    users = await run(uusim, uu_http, "uucall.subuser.list", {}, tmp_path)
+    users = await run(uusim, http_session, "uucall.subuser.list", {}, tmp_path)
     assert [u["account"] for u in users["data"]] == [f"agent{n:02d}" for n in range(1, 7)]
     assert users["row_count"] == 6
 
 
 async def test_records_and_writes_change_the_service(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    account = await run(uusim, uu_http, "uucall.account.get", {}, tmp_path)
+    account = await run(uusim, http_session, "uucall.account.get", {}, tmp_path)
     assert account == uusim.account
-    await run(uusim, uu_http, "uucall.role.create", {"name": "财务", "level": 2}, tmp_path)
+    await run(uusim, http_session, "uucall.role.create", {"name": "财务", "level": 2}, tmp_path)
     assert any(r["name"] == "财务" and r["level"] == 2 for r in uusim.roles.values())
     await run(
         uusim,
-        uu_http,
+        http_session,
         "uucall.roleuser.create",
         {"account": "agent07", "name": "坐席07", "password": "pw", "roleId": 3},
         tmp_path,
@@ -359,40 +363,44 @@ async def test_records_and_writes_change_the_service(
     assert uusim.user_role[created["id"]] == 3
     assert uusim.user_apps[created["id"]] == uusim.role_apps[3], "the role's template"
     result = await run(
-        uusim, uu_http, "uucall.subuser.update", {"subUserId": created["id"], "state": 4}, tmp_path
+        uusim,
+        http_session,
+        "uucall.subuser.update",
+        {"subUserId": created["id"], "state": 4},
+        tmp_path,
     )
     assert result == {"status": 200, "subUserId": str(created["id"])}
     assert created["state"] == 4
     auth = await run(
-        uusim, uu_http, "uucall.subuser_auth.get", {"subUserId": created["id"]}, tmp_path
+        uusim, http_session, "uucall.subuser_auth.get", {"subUserId": created["id"]}, tmp_path
     )
     assert sorted(a["id"] for a in auth["data"]) == sorted(uusim.role_apps[3])
 
 
 async def test_vendor_errors_of_commands(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     with pytest.raises(CommandFailed) as missing:
-        await run(uusim, uu_http, "uucall.notice.get", {"noticeId": 99}, tmp_path)
+        await run(uusim, http_session, "uucall.notice.get", {"noticeId": 99}, tmp_path)
     assert missing.value.code is ErrorCode.NOT_FOUND
     with pytest.raises(CommandFailed) as assigned:
-        await run(uusim, uu_http, "uucall.role.delete", {"roleId": 2}, tmp_path)
+        await run(uusim, http_session, "uucall.role.delete", {"roleId": 2}, tmp_path)
     assert assigned.value.code is ErrorCode.FAILED and assigned.value.vendor_code == "424"
     assert "assigned" in assigned.value.message
     uusim.script("PUT", "/power/subuser/101", status=500)
     with pytest.raises(CommandFailed) as server:
         await run(
-            uusim, uu_http, "uucall.subuser.update", {"subUserId": 101, "dept": "x"}, tmp_path
+            uusim, http_session, "uucall.subuser.update", {"subUserId": 101, "dept": "x"}, tmp_path
         )
     assert server.value.code is ErrorCode.FAILED and not server.value.retryable
     assert len(uusim.calls("PUT", "/power/subuser/101")) == 1
 
 
 async def test_downloads_without_a_folder_are_unsupported(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     settings = pbx_for(uusim)
-    client = UucallClient(uu_http, settings)
+    client = UucallClient(http_session, settings)
     with pytest.raises(CommandFailed) as failed:
         await execute_rest(client, settings, parse("uucall.chargebill.download", {}), None)
     assert failed.value.code is ErrorCode.UNSUPPORTED

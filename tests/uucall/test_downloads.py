@@ -53,12 +53,14 @@ async def served(
 
 
 async def test_a_bill_lands_once_with_its_sha256(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     month = uusim.month(-1)
-    result = await download(uusim, uu_http, tmp_path, "uucall.chargebill.download", {"time": month})
+    result = await download(
+        uusim, http_session, tmp_path, "uucall.chargebill.download", {"time": month}
+    )
     expected = await served(
-        uu_http, uusim, "/account/file/chargebill", uidName=uusim.uid_name, time=month
+        http_session, uusim, "/account/file/chargebill", uidName=uusim.uid_name, time=month
     )
     path = Path(str(result["path"]))
     assert path == (tmp_path / f"chargebill_{month}.csv").resolve()
@@ -70,18 +72,18 @@ async def test_a_bill_lands_once_with_its_sha256(
 
 
 async def test_detail_bills_and_the_json_one(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     basic = await download(
         uusim,
-        uu_http,
+        http_session,
         tmp_path,
         "uucall.basicbill.download",
         {"subUserName": "agent02", "file_name": "agent02-basic.csv"},
     )
     assert Path(str(basic["path"])).name == "agent02-basic.csv", "the name given, as it is"
     fun = await download(
-        uusim, uu_http, tmp_path, "uucall.funbill.download", {"subUserName": "agent03"}
+        uusim, http_session, tmp_path, "uucall.funbill.download", {"subUserName": "agent03"}
     )
     assert Path(str(fun["path"])).name == "funbill_agent03.json", "operation + arguments"
     assert fun["content_type"] == "application/json"
@@ -91,32 +93,34 @@ async def test_detail_bills_and_the_json_one(
 
 
 async def test_the_same_name_is_replaced_whole(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     args = {"subUserName": "agent01", "file_name": "bill.csv"}
-    first = await download(uusim, uu_http, tmp_path, "uucall.basicbill.download", args)
+    first = await download(uusim, http_session, tmp_path, "uucall.basicbill.download", args)
     uusim.bill_usage("agent01", 5000)
-    second = await download(uusim, uu_http, tmp_path, "uucall.basicbill.download", args)
+    second = await download(uusim, http_session, tmp_path, "uucall.basicbill.download", args)
     assert first["path"] == second["path"] and first["sha256"] != second["sha256"]
     assert hashlib.sha256(content(tmp_path / "bill.csv")).hexdigest() == second["sha256"]
     assert names(tmp_path) == ["bill.csv"]
 
 
 async def test_too_big_leaves_nothing(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     with pytest.raises(CommandFailed) as failed:
-        await download(uusim, uu_http, tmp_path, "uucall.chargebill.download", {}, max_bytes=10)
+        await download(
+            uusim, http_session, tmp_path, "uucall.chargebill.download", {}, max_bytes=10
+        )
     assert failed.value.code is ErrorCode.FAILED and "max_download_bytes" in failed.value.message
     assert names(tmp_path) == []
 
 
 async def test_an_error_answer_writes_nothing(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     uusim.script("GET", "/account/file/chargebill", status=424, body={"message": "no bill yet"})
     with pytest.raises(CommandFailed) as failed:
-        await download(uusim, uu_http, tmp_path, "uucall.chargebill.download", {})
+        await download(uusim, http_session, tmp_path, "uucall.chargebill.download", {})
     assert failed.value.vendor_code == "424" and "no bill yet" in failed.value.message
     assert names(tmp_path) == []
 

@@ -91,12 +91,12 @@ def test_records_are_never_envelopes(body: Any) -> None:
 
 @pytest.mark.parametrize("envelope", ["wiki", "wiki-lower"])
 async def test_the_client_unwraps_every_answer(
-    envelope: str, uu_http: aiohttp.ClientSession
+    envelope: str, http_session: aiohttp.ClientSession
 ) -> None:
     sim = make_sim(envelope=envelope)
     await sim.start()
     try:
-        client = UucallClient(uu_http, pbx_for(sim))
+        client = UucallClient(http_session, pbx_for(sim))
         answer = await client.get("/account/10001")
         assert answer == sim.account and record(answer) == sim.account
         found = await client.list_all("/account/cashlog", {"uid": "10001"}, page_size=2)
@@ -108,7 +108,7 @@ async def test_the_client_unwraps_every_answer(
 
 @pytest.mark.parametrize("envelope", ["wiki", "wiki-lower", "bare", "data"])
 async def test_polls_read_the_records_inside(
-    envelope: str, uu_http: aiohttp.ClientSession, db: StateStore
+    envelope: str, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
     """With the capitalised envelope the balance event is published and the cash log entries
     are accepted (before, the envelope was taken for the record: no balance event, every
@@ -116,7 +116,7 @@ async def test_polls_read_the_records_inside(
     sim = make_sim(envelope=envelope)
     await sim.start()
     try:
-        watched = Watched(sim, uu_http, StoreSlice(db, "uucall:acme:"))
+        watched = Watched(sim, http_session, StoreSlice(db, "uucall:acme:"))
         events = await watched.poll_all()
         assert kinds(events) == {
             "account.balance_changed": 1,
@@ -133,13 +133,13 @@ async def test_polls_read_the_records_inside(
 
 
 async def test_commands_read_the_records_inside(
-    uu_http: aiohttp.ClientSession, tmp_path: Path
+    http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     sim = make_sim(envelope="wiki")
     await sim.start()
     try:
         settings = pbx_for(sim)
-        client = UucallClient(uu_http, settings)
+        client = UucallClient(http_session, settings)
         folder = Downloads(tmp_path, 1 << 20)
 
         async def run(command: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -72,11 +72,11 @@ def slice_of(db: StateStore) -> StoreSlice:
 
 
 async def test_the_first_poll(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
     """The balance and both months' bills as they are; recharges, log entries and notices of
     the last ``history_s`` (7 days); nothing older."""
-    watched = Watched(uusim, uu_http, slice_of(db))
+    watched = Watched(uusim, http_session, slice_of(db))
     events = await watched.poll_all()
     assert kinds(events) == {
         "account.balance_changed": 1,
@@ -95,9 +95,9 @@ async def test_the_first_poll(
 
 
 async def test_each_change_once_also_across_a_restart(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
-    first = Watched(uusim, uu_http, slice_of(db))
+    first = Watched(uusim, http_session, slice_of(db))
     await first.poll_all()
 
     uusim.recharge(30000)
@@ -125,7 +125,7 @@ async def test_each_change_once_also_across_a_restart(
     # a restart: the same store, new pollers; what changed meanwhile is found, once
     uusim.add_oplog("agent04", "下载录音")
     uusim.bill_usage("agent01", 100)
-    again = Watched(uusim, uu_http, slice_of(db))
+    again = Watched(uusim, http_session, slice_of(db))
     after = await again.poll_all()
     assert kinds(after) == {
         "account.audit": 1,
@@ -139,18 +139,18 @@ async def test_each_change_once_also_across_a_restart(
 
 
 async def test_another_instance_names_the_same_facts_alike(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """Two instances that share nothing (a lost cursor, say) publish the same ids for the same
     facts: consumers de-duplicate them."""
     one_db, two_db = StateStore(tmp_path / "one.sqlite3"), StateStore(tmp_path / "two.sqlite3")
     try:
-        one = Watched(uusim, uu_http, slice_of(one_db))
+        one = Watched(uusim, http_session, slice_of(one_db))
         await one.poll_all()
         uusim.recharge(10000)
         uusim.add_oplog("agent02", "登录系统")
         ones = await one.poll_all()
-        two = Watched(uusim, uu_http, slice_of(two_db))
+        two = Watched(uusim, http_session, slice_of(two_db))
         twos = await two.poll_all()
         assert kinds(ones) == {
             "account.balance_changed": 1,
@@ -166,10 +166,10 @@ async def test_another_instance_names_the_same_facts_alike(
 
 
 async def test_a_late_recharge_is_found(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
     """An entry booked in the past (within ``cashlog_window_s``) that appears only now."""
-    watched = Watched(uusim, uu_http, slice_of(db))
+    watched = Watched(uusim, http_session, slice_of(db))
     await watched.poll_all()
     entry = uusim.recharge(5000, note="对公转账补录")
     entry["account_time"] -= 3 * 86_400_000
@@ -178,10 +178,10 @@ async def test_a_late_recharge_is_found(
 
 
 async def test_low_balance_over_real_polls(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
     """Down through the threshold, further down, up, down again: two account.low_balance."""
-    watched = Watched(uusim, uu_http, slice_of(db))
+    watched = Watched(uusim, http_session, slice_of(db))
     steps = [0, 7000, 2000, -30000, 5000, 25000]  # 26000 19000 17000 47000 42000 17000
     lows = []
     for spent in steps:
@@ -199,9 +199,11 @@ async def test_low_balance_over_real_polls(
 
 
 async def test_refused_credentials_stop_polling(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
-    watched = Watched(uusim, uu_http, slice_of(db), secret="wrong-token", max_auth_rejections=2)
+    watched = Watched(
+        uusim, http_session, slice_of(db), secret="wrong-token", max_auth_rejections=2
+    )
     with pytest.raises(AuthRefused):
         await watched.pollers.poll_once("account")
     with pytest.raises(PollStopped) as stopped:
@@ -222,19 +224,19 @@ async def test_refused_credentials_stop_polling(
 
 
 async def test_forbidden_blocks_the_poller(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
     uusim.forbidden.add("/power/oplog")
-    watched = Watched(uusim, uu_http, slice_of(db), max_auth_rejections=1)
+    watched = Watched(uusim, http_session, slice_of(db), max_auth_rejections=1)
     with pytest.raises(PollStopped) as stopped:
         await watched.pollers.poll_once("oplog")
     assert stopped.value.state == "blocked" and "403" in stopped.value.reason
 
 
 async def test_a_rate_limit_the_client_cannot_wait_out_pauses_the_poller(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
-    watched = Watched(uusim, uu_http, slice_of(db), rate_limit_retries=0)
+    watched = Watched(uusim, http_session, slice_of(db), rate_limit_retries=0)
     uusim.storm(1, retry_after="2")
     with pytest.raises(PollDeferred) as deferred:
         await watched.pollers.poll_once("cashlog")
@@ -243,9 +245,9 @@ async def test_a_rate_limit_the_client_cannot_wait_out_pauses_the_poller(
 
 
 async def test_a_record_without_an_id_is_rejected_once(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
-    watched = Watched(uusim, uu_http, slice_of(db))
+    watched = Watched(uusim, http_session, slice_of(db))
     await watched.poll_all()
     uusim.oplog[99] = {"uid": 10001, "time": uusim.now_ms(), "opdescribe": "无编号"}
     uusim.notices[99] = {"uid": 10001, "createtime": uusim.now_ms(), "title": "无编号"}
@@ -260,16 +262,16 @@ async def test_a_record_without_an_id_is_rejected_once(
 
 
 async def test_cursors_of_another_enterprise_are_not_used(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
     """The same tenant configured for another ``uid``: its old cursors say nothing about the
     new enterprise, whose first poll is a first poll."""
-    before = Watched(uusim, uu_http, slice_of(db))
+    before = Watched(uusim, http_session, slice_of(db))
     await before.poll_all()
     other = make_sim(uid="20002")
     await other.start()
     try:
-        after = Watched(other, uu_http, slice_of(db))
+        after = Watched(other, http_session, slice_of(db))
         first = await after.poll_all()
         assert kinds(first)["account.recharged"] == 2 and kinds(first)["account.audit"] == 5
         assert {e.data["enterprise"] for e in first} == {"20002"}

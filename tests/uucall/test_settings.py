@@ -96,7 +96,7 @@ def test_a_config_file_lists_every_bad_field(tmp_path: Path) -> None:
 
 
 async def test_a_source_turned_off_is_not_polled(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """An account that may not read the operation log (403) would stop that poller and show
     the link ``blocked``: with ``oplog_poll_s: 0`` it is never read and the link is up."""
@@ -111,7 +111,7 @@ async def test_a_source_turned_off_is_not_polled(
     )
     db = StateStore(tmp_path / "state.sqlite3")
     store = StoreSlice(db, "uucall:acme:")
-    resources = LinkResources(uu_http, store, RecoverySettings(), SharedResources())
+    resources = LinkResources(http_session, store, RecoverySettings(), SharedResources())
     connector = UucallConnector(pbx, resources)
     sent: list[CloudEvent] = []
 

@@ -97,10 +97,10 @@ async def signed_sim() -> UucallSimulator:
 
 
 async def test_signed_requests_are_accepted(
-    signed_sim: UucallSimulator, uu_http: aiohttp.ClientSession
+    signed_sim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     assert signed_sim.base_url.endswith("/uucall_restapi/rest")
-    client = UucallClient(uu_http, pbx_for(signed_sim))
+    client = UucallClient(http_session, pbx_for(signed_sim))
     assert (await client.get("/account/10001"))["balance"] == signed_sim.account["balance"]
     await client.list_all("/account/cashlog", {"uid": "10001"}, page_size=3)
     assert signed_sim.signed == {"accepted": 4}
@@ -117,34 +117,34 @@ async def test_signed_requests_are_accepted(
 )
 async def test_wrong_credentials_are_refused(
     signed_sim: UucallSimulator,
-    uu_http: aiohttp.ClientSession,
+    http_session: aiohttp.ClientSession,
     overrides: dict[str, str],
     reason: str,
 ) -> None:
-    client = UucallClient(uu_http, pbx_for(signed_sim, **overrides))
+    client = UucallClient(http_session, pbx_for(signed_sim, **overrides))
     with pytest.raises(AuthRefused) as refused:
         await client.get("/account/10001")
     assert (refused.value.status, refused.value.vendor_code) == (401, "5")
     assert signed_sim.signed == {reason: 1}
 
 
-async def test_a_stale_timestamp_is_refused(uu_http: aiohttp.ClientSession) -> None:
+async def test_a_stale_timestamp_is_refused(http_session: aiohttp.ClientSession) -> None:
     """The service's clock two hours ahead: the signature's timestamp is out of its window."""
     sim = make_sim(auth="signed", clock=lambda: time.time() + 7200)
     await sim.start()
     try:
         with pytest.raises(AuthRefused):
-            await UucallClient(uu_http, pbx_for(sim)).get("/account/10001")
+            await UucallClient(http_session, pbx_for(sim)).get("/account/10001")
         assert sim.signed == {"stale_timestamp": 1}
     finally:
         await sim.stop()
 
 
 async def test_no_secret_is_logged_or_shown(
-    signed_sim: UucallSimulator, uu_http: aiohttp.ClientSession
+    signed_sim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     settings = pbx_for(signed_sim)
-    client = UucallClient(uu_http, settings)
+    client = UucallClient(http_session, settings)
     signed_sim.script(
         "GET",
         "/power/role",

@@ -81,12 +81,12 @@ async def send(
 
 @pytest.mark.parametrize("op", operations(), ids=lambda op: f"{op.method} {op.path}")
 async def test_every_documented_operation(
-    op: Operation, uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    op: Operation, uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     """Its success code (200, or 201 for a POST), the documented model's fields for a JSON
     answer, and every documented code among what it can answer."""
     path, query, body = request_of(op)
-    status, answer, response = await send(uu_http, uusim, op.method, path, query, body)
+    status, answer, response = await send(http_session, uusim, op.method, path, query, body)
     success = 201 if op.method == "POST" else 200
     assert status == success, (status, answer)
     assert success in op.codes
@@ -114,28 +114,30 @@ async def test_every_documented_operation(
     ],
 )
 async def test_undocumented_methods_are_405(
-    method: str, path: str, uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    method: str, path: str, uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    status, answer, _ = await send(uu_http, uusim, method, path, {"uid": "10001"})
+    status, answer, _ = await send(http_session, uusim, method, path, {"uid": "10001"})
     assert status == 405 and answer["code"] == 405
 
 
-async def test_unknown_path_is_404(uusim: UucallSimulator, uu_http: aiohttp.ClientSession) -> None:
-    status, _, _ = await send(uu_http, uusim, "GET", "/power/nothing", {"uid": "10001"})
+async def test_unknown_path_is_404(
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
+) -> None:
+    status, _, _ = await send(http_session, uusim, "GET", "/power/nothing", {"uid": "10001"})
     assert status == 404
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "wrong"}, {"X-Token": TOKEN}])
 async def test_header_auth(
-    headers: dict[str, str], uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    headers: dict[str, str], uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     status, answer, _ = await send(
-        uu_http, uusim, "GET", "/account/10001", headers=headers or {"X": "y"}
+        http_session, uusim, "GET", "/account/10001", headers=headers or {"X": "y"}
     )
     assert (status, answer["code"]) == (401, 401)
 
 
-async def test_basic_auth_and_none(uu_http: aiohttp.ClientSession) -> None:
+async def test_basic_auth_and_none(http_session: aiohttp.ClientSession) -> None:
     basic = make_sim(auth="basic", username="fin", password="pw-1")
     none = make_sim(auth="none")
     await basic.start()
@@ -144,12 +146,14 @@ async def test_basic_auth_and_none(uu_http: aiohttp.ClientSession) -> None:
         good = "Basic " + base64.b64encode(b"fin:pw-1").decode()
         bad = "Basic " + base64.b64encode(b"fin:pw-2").decode()
         assert (
-            await send(uu_http, basic, "GET", "/account/10001", headers={"Authorization": good})
+            await send(
+                http_session, basic, "GET", "/account/10001", headers={"Authorization": good}
+            )
         )[0] == 200
         assert (
-            await send(uu_http, basic, "GET", "/account/10001", headers={"Authorization": bad})
+            await send(http_session, basic, "GET", "/account/10001", headers={"Authorization": bad})
         )[0] == 401
-        assert (await send(uu_http, none, "GET", "/account/10001", headers={}))[0] == 200
+        assert (await send(http_session, none, "GET", "/account/10001", headers={}))[0] == 200
     finally:
         await basic.stop()
         await none.stop()
@@ -165,28 +169,28 @@ async def test_basic_auth_and_none(uu_http: aiohttp.ClientSession) -> None:
     ],
 )
 async def test_another_enterprise_is_403(
-    path: str, query: dict[str, str], uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    path: str, query: dict[str, str], uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    status, _, _ = await send(uu_http, uusim, "GET", path, query)
+    status, _, _ = await send(http_session, uusim, "GET", path, query)
     assert status == 403
 
 
 async def test_424_when_a_dependency_refuses(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    status, answer, _ = await send(uu_http, uusim, "DELETE", "/power/role/2")
+    status, answer, _ = await send(http_session, uusim, "DELETE", "/power/role/2")
     assert status == 424 and "assigned" in answer["message"]
     status, answer, _ = await send(
-        uu_http, uusim, "POST", "/power/roleuser", {**VALUES, "account": "agent01"}, {}
+        http_session, uusim, "POST", "/power/roleuser", {**VALUES, "account": "agent01"}, {}
     )
     assert status == 424 and "exists" in answer["message"]
 
 
-async def test_pagination(uusim: UucallSimulator, uu_http: aiohttp.ClientSession) -> None:
+async def test_pagination(uusim: UucallSimulator, http_session: aiohttp.ClientSession) -> None:
     pages = []
     for page in (1, 2, 3):
         _, answer, _ = await send(
-            uu_http,
+            http_session,
             uusim,
             "GET",
             "/account/cashlog",
@@ -195,38 +199,40 @@ async def test_pagination(uusim: UucallSimulator, uu_http: aiohttp.ClientSession
         pages.append([row["id"] for row in answer])
     assert pages == [[7, 6, 5], [4, 3, 2], [1]], "newest first, 3 a page"
     status, _, _ = await send(
-        uu_http, uusim, "GET", "/account/cashlog", {"uid": "10001", "pageSize": "x"}
+        http_session, uusim, "GET", "/account/cashlog", {"uid": "10001", "pageSize": "x"}
     )
     assert status == 400
 
 
-async def test_data_envelope_and_string_numbers(uu_http: aiohttp.ClientSession) -> None:
+async def test_data_envelope_and_string_numbers(http_session: aiohttp.ClientSession) -> None:
     sim = make_sim(envelope="data", string_numbers=True)
     await sim.start()
     try:
         _, answer, _ = await send(
-            uu_http, sim, "GET", "/account/cashlog", {"uid": "10001", "pageSize": "2"}
+            http_session, sim, "GET", "/account/cashlog", {"uid": "10001", "pageSize": "2"}
         )
         assert answer["total"] == "7" and answer["pageSize"] == "2"  # every integer
         assert answer["data"][0]["id"] == "7" and isinstance(answer["data"][0]["money"], str)
-        _, account, _ = await send(uu_http, sim, "GET", "/account/10001")
+        _, account, _ = await send(http_session, sim, "GET", "/account/10001")
         assert account["data"]["balance"] == "26000"
     finally:
         await sim.stop()
 
 
-async def test_rate_limit_answers_429_with_retry_after(uu_http: aiohttp.ClientSession) -> None:
+async def test_rate_limit_answers_429_with_retry_after(http_session: aiohttp.ClientSession) -> None:
     sim = make_sim(rate_limit=1.0, burst=2)
     await sim.start()
     try:
         statuses = []
         for _ in range(3):
-            status, _, response = await send(uu_http, sim, "GET", "/account/10001")
+            status, _, response = await send(http_session, sim, "GET", "/account/10001")
             statuses.append((status, response.headers.get("Retry-After")))
         assert statuses[:2] == [(200, None), (200, None)]
         assert statuses[2] == (429, "1")
         sim.storm(2, retry_after="3")
-        assert (await send(uu_http, sim, "GET", "/account/10001"))[2].headers["Retry-After"] == "3"
+        assert (await send(http_session, sim, "GET", "/account/10001"))[2].headers[
+            "Retry-After"
+        ] == "3"
     finally:
         await sim.stop()
 
@@ -254,13 +260,13 @@ async def test_data_changes_over_time(uusim: UucallSimulator) -> None:
 
 
 async def test_writes_show_in_the_operation_log(
-    uusim: UucallSimulator, uu_http: aiohttp.ClientSession
+    uusim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    await send(uu_http, uusim, "DELETE", "/power/notice/1", {"uid": "10001"})
-    _, entries, _ = await send(uu_http, uusim, "GET", "/power/oplog", {"uid": "10001"})
+    await send(http_session, uusim, "DELETE", "/power/notice/1", {"uid": "10001"})
+    _, entries, _ = await send(http_session, uusim, "GET", "/power/oplog", {"uid": "10001"})
     assert entries[0]["subUserName"] == "api" and entries[0]["opdescribe"] == "删除公告 1"
     _, filtered, _ = await send(
-        uu_http,
+        http_session,
         uusim,
         "GET",
         "/power/oplog",
@@ -269,13 +275,13 @@ async def test_writes_show_in_the_operation_log(
     assert filtered == []
 
 
-async def test_a_flaky_service_answers_500(uu_http: aiohttp.ClientSession) -> None:
+async def test_a_flaky_service_answers_500(http_session: aiohttp.ClientSession) -> None:
     sim = make_sim(error_rate=1.0)
     await sim.start()
     try:
-        status, answer, _ = await send(uu_http, sim, "GET", "/account/10001")
+        status, answer, _ = await send(http_session, sim, "GET", "/account/10001")
         assert (status, answer["code"]) == (500, 500)
-        status, _, _ = await send(uu_http, sim, "GET", "/account/10001", headers={})
+        status, _, _ = await send(http_session, sim, "GET", "/account/10001", headers={})
         assert status == 401, "credentials are checked first"
     finally:
         await sim.stop()

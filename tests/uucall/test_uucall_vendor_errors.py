@@ -75,11 +75,11 @@ def test_every_code_of_the_wiki_is_mapped() -> None:
 
 
 async def test_a_failed_poll_says_why(
-    wikisim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    wikisim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
     """The wiki's own example failure: code 1 with its description in ``Data``."""
     _, code, _ = WIKI["envelope_table"]["rows"][1]
-    watched = Watched(wikisim, uu_http, StoreSlice(db, "uucall:acme:"), tenant="acme-err")
+    watched = Watched(wikisim, http_session, StoreSlice(db, "uucall:acme:"), tenant="acme-err")
     before = counted("acme-err", "1")
     wikisim.script("GET", "/account/10001", status=200, body=wikisim.failure(code, "账户不存在"))
     with pytest.raises(VendorFailed) as failed:
@@ -107,9 +107,9 @@ async def test_a_failed_poll_says_why(
 
 
 async def test_failed_cash_log_pages_are_not_entries(
-    wikisim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    wikisim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
-    watched = Watched(wikisim, uu_http, StoreSlice(db, "uucall:acme:"))
+    watched = Watched(wikisim, http_session, StoreSlice(db, "uucall:acme:"))
     wikisim.script("GET", "/account/cashlog", status=200, body=wikisim.failure(4, "未知错误"))
     with pytest.raises(VendorFailed):
         await watched.pollers.poll_once("cashlog")
@@ -118,11 +118,11 @@ async def test_failed_cash_log_pages_are_not_entries(
 
 
 async def test_passport_and_power_codes_stop_polling(
-    wikisim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    wikisim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
     """Code 5 (passport) counts as refused credentials and code 6 (power) as refused
     rights, like 401 and 403: ``max_auth_rejections`` in a row stop the poller."""
-    watched = Watched(wikisim, uu_http, StoreSlice(db, "uucall:acme:"), max_auth_rejections=2)
+    watched = Watched(wikisim, http_session, StoreSlice(db, "uucall:acme:"), max_auth_rejections=2)
     wikisim.script("GET", "/power/oplog", status=200, body=wikisim.failure(5, "passport错误"))
     wikisim.script("GET", "/power/oplog", status=200, body=wikisim.failure(5, "passport错误"))
     with pytest.raises(AuthRefused) as first:
@@ -132,7 +132,7 @@ async def test_passport_and_power_codes_stop_polling(
         await watched.pollers.poll_once("oplog")
     assert stopped.value.state == "auth_failed" and "passport错误" in stopped.value.reason
 
-    other = Watched(wikisim, uu_http, StoreSlice(db, "uucall:b:"), max_auth_rejections=1)
+    other = Watched(wikisim, http_session, StoreSlice(db, "uucall:b:"), max_auth_rejections=1)
     wikisim.script("GET", "/power/notice", status=200, body=wikisim.failure(6, "无权限"))
     with pytest.raises(PollStopped) as blocked:
         await other.pollers.poll_once("notice")
@@ -140,9 +140,9 @@ async def test_passport_and_power_codes_stop_polling(
 
 
 async def test_a_wrong_token_answered_in_the_body_is_auth_refused(
-    wikisim: UucallSimulator, uu_http: aiohttp.ClientSession
+    wikisim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    client = UucallClient(uu_http, pbx_for(wikisim, secret="not-the-token"))
+    client = UucallClient(http_session, pbx_for(wikisim, secret="not-the-token"))
     with pytest.raises(AuthRefused) as refused:
         await client.get("/account/10001")
     assert (refused.value.status, refused.value.vendor_code) == (401, "5")
@@ -151,11 +151,11 @@ async def test_a_wrong_token_answered_in_the_body_is_auth_refused(
 
 
 async def test_the_request_limit_code_is_waited_out_then_defers_the_poller(
-    wikisim: UucallSimulator, uu_http: aiohttp.ClientSession, db: StateStore
+    wikisim: UucallSimulator, http_session: aiohttp.ClientSession, db: StateStore
 ) -> None:
     """Code 3 ("请求数达上限") is a 429 in the body: the request was not run, so it is sent
     again after the backoff, ``rate_limit_retries`` times; then the poller is deferred."""
-    watched = Watched(wikisim, uu_http, StoreSlice(db, "uucall:acme:"), rate_limit_retries=1)
+    watched = Watched(wikisim, http_session, StoreSlice(db, "uucall:acme:"), rate_limit_retries=1)
     limit = wikisim.failure(3, "请求数达上限")
     wikisim.script("GET", "/power/notice", status=200, body=limit)
     await watched.pollers.poll_once("notice")
@@ -169,10 +169,10 @@ async def test_the_request_limit_code_is_waited_out_then_defers_the_poller(
 
 
 async def test_commands_answer_failed_with_the_vendor_code(
-    wikisim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    wikisim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     settings = pbx_for(wikisim, tenant="acme-cmd")
-    client = UucallClient(uu_http, settings)
+    client = UucallClient(http_session, settings)
     folder = Downloads(tmp_path, 1 << 20)
 
     async def run(command: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -199,10 +199,10 @@ async def test_commands_answer_failed_with_the_vendor_code(
 
 
 async def test_a_failed_download_writes_nothing(
-    wikisim: UucallSimulator, uu_http: aiohttp.ClientSession, tmp_path: Path
+    wikisim: UucallSimulator, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     settings = pbx_for(wikisim)
-    client = UucallClient(uu_http, settings)
+    client = UucallClient(http_session, settings)
     command = parse("uucall.chargebill.download", {})
     wikisim.script(
         "GET", "/account/file/chargebill", status=200, body=wikisim.failure(1, "账单未生成")
@@ -216,9 +216,9 @@ async def test_a_failed_download_writes_nothing(
 
 
 async def test_the_secret_never_shows_in_a_vendor_message(
-    wikisim: UucallSimulator, uu_http: aiohttp.ClientSession
+    wikisim: UucallSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    client = UucallClient(uu_http, pbx_for(wikisim))
+    client = UucallClient(http_session, pbx_for(wikisim))
     wikisim.script(
         "GET", "/power/role", status=200, body=wikisim.failure(1, f"bad token {TOKEN} here")
     )

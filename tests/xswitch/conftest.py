@@ -26,14 +26,8 @@ async def rest_sim() -> AsyncIterator[XccRestSimulator]:
 
 
 @pytest.fixture
-async def xcc_http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-def xcc(rest_sim: XccRestSimulator, xcc_http: aiohttp.ClientSession) -> XccClient:
-    return XccClient(xcc_http, pbx_settings(rest_sim.base_url))
+def xcc(rest_sim: XccRestSimulator, http_session: aiohttp.ClientSession) -> XccClient:
+    return XccClient(http_session, pbx_settings(rest_sim.base_url))
 
 
 @pytest.fixture

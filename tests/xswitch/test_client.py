@@ -79,12 +79,12 @@ async def test_expired_token_is_replaced_once_and_the_call_retried(
     assert statuses.count(401) == 10 and statuses.count(200) == 11
 
 
-async def test_token_lifetime_on_the_server_clock(xcc_http: aiohttp.ClientSession) -> None:
+async def test_token_lifetime_on_the_server_clock(http_session: aiohttp.ClientSession) -> None:
     clock = Clock()
     sim = XccRestSimulator(DEV_KEY, token_ttl_s=60, clock=clock)
     await sim.start()
     try:
-        client = XccClient(xcc_http, pbx_settings(sim.base_url))
+        client = XccClient(http_session, pbx_settings(sim.base_url))
         await client.call(EXTENSIONS, {})
         clock.now += 59
         await client.call(EXTENSIONS, {})
@@ -98,13 +98,13 @@ async def test_token_lifetime_on_the_server_clock(xcc_http: aiohttp.ClientSessio
 
 
 async def test_an_announced_lifetime_is_renewed_before_the_server_refuses(
-    xcc_http: aiohttp.ClientSession,
+    http_session: aiohttp.ClientSession,
 ) -> None:
     clock = Clock()
     sim = XccRestSimulator(DEV_KEY, token_ttl_s=60, announce_expiry=True, clock=clock)
     await sim.start()
     try:
-        client = XccClient(xcc_http, pbx_settings(sim.base_url), clock=clock)
+        client = XccClient(http_session, pbx_settings(sim.base_url), clock=clock)
         await client.call(EXTENSIONS, {})
         clock.now += 55  # within the last tenth of the lifetime
         await client.call(EXTENSIONS, {})
@@ -136,11 +136,11 @@ async def test_an_expired_token_answer_in_an_http_200_counts_too(
 
 
 async def test_refused_dev_key_backs_off_and_is_never_shown(
-    rest_sim: XccRestSimulator, xcc_http: aiohttp.ClientSession
+    rest_sim: XccRestSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     wrong = "0badc0de-wrong-key-0000"
     with capture_logs() as logs:
-        client = XccClient(xcc_http, pbx_settings(rest_sim.base_url, dev_key=wrong))
+        client = XccClient(http_session, pbx_settings(rest_sim.base_url, dev_key=wrong))
         with pytest.raises(XccAuthRejected) as refused:
             await client.call(EXTENSIONS, {})
         assert refused.value.code is ErrorCode.FORBIDDEN and not refused.value.retryable
@@ -167,10 +167,10 @@ async def test_refused_dev_key_backs_off_and_is_never_shown(
 
 
 async def test_secrets_in_an_error_answer_are_redacted(
-    rest_sim: XccRestSimulator, xcc_http: aiohttp.ClientSession
+    rest_sim: XccRestSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     with capture_logs() as logs:
-        client = XccClient(xcc_http, pbx_settings(rest_sim.base_url))
+        client = XccClient(http_session, pbx_settings(rest_sim.base_url))
         for _ in range(6):  # many tokens later, the key is still known as a secret
             rest_sim.expire_tokens()
             await client.call(EXTENSIONS, {})
@@ -219,9 +219,9 @@ async def test_a_write_answered_500_is_not_sent_again(
 
 
 async def test_a_write_without_an_answer_is_not_sent_again(
-    rest_sim: XccRestSimulator, xcc_http: aiohttp.ClientSession
+    rest_sim: XccRestSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    client = XccClient(xcc_http, pbx_settings(rest_sim.base_url, request_timeout_s=0.3))
+    client = XccClient(http_session, pbx_settings(rest_sim.base_url, request_timeout_s=0.3))
     await client.call(EXTENSIONS, {})
     rest_sim.script(ADD, delay_s=1.0)  # the server makes the change, too late to answer
     with pytest.raises(CommandFailed) as failed:
@@ -232,9 +232,9 @@ async def test_a_write_without_an_answer_is_not_sent_again(
 
 
 async def test_a_read_without_an_answer_is_unavailable_and_retryable(
-    rest_sim: XccRestSimulator, xcc_http: aiohttp.ClientSession
+    rest_sim: XccRestSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    client = XccClient(xcc_http, pbx_settings(rest_sim.base_url, request_timeout_s=0.3))
+    client = XccClient(http_session, pbx_settings(rest_sim.base_url, request_timeout_s=0.3))
     rest_sim.script(EXTENSIONS, delay_s=1.0)
     with pytest.raises(CommandFailed) as failed:
         await client.call(EXTENSIONS, {})
@@ -284,12 +284,12 @@ async def test_error_answers_map_to_neutral_codes(
 
 
 async def test_a_closed_port_is_unavailable_for_reads_and_writes(
-    xcc_http: aiohttp.ClientSession,
+    http_session: aiohttp.ClientSession,
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = XccClient(xcc_http, pbx_settings(f"http://127.0.0.1:{port}"))
+    client = XccClient(http_session, pbx_settings(f"http://127.0.0.1:{port}"))
     for path in (EXTENSIONS, ADD):
         with pytest.raises(CommandFailed) as failed:
             await client.call(path, {})

@@ -224,9 +224,9 @@ async def test_the_watcher_follows_a_changing_simulator(
 
 
 async def test_a_refused_key_stops_polling_as_auth_failed(
-    rest_sim: XccRestSimulator, xcc_http: aiohttp.ClientSession, state_db: StateStore
+    rest_sim: XccRestSimulator, http_session: aiohttp.ClientSession, state_db: StateStore
 ) -> None:
-    client = XccClient(xcc_http, pbx_settings(rest_sim.base_url, dev_key="not-the-key"))
+    client = XccClient(http_session, pbx_settings(rest_sim.base_url, dev_key="not-the-key"))
     watched = Watched(client, slice_of(state_db), interval_s=0.01, max_auth_rejections=2)
     async with running(watched):
         await wait_for(lambda: watched.state.state == "auth_failed")
