@@ -290,7 +290,7 @@ def _message(err: Any) -> str:
     if err.get("type") == "string_pattern_mismatch" and str(loc[-1]).endswith("url"):
         return (
             "must be an http:// or https:// URL without a query, such as"
-            f" https://pbx.example.com:8088, not {err.get('input')!r}"
+            f" https://pbx.example.com:8088, not {redact_url(str(err.get('input')))!r}"
         )
     return str(err["msg"]).removeprefix("Value error, ")
 

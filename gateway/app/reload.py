@@ -210,6 +210,14 @@ class ReloadRecord:
         }
 
 
+def _failed(record: ReloadRecord, error: str) -> str:
+    """Record a reload that failed (status page, metrics); its error."""
+    record.last_ok, record.last_error, record.last_changes = False, error, None
+    CONFIG_RELOADS.labels("failed").inc()
+    CONFIG_LAST_RELOAD_OK.set(0)
+    return error
+
+
 class ReloadRefused(Exception):
     """A reload that changes nothing: the file is invalid or changes what cannot change live."""
 
@@ -306,10 +314,7 @@ class ConfigReloader:
                 read_s = time.monotonic() - started
                 changes = await self._apply(settings)
             except (SettingsError, ReloadRefused) as exc:
-                error = one_line(str(exc))
-                record.last_ok, record.last_error, record.last_changes = False, error, None
-                CONFIG_RELOADS.labels("failed").inc()
-                CONFIG_LAST_RELOAD_OK.set(0)
+                error = _failed(record, one_line(str(exc)))
                 self._log.error(
                     "config_reload_failed",
                     file=str(self.path),
@@ -319,10 +324,7 @@ class ConfigReloader:
                 )
                 return False
             except Exception as exc:  # e.g. the broker refusing a new PBX's queue
-                error = f"{type(exc).__name__}: {exc}"
-                record.last_ok, record.last_error, record.last_changes = False, error, None
-                CONFIG_RELOADS.labels("failed").inc()
-                CONFIG_LAST_RELOAD_OK.set(0)
+                error = _failed(record, f"{type(exc).__name__}: {exc}")
                 self._log.exception(
                     "config_reload_failed",
                     file=str(self.path),

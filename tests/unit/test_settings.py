@@ -261,3 +261,11 @@ def test_a_bad_environment_value_names_its_variable(
     assert any(line.endswith(window) for line in lines), lines
     in_file = f"(line 1 of {tmp_path / 'gateway.yaml'})"
     assert any(line.endswith(in_file) for line in lines), lines
+
+
+def test_a_bad_base_url_never_shows_its_password(tmp_path: Path) -> None:
+    url = "https://admin:pbx-password-7@192.0.2.10:8088/api?x=1"
+    with pytest.raises(SettingsError) as err:
+        load_settings(write(tmp_path, {"pbxs": [{**GOOD_PBX, "base_url": url}]}))
+    assert "pbx-password-7" not in str(err.value)
+    assert "https://admin:***@192.0.2.10:8088/api?x=1" in str(err.value)
