@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 import aiohttp
 import aiormq
@@ -23,7 +24,9 @@ import orjson
 import websockets
 from pamqp.commands import Basic
 
-API_PATH = "/openapi/v1.0"  # the Yeastar API, as gateway.connectors.yeastar.client
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the gateway of this tree
+from gateway.connectors.yeastar.client import API_PATH
+
 BENCH_TOPICS = [30011]
 
 
